@@ -1,0 +1,19 @@
+//! The example application of the repository: a small multi-tenant project
+//! tracker built on sea-orm.
+//!
+//! It is the app used by the repository's binaries and tests to exercise the
+//! tenancy framework. It provides:
+//!
+//! * [`entities`]: the sea-orm entities — the tenant-scoped `projects`,
+//!   `tasks` and `comments` tables (each with a `tenant_id` column) and the
+//!   shared, untenanted `plans` table;
+//! * [`migration`]: the migrations, split into the tenant [`Migrator`]
+//!   (run for every tenant) and the [`SharedMigrator`] (run on the master
+//!   database/schema only).
+
+#![warn(missing_docs)]
+
+pub mod entities;
+pub mod migration;
+
+pub use migration::{Migrator, SharedMigrator};

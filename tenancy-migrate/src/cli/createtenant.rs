@@ -1,0 +1,332 @@
+//! `createtenant`: register a tenant and create its storage.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{ArgAction, Parser};
+use sea_orm_migration::MigratorTraitSelf;
+use tenancy::secret::Password;
+use tenancy::{Backend, Created, Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
+
+use super::prompt::Prompter;
+use crate::{Error, MigrateOnCreate, Result};
+
+/// Environment variable holding the tenant database password for scripts.
+pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
+
+/// Create a tenant: register it in the master database and create what its isolation mode
+/// needs (role and database, schema, or nothing but the registry row), then optionally
+/// run the application's migrations for it.
+///
+/// Asks for every value not given as a flag when run on a terminal. Without a terminal,
+/// or with --no-input, a missing value is an error. The database password is read from
+/// the prompt or from TENANT_DB_PASSWORD, never from a flag.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "createtenant",
+    after_help = "Environment:\n  \
+        DATABASE_URL             master database (default: sqlite://tenancy.db?mode=rwc)\n  \
+        TENANT_DB_PASSWORD       password of the tenant's database user (database isolation)\n  \
+        TENANCY_ADMIN_URL        credentials that create roles and databases (default: DATABASE_URL's, database 'postgres')\n  \
+        TENANCY_SECRET_KEY       key that encrypts stored passwords (base64 of 32 bytes)\n  \
+        TENANCY_SECRET_KEY_FILE  file holding that key (default: .tenancy-secret.key, generated if missing)\n\n\
+        Exit codes:\n  \
+        0 created; 1 failed (what was created was removed); 2 invalid input; 3 already exists;\n  \
+        4 cannot connect to a database server; 5 secret key unreadable; 130 cancelled"
+)]
+pub struct CreateTenantArgs {
+    /// Tenant ID: a lower-case letter, then lower-case letters, digits or '_' (at most 48 bytes)
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Human-readable tenant name
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Isolation type: database, schema, table or cache
+    #[arg(long, value_name = "TYPE")]
+    pub isolation: Option<String>,
+
+    /// Create the tenant's database now (database isolation)
+    #[arg(long, overrides_with = "no_create_database", action = ArgAction::SetTrue)]
+    pub create_database: bool,
+
+    /// Use an existing database: check that the credentials connect to it
+    #[arg(long, overrides_with = "create_database", action = ArgAction::SetTrue)]
+    pub no_create_database: bool,
+
+    /// Name of the tenant's database (database isolation)
+    #[arg(long, value_name = "NAME")]
+    pub db_name: Option<String>,
+
+    /// Database user the tenant connects as (database isolation on PostgreSQL)
+    #[arg(long, value_name = "USER")]
+    pub db_user: Option<String>,
+
+    /// Host of the tenant's database server (database isolation on PostgreSQL)
+    #[arg(long, value_name = "HOST")]
+    pub db_host: Option<String>,
+
+    /// Port of the tenant's database server [default: 5432]
+    #[arg(long, value_name = "PORT")]
+    pub db_port: Option<String>,
+
+    /// Run the application's migrations for the tenant now
+    #[arg(long, overrides_with = "no_migrate", action = ArgAction::SetTrue)]
+    pub migrate: bool,
+
+    /// Do not run migrations now
+    #[arg(long, overrides_with = "migrate", action = ArgAction::SetTrue)]
+    pub no_migrate: bool,
+
+    /// Never prompt: a value that is not given is an error
+    #[arg(long)]
+    pub no_input: bool,
+
+    /// Master database URL
+    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+impl CreateTenantArgs {
+    fn create_database(&self) -> Option<bool> {
+        flag_pair(self.create_database, self.no_create_database)
+    }
+
+    fn migrate(&self) -> Option<bool> {
+        flag_pair(self.migrate, self.no_migrate)
+    }
+}
+
+fn flag_pair(yes: bool, no: bool) -> Option<bool> {
+    match (yes, no) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+/// Runs `createtenant` with the process's arguments; see [`CreateTenantArgs`].
+pub async fn createtenant<M>(migrator: M) -> ExitCode
+where
+    M: MigratorTraitSelf + 'static,
+{
+    createtenant_with_args(CreateTenantArgs::parse(), migrator).await
+}
+
+/// Runs `createtenant` with parsed arguments, printing progress and errors; returns the
+/// exit code.
+pub async fn createtenant_with_args<M>(args: CreateTenantArgs, migrator: M) -> ExitCode
+where
+    M: MigratorTraitSelf + 'static,
+{
+    println!("Starting tenant creation...");
+    match run(args, migrator).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => super::report_error(&err),
+    }
+}
+
+/// Everything `createtenant` asks, after flags and prompts.
+struct Answers {
+    new: NewTenant,
+}
+
+async fn run<M>(args: CreateTenantArgs, migrator: M) -> Result<()>
+where
+    M: MigratorTraitSelf + 'static,
+{
+    let backend = Backend::of_url(&args.database_url)?;
+    let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
+    // Connect first: an unreachable master is reported before any question is asked.
+    let tenancy = Tenancy::connect(args.database_url.clone()).await?;
+    // inquire blocks on the terminal; keep that off the async workers.
+    let answers = tokio::task::spawn_blocking(move || ask(&args, backend, password_env))
+        .await
+        .map_err(|_| Error::Cancelled)??;
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let hooks = MigrateOnCreate::new(&migrator).interrupt_on(&interrupted);
+    let result = tenancy.create_tenant(answers.new, &hooks).await;
+    watcher.abort();
+    if let Some(path) = tenancy.generated_key_file() {
+        eprintln!(
+            "Generated the secret key file '{}' (readable only by you). Keep it safe and back it up: \
+             stored database passwords cannot be decrypted without it.",
+            path.display()
+        );
+    }
+    let provisioned = match result {
+        Err(tenancy::Error::ProvisioningFailed { .. }) if interrupted.load(Ordering::SeqCst) => {
+            return Err(Error::Cancelled);
+        }
+        other => other?,
+    };
+
+    let tenant = &provisioned.tenant;
+    println!("✓ Tenant '{}' created successfully", tenant.id);
+    for created in &provisioned.created {
+        match created {
+            Created::Database { name, .. } => println!("✓ Database '{name}' created"),
+            Created::DatabaseFile { name, path } => {
+                println!("✓ Database '{name}' created ({})", path.display());
+            }
+            Created::Schema { name } => println!("✓ Schema '{name}' created"),
+            // The role is part of creating the database; the transcript names only that.
+            _ => {}
+        }
+    }
+    if provisioned.created.is_empty()
+        && let Some(db) = &tenant.config.database
+    {
+        println!("✓ Using existing database '{}'", db.name());
+    }
+    match tenant.isolation {
+        Isolation::Table => println!("✓ Shared tables: rows are scoped by tenant_id '{}'", tenant.id),
+        Isolation::Cache => {
+            println!("✓ Cache namespace '{}' ready", tenant.id);
+            println!("Nothing to migrate: cache tenants have no relational storage");
+        }
+        _ => {}
+    }
+    if provisioned.migrated {
+        println!("✓ Migrations completed");
+    }
+    println!("Tenant is ready to use");
+    Ok(())
+}
+
+/// Fills every value from flags or prompts, validating each as it comes.
+fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>) -> Result<Answers> {
+    let prompter = Prompter::new(args.no_input);
+
+    let id: TenantId = match &args.id {
+        Some(id) => id.parse()?,
+        None => prompter
+            .text("Enter tenant ID (unique):", "--id <ID>", "tenant ID", |input| {
+                TenantId::new(input).map(drop).map_err(|e| e.to_string())
+            })?
+            .parse()?,
+    };
+    let name = match &args.name {
+        Some(name) if name.trim().is_empty() => {
+            return Err(tenancy::Error::Missing { what: "tenant name: --name must not be blank".to_owned() }.into());
+        }
+        Some(name) => name.trim().to_owned(),
+        None => prompter.text("Enter tenant name:", "--name <NAME>", "tenant name", |input| {
+            if input.is_empty() { Err("The tenant name must not be empty".to_owned()) } else { Ok(()) }
+        })?,
+    };
+    let isolation: Isolation = match &args.isolation {
+        Some(isolation) => isolation.parse()?,
+        None => prompter.select(
+            "Select isolation type (database/schema/table/cache):",
+            "--isolation <TYPE>",
+            "isolation type",
+            Isolation::ALL.to_vec(),
+        )?,
+    };
+    if isolation == Isolation::Schema && backend != Backend::Postgres {
+        return Err(tenancy::Error::SchemaNeedsPostgres { backend: backend.name() }.into());
+    }
+
+    let database = if isolation == Isolation::Database {
+        Some(ask_database(args, backend, password_env, &prompter)?)
+    } else {
+        None
+    };
+
+    let migrate = if isolation.has_relational_storage() {
+        match args.migrate() {
+            Some(migrate) => migrate,
+            None => prompter.confirm(
+                "Do you want to run migrations for this tenant now? (y/n):",
+                "--migrate or --no-migrate",
+                "whether to run migrations",
+            )?,
+        }
+    } else {
+        false
+    };
+
+    Ok(Answers { new: NewTenant { id, name, isolation, database, migrate } })
+}
+
+fn ask_database(
+    args: &CreateTenantArgs,
+    backend: Backend,
+    password_env: Option<Password>,
+    prompter: &Prompter,
+) -> Result<NewDatabase> {
+    let create = match args.create_database() {
+        Some(create) => create,
+        None => prompter.confirm(
+            "Do you want to create the database now? (y/n):",
+            "--create-database or --no-create-database",
+            "whether to create the database",
+        )?,
+    };
+    let name = given_or_asked(args.db_name.as_deref(), "database name", || {
+        prompter.text("Enter database name for tenant:", "--db-name <NAME>", "database name", |input| {
+            check_name("database name", input)
+        })
+    })?;
+    if backend == Backend::Sqlite {
+        // On SQLite the tenant's database is a file beside the master: nothing else to ask.
+        return Ok(NewDatabase { name, create, user: None, password: None, host: None, port: None });
+    }
+    let user = given_or_asked(args.db_user.as_deref(), "database user", || {
+        prompter.text("Enter database user:", "--db-user <USER>", "database user", |input| {
+            check_name("database user", input)
+        })
+    })?;
+    let password = match password_env {
+        Some(password) => password,
+        None => prompter.password("Enter database password:", "database password", PASSWORD_ENV)?,
+    };
+    let host = match &args.db_host {
+        Some(host) => host.trim().to_owned(),
+        None => prompter.text("Enter database host:", "--db-host <HOST>", "database host", |input| {
+            if input.is_empty() { Err("The host must not be empty".to_owned()) } else { Ok(()) }
+        })?,
+    };
+    let port = match &args.db_port {
+        Some(port) => parse_port(port)?,
+        None => parse_port(&prompter.text_with_default(
+            "Enter database port (default: 5432):",
+            "--db-port <PORT>",
+            "database port",
+            "5432",
+            |input| parse_port(input).map(drop).map_err(|e| e.to_string()),
+        )?)?,
+    };
+    Ok(NewDatabase { name, create, user: Some(user), password: Some(password), host: Some(host), port: Some(port) })
+}
+
+fn given_or_asked(given: Option<&str>, what: &'static str, ask: impl FnOnce() -> Result<String>) -> Result<String> {
+    let value = match given {
+        Some(value) => value.trim().to_owned(),
+        None => ask()?,
+    };
+    tenancy::validate_sql_name(what, &value)?;
+    Ok(value)
+}
+
+fn check_name(what: &'static str, value: &str) -> std::result::Result<(), String> {
+    tenancy::validate_sql_name(what, value).map_err(|e| e.to_string())
+}
+
+/// Parses a TCP port: a number from 1 to 65535.
+fn parse_port(input: &str) -> Result<u16> {
+    match input.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(tenancy::Error::InvalidPort { given: input.trim().to_owned() }.into()),
+    }
+}

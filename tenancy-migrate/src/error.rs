@@ -1,0 +1,91 @@
+//! The one error type of `tenancy-migrate`, and the exit codes of its commands.
+
+/// Everything that can go wrong in `tenancy-migrate`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the `tenancy` core (registry, provisioning, connections).
+    #[error(transparent)]
+    Tenancy(#[from] tenancy::Error),
+
+    /// A migration of one tenant failed.
+    #[error("Migrating tenant '{tenant}' failed")]
+    Migration {
+        /// The tenant id.
+        tenant: String,
+        /// The migrator's error.
+        #[source]
+        source: sea_orm::DbErr,
+    },
+
+    /// A prompt could not be shown or read.
+    #[error("Cannot read the answer to \"{prompt}\"")]
+    Prompt {
+        /// The prompt's message.
+        prompt: String,
+        /// The terminal error.
+        #[source]
+        source: inquire::InquireError,
+    },
+
+    /// The person at the terminal pressed Esc or Ctrl-C.
+    #[error("Cancelled; nothing was created")]
+    Cancelled,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The exit codes of the commands, documented in `--help` and the README.
+pub mod exit_code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The work failed (a provisioning step or a migration failed; what the run created
+    /// was removed again).
+    pub const FAILED: u8 = 1;
+    /// Invalid input: a bad flag, tenant id, isolation type, port or name, or a value that
+    /// is missing with no terminal to ask on.
+    pub const INVALID_INPUT: u8 = 2;
+    /// Something to be created exists already: the tenant, its database, role or schema.
+    pub const ALREADY_EXISTS: u8 = 3;
+    /// A database server could not be reached or refused the credentials.
+    pub const CANNOT_CONNECT: u8 = 4;
+    /// The operator's secret key could not be read or created.
+    pub const SECRET_KEY: u8 = 5;
+    /// The tenant does not exist.
+    pub const NOT_FOUND: u8 = 6;
+    /// Cancelled at a prompt (Esc, Ctrl-C) or interrupted.
+    pub const CANCELLED: u8 = 130;
+}
+
+impl Error {
+    /// The process exit code this error maps to (see [`exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        use tenancy::Error as T;
+        match self {
+            Error::Tenancy(err) => match err {
+                T::InvalidTenantId { .. }
+                | T::InvalidIsolation { .. }
+                | T::InvalidIdentifier { .. }
+                | T::InvalidPort { .. }
+                | T::InvalidHost { .. }
+                | T::Missing { .. }
+                | T::UnsupportedUrl { .. }
+                | T::SchemaNeedsPostgres { .. }
+                | T::MissingPassword
+                | T::DatabaseMissing { .. } => exit_code::INVALID_INPUT,
+                T::TenantExists { .. }
+                | T::DatabaseExists { .. }
+                | T::DatabaseFileExists { .. }
+                | T::RoleExists { .. }
+                | T::SchemaExists { .. } => exit_code::ALREADY_EXISTS,
+                T::CannotConnect { .. } => exit_code::CANNOT_CONNECT,
+                T::SecretKey { .. } | T::Decrypt { .. } => exit_code::SECRET_KEY,
+                T::TenantNotFound { .. } => exit_code::NOT_FOUND,
+                _ => exit_code::FAILED,
+            },
+            Error::Cancelled => exit_code::CANCELLED,
+            Error::Migration { .. } | Error::Prompt { .. } => exit_code::FAILED,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! # tenancy-migrate
+//!
+//! Per-tenant migrations for [`tenancy`], on top of
+//! [sea-orm-migration](https://www.sea-ql.org/SeaORM/docs/migration/setting-up-migration/),
+//! and the library behind the tenant commands (`createtenant`, ...).
+//!
+//! An application keeps its usual `Migrator` (a `MigratorTrait` implementation). This
+//! crate runs it against each tenant's storage:
+//!
+//! | isolation | where the migrations run | where `seaql_migrations` lives |
+//! | --- | --- | --- |
+//! | database | the tenant's own database, connected as the tenant's role | that database |
+//! | schema | the master database with `search_path` set to the tenant's schema only | the tenant's schema |
+//! | table | the master database's shared tables, once for all table tenants | the master database |
+//! | cache | nowhere: there is nothing relational to migrate | — |
+//!
+//! ```no_run
+//! # use sea_orm_migration::prelude::*;
+//! # struct Migrator;
+//! # impl MigratorTrait for Migrator { fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] } }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tenancy = tenancy::Tenancy::connect(tenancy::master_url_from_env()).await?;
+//! let tenant = tenancy.get_tenant(&"acme".parse()?).await?;
+//! let outcome = tenancy_migrate::migrate_tenant(&tenancy, &tenant, &Migrator).await?;
+//! println!("{outcome}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Commands
+//!
+//! The application's binaries are thin shells over [`cli`]; see there for the commands,
+//! their flags and exit codes.
+
+pub mod cli;
+mod error;
+
+use std::fmt;
+
+use sea_orm_migration::MigratorTraitSelf;
+use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
+
+pub use crate::error::{Error, Result, exit_code};
+
+/// What migrating one tenant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationOutcome {
+    /// These migrations were applied, in order.
+    Applied(Vec<String>),
+    /// Nothing was pending.
+    UpToDate,
+    /// The tenant has no relational storage (cache isolation).
+    NothingToMigrate,
+}
+
+impl fmt::Display for MigrationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrationOutcome::Applied(names) => write!(f, "applied {} migration(s): {}", names.len(), names.join(", ")),
+            MigrationOutcome::UpToDate => f.write_str("up to date"),
+            MigrationOutcome::NothingToMigrate => {
+                f.write_str("nothing to migrate: cache tenants have no relational storage")
+            }
+        }
+    }
+}
+
+/// Applies `migrator`'s pending migrations to one tenant's storage.
+///
+/// # Errors
+/// [`Error::Tenancy`] when the tenant's storage cannot be reached, [`Error::Migration`]
+/// when a migration fails (PostgreSQL runs each migration in its own transaction, so a
+/// failed one leaves nothing half-applied).
+pub async fn migrate_tenant<M>(tenancy: &Tenancy, tenant: &Tenant, migrator: &M) -> Result<MigrationOutcome>
+where
+    M: MigratorTraitSelf,
+{
+    let Some(conn) = tenancy.connect_storage(tenant).await? else {
+        return Ok(MigrationOutcome::NothingToMigrate);
+    };
+    let migration_error = |source| Error::Migration { tenant: tenant.id.to_string(), source };
+    let result = async {
+        let pending: Vec<String> = migrator
+            .get_pending_migrations(&conn)
+            .await
+            .map_err(migration_error)?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        if pending.is_empty() {
+            return Ok(MigrationOutcome::UpToDate);
+        }
+        migrator.up(&conn, None).await.map_err(migration_error)?;
+        Ok(MigrationOutcome::Applied(pending))
+    }
+    .await;
+    // The shared master pool stays open; a tenant's own pool is closed now.
+    if tenant.isolation != tenancy::Isolation::Table {
+        let _ = conn.close().await;
+    }
+    result
+}
+
+/// [`ProvisionHooks`] that migrate a new tenant with the application's migrator.
+#[derive(Debug)]
+pub struct MigrateOnCreate<'m, M> {
+    migrator: &'m M,
+    interrupted: Option<&'m std::sync::atomic::AtomicBool>,
+}
+
+impl<'m, M> MigrateOnCreate<'m, M> {
+    /// Hooks that run `migrator` on the new tenant.
+    pub fn new(migrator: &'m M) -> Self {
+        Self { migrator, interrupted: None }
+    }
+
+    /// Abort (and undo) the run at the next step boundary once `flag` is set, for
+    /// example by a Ctrl-C handler.
+    pub fn interrupt_on(mut self, flag: &'m std::sync::atomic::AtomicBool) -> Self {
+        self.interrupted = Some(flag);
+        self
+    }
+}
+
+impl<M: MigratorTraitSelf> ProvisionHooks for MigrateOnCreate<'_, M> {
+    fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            migrate_tenant(tenancy, tenant, self.migrator).await?;
+            Ok(())
+        })
+    }
+
+    fn after_step(&self, _step: ProvisionStep) -> Result<(), BoxError> {
+        match self.interrupted {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::SeqCst) => Err("interrupted".into()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! What the registry's `config` column holds for each isolation mode.
+
+use std::path::{Path, PathBuf};
+
+use crate::secret::EncryptedSecret;
+
+/// A tenant's configuration, stored as JSON in the registry's `config` column.
+///
+/// Only the part that belongs to the tenant's isolation mode is set. Passwords are stored
+/// encrypted ([`EncryptedSecret`]), never in plain text.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TenantConfig {
+    /// Database isolation: where the tenant's database is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseConfig>,
+    /// Schema isolation: the tenant's schema in the master database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+/// Where a database-isolated tenant's database lives.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum DatabaseConfig {
+    /// A PostgreSQL database on the server the config names.
+    Postgres(PostgresDatabase),
+    /// A SQLite file beside the master database file.
+    Sqlite(SqliteDatabase),
+}
+
+impl DatabaseConfig {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        match self {
+            DatabaseConfig::Postgres(db) => &db.name,
+            DatabaseConfig::Sqlite(db) => &db.name,
+        }
+    }
+}
+
+/// A tenant's own PostgreSQL database and the role that owns it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PostgresDatabase {
+    /// Database name.
+    pub name: String,
+    /// The role the tenant connects as; it owns the database.
+    pub user: String,
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// The role's password, encrypted with the operator's secret key.
+    pub password: EncryptedSecret,
+}
+
+impl PostgresDatabase {
+    /// `host:port`, for messages.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A tenant's own SQLite database file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SqliteDatabase {
+    /// The database name; the file is `<name>.db` in the master database's folder.
+    pub name: String,
+}
+
+impl SqliteDatabase {
+    /// The file, given the folder of the master database.
+    pub fn file_in(&self, master_dir: &Path) -> PathBuf {
+        master_dir.join(format!("{}.db", self.name))
+    }
+}

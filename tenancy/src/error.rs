@@ -1,0 +1,238 @@
+//! The one error type of the `tenancy` crate.
+
+use std::path::PathBuf;
+
+/// A boxed error from code the framework calls back into (migrations, hooks).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in `tenancy`.
+///
+/// Messages are written for the person running the command: each says what was wrong
+/// and, where there is a choice, what is valid. The underlying cause, when there is one,
+/// is available through [`std::error::Error::source`] and is never repeated in the
+/// message (so `anyhow`'s `{:#}` prints it once).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The tenant id is not a valid tenant id.
+    #[error(
+        "Invalid tenant ID '{id}': {reason}. A tenant ID starts with a lower-case ASCII letter, \
+         then lower-case letters, digits or '_', at most {max} bytes",
+        max = crate::TenantId::MAX_LEN
+    )]
+    InvalidTenantId {
+        /// The rejected input, printed with control characters escaped.
+        id: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The isolation type is not one of the four.
+    #[error("Invalid isolation type\nValid options: database, schema, table, cache")]
+    InvalidIsolation {
+        /// The rejected input.
+        given: String,
+    },
+
+    /// A SQL identifier given for the tenant (database or user name) is not acceptable.
+    #[error(
+        "Invalid {what} '{value}': {reason}. Use a lower-case ASCII letter first, then \
+         lower-case letters, digits or '_', at most 63 bytes"
+    )]
+    InvalidIdentifier {
+        /// What the identifier names (`database name`, `database user`).
+        what: &'static str,
+        /// The rejected input.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A port is not a number from 1 to 65535.
+    #[error("Invalid port '{given}': expected a number from 1 to 65535")]
+    InvalidPort {
+        /// The rejected input.
+        given: String,
+    },
+
+    /// A host name is empty or contains characters no host name has.
+    #[error("Invalid database host '{given}': expected a host name or IP address")]
+    InvalidHost {
+        /// The rejected input.
+        given: String,
+    },
+
+    /// A required value was not given and could not be asked for.
+    #[error("Missing {what}")]
+    Missing {
+        /// What is missing, including how to give it (for example `--id <ID>`).
+        what: String,
+    },
+
+    /// The master database URL is not one `tenancy` can use.
+    #[error("Unsupported database URL '{url}': {reason}")]
+    UnsupportedUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong and what is supported.
+        reason: &'static str,
+    },
+
+    /// A tenant with this id is already registered (or being provisioned right now).
+    #[error("Tenant with ID '{id}' already exists")]
+    TenantExists {
+        /// The tenant id.
+        id: String,
+    },
+
+    /// No tenant with this id is registered.
+    #[error("Tenant '{id}' does not exist")]
+    TenantNotFound {
+        /// The tenant id.
+        id: String,
+    },
+
+    /// A database server could not be reached or refused the credentials.
+    #[error("Cannot connect to database server")]
+    CannotConnect {
+        /// Where we tried to connect, with any password redacted.
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: sea_orm::DbErr,
+    },
+
+    /// The tenant's database already exists and this run was asked to create it.
+    #[error(
+        "Database '{name}' already exists on {server}; answer 'n' to \"create the database now\" \
+         (--no-create-database) to use it, or choose another name"
+    )]
+    DatabaseExists {
+        /// The database name.
+        name: String,
+        /// `host:port` of the server.
+        server: String,
+    },
+
+    /// The tenant's database file (SQLite) already exists and this run was asked to create it.
+    #[error(
+        "Database file '{}' already exists; use --no-create-database to use it, or choose another name",
+        path.display()
+    )]
+    DatabaseFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The tenant's database (or SQLite file) does not exist, and this run was told not to
+    /// create it.
+    #[error("Database '{name}' does not exist; answer 'y' to \"create the database now\" (--create-database)")]
+    DatabaseMissing {
+        /// The database name or file.
+        name: String,
+    },
+
+    /// The tenant's database role already exists and this run was asked to create it.
+    #[error("Database user '{name}' already exists on {server}; choose another user name")]
+    RoleExists {
+        /// The role name.
+        name: String,
+        /// `host:port` of the server.
+        server: String,
+    },
+
+    /// The tenant's schema already exists.
+    #[error("Schema '{name}' already exists in the master database; choose another tenant ID")]
+    SchemaExists {
+        /// The schema name.
+        name: String,
+    },
+
+    /// Schema isolation was asked for on a master database that is not PostgreSQL.
+    #[error(
+        "Schema isolation needs a PostgreSQL master database, and DATABASE_URL points at {backend}; \
+         use database, table or cache isolation, or set DATABASE_URL to a postgres:// URL"
+    )]
+    SchemaNeedsPostgres {
+        /// The master's backend (`SQLite`).
+        backend: &'static str,
+    },
+
+    /// A database-isolated tenant on PostgreSQL needs a password.
+    #[error("Missing database password: type it at the prompt or set TENANT_DB_PASSWORD")]
+    MissingPassword,
+
+    /// The operator's secret key could not be read, parsed or created.
+    #[error("Cannot read the secret key from {location}: {reason}")]
+    SecretKey {
+        /// `TENANCY_SECRET_KEY` or the key file's path.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A stored secret could not be decrypted with the operator's key.
+    #[error(
+        "Cannot decrypt the stored password of tenant '{tenant}': the secret key is not the one it \
+         was encrypted with (check TENANCY_SECRET_KEY / TENANCY_SECRET_KEY_FILE)"
+    )]
+    Decrypt {
+        /// The tenant whose secret failed.
+        tenant: String,
+    },
+
+    /// A registry row holds a value this version does not understand.
+    #[error("Registry row for tenant '{tenant}' is corrupt: {reason}")]
+    CorruptRegistry {
+        /// The tenant id of the row.
+        tenant: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Provisioning failed part-way; what this run created was removed again.
+    #[error("Creating tenant '{tenant}' failed while {step}; everything this run created was removed")]
+    ProvisioningFailed {
+        /// The tenant id.
+        tenant: String,
+        /// The step that failed.
+        step: crate::ProvisionStep,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Provisioning failed and undoing it failed too: manual clean-up is needed.
+    #[error(
+        "Creating tenant '{tenant}' failed while {step}, and removing what it created failed too; \
+         left behind: {leftovers}"
+    )]
+    RollbackFailed {
+        /// The tenant id.
+        tenant: String,
+        /// The step that failed.
+        step: crate::ProvisionStep,
+        /// What could not be removed (for the operator to drop by hand).
+        leftovers: String,
+        /// The original cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A database statement failed.
+    #[error("Database error")]
+    Database(#[from] sea_orm::DbErr),
+
+    /// A file could not be read or written.
+    #[error("Cannot access '{}'", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,340 @@
+//! [`Tenancy`]: the entry point, holding the master database connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::DatabaseConfig;
+use crate::dburl::{self, Backend, MasterUrl};
+use crate::registry::{RegistryMigrator, entity};
+use crate::secret::{KeySource, Password, SecretKey};
+use crate::sql::quote_ident;
+use crate::{Error, Isolation, Result, Tenant, TenantId};
+
+/// The default key file, in the working folder, used when neither `TENANCY_SECRET_KEY`
+/// nor `TENANCY_SECRET_KEY_FILE` is set.
+pub const DEFAULT_SECRET_KEY_FILE: &str = ".tenancy-secret.key";
+
+/// The multi-tenancy entry point: a connection to the master database, which holds the
+/// tenant registry, plus what is needed to reach each tenant's storage.
+///
+/// Cheap to clone: clones share the master connection pool.
+#[derive(Clone)]
+pub struct Tenancy {
+    master: DatabaseConnection,
+    url: MasterUrl,
+    admin_url: Option<String>,
+    secret_key_file: PathBuf,
+    secret_key: std::sync::Arc<OnceLock<(SecretKey, KeySource)>>,
+}
+
+impl std::fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("master", &self.url)
+            .field("admin_url", &self.admin_url.as_deref().map(dburl::redact_url))
+            .field("secret_key_file", &self.secret_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for [`Tenancy`]; start from [`Tenancy::builder`].
+#[derive(Debug, Clone)]
+pub struct TenancyBuilder {
+    url: String,
+    admin_url: Option<String>,
+    secret_key_file: Option<PathBuf>,
+}
+
+impl TenancyBuilder {
+    /// The connection used to create roles and databases for database-isolated tenants.
+    ///
+    /// Its user, password, database (the maintenance database, normally `postgres`) and
+    /// options are used; host and port always come from the tenant's own config, so one
+    /// admin URL serves every server. Defaults to `TENANCY_ADMIN_URL`, then to the master
+    /// URL's credentials with the database `postgres`.
+    pub fn admin_url(mut self, url: impl Into<String>) -> Self {
+        self.admin_url = Some(url.into());
+        self
+    }
+
+    /// The key file used when `TENANCY_SECRET_KEY` and `TENANCY_SECRET_KEY_FILE` are
+    /// unset. Defaults to [`DEFAULT_SECRET_KEY_FILE`] in the working folder.
+    pub fn secret_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secret_key_file = Some(path.into());
+        self
+    }
+
+    /// Connects to the master database and applies the framework's own migrations
+    /// (creating `tenancy_tenants` on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedUrl`] for a URL that is neither PostgreSQL nor SQLite,
+    /// [`Error::CannotConnect`] when the server cannot be reached, [`Error::Database`]
+    /// when the registry migration fails.
+    pub async fn connect(self) -> Result<Tenancy> {
+        let url = MasterUrl::parse(&self.url)?;
+        let master = connect(&url.raw, None).await?;
+        migrate_registry(&master).await?;
+        let admin_url =
+            self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
+        Ok(Tenancy {
+            master,
+            url,
+            admin_url,
+            secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
+            secret_key: std::sync::Arc::new(OnceLock::new()),
+        })
+    }
+}
+
+impl Tenancy {
+    /// Connects to the master database at `url` with default options.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenancy::Result<()> {
+    /// let tenancy = tenancy::Tenancy::connect(tenancy::master_url_from_env()).await?;
+    /// for tenant in tenancy.tenants().await? {
+    ///     println!("{} ({})", tenant.id, tenant.isolation);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TenancyBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Tenancy> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts a [`TenancyBuilder`] for the master database at `url`.
+    pub fn builder(url: impl Into<String>) -> TenancyBuilder {
+        TenancyBuilder { url: url.into(), admin_url: None, secret_key_file: None }
+    }
+
+    /// The master database connection (the registry and, in table isolation, the shared
+    /// tables).
+    pub fn master(&self) -> &DatabaseConnection {
+        &self.master
+    }
+
+    /// The master database's backend.
+    pub fn backend(&self) -> Backend {
+        self.url.backend
+    }
+
+    /// The folder holding the master SQLite file (and tenant database files), if the
+    /// master is a SQLite file.
+    pub fn sqlite_dir(&self) -> Option<&Path> {
+        self.url.sqlite_dir.as_deref()
+    }
+
+    /// Every registered tenant, ordered by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on a query failure, [`Error::CorruptRegistry`] for a row this
+    /// version cannot read.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
+        entity::Entity::find()
+            .order_by_asc(entity::Column::TenantId)
+            .all(&self.master)
+            .await?
+            .into_iter()
+            .map(Tenant::try_from)
+            .collect()
+    }
+
+    /// The registered tenant with this id, if any.
+    ///
+    /// # Errors
+    /// As [`Tenancy::tenants`].
+    pub async fn find_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        entity::Entity::find_by_id(id.as_str()).one(&self.master).await?.map(Tenant::try_from).transpose()
+    }
+
+    /// The registered tenant with this id.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`] when there is none, otherwise as [`Tenancy::tenants`].
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        self.find_tenant(id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })
+    }
+
+    /// The operator's secret key, loaded (or generated) on first use.
+    ///
+    /// # Errors
+    /// [`Error::SecretKey`] when the key cannot be read or created.
+    pub fn secret_key(&self) -> Result<&(SecretKey, KeySource)> {
+        if let Some(loaded) = self.secret_key.get() {
+            return Ok(loaded);
+        }
+        let loaded = SecretKey::load_or_create(&self.secret_key_file)?;
+        // Another thread may have won the race; both loaded the same key material.
+        Ok(self.secret_key.get_or_init(|| loaded))
+    }
+
+    /// The key file this instance generated because no key existed yet, if it did.
+    ///
+    /// Commands tell the operator where it is (and to back it up) whether or not the work
+    /// that needed the key succeeded.
+    pub fn generated_key_file(&self) -> Option<&Path> {
+        match self.secret_key.get() {
+            Some((_, KeySource::Generated(path))) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A connection to a tenant's own relational storage, for running its migrations:
+    ///
+    /// - database isolation: the tenant's database, connected as the tenant's role;
+    /// - schema isolation: the master database with `search_path` set to the tenant's
+    ///   schema alone, so nothing falls through to `public`;
+    /// - table isolation: the master database, which holds the shared tables;
+    /// - cache isolation: `None`, there is nothing relational.
+    ///
+    /// The connection (except the shared master) is the caller's: close it when done.
+    ///
+    /// # Errors
+    /// [`Error::CannotConnect`], [`Error::Decrypt`], [`Error::SecretKey`], or
+    /// [`Error::CorruptRegistry`] when the config does not match the mode.
+    pub async fn connect_storage(&self, tenant: &Tenant) -> Result<Option<DatabaseConnection>> {
+        let corrupt =
+            |reason: &str| Error::CorruptRegistry { tenant: tenant.id.to_string(), reason: reason.to_owned() };
+        match tenant.isolation {
+            Isolation::Cache => Ok(None),
+            Isolation::Table => Ok(Some(self.master.clone())),
+            Isolation::Schema => {
+                let schema =
+                    tenant.config.schema.as_deref().ok_or_else(|| corrupt("schema tenant without a schema"))?;
+                Ok(Some(connect(&self.url.raw, Some(schema)).await?))
+            }
+            Isolation::Database => match &tenant.config.database {
+                Some(DatabaseConfig::Postgres(db)) => {
+                    let password = self.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
+                    let url = dburl::postgres_url(&db.user, Some(password.expose()), &db.host, db.port, &db.name)?;
+                    Ok(Some(connect(url.as_str(), None).await?))
+                }
+                Some(DatabaseConfig::Sqlite(db)) => {
+                    let dir =
+                        self.sqlite_dir().ok_or_else(|| corrupt("SQLite tenant database without a master file"))?;
+                    Ok(Some(connect(&dburl::sqlite_url(&db.file_in(dir), false), None).await?))
+                }
+                None => Err(corrupt("database tenant without a database config")),
+            },
+        }
+    }
+
+    /// The URL of the admin connection for the server at `host:port`.
+    pub(crate) fn admin_url_for(&self, host: &str, port: u16) -> Result<url::Url> {
+        let template = self.admin_url.as_deref().unwrap_or(&self.url.raw);
+        let parsed = url::Url::parse(template).map_err(|_| Error::UnsupportedUrl {
+            url: dburl::redact_url(template),
+            reason: "TENANCY_ADMIN_URL is not a valid postgres:// URL",
+        })?;
+        let database =
+            if self.admin_url.is_some() { parsed.path().trim_start_matches('/').to_owned() } else { String::new() };
+        let user = urlencoding_decode(parsed.username());
+        let password = parsed.password().map(urlencoding_decode);
+        let mut url = dburl::postgres_url(
+            user.expose(),
+            password.as_ref().map(Password::expose),
+            host,
+            port,
+            if database.is_empty() { "postgres" } else { &database },
+        )?;
+        url.set_query(parsed.query());
+        Ok(url)
+    }
+}
+
+/// Percent-decodes a URL user or password (`url` keeps them encoded).
+fn urlencoding_decode(value: &str) -> Password {
+    Password::new(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+}
+
+/// Opens a connection pool with the framework's defaults: no statement logging (a
+/// statement may carry a secret), a short connect timeout so an unreachable server is
+/// reported promptly, and optionally a fixed `search_path`.
+pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        // sqlx retries refused connections until the acquire timeout: keep it short enough
+        // that an unreachable server is reported within seconds.
+        .acquire_timeout(Duration::from_secs(8));
+    if let Some(schema) = search_path {
+        // sea-orm writes a value that starts with `"` verbatim into `SET search_path`.
+        options.set_schema_search_path(quote_ident(schema)).max_connections(1);
+    }
+    let cannot_connect = |source| Error::CannotConnect { target: dburl::redact_url(url), source };
+    // sqlx retries a refused connection until its acquire timeout and then reports only
+    // "pool timed out"; a plain TCP probe first gives the operator the real reason.
+    if let Ok(parsed) = url::Url::parse(url)
+        && matches!(parsed.scheme(), "postgres" | "postgresql")
+        && let Some(host) = parsed.host_str()
+    {
+        let address = format!("{}:{}", host.trim_matches(['[', ']']), parsed.port().unwrap_or(5432));
+        let probe = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&address)).await;
+        let failure = match probe {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(format!("{address}: {err}")),
+            Err(_) => Some(format!("{address}: no answer within 5 seconds")),
+        };
+        if let Some(reason) = failure {
+            return Err(cannot_connect(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason))));
+        }
+    }
+    Database::connect(options).await.map_err(cannot_connect)
+}
+
+/// Applies [`RegistryMigrator`] so that concurrent first runs cannot trip over each other.
+async fn migrate_registry(master: &DatabaseConnection) -> Result<()> {
+    match master.get_database_backend() {
+        DbBackend::Postgres => {
+            // Concurrent `CREATE TABLE IF NOT EXISTS` can still fail on PostgreSQL's
+            // catalog unique indexes, so the first run takes a transaction-scoped
+            // advisory lock; it is released at commit even behind a pooler.
+            let txn = master.begin().await?;
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [REGISTRY_LOCK_KEY.into()],
+            ))
+            .await?;
+            RegistryMigrator::up(&txn, None).await?;
+            txn.commit().await?;
+            Ok(())
+        }
+        _ => {
+            // SQLite serialises writers; a racing process may insert the same migration
+            // record first, after which nothing is pending and the failure is moot.
+            let mut attempt = 0;
+            loop {
+                match RegistryMigrator::up(master, None).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) => {
+                        attempt += 1;
+                        let pending = RegistryMigrator::get_pending_migrations(master).await;
+                        if matches!(&pending, Ok(p) if p.is_empty()) {
+                            return Ok(());
+                        }
+                        if attempt >= 3 {
+                            return Err(err.into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The advisory lock key guarding the framework's master-database migrations
+/// (`'tenancy'` as ASCII bytes, so it is recognisable in `pg_locks`).
+const REGISTRY_LOCK_KEY: i64 = 0x0074_656e_616e_6379;

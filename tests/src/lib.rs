@@ -1,0 +1,202 @@
+//! Test harness of the tenancy workspace (not published).
+//!
+//! Every test makes its own uniquely named master database, roles and files and drops
+//! them when it ends, even when it panics, so tests run in parallel and leave nothing
+//! behind. Services are found through environment variables with loopback defaults:
+//!
+//! | variable | default |
+//! | --- | --- |
+//! | `TENANCY_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//!
+//! A test whose service is down is skipped with a message on a developer's machine, and
+//! fails when `CI` is set: CI never passes by skipping.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+/// The PostgreSQL superuser URL the tests use to make their databases and roles.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TENANCY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A name no other test (in this or a parallel process) uses: `prefix_<pid>_<n>_<nanos>`,
+/// lower-case and short enough for a tenant id.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}_{}_{n}_{:x}", std::process::id(), nanos & 0xffff)
+}
+
+/// Whether a missing service must fail the test (in CI) rather than skip it.
+pub fn services_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A fresh master database on the test PostgreSQL server, dropped with every role and
+/// database registered through [`PgMaster::track_role`] / [`PgMaster::track_database`].
+#[derive(Debug)]
+pub struct PgMaster {
+    /// The master database's name.
+    pub name: String,
+    /// Its URL (as the superuser).
+    pub url: String,
+    /// A superuser connection to the `postgres` database, for catalog assertions.
+    pub admin: DatabaseConnection,
+    tracked: Arc<Mutex<Tracked>>,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    roles: Vec<String>,
+    databases: Vec<String>,
+}
+
+impl PgMaster {
+    /// Creates the master database, or returns `None` (after saying why) when PostgreSQL is
+    /// down outside CI.
+    ///
+    /// # Panics
+    /// When PostgreSQL is down and `CI` is set.
+    pub async fn create() -> Option<PgMaster> {
+        let admin_url = postgres_admin_url();
+        let admin = match Database::connect(admin_url.clone()).await {
+            Ok(admin) => admin,
+            Err(err) if !services_required() => {
+                eprintln!("SKIPPED: PostgreSQL at {admin_url} is not reachable ({err}); set CI=1 to make this fatal");
+                return None;
+            }
+            Err(err) => panic!("PostgreSQL at {admin_url} is not reachable: {err}"),
+        };
+        let name = unique_name("tenancy_t");
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test master database");
+        let url = with_database(&admin_url, &name);
+        let tracked = Arc::new(Mutex::new(Tracked { roles: Vec::new(), databases: vec![name.clone()] }));
+        Some(PgMaster { name, url, admin, tracked })
+    }
+
+    /// Drops `role` (if it exists) when this master is dropped.
+    pub fn track_role(&self, role: &str) {
+        self.tracked.lock().expect("lock").roles.push(role.to_owned());
+    }
+
+    /// Drops `database` (if it exists) when this master is dropped.
+    pub fn track_database(&self, database: &str) {
+        self.tracked.lock().expect("lock").databases.push(database.to_owned());
+    }
+
+    /// A superuser connection to the master database itself.
+    pub async fn connect(&self) -> DatabaseConnection {
+        Database::connect(self.url.clone()).await.expect("connect to test master")
+    }
+
+    /// Runs a query with one bound text parameter on the admin connection and returns
+    /// whether it produced a row.
+    pub async fn admin_exists(&self, sql: &str, value: &str) -> bool {
+        exists(&self.admin, sql, value).await
+    }
+}
+
+/// Whether `sql` with `$1 = value` returns a row.
+pub async fn exists(db: &DatabaseConnection, sql: &str, value: &str) -> bool {
+    db.query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, [value.into()]))
+        .await
+        .expect("catalog query")
+        .is_some()
+}
+
+/// The values of the first column of `sql` (with `$1`/`?` bound to `value` if given), as
+/// strings.
+pub async fn column_strings(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<String> {
+    db.query_all_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, values))
+        .await
+        .expect("query")
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("text column"))
+        .collect()
+}
+
+/// Counts rows of `sql` (which must select one integer).
+pub async fn count(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, values))
+        .await
+        .expect("count query")
+        .expect("one row");
+    row.try_get_by_index::<i64>(0).expect("integer")
+}
+
+impl Drop for PgMaster {
+    fn drop(&mut self) {
+        let tracked = std::mem::take(&mut *self.tracked.lock().unwrap_or_else(|e| e.into_inner()));
+        let admin_url = postgres_admin_url();
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from
+        // a thread with a runtime of its own.
+        let cleaner = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cleanup runtime");
+            runtime.block_on(async move {
+                let Ok(admin) = Database::connect(admin_url).await else {
+                    return;
+                };
+                for db in tracked.databases.iter().rev() {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
+                }
+                for role in &tracked.roles {
+                    let _ = admin.execute_unprepared(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
+                }
+                let _ = admin.close().await;
+            });
+        });
+        let _ = cleaner.join();
+    }
+}
+
+/// `url` with its database (path) replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    match url.rfind('/') {
+        Some(slash) if url[..slash].contains("://") && slash > url.find("://").unwrap_or(0) + 2 => {
+            let query = url[slash..].find('?').map(|q| &url[slash + q..]).unwrap_or("");
+            format!("{}/{database}{query}", &url[..slash])
+        }
+        _ => format!("{url}/{database}"),
+    }
+}
+
+/// A private temporary folder, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a new, empty folder under the system's temporary folder.
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(unique_name("tenancy_test"));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The URL of a SQLite master database file in this folder.
+    pub fn sqlite_master_url(&self) -> String {
+        format!("sqlite://{}/master.db?mode=rwc", self.0.display())
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,236 @@
+//! Tenant provisioning on the embedded SQLite master: every mode, failures, races.
+
+use example_app::Migrator;
+use sea_orm::{ConnectionTrait, Database};
+use tenancy::{
+    BoxError, BoxFuture, Error, Isolation, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Tenancy, Tenant,
+    TenantStatus,
+};
+use tenancy_migrate::MigrateOnCreate;
+use tenancy_tests::{TempDir, column_strings, count, unique_name};
+
+async fn master(dir: &TempDir) -> Tenancy {
+    Tenancy::builder(dir.sqlite_master_url())
+        .secret_key_file(dir.path().join("key"))
+        .connect()
+        .await
+        .expect("connect master")
+}
+
+fn new_tenant(id: &str, isolation: Isolation) -> NewTenant {
+    NewTenant {
+        id: id.parse().expect("valid id"),
+        name: format!("{id} Inc."),
+        isolation,
+        database: None,
+        migrate: true,
+    }
+}
+
+fn sqlite_db(name: &str, create: bool) -> Option<NewDatabase> {
+    Some(NewDatabase { name: name.to_owned(), create, user: None, password: None, host: None, port: None })
+}
+
+async fn table_names(db: &sea_orm::DatabaseConnection) -> Vec<String> {
+    column_strings(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", vec![]).await
+}
+
+#[tokio::test]
+async fn connecting_creates_the_registry_by_migration() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let tables = table_names(tenancy.master()).await;
+    assert!(tables.contains(&"tenancy_tenants".to_owned()), "{tables:?}");
+    assert!(tables.contains(&"tenancy_migrations".to_owned()), "{tables:?}");
+    // Connecting again applies nothing new and keeps the rows.
+    let again = master(&dir).await;
+    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 1);
+}
+
+#[tokio::test]
+async fn table_tenant_migrates_the_shared_tables_once() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let created = tenancy
+        .create_tenant(new_tenant("acme", Isolation::Table), &MigrateOnCreate::new(&Migrator))
+        .await
+        .expect("create");
+    assert!(created.migrated);
+    assert!(created.created.is_empty());
+    let tables = table_names(tenancy.master()).await;
+    for table in ["projects", "tasks", "comments", "seaql_migrations"] {
+        assert!(tables.contains(&table.to_owned()), "{table} missing from {tables:?}");
+    }
+    let rows = column_strings(
+        tenancy.master(),
+        "SELECT tenant_id || ',' || name || ',' || isolation_type || ',' || status FROM tenancy_tenants",
+        vec![],
+    )
+    .await;
+    assert_eq!(rows, ["acme,acme Inc.,table,ready"]);
+    // A second table tenant finds the shared tables up to date.
+    tenancy
+        .create_tenant(new_tenant("globex", Isolation::Table), &MigrateOnCreate::new(&Migrator))
+        .await
+        .expect("second table tenant");
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+}
+
+#[tokio::test]
+async fn cache_tenant_is_a_row_and_nothing_else() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let before = table_names(tenancy.master()).await;
+    let created = tenancy
+        .create_tenant(new_tenant("cachey", Isolation::Cache), &MigrateOnCreate::new(&Migrator))
+        .await
+        .expect("create");
+    assert!(!created.migrated, "cache tenants have nothing to migrate");
+    assert_eq!(table_names(tenancy.master()).await, before);
+    let tenant = tenancy.get_tenant(&"cachey".parse().unwrap()).await.unwrap();
+    assert_eq!(tenant.isolation, Isolation::Cache);
+    assert_eq!(tenant.status, TenantStatus::Ready);
+    let outcome = tenancy_migrate::migrate_tenant(&tenancy, &tenant, &Migrator).await.unwrap();
+    assert_eq!(outcome, tenancy_migrate::MigrationOutcome::NothingToMigrate);
+}
+
+#[tokio::test]
+async fn database_tenant_gets_its_own_file_beside_the_master() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let mut new = new_tenant("acme", Isolation::Database);
+    new.database = sqlite_db("acme_db", true);
+    let created = tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
+    let file = dir.path().join("acme_db.db");
+    assert!(file.exists());
+    assert_eq!(created.created, [tenancy::Created::DatabaseFile { name: "acme_db".into(), path: file.clone() }]);
+    let tenant_db = Database::connect(format!("sqlite://{}?mode=ro", file.display())).await.unwrap();
+    let tables = table_names(&tenant_db).await;
+    for table in ["projects", "tasks", "comments", "seaql_migrations"] {
+        assert!(tables.contains(&table.to_owned()), "{table} missing from {tables:?}");
+    }
+    assert_eq!(count(&tenant_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+    // The master got no application tables.
+    assert!(!table_names(tenancy.master()).await.contains(&"projects".to_owned()));
+    let config = column_strings(tenancy.master(), "SELECT config FROM tenancy_tenants", vec![]).await;
+    let config: serde_json::Value = serde_json::from_str(&config[0]).unwrap();
+    assert_eq!(config, serde_json::json!({"database": {"engine": "sqlite", "name": "acme_db"}}));
+
+    // Creating over the existing file is refused; adopting it works.
+    let mut again = new_tenant("acme2", Isolation::Database);
+    again.database = sqlite_db("acme_db", true);
+    let err = tenancy.create_tenant(again, &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
+    assert!(matches!(err, Error::DatabaseFileExists { .. }), "{err}");
+    let mut adopt = new_tenant("acme3", Isolation::Database);
+    adopt.database = sqlite_db("acme_db", false);
+    tenancy.create_tenant(adopt, &MigrateOnCreate::new(&Migrator)).await.expect("adopt existing file");
+    assert!(file.exists());
+}
+
+#[tokio::test]
+async fn schema_isolation_is_refused_on_sqlite() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let err = tenancy
+        .create_tenant(new_tenant("acme", Isolation::Schema), &MigrateOnCreate::new(&Migrator))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SchemaNeedsPostgres { .. }), "{err}");
+    assert!(err.to_string().contains("needs a PostgreSQL master database"), "{err}");
+    assert!(tenancy.tenants().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_ids_are_refused_and_change_nothing() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    tenancy.create_tenant(new_tenant("acme", Isolation::Cache), &()).await.unwrap();
+    let mut dup = new_tenant("acme", Isolation::Database);
+    dup.database = sqlite_db("other_db", true);
+    let err = tenancy.create_tenant(dup, &()).await.unwrap_err();
+    assert_eq!(err.to_string(), "Tenant with ID 'acme' already exists");
+    assert!(!dir.path().join("other_db.db").exists());
+    let tenants = tenancy.tenants().await.unwrap();
+    assert_eq!(tenants.len(), 1);
+    assert_eq!(tenants[0].isolation, Isolation::Cache);
+}
+
+/// Hooks that migrate, then fail right after `fail_after`.
+struct FailAfter(ProvisionStep);
+
+impl ProvisionHooks for FailAfter {
+    fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            tenancy_migrate::migrate_tenant(tenancy, tenant, &Migrator).await?;
+            Ok(())
+        })
+    }
+
+    fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
+        if step == self.0 { Err(format!("injected failure after {step}").into()) } else { Ok(()) }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_after_any_step_leaves_nothing_behind() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    for step in
+        [ProvisionStep::ClaimId, ProvisionStep::CreateDatabaseFile, ProvisionStep::Migrate, ProvisionStep::MarkReady]
+    {
+        let id = unique_name("t");
+        let mut new = new_tenant(&id, Isolation::Database);
+        new.database = sqlite_db(&id, true);
+        let err = tenancy.create_tenant(new.clone(), &FailAfter(step)).await.unwrap_err();
+        match &err {
+            Error::ProvisioningFailed { step: failed, .. } => assert_eq!(*failed, step),
+            other => panic!("{step:?}: {other}"),
+        }
+        assert!(tenancy.tenants().await.unwrap().is_empty(), "{step:?} left a row");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(&id))
+            .collect();
+        assert!(leftovers.is_empty(), "{step:?} left {leftovers:?}");
+        // And the same request simply works afterwards.
+        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("retry");
+        tenancy
+            .master()
+            .execute_unprepared(&format!("DELETE FROM tenancy_tenants WHERE tenant_id = '{id}'"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_id_have_one_winner() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    let runs = (0..3).map(|i| {
+        let tenancy = tenancy.clone();
+        async move {
+            let mut new = new_tenant("race", Isolation::Table);
+            new.name = format!("racer {i}");
+            new.migrate = false;
+            tenancy.create_tenant(new, &()).await
+        }
+    });
+    let results = futures_join_all(runs).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let dups = results.iter().filter(|r| matches!(r, Err(Error::TenantExists { id }) if id == "race")).count();
+    assert_eq!((wins, dups), (1, 2), "{results:?}");
+    assert_eq!(tenancy.tenants().await.unwrap().len(), 1);
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("task"));
+    }
+    out
+}
