@@ -281,3 +281,31 @@ async fn postgres_database_mode_by_flags_and_errors() {
     assert!(pg.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", &db).await);
     assert_eq!(registry_rows(&pg.url).await, ["pgacme:database:ready"]);
 }
+
+#[test]
+fn help_documents_every_flag_and_the_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_createtenant")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in [
+        "--id",
+        "--name",
+        "--isolation",
+        "--db-name",
+        "--db-user",
+        "--db-host",
+        "--db-port",
+        "--create-database",
+        "--no-create-database",
+        "--migrate",
+        "--no-migrate",
+        "--no-input",
+        "--database-url",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    for needle in ["TENANT_DB_PASSWORD", "TENANCY_SECRET_KEY", "Exit codes", "130 cancelled"] {
+        assert!(help.contains(needle), "{needle} missing from --help:\n{help}");
+    }
+    assert!(!help.contains("--password"), "passwords are never taken from flags");
+}

@@ -200,3 +200,19 @@ async fn escape_at_a_prompt_exits_quietly_with_nothing_created() {
     let rows = column_strings(&master, "SELECT tenant_id FROM tenancy_tenants", vec![]).await;
     assert!(rows.is_empty(), "{rows:?}");
 }
+
+#[tokio::test]
+async fn ctrl_c_at_a_prompt_exits_quietly_with_nothing_created() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_master_url();
+    let (mut session, mut transcript) = (spawn(&dir, &url), String::new());
+    answer(&mut session, "Enter tenant ID (unique):", "interrupted", &mut transcript);
+    answer(&mut session, "Enter tenant name:", "Interrupted", &mut transcript);
+    session.exp_string("Select isolation type").expect("third prompt");
+    session.send_control('c').unwrap();
+    let rest = session.exp_eof().expect("exits");
+    assert_eq!(exit_code(&session), 130, "{}", plain(&rest));
+    let master = Database::connect(url).await.unwrap();
+    let rows = column_strings(&master, "SELECT tenant_id FROM tenancy_tenants", vec![]).await;
+    assert!(rows.is_empty(), "{rows:?}");
+}

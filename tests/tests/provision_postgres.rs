@@ -383,3 +383,32 @@ sys.exit(0 if keys == expect else 1)
         std::process::Command::new("python3").args(["-c", script, verifier, password]).status().expect("python3 runs");
     assert!(status.success(), "stored verifier does not match the password: {verifier}");
 }
+
+#[tokio::test]
+async fn admin_url_supplies_credentials_and_the_tenant_config_the_server() {
+    let Some(ctx) = ctx().await else { return };
+    let dir = TempDir::new();
+    // Credentials of a role that does not exist: provisioning cannot connect as admin.
+    let refused = Tenancy::builder(ctx.pg.url.clone())
+        .admin_url(format!("postgres://{}@db.invalid:1/postgres", unique_name("nobody")))
+        .secret_key_file(dir.path().join("key"))
+        .connect()
+        .await
+        .unwrap();
+    let (db, name, user) = ctx.database(true);
+    let mut new = tenant("viaadmin", Isolation::Database);
+    new.database = Some(db);
+    let err = refused.create_tenant(new.clone(), &()).await.unwrap_err();
+    assert!(matches!(&err, Error::CannotConnect { target, .. } if target.contains("127.0.0.1:5432")), "{err:?}");
+    assert!(!ctx.role_exists(&user).await && !ctx.database_exists(&name).await);
+    // The superuser's credentials, with a host and port the tenant's config replaces.
+    let admin = Tenancy::builder(ctx.pg.url.clone())
+        .admin_url("postgres://postgres@db.invalid:1/postgres")
+        .secret_key_file(dir.path().join("key"))
+        .connect()
+        .await
+        .unwrap();
+    new.migrate = false;
+    admin.create_tenant(new, &()).await.expect("created with the admin URL's credentials");
+    assert!(ctx.role_exists(&user).await && ctx.database_exists(&name).await);
+}
