@@ -17,3 +17,9 @@ pub mod entities;
 pub mod migration;
 
 pub use migration::{Migrator, SharedMigrator};
+
+/// The app's migrators as the tenant commands take them: [`Migrator`] for every tenant
+/// and [`SharedMigrator`] for the master database's own tables.
+pub fn migrators() -> tenancy_migrate::Migrators {
+    tenancy_migrate::Migrators::new(Migrator).with_shared(SharedMigrator)
+}

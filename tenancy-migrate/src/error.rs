@@ -28,6 +28,27 @@ pub enum Error {
         source: inquire::InquireError,
     },
 
+    /// The master database's shared migrations failed; no tenant was touched.
+    #[error("Shared migrations of the master database failed; no tenant was migrated")]
+    SharedMigration {
+        /// The failure.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The tenant is not `ready` (still provisioning, or a run died half-way).
+    #[error("Tenant '{tenant}' is not ready (status '{status}'); only ready tenants are migrated")]
+    NotReady {
+        /// The tenant id.
+        tenant: String,
+        /// Its status.
+        status: String,
+    },
+
+    /// `--resume` was asked for, but no run was ever recorded.
+    #[error("Nothing to resume: no fleet migration run is recorded yet")]
+    NothingToResume,
+
     /// The person at the terminal pressed Esc or Ctrl-C.
     #[error("Cancelled; nothing was created")]
     Cancelled,
@@ -85,7 +106,8 @@ impl Error {
                 _ => exit_code::FAILED,
             },
             Error::Cancelled => exit_code::CANCELLED,
-            Error::Migration { .. } | Error::Prompt { .. } => exit_code::FAILED,
+            Error::NothingToResume | Error::NotReady { .. } => exit_code::INVALID_INPUT,
+            Error::Migration { .. } | Error::Prompt { .. } | Error::SharedMigration { .. } => exit_code::FAILED,
         }
     }
 }

@@ -33,6 +33,8 @@
 
 pub mod cli;
 mod error;
+pub mod fleet;
+mod migrator;
 
 use std::fmt;
 
@@ -40,6 +42,7 @@ use sea_orm_migration::MigratorTraitSelf;
 use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
 
 pub use crate::error::{Error, Result, exit_code};
+pub use crate::migrator::Migrators;
 
 /// What migrating one tenant did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,40 +67,17 @@ impl fmt::Display for MigrationOutcome {
     }
 }
 
-/// Applies `migrator`'s pending migrations to one tenant's storage.
+/// Applies `migrator`'s pending migrations to one tenant's storage, in one transaction
+/// under the tenant's advisory lock (see the crate docs for where each mode migrates).
 ///
 /// # Errors
 /// [`Error::Tenancy`] when the tenant's storage cannot be reached, [`Error::Migration`]
-/// when a migration fails (PostgreSQL runs each migration in its own transaction, so a
-/// failed one leaves nothing half-applied).
+/// when a migration fails; on PostgreSQL nothing of the failed run is left applied.
 pub async fn migrate_tenant<M>(tenancy: &Tenancy, tenant: &Tenant, migrator: &M) -> Result<MigrationOutcome>
 where
-    M: MigratorTraitSelf,
+    M: MigratorTraitSelf + 'static,
 {
-    let Some(conn) = tenancy.connect_storage(tenant).await? else {
-        return Ok(MigrationOutcome::NothingToMigrate);
-    };
-    let migration_error = |source| Error::Migration { tenant: tenant.id.to_string(), source };
-    let result = async {
-        let pending: Vec<String> = migrator
-            .get_pending_migrations(&conn)
-            .await
-            .map_err(migration_error)?
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect();
-        if pending.is_empty() {
-            return Ok(MigrationOutcome::UpToDate);
-        }
-        migrator.up(&conn, None).await.map_err(migration_error)?;
-        Ok(MigrationOutcome::Applied(pending))
-    }
-    .await;
-    // The shared master pool stays open; a tenant's own pool is closed now.
-    if tenant.isolation != tenancy::Isolation::Table {
-        let _ = conn.close().await;
-    }
-    result
+    migrator::migrate_one(tenancy, tenant, migrator).await
 }
 
 /// [`ProvisionHooks`] that migrate a new tenant with the application's migrator.
@@ -121,7 +101,7 @@ impl<'m, M> MigrateOnCreate<'m, M> {
     }
 }
 
-impl<M: MigratorTraitSelf> ProvisionHooks for MigrateOnCreate<'_, M> {
+impl<M: MigratorTraitSelf + 'static> ProvisionHooks for MigrateOnCreate<'_, M> {
     fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
             migrate_tenant(tenancy, tenant, self.migrator).await?;

@@ -70,6 +70,7 @@ mod dburl;
 mod error;
 mod id;
 mod isolation;
+pub mod ledger;
 mod provision;
 mod registry;
 pub mod secret;
@@ -85,7 +86,7 @@ pub use crate::provision::{
     BoxFuture, Created, DEFAULT_POSTGRES_PORT, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
 };
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
-pub use crate::tenancy::{DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
+pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 
 /// Re-exports for the application's convenience, so it names one version of each.
 pub use sea_orm;

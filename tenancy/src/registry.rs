@@ -131,7 +131,7 @@ pub struct RegistryMigrator;
 
 impl MigratorTrait for RegistryMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTenantsTable)]
+        vec![Box::new(CreateTenantsTable), Box::new(CreateMigrationLedger)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -171,5 +171,56 @@ impl MigrationTrait for CreateTenantsTable {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(REGISTRY_TABLE).to_owned()).await
+    }
+}
+
+/// The fleet migration ledger ([`crate::ledger`]).
+struct CreateMigrationLedger;
+
+impl MigrationName for CreateMigrationLedger {
+    fn name(&self) -> &str {
+        "m20260101_000002_create_tenancy_migration_ledger"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMigrationLedger {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::ledger::{entries, runs};
+        manager
+            .create_table(
+                Table::create()
+                    .table(crate::ledger::RUNS_TABLE)
+                    .if_not_exists()
+                    .col(ColumnDef::new(runs::Column::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(runs::Column::StartedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(runs::Column::FinishedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(runs::Column::Status).string().not_null())
+                    .col(ColumnDef::new(runs::Column::Options).json_binary().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(crate::ledger::LEDGER_TABLE)
+                    .if_not_exists()
+                    .col(ColumnDef::new(entries::Column::RunId).big_integer().not_null())
+                    .col(ColumnDef::new(entries::Column::TenantId).string().not_null())
+                    .col(ColumnDef::new(entries::Column::Outcome).string().not_null())
+                    .col(ColumnDef::new(entries::Column::Migrations).json_binary().not_null())
+                    .col(ColumnDef::new(entries::Column::Detail).text().null())
+                    .col(ColumnDef::new(entries::Column::DurationMs).big_integer().not_null())
+                    .col(ColumnDef::new(entries::Column::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .primary_key(Index::create().col(entries::Column::RunId).col(entries::Column::TenantId))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(crate::ledger::LEDGER_TABLE).to_owned()).await?;
+        manager.drop_table(Table::drop().table(crate::ledger::RUNS_TABLE).to_owned()).await
     }
 }

@@ -21,6 +21,9 @@ use crate::{Error, Isolation, Result, Tenant, TenantId};
 /// nor `TENANCY_SECRET_KEY_FILE` is set.
 pub const DEFAULT_SECRET_KEY_FILE: &str = ".tenancy-secret.key";
 
+/// The master pool's default connection budget.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
 /// The multi-tenancy entry point: a connection to the master database, which holds the
 /// tenant registry, plus what is needed to reach each tenant's storage.
 ///
@@ -28,6 +31,7 @@ pub const DEFAULT_SECRET_KEY_FILE: &str = ".tenancy-secret.key";
 #[derive(Clone)]
 pub struct Tenancy {
     master: DatabaseConnection,
+    max_connections: u32,
     url: MasterUrl,
     admin_url: Option<String>,
     secret_key_file: PathBuf,
@@ -48,6 +52,7 @@ impl std::fmt::Debug for Tenancy {
 #[derive(Debug, Clone)]
 pub struct TenancyBuilder {
     url: String,
+    max_connections: u32,
     admin_url: Option<String>,
     secret_key_file: Option<PathBuf>,
 }
@@ -71,6 +76,13 @@ impl TenancyBuilder {
         self
     }
 
+    /// The most connections the master pool opens (default 10): the connection budget that
+    /// fleet operations size their concurrency by.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Connects to the master database and applies the framework's own migrations
     /// (creating `tenancy_tenants` on first use).
     ///
@@ -80,12 +92,13 @@ impl TenancyBuilder {
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
         let url = MasterUrl::parse(&self.url)?;
-        let master = connect(&url.raw, None).await?;
+        let master = connect_pool(&url.raw, None, self.max_connections).await?;
         migrate_registry(&master).await?;
         let admin_url =
             self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
         Ok(Tenancy {
             master,
+            max_connections: self.max_connections,
             url,
             admin_url,
             secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
@@ -114,13 +127,23 @@ impl Tenancy {
 
     /// Starts a [`TenancyBuilder`] for the master database at `url`.
     pub fn builder(url: impl Into<String>) -> TenancyBuilder {
-        TenancyBuilder { url: url.into(), admin_url: None, secret_key_file: None }
+        TenancyBuilder {
+            url: url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            admin_url: None,
+            secret_key_file: None,
+        }
     }
 
     /// The master database connection (the registry and, in table isolation, the shared
     /// tables).
     pub fn master(&self) -> &DatabaseConnection {
         &self.master
+    }
+
+    /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).
+    pub fn connection_budget(&self) -> u32 {
+        self.max_connections
     }
 
     /// The master database's backend.
@@ -176,6 +199,25 @@ impl Tenancy {
         let loaded = SecretKey::load_or_create(&self.secret_key_file)?;
         // Another thread may have won the race; both loaded the same key material.
         Ok(self.secret_key.get_or_init(|| loaded))
+    }
+
+    /// Where a tenant's data lives, for listings: never a password.
+    pub fn describe_location(&self, tenant: &Tenant) -> String {
+        match tenant.isolation {
+            Isolation::Cache => format!("cache namespace '{}'", tenant.id),
+            Isolation::Table => "shared tables of the master database".to_owned(),
+            Isolation::Schema => format!("schema '{}'", tenant.config.schema.as_deref().unwrap_or("?")),
+            Isolation::Database => match &tenant.config.database {
+                Some(DatabaseConfig::Postgres(db)) => {
+                    format!("database '{}' on {} as '{}'", db.name, db.server(), db.user)
+                }
+                Some(DatabaseConfig::Sqlite(db)) => match self.sqlite_dir() {
+                    Some(dir) => format!("file '{}'", db.file_in(dir).display()),
+                    None => format!("file '{}.db'", db.name),
+                },
+                None => "?".to_owned(),
+            },
+        }
     }
 
     /// The key file this instance generated because no key existed yet, if it did.
@@ -261,8 +303,15 @@ fn urlencoding_decode(value: &str) -> Password {
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
+    connect_pool(url, search_path, 1).await
+}
+
+/// [`connect`] with a pool of up to `max_connections`.
+async fn connect_pool(url: &str, search_path: Option<&str>, max_connections: u32) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
+        .max_connections(max_connections)
+        .min_connections(0)
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         // sqlx retries refused connections until the acquire timeout: keep it short enough
@@ -270,7 +319,7 @@ pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<Data
         .acquire_timeout(Duration::from_secs(8));
     if let Some(schema) = search_path {
         // sea-orm writes a value that starts with `"` verbatim into `SET search_path`.
-        options.set_schema_search_path(quote_ident(schema)).max_connections(1);
+        options.set_schema_search_path(quote_ident(schema));
     }
     let cannot_connect = |source| Error::CannotConnect { target: dburl::redact_url(url), source };
     // sqlx retries a refused connection until its acquire timeout and then reports only

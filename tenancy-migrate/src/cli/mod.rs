@@ -28,12 +28,18 @@
 //! | 130 | cancelled at a prompt (Esc, Ctrl-C) or interrupted |
 
 mod createtenant;
+mod migratealltenants;
+mod migratetenant;
 mod prompt;
+mod showtenants;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenant_with_args};
+pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
+pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
+pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 
 use crate::Error;
 

@@ -1,0 +1,245 @@
+//! `migratealltenants`: the fleet migrator.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tenancy::ledger::TenantOutcome;
+use tenancy::{Isolation, Tenancy, TenantId};
+
+use crate::fleet::{self, FleetEvent, FleetOptions, FleetReport, TenantReport};
+use crate::migrator::Migrators;
+use crate::{Result, exit_code};
+
+/// Migrate every tenant (or a selection): bounded concurrency, one transaction and
+/// advisory lock per tenant, a run ledger in the master database, and a summary.
+///
+/// By default no new tenant starts after the first failure; --continue-on-error runs
+/// them all. --resume re-runs only what the last run did not finish.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "migratealltenants",
+    after_help = "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)\n\n\
+        Exit codes:\n  0 every tenant migrated or up to date (skipped tenants are reported, not failures);\n  \
+        1 some tenants failed or were not attempted (see the summary; rerun with --resume);\n  \
+        2 the run could not start (bad flag, nothing to resume); 4 cannot connect;\n  \
+        6 a tenant given with --tenants does not exist"
+)]
+pub struct MigrateAllArgs {
+    /// Tenants migrated at once [default: half the master connection budget]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Keep going after a tenant fails
+    #[arg(long)]
+    pub continue_on_error: bool,
+
+    /// Only re-run what the last run did not finish (failed or not attempted)
+    #[arg(long, alias = "only-failed")]
+    pub resume: bool,
+
+    /// Show which migrations each tenant would get, touching nothing
+    #[arg(long, alias = "dry-run")]
+    pub plan: bool,
+
+    /// Only these tenants (comma-separated ids)
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub tenants: Option<Vec<String>>,
+
+    /// Only tenants of this isolation type: database, schema, table or cache
+    #[arg(long, value_name = "TYPE")]
+    pub isolation: Option<String>,
+
+    /// Print the result as JSON on stdout (per-tenant lines are left out)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Master database URL
+    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Runs `migratealltenants` with the process's arguments.
+pub async fn migratealltenants(migrators: Migrators) -> ExitCode {
+    migratealltenants_with_args(MigrateAllArgs::parse(), migrators).await
+}
+
+/// Runs `migratealltenants` with parsed arguments; returns the exit code.
+pub async fn migratealltenants_with_args(args: MigrateAllArgs, migrators: Migrators) -> ExitCode {
+    match run(args, migrators).await {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => super::report_error(&err),
+    }
+}
+
+fn options(args: &MigrateAllArgs) -> Result<FleetOptions> {
+    let tenants = match &args.tenants {
+        Some(ids) => Some(ids.iter().map(|id| id.trim().parse::<TenantId>()).collect::<tenancy::Result<Vec<_>>>()?),
+        None => None,
+    };
+    let isolation = args.isolation.as_deref().map(str::parse::<Isolation>).transpose()?;
+    if args.jobs == Some(0) {
+        return Err(tenancy::Error::Missing { what: "a positive --jobs: it must be at least 1".to_owned() }.into());
+    }
+    Ok(FleetOptions {
+        jobs: args.jobs.unwrap_or(0),
+        continue_on_error: args.continue_on_error,
+        resume: args.resume,
+        tenants,
+        isolation,
+    })
+}
+
+async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<u8> {
+    let options = options(&args)?;
+    let tenancy = Tenancy::connect(args.database_url.clone()).await?;
+    if args.plan {
+        let plans = fleet::plan(&tenancy, &migrators, &options).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plans).unwrap_or_default());
+        } else {
+            for plan in &plans {
+                match (&plan.error, plan.pending.is_empty()) {
+                    (Some(error), _) => println!("{} ({}): cannot read: {error}", plan.tenant, plan.isolation),
+                    (None, true) => println!("{} ({}): up to date", plan.tenant, plan.isolation),
+                    (None, false) => println!(
+                        "{} ({}): {} pending: {}",
+                        plan.tenant,
+                        plan.isolation,
+                        plan.pending.len(),
+                        plan.pending.join(", ")
+                    ),
+                }
+            }
+            let behind = plans.iter().filter(|p| !p.pending.is_empty()).count();
+            println!("Plan: {behind} of {} tenant(s) have pending migrations; nothing was changed", plans.len());
+        }
+        return Ok(exit_code::OK);
+    }
+
+    let progress = Progress::new(args.json);
+    let report = fleet::migrate_all(&tenancy, &migrators, &options, &|event| progress.event(event)).await?;
+    progress.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default());
+    } else {
+        println!(
+            "Summary: {} migrated, {} up to date, {} failed, {} skipped, {} not attempted (run {})",
+            report.count(TenantOutcome::Migrated),
+            report.count(TenantOutcome::UpToDate),
+            report.count(TenantOutcome::Failed),
+            report.count(TenantOutcome::Skipped),
+            report.count(TenantOutcome::NotAttempted),
+            report.run_id,
+        );
+        if !report.succeeded() {
+            println!("Fix the failures, then finish with: migratealltenants --resume");
+        }
+    }
+    Ok(if report.succeeded() { exit_code::OK } else { exit_code::FAILED })
+}
+
+fn report_json(report: &FleetReport) -> serde_json::Value {
+    let tenants: Vec<_> = report
+        .tenants
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "tenant": t.tenant,
+                "isolation": t.isolation,
+                "outcome": t.outcome.as_str(),
+                "migrations": t.migrations,
+                "detail": t.detail,
+                "duration_ms": u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": report.run_id,
+        "shared": report.shared,
+        "summary": {
+            "migrated": report.count(TenantOutcome::Migrated),
+            "up_to_date": report.count(TenantOutcome::UpToDate),
+            "failed": report.count(TenantOutcome::Failed),
+            "skipped": report.count(TenantOutcome::Skipped),
+            "not_attempted": report.count(TenantOutcome::NotAttempted),
+        },
+        "succeeded": report.succeeded(),
+        "tenants": tenants,
+    })
+}
+
+/// A progress bar on a terminal; one line per tenant otherwise (unless `--json`).
+struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self { lines: !terminal && !json, bar }
+    }
+
+    fn event(&self, event: FleetEvent<'_>) {
+        match event {
+            FleetEvent::Started { total, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total as u64);
+                }
+            }
+            FleetEvent::SharedApplied(names) => {
+                let line = format!("✓ master: shared migrations applied ({})", names.join(", "));
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None if self.lines => println!("{line}"),
+                    None => {}
+                }
+            }
+            FleetEvent::TenantDone(report) => {
+                let line = describe(report);
+                if let Some(bar) = &self.bar {
+                    if report.outcome == TenantOutcome::Failed {
+                        bar.println(&line);
+                    }
+                    bar.set_message(report.tenant.to_string());
+                    bar.inc(1);
+                } else if self.lines {
+                    println!("{line}");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn describe(report: &TenantReport) -> String {
+    let millis = report.duration.as_millis();
+    match report.outcome {
+        TenantOutcome::Migrated => {
+            format!("✓ {}: migrated ({}) in {millis} ms", report.tenant, report.migrations.join(", "))
+        }
+        TenantOutcome::UpToDate => format!("= {}: up to date", report.tenant),
+        TenantOutcome::Failed => {
+            format!("✗ {}: failed: {}", report.tenant, report.detail.as_deref().unwrap_or("unknown error"))
+        }
+        TenantOutcome::Skipped => {
+            format!("- {}: skipped: {}", report.tenant, report.detail.as_deref().unwrap_or(""))
+        }
+        TenantOutcome::NotAttempted => format!("… {}: not attempted", report.tenant),
+    }
+}

@@ -1,0 +1,98 @@
+//! `showtenants`: the tenants, where their data lives, and how far they are migrated.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenancy::Tenancy;
+
+use crate::Result;
+use crate::fleet::{self, FleetOptions, TenantPlan};
+use crate::migrator::Migrators;
+
+/// List tenants: id, name, isolation, status, where the data lives, applied and pending
+/// migration counts. Passwords never appear.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "showtenants",
+    after_help = "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)\n\n\
+        Exit codes:\n  0 listed; 2 invalid input; 4 cannot connect"
+)]
+pub struct ShowTenantsArgs {
+    /// Print JSON (an array of tenants) for scripts
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only tenants with pending migrations
+    #[arg(long)]
+    pub pending: bool,
+
+    /// Master database URL
+    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Runs `showtenants` with the process's arguments.
+pub async fn showtenants(migrators: Migrators) -> ExitCode {
+    showtenants_with_args(ShowTenantsArgs::parse(), migrators).await
+}
+
+/// Runs `showtenants` with parsed arguments; returns the exit code.
+pub async fn showtenants_with_args(args: ShowTenantsArgs, migrators: Migrators) -> ExitCode {
+    match run(args, migrators).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => super::report_error(&err),
+    }
+}
+
+async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
+    let tenancy = Tenancy::connect(args.database_url).await?;
+    let mut plans = fleet::plan(&tenancy, &migrators, &FleetOptions::default()).await?;
+    if args.pending {
+        plans.retain(|plan| !plan.pending.is_empty());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plans).unwrap_or_default());
+    } else {
+        print!("{}", table(&plans));
+    }
+    Ok(())
+}
+
+/// An aligned text table. Written by hand: a table crate would be a dependency for
+/// twenty lines.
+fn table(plans: &[TenantPlan]) -> String {
+    let header = ["ID", "NAME", "ISOLATION", "STATUS", "LOCATION", "APPLIED", "PENDING"].map(str::to_owned);
+    let rows: Vec<[String; 7]> = plans
+        .iter()
+        .map(|p| {
+            [
+                p.tenant.to_string(),
+                p.name.clone(),
+                p.isolation.to_string(),
+                p.status.clone(),
+                p.location.clone(),
+                if p.error.is_some() { "?".to_owned() } else { p.applied.to_string() },
+                match &p.error {
+                    Some(error) => format!("? ({error})"),
+                    None => p.pending.len().to_string(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if plans.is_empty() {
+        out.push_str("(no tenants)\n");
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! The migration run ledger: which fleet migration runs happened and what each did to
+//! each tenant, kept in the master database so that a run can be resumed and an operator
+//! can see which tenant is behind.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::{Error, Result, Tenancy, TenantId};
+
+/// The ledger's run table.
+pub const RUNS_TABLE: &str = "tenancy_migration_runs";
+/// The ledger's per-tenant table.
+pub const LEDGER_TABLE: &str = "tenancy_migration_ledger";
+
+/// What a fleet run did (or has not yet done) to one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TenantOutcome {
+    /// Selected for the run but not attempted (yet): the run stopped after a failure, was
+    /// interrupted, or is still going.
+    NotAttempted,
+    /// Pending migrations were applied.
+    Migrated,
+    /// Nothing was pending.
+    UpToDate,
+    /// A migration failed; the tenant's transaction was rolled back.
+    Failed,
+    /// The tenant is not `ready` (or has nothing to migrate) and was left alone.
+    Skipped,
+}
+
+impl TenantOutcome {
+    /// The value stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantOutcome::NotAttempted => "not_attempted",
+            TenantOutcome::Migrated => "migrated",
+            TenantOutcome::UpToDate => "up_to_date",
+            TenantOutcome::Failed => "failed",
+            TenantOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// Whether a resumed run must take this tenant again.
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, TenantOutcome::NotAttempted | TenantOutcome::Failed)
+    }
+}
+
+impl fmt::Display for TenantOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TenantOutcome {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "not_attempted" => TenantOutcome::NotAttempted,
+            "migrated" => TenantOutcome::Migrated,
+            "up_to_date" => TenantOutcome::UpToDate,
+            "failed" => TenantOutcome::Failed,
+            "skipped" => TenantOutcome::Skipped,
+            other => {
+                return Err(Error::CorruptRegistry {
+                    tenant: String::new(),
+                    reason: format!("unknown ledger outcome '{other}'"),
+                });
+            }
+        })
+    }
+}
+
+/// One tenant's line in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The run.
+    pub run_id: i64,
+    /// The tenant.
+    pub tenant_id: String,
+    /// What happened.
+    pub outcome: TenantOutcome,
+    /// The migrations applied (for [`TenantOutcome::Migrated`]).
+    pub migrations: Vec<String>,
+    /// The error (for [`TenantOutcome::Failed`]) or the reason (for
+    /// [`TenantOutcome::Skipped`]).
+    pub detail: Option<String>,
+    /// How long the tenant took, in milliseconds.
+    pub duration_ms: i64,
+}
+
+/// A fleet migration run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationRun {
+    /// The run's id (increasing).
+    pub id: i64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished; `None` while running or if the process died.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `failed`.
+    pub status: String,
+}
+
+pub(crate) mod runs {
+    #![allow(unreachable_pub, reason = "derive macros generate `pub` items in this private module")]
+    #![allow(missing_docs, reason = "private entity; documented on `MigrationRun`")]
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_migration_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+        pub status: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub options: Json,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod entries {
+    #![allow(unreachable_pub, reason = "derive macros generate `pub` items in this private module")]
+    #![allow(missing_docs, reason = "private entity; documented on `LedgerEntry`")]
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_migration_ledger")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub run_id: i64,
+        // The tenant id is part of the key so the ledger can be distributed by tenant
+        // (Citus) like every other tenant-keyed table.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        pub outcome: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub migrations: Json,
+        pub detail: Option<String>,
+        pub duration_ms: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+impl Tenancy {
+    /// Opens a run in the ledger with every selected tenant `not_attempted`, and returns
+    /// its id. `options` is free-form JSON describing the run (jobs, filters).
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn start_migration_run(&self, tenants: &[TenantId], options: serde_json::Value) -> Result<i64> {
+        let run = runs::ActiveModel {
+            started_at: Set(Utc::now()),
+            finished_at: Set(None),
+            status: Set("running".to_owned()),
+            options: Set(options),
+            ..Default::default()
+        };
+        let run_id = runs::Entity::insert(run).exec(self.master()).await?.last_insert_id;
+        let now = Utc::now();
+        // Chunked so that thousands of tenants stay under the bind-parameter limits.
+        for chunk in tenants.chunks(500) {
+            let rows = chunk.iter().map(|id| entries::ActiveModel {
+                run_id: Set(run_id),
+                tenant_id: Set(id.to_string()),
+                outcome: Set(TenantOutcome::NotAttempted.as_str().to_owned()),
+                migrations: Set(serde_json::json!([])),
+                detail: Set(None),
+                duration_ms: Set(0),
+                updated_at: Set(now),
+            });
+            entries::Entity::insert_many(rows).exec_without_returning(self.master()).await?;
+        }
+        Ok(run_id)
+    }
+
+    /// Records what a run did to one tenant.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn record_migration_outcome(
+        &self,
+        run_id: i64,
+        tenant: &TenantId,
+        outcome: TenantOutcome,
+        migrations: &[String],
+        detail: Option<&str>,
+        duration_ms: i64,
+    ) -> Result<()> {
+        entries::Entity::update_many()
+            .col_expr(entries::Column::Outcome, Expr::value(outcome.as_str()))
+            .col_expr(entries::Column::Migrations, Expr::value(serde_json::json!(migrations)))
+            .col_expr(entries::Column::Detail, Expr::value(detail.map(str::to_owned)))
+            .col_expr(entries::Column::DurationMs, Expr::value(duration_ms))
+            .col_expr(entries::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(entries::Column::RunId.eq(run_id))
+            .filter(entries::Column::TenantId.eq(tenant.as_str()))
+            .exec(self.master())
+            .await?;
+        Ok(())
+    }
+
+    /// Closes a run with its final status (`succeeded` or `failed`).
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn finish_migration_run(&self, run_id: i64, succeeded: bool) -> Result<()> {
+        runs::Entity::update_many()
+            .col_expr(runs::Column::FinishedAt, Expr::value(Some(Utc::now())))
+            .col_expr(runs::Column::Status, Expr::value(if succeeded { "succeeded" } else { "failed" }))
+            .filter(runs::Column::Id.eq(run_id))
+            .exec(self.master())
+            .await?;
+        Ok(())
+    }
+
+    /// The most recent run, if any.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn last_migration_run(&self) -> Result<Option<MigrationRun>> {
+        Ok(runs::Entity::find().order_by_desc(runs::Column::Id).limit(1).one(self.master()).await?.map(|run| {
+            MigrationRun { id: run.id, started_at: run.started_at, finished_at: run.finished_at, status: run.status }
+        }))
+    }
+
+    /// The ledger of one run, ordered by tenant id.
+    ///
+    /// # Errors
+    /// [`Error::Database`], [`Error::CorruptRegistry`] for an unknown outcome.
+    pub async fn migration_ledger(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
+        entries::Entity::find()
+            .filter(entries::Column::RunId.eq(run_id))
+            .order_by_asc(entries::Column::TenantId)
+            .all(self.master())
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(LedgerEntry {
+                    run_id: row.run_id,
+                    outcome: row.outcome.parse()?,
+                    migrations: serde_json::from_value(row.migrations).unwrap_or_default(),
+                    detail: row.detail,
+                    duration_ms: row.duration_ms,
+                    tenant_id: row.tenant_id,
+                })
+            })
+            .collect()
+    }
+}
