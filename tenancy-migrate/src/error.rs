@@ -9,10 +9,12 @@ pub enum Error {
     Tenancy(#[from] tenancy::Error),
 
     /// A migration of one tenant failed.
-    #[error("Migrating tenant '{tenant}' failed")]
+    #[error("Migrating tenant '{tenant}' failed{}", .migration.as_ref().map(|m| format!(" in {m}")).unwrap_or_default())]
     Migration {
         /// The tenant id.
         tenant: String,
+        /// The migration that failed, if it was one (and not the bookkeeping).
+        migration: Option<String>,
         /// The migrator's error.
         #[source]
         source: sea_orm::DbErr,

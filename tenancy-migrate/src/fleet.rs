@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tenancy::ledger::TenantOutcome;
+use tenancy::ledger::{OutcomeRecord, TenantOutcome};
 use tenancy::{Isolation, Tenancy, Tenant, TenantId, TenantStatus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -166,18 +166,18 @@ pub async fn migrate_all(
             Ok(_) => {}
             Err(source) => {
                 tenancy.finish_migration_run(run_id, false).await?;
-                let source = Box::new(Error::Migration { tenant: "(master: shared tables)".to_owned(), source });
+                let source = Box::new(Error::Migration {
+                    tenant: "(master: shared tables)".to_owned(),
+                    migration: None,
+                    source,
+                });
                 return Err(Error::SharedMigration { source });
             }
         }
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut done: Vec<TenantReport> = Vec::with_capacity(tenants.len());
-    let finish = |tenant_report: TenantReport, done: &mut Vec<TenantReport>| {
-        on_event(FleetEvent::TenantDone(&tenant_report));
-        done.push(tenant_report);
-    };
+    let mut ledger = LedgerBuffer { run_id, pending: Vec::new(), last_flush: Instant::now(), done: Vec::new() };
 
     // Not-ready and cache tenants are reported, never migrated.
     let mut runnable = Vec::new();
@@ -190,20 +190,15 @@ pub async fn migrate_all(
         };
         match (skip, tenant.isolation) {
             (Some(reason), isolation) => {
-                tenancy
-                    .record_migration_outcome(run_id, &tenant.id, TenantOutcome::Skipped, &[], Some(&reason), 0)
-                    .await?;
-                finish(
-                    TenantReport {
-                        tenant: tenant.id,
-                        isolation,
-                        outcome: TenantOutcome::Skipped,
-                        migrations: Vec::new(),
-                        detail: Some(reason),
-                        duration: Duration::ZERO,
-                    },
-                    &mut done,
-                );
+                let tenant_report = TenantReport {
+                    tenant: tenant.id,
+                    isolation,
+                    outcome: TenantOutcome::Skipped,
+                    migrations: Vec::new(),
+                    detail: Some(reason),
+                    duration: Duration::ZERO,
+                };
+                ledger.push(tenancy, tenant_report, on_event).await?;
             }
             (None, Isolation::Table) => table_tenants.push(tenant),
             (None, _) => runnable.push(tenant),
@@ -213,20 +208,17 @@ pub async fn migrate_all(
     // All table tenants share the master's tables: migrate them once, for all of them.
     if let Some(first) = table_tenants.first() {
         let started = Instant::now();
-        let result = migrate_one(tenancy, first, migrators.tenant.as_ref()).await;
-        let failed = result.is_err();
-        for tenant in &table_tenants {
-            let tenant_report = to_report(tenant, &result, started.elapsed());
-            record(tenancy, run_id, &tenant_report).await?;
-            finish(tenant_report, &mut done);
-        }
-        if failed && !options.continue_on_error {
+        let result = migrate_one(tenancy, first, migrators.tenant.as_ref(), false).await;
+        if result.is_err() && !options.continue_on_error {
             stop.store(true, Ordering::SeqCst);
+        }
+        for tenant in &table_tenants {
+            ledger.push(tenancy, to_report(tenant, &result, started.elapsed()), on_event).await?;
         }
     }
 
     let permits = Arc::new(Semaphore::new(jobs));
-    let mut running: JoinSet<Result<TenantReport>> = JoinSet::new();
+    let mut running: JoinSet<TenantReport> = JoinSet::new();
     let mut queue = runnable.into_iter();
     loop {
         // Start tenants while permits are free and the run has not been stopped.
@@ -237,42 +229,88 @@ pub async fn migrate_all(
                 (tenancy.clone(), Arc::clone(&migrators.tenant), Arc::clone(&stop), options.continue_on_error);
             running.spawn(async move {
                 let started = Instant::now();
-                let result = migrate_one(&tenancy, &tenant, migrator.as_ref()).await;
+                let result = migrate_one(&tenancy, &tenant, migrator.as_ref(), false).await;
                 if result.is_err() && !continue_on_error {
                     stop.store(true, Ordering::SeqCst);
                 }
-                let tenant_report = to_report(&tenant, &result, started.elapsed());
-                record(&tenancy, run_id, &tenant_report).await?;
                 drop(permit);
-                Ok(tenant_report)
+                to_report(&tenant, &result, started.elapsed())
             });
         }
         match running.join_next().await {
             Some(joined) => {
-                let tenant_report = joined.map_err(|_| Error::Cancelled)??;
-                finish(tenant_report, &mut done);
+                let tenant_report = joined.map_err(|_| Error::Cancelled)?;
+                ledger.push(tenancy, tenant_report, on_event).await?;
             }
             None => break,
         }
     }
     // Whatever was never started stays `not_attempted` in the ledger.
     for tenant in queue {
-        finish(
-            TenantReport {
-                tenant: tenant.id,
-                isolation: tenant.isolation,
-                outcome: TenantOutcome::NotAttempted,
-                migrations: Vec::new(),
-                detail: Some("not started: an earlier tenant failed".to_owned()),
-                duration: Duration::ZERO,
-            },
-            &mut done,
-        );
+        let tenant_report = TenantReport {
+            tenant: tenant.id,
+            isolation: tenant.isolation,
+            outcome: TenantOutcome::NotAttempted,
+            migrations: Vec::new(),
+            detail: Some("not started: an earlier tenant failed".to_owned()),
+            duration: Duration::ZERO,
+        };
+        on_event(FleetEvent::TenantDone(&tenant_report));
+        ledger.done.push(tenant_report);
     }
+    ledger.flush(tenancy).await?;
+    let mut done = ledger.done;
     done.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     report.tenants = done;
     tenancy.finish_migration_run(run_id, report.succeeded()).await?;
     Ok(report)
+}
+
+/// Outcomes on their way to the ledger, written in batches: one transaction per batch
+/// instead of one commit per tenant. An outcome lost to a crash before its batch is
+/// written leaves the tenant `not_attempted`, and resuming finds it up to date: safe.
+struct LedgerBuffer {
+    run_id: i64,
+    pending: Vec<OutcomeRecord>,
+    last_flush: Instant,
+    done: Vec<TenantReport>,
+}
+
+impl LedgerBuffer {
+    const BATCH: usize = 64;
+    const MAX_DELAY: Duration = Duration::from_millis(250);
+
+    async fn push(
+        &mut self,
+        tenancy: &Tenancy,
+        report: TenantReport,
+        on_event: &(dyn Fn(FleetEvent<'_>) + Send + Sync),
+    ) -> Result<()> {
+        on_event(FleetEvent::TenantDone(&report));
+        self.pending.push(OutcomeRecord {
+            tenant: report.tenant.clone(),
+            outcome: report.outcome,
+            migrations: report.migrations.clone(),
+            detail: report.detail.clone(),
+            duration_ms: i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX),
+        });
+        self.done.push(report);
+        // Failures are written at once: they are what an operator looks for first.
+        if self.pending.len() >= Self::BATCH
+            || self.last_flush.elapsed() >= Self::MAX_DELAY
+            || self.pending.last().is_some_and(|r| r.outcome == TenantOutcome::Failed)
+        {
+            self.flush(tenancy).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, tenancy: &Tenancy) -> Result<()> {
+        tenancy.record_migration_outcomes(self.run_id, &self.pending).await?;
+        self.pending.clear();
+        self.last_flush = Instant::now();
+        Ok(())
+    }
 }
 
 fn to_report(tenant: &Tenant, result: &Result<MigrationOutcome>, duration: Duration) -> TenantReport {
@@ -285,21 +323,6 @@ fn to_report(tenant: &Tenant, result: &Result<MigrationOutcome>, duration: Durat
         Err(err) => (TenantOutcome::Failed, Vec::new(), Some(error_chain(err))),
     };
     TenantReport { tenant: tenant.id.clone(), isolation: tenant.isolation, outcome, migrations, detail, duration }
-}
-
-async fn record(tenancy: &Tenancy, run_id: i64, report: &TenantReport) -> Result<()> {
-    let millis = i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX);
-    tenancy
-        .record_migration_outcome(
-            run_id,
-            &report.tenant,
-            report.outcome,
-            &report.migrations,
-            report.detail.as_deref(),
-            millis,
-        )
-        .await?;
-    Ok(())
 }
 
 /// An error and its causes on one line, for the ledger and per-tenant output.

@@ -77,7 +77,7 @@ pub async fn migrate_tenant<M>(tenancy: &Tenancy, tenant: &Tenant, migrator: &M)
 where
     M: MigratorTraitSelf + 'static,
 {
-    migrator::migrate_one(tenancy, tenant, migrator).await
+    migrator::migrate_one(tenancy, tenant, migrator, false).await
 }
 
 /// [`ProvisionHooks`] that migrate a new tenant with the application's migrator.
@@ -104,7 +104,8 @@ impl<'m, M> MigrateOnCreate<'m, M> {
 impl<M: MigratorTraitSelf + 'static> ProvisionHooks for MigrateOnCreate<'_, M> {
     fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
-            migrate_tenant(tenancy, tenant, self.migrator).await?;
+            // A tenant being created has nothing applied yet: skip the fast-path probe.
+            migrator::migrate_one(tenancy, tenant, self.migrator, true).await?;
             Ok(())
         })
     }

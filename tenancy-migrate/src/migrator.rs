@@ -4,10 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait,
-};
-use sea_orm_migration::MigratorTraitSelf;
+use sea_orm::sea_query::{Alias, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Schema, Statement, TransactionTrait};
+use sea_orm_migration::{MigrationTrait, MigratorTraitSelf, SchemaManager, seaql_migrations};
 use tenancy::sql::quote_ident;
 use tenancy::{BoxFuture, Isolation, Tenancy, Tenant};
 
@@ -17,36 +16,27 @@ use crate::{Error, MigrationOutcome, Result};
 /// migrator without being generic over it. Built from any sea-orm-migration migrator
 /// with [`Migrators::new`].
 pub(crate) trait DynMigrator: Send + Sync {
-    fn names(&self) -> Vec<String>;
+    fn migrations(&self) -> Vec<Box<dyn MigrationTrait>>;
+    fn names(&self) -> Vec<String> {
+        self.migrations().iter().map(|m| m.name().to_owned()).collect()
+    }
     fn table_name(&self) -> String;
-    fn pending<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<Vec<String>, DbErr>>;
     fn pending_read_only<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<Vec<String>, DbErr>>;
-    fn up<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<(), DbErr>>;
 }
 
 impl<M: MigratorTraitSelf + 'static> DynMigrator for M {
-    fn names(&self) -> Vec<String> {
-        self.migrations().iter().map(|m| m.name().to_owned()).collect()
+    fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
+        MigratorTraitSelf::migrations(self)
     }
 
     fn table_name(&self) -> String {
         self.migration_table_name().to_string()
     }
 
-    fn pending<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<Vec<String>, DbErr>> {
-        Box::pin(
-            async move { Ok(self.get_pending_migrations(txn).await?.iter().map(|m| m.name().to_owned()).collect()) },
-        )
-    }
-
     fn pending_read_only<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<Vec<String>, DbErr>> {
         Box::pin(async move {
             Ok(self.get_pending_migrations_read_only(db).await?.iter().map(|m| m.name().to_owned()).collect())
         })
-    }
-
-    fn up<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<(), DbErr>> {
-        Box::pin(async move { MigratorTraitSelf::up(self, txn, None).await })
     }
 }
 
@@ -105,11 +95,13 @@ enum Target<'a> {
     Own(DatabaseConnection),
 }
 
-/// Applies the pending migrations of `migrator` to one tenant.
+/// Applies the pending migrations of `migrator` to one tenant. `fresh` skips the
+/// read-only fast path for a tenant known to have nothing applied yet (a new one).
 pub(crate) async fn migrate_one(
     tenancy: &Tenancy,
     tenant: &Tenant,
     migrator: &dyn DynMigrator,
+    fresh: bool,
 ) -> Result<MigrationOutcome> {
     let (target, lock) = match tenant.isolation {
         Isolation::Cache => return Ok(MigrationOutcome::NothingToMigrate),
@@ -133,9 +125,9 @@ pub(crate) async fn migrate_one(
         Target::Master { db, schema } => (*db, *schema),
         Target::Own(conn) => (conn, None),
     };
-    let result = run_migrations(db, schema, lock, migrator)
+    let result = run_migrations(db, schema, lock, migrator, fresh)
         .await
-        .map_err(|source| Error::Migration { tenant: tenant.id.to_string(), source });
+        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source });
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
@@ -144,52 +136,128 @@ pub(crate) async fn migrate_one(
 
 /// Applies the shared migrator to the master database's own tables.
 pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome, DbErr> {
-    run_migrations(tenancy.master(), None, SHARED_MASTER_LOCK, migrator).await
+    run_migrations(tenancy.master(), None, SHARED_MASTER_LOCK, migrator, false).await.map_err(|(_, source)| source)
 }
 
 /// The lock name of the master's shared migrations.
 const SHARED_MASTER_LOCK: &str = "-master";
 
 /// The fast path reads the applied versions with one query and returns when nothing is
-/// pending; otherwise one transaction takes the tenant's advisory lock (so two runs
-/// never migrate one tenant at once: the second waits, then finds nothing pending),
-/// scopes `search_path` to the tenant's schema for that transaction only (safe behind a
+/// pending. Otherwise one transaction takes the tenant's advisory lock (so two runs never
+/// migrate one tenant at once: the second waits, then finds nothing pending), scopes
+/// `search_path` to the tenant's schema for that transaction only (safe behind a
 /// transaction-mode pooler), and applies every pending migration or none.
+///
+/// The migrations are applied here rather than through sea-orm-migration's `up`, which
+/// re-creates its bookkeeping table three times per call and wraps each migration in a
+/// transaction of its own: on PostgreSQL one outer transaction makes the whole tenant
+/// atomic, and the bookkeeping is one query to read and one to write. The bookkeeping
+/// table and its rows are the same as sea-orm-migration's, so its CLI still works.
 async fn run_migrations(
     db: &DatabaseConnection,
     schema: Option<&str>,
     lock: &str,
     migrator: &dyn DynMigrator,
-) -> Result<MigrationOutcome, DbErr> {
-    if let Some(applied) = applied_versions(db, schema, &migrator.table_name()).await
-        && migrator.names().iter().all(|name| applied.contains(name))
+    fresh: bool,
+) -> Result<MigrationOutcome, (Option<String>, DbErr)> {
+    let table = migrator.table_name();
+    let names = migrator.names();
+    if !fresh
+        && let Some(applied) = applied_versions(db, schema, &table).await
+        && names.iter().all(|name| applied.contains(name))
     {
         return Ok(MigrationOutcome::UpToDate);
     }
-    let txn = db.begin().await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        // language=PostgreSQL
-        let sql = "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock($2, hashtext($3))";
-        let search_path = match schema {
-            Some(schema) => quote_ident(schema),
-            // Keep the connection's own search path for database and table tenants.
-            None => "\"$user\", public".to_owned(),
-        };
-        txn.query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            [search_path.into(), LOCK_NAMESPACE.into(), lock.into()],
-        ))
-        .await?;
+    let bookkeeping = |source| (None, source);
+    let backend = db.get_database_backend();
+    let txn = db.begin().await.map_err(bookkeeping)?;
+    let has_table = match backend {
+        DbBackend::Postgres => {
+            let qualified = match schema {
+                Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&table)),
+                None => quote_ident(&table),
+            };
+            let search_path = match schema {
+                Some(schema) => quote_ident(schema),
+                // Database and table tenants keep the connection's own search path.
+                None => "\"$user\", public".to_owned(),
+            };
+            // language=PostgreSQL
+            let lock_sql = "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock($2, hashtext($3))";
+            txn.query_one_raw(Statement::from_sql_and_values(
+                backend,
+                lock_sql,
+                [search_path.into(), LOCK_NAMESPACE.into(), lock.into()],
+            ))
+            .await
+            .map_err(bookkeeping)?;
+            // A statement of its own: its snapshot is taken after the lock was granted, so
+            // it sees what a run that held the lock before us committed.
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    [qualified.into()],
+                ))
+                .await
+                .map_err(bookkeeping)?;
+            row.map(|row| row.try_get_by_index::<bool>(0)).transpose().map_err(bookkeeping)?.unwrap_or(false)
+        }
+        _ => txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table.clone().into()],
+            ))
+            .await
+            .map_err(bookkeeping)?
+            .is_some(),
+    };
+    if !has_table {
+        let mut create = Schema::new(backend).create_table_from_entity(seaql_migrations::Entity);
+        create.table(Alias::new(table.as_str())).if_not_exists();
+        txn.execute(&create).await.map_err(bookkeeping)?;
     }
-    let pending = migrator.pending(&txn).await?;
+    // Read after creating too: a run that held the lock before us may have created the
+    // table and recorded its migrations even though our probe did not see the table.
+    let applied: HashSet<String> = txn
+        .query_all_raw(Statement::from_string(backend, format!("SELECT version FROM {}", quote_ident(&table))))
+        .await
+        .map_err(bookkeeping)?
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect::<Result<_, _>>()
+        .map_err(bookkeeping)?;
+    let pending: Vec<Box<dyn MigrationTrait>> =
+        migrator.migrations().into_iter().filter(|m| !applied.contains(m.name())).collect();
     if pending.is_empty() {
-        txn.commit().await?;
+        txn.commit().await.map_err(bookkeeping)?;
         return Ok(MigrationOutcome::UpToDate);
     }
-    migrator.up(&txn).await?;
-    txn.commit().await?;
-    Ok(MigrationOutcome::Applied(pending))
+    if let Some(manual) = pending.iter().find(|m| m.use_transaction() == Some(false)) {
+        return Err((
+            Some(manual.name().to_owned()),
+            DbErr::Custom(
+                "this migration opts out of transactions (use_transaction = Some(false)); tenancy-migrate applies \
+                 each tenant's migrations in one transaction, so it cannot run it"
+                    .to_owned(),
+            ),
+        ));
+    }
+    let manager = SchemaManager::new(&txn);
+    let applied_at = chrono::Utc::now().timestamp();
+    let mut record = Query::insert();
+    record.into_table(Alias::new(table.as_str())).columns([Alias::new("version"), Alias::new("applied_at")]);
+    let mut done = Vec::with_capacity(pending.len());
+    for migration in &pending {
+        let name = migration.name().to_owned();
+        migration.up(&manager).await.map_err(|source| (Some(name.clone()), source))?;
+        record.values([name.clone().into(), applied_at.into()]).map_err(|e| (None, DbErr::Custom(e.to_string())))?;
+        done.push(name);
+    }
+    txn.execute(&record).await.map_err(bookkeeping)?;
+    txn.commit().await.map_err(bookkeeping)?;
+    Ok(MigrationOutcome::Applied(done))
 }
 
 /// The applied migration versions, read with a single query; `None` when that is not
@@ -225,7 +293,11 @@ pub(crate) async fn pending_read_only(
             let Some(conn) = conn else { return Ok(Vec::new()) };
             let pending = migrator.pending_read_only(&conn).await;
             let _ = conn.close().await;
-            return pending.map_err(|source| Error::Migration { tenant: tenant.id.to_string(), source });
+            return pending.map_err(|source| Error::Migration {
+                tenant: tenant.id.to_string(),
+                migration: None,
+                source,
+            });
         }
     };
     let applied = applied.unwrap_or_default();

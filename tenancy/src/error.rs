@@ -219,6 +219,20 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// Two `#[tenant_scoped]` models register the same table.
+    #[error(
+        "Table '{table}' is registered by two #[tenant_scoped] models, {first} and {second}; \
+         a table has one scope, so keep the attribute on one of them"
+    )]
+    DuplicateScopedTable {
+        /// The table name.
+        table: &'static str,
+        /// The registration that sorts first (by entity path).
+        first: &'static crate::ScopedModel,
+        /// The other registration.
+        second: &'static crate::ScopedModel,
+    },
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use crate::{Error, Result, Tenancy, TenantId};
 
@@ -89,6 +89,21 @@ pub struct LedgerEntry {
     pub migrations: Vec<String>,
     /// The error (for [`TenantOutcome::Failed`]) or the reason (for
     /// [`TenantOutcome::Skipped`]).
+    pub detail: Option<String>,
+    /// How long the tenant took, in milliseconds.
+    pub duration_ms: i64,
+}
+
+/// One tenant's outcome, as written to the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What happened.
+    pub outcome: TenantOutcome,
+    /// The migrations applied.
+    pub migrations: Vec<String>,
+    /// The error or skip reason.
     pub detail: Option<String>,
     /// How long the tenant took, in milliseconds.
     pub duration_ms: i64,
@@ -194,25 +209,34 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn record_migration_outcome(
-        &self,
-        run_id: i64,
-        tenant: &TenantId,
-        outcome: TenantOutcome,
-        migrations: &[String],
-        detail: Option<&str>,
-        duration_ms: i64,
-    ) -> Result<()> {
-        entries::Entity::update_many()
-            .col_expr(entries::Column::Outcome, Expr::value(outcome.as_str()))
-            .col_expr(entries::Column::Migrations, Expr::value(serde_json::json!(migrations)))
-            .col_expr(entries::Column::Detail, Expr::value(detail.map(str::to_owned)))
-            .col_expr(entries::Column::DurationMs, Expr::value(duration_ms))
-            .col_expr(entries::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(entries::Column::RunId.eq(run_id))
-            .filter(entries::Column::TenantId.eq(tenant.as_str()))
-            .exec(self.master())
-            .await?;
+    pub async fn record_migration_outcome(&self, run_id: i64, record: &OutcomeRecord) -> Result<()> {
+        self.record_migration_outcomes(run_id, std::slice::from_ref(record)).await
+    }
+
+    /// Records several outcomes in one transaction (one commit instead of one per tenant,
+    /// which is what keeps a fleet run with nothing pending fast).
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn record_migration_outcomes(&self, run_id: i64, records: &[OutcomeRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.master().begin().await?;
+        let now = Utc::now();
+        for record in records {
+            entries::Entity::update_many()
+                .col_expr(entries::Column::Outcome, Expr::value(record.outcome.as_str()))
+                .col_expr(entries::Column::Migrations, Expr::value(serde_json::json!(record.migrations)))
+                .col_expr(entries::Column::Detail, Expr::value(record.detail.clone()))
+                .col_expr(entries::Column::DurationMs, Expr::value(record.duration_ms))
+                .col_expr(entries::Column::UpdatedAt, Expr::value(now))
+                .filter(entries::Column::RunId.eq(run_id))
+                .filter(entries::Column::TenantId.eq(record.tenant.as_str()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
         Ok(())
     }
 

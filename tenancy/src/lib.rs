@@ -56,6 +56,69 @@
 //! (generated with mode 0600 on first use). PostgreSQL receives a SCRAM-SHA-256 verifier
 //! computed here, so the plain password never reaches the server or its log.
 //!
+//! ## Scoped models
+//!
+//! Tenants in [`Isolation::Table`] share tables, and tenants in [`Isolation::Cache`]
+//! share the cache. [`tenant_scoped`](macro@tenant_scoped) on a sea-orm model says how
+//! its data is told apart per tenant: by a `tenant_id` column (or the column it names),
+//! or by the tenant's cache namespace. It implements [`TenantScoped`] for the model's
+//! `Entity` and registers the model, so [`scoped_models`] lists every scoped model in
+//! the program.
+//!
+//! ```
+//! mod invoice {
+//!     use sea_orm::entity::prelude::*;
+//!     use tenancy::tenant_scoped;
+//!
+//!     #[tenant_scoped]
+//!     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+//!     #[sea_orm(table_name = "invoices")]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub tenant_id: String,
+//!         pub total_cents: i64,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     impl ActiveModelBehavior for ActiveModel {}
+//! }
+//!
+//! mod session {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[tenancy::tenant_scoped(cache, ttl = 1800)]
+//!     #[sea_orm::model]
+//!     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+//!     #[sea_orm(table_name = "sessions")]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub token: String,
+//!         pub user_id: i32,
+//!     }
+//!
+//!     impl ActiveModelBehavior for ActiveModel {}
+//! }
+//!
+//! use std::time::Duration;
+//! use tenancy::{Scope, TenantScoped};
+//!
+//! assert_eq!(invoice::Entity::SCOPE, Scope::Table { column: "tenant_id" });
+//! assert!(matches!(invoice::Entity::tenant_column(), Some(invoice::Column::TenantId)));
+//! assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(1800)) });
+//!
+//! // Sorted by table; two models claiming one table are an error here.
+//! let models = tenancy::scoped_models()?;
+//! let invoices = models.iter().find(|model| model.table() == "invoices").unwrap();
+//! assert!(invoices.entity().ends_with("invoice::Entity"));
+//! # Ok::<(), tenancy::Error>(())
+//! ```
+//!
+//! A compile error points at the mistake: an unknown option, a model without a
+//! `tenant_id` field, a tenant column that is not a `String`, or `cache` with `column`.
+//!
 //! ## Environment
 //!
 //! | variable | meaning |
@@ -73,6 +136,7 @@ mod isolation;
 pub mod ledger;
 mod provision;
 mod registry;
+mod scoped;
 pub mod secret;
 pub mod sql;
 mod tenancy;
@@ -86,7 +150,13 @@ pub use crate::provision::{
     BoxFuture, Created, DEFAULT_POSTGRES_PORT, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
 };
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
+pub use crate::scoped::{Scope, ScopedModel, TenantScoped, scoped_models};
 pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
+pub use tenancy_macros::tenant_scoped;
+
+/// Not public API: what `#[tenant_scoped]`'s generated code calls (semver exempt).
+#[doc(hidden)]
+pub use crate::scoped::__private;
 
 /// Re-exports for the application's convenience, so it names one version of each.
 pub use sea_orm;

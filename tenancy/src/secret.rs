@@ -21,7 +21,6 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -360,60 +359,46 @@ impl SecretKey {
                 .map_err(|source| Error::Io { path: parent.to_owned(), source })?;
         }
 
-        // `create_new` makes creation atomic: two processes starting at once cannot both
-        // write a key, and whoever loses reads the winner's instead of overwriting it
-        // (which would orphan secrets already encrypted with the first key).
-        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                return Self::read_file_written_concurrently(path).map(|key| (key, KeySource::File(path.to_owned())));
-            }
-            Err(error) => return Err(io_error(error)),
-        };
-
         let key = SecretKey::try_generate().map_err(|error| {
-            remove_quietly(path);
             key_error(
                 &path.display().to_string(),
                 format!("cannot generate a key: the system's random number generator failed: {error}"),
             )
         })?;
+        // The key is written to a private temporary file first and then linked into place:
+        // `hard_link` fails if the target exists, so two processes starting at once cannot
+        // both install a key (the loser reads the winner's instead of overwriting it, which
+        // would orphan secrets already encrypted with the first key), and no reader ever
+        // sees a half-written file.
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let unique = format!(
+            ".{file_name}.{}.{:x}.tmp",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        );
+        let temporary = path.with_file_name(unique);
         let mut text = BASE64.encode(key.0);
         text.push('\n');
-        // One `write_all` of 45 bytes, then `sync_all` so that a crash right after we
-        // report success cannot leave an empty key file behind.
-        let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()));
         wipe_string(text);
         if let Err(error) = written {
-            // An empty or partial key file would make every later run fail; better to
-            // leave nothing, so the next run simply tries again.
-            drop(file);
-            remove_quietly(path);
+            remove_quietly(&temporary);
             return Err(io_error(error));
         }
-        Ok((key, KeySource::Generated(path.to_owned())))
-    }
-
-    /// Reads a key file that another process has just created. It may still be empty for
-    /// a moment (created but not yet written), so an empty file is retried briefly
-    /// before being reported as garbled.
-    fn read_file_written_concurrently(path: &Path) -> crate::Result<SecretKey> {
-        const ATTEMPTS: u32 = 20;
-        for _ in 1..ATTEMPTS {
-            let still_empty = match read_key_text(path) {
-                Ok(KeyText::Text(text)) => {
-                    let empty = text.trim().is_empty();
-                    wipe_string(text);
-                    empty
-                }
-                _ => false,
-            };
-            if !still_empty {
-                break;
+        let linked = std::fs::hard_link(&temporary, path);
+        remove_quietly(&temporary);
+        match linked {
+            Ok(()) => Ok((key, KeySource::Generated(path.to_owned()))),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Self::read_existing_file(path).map(|key| (key, KeySource::File(path.to_owned())))
             }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(error) => Err(io_error(error)),
         }
-        Self::read_existing_file(path)
     }
 
     /// [`SecretKey::generate`] without the panic, for callers that have an error to

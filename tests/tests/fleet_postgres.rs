@@ -239,7 +239,7 @@ async fn two_runs_at_once_never_migrate_a_tenant_twice() {
     .await
     .expect("no deadlock");
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.succeeded() && b.succeeded());
+    assert!(a.succeeded() && b.succeeded(), "{:?}\n{:?}", a.tenants, b.tenants);
     for id in &ids {
         let migrated = [&a, &b]
             .iter()

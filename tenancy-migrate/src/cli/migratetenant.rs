@@ -47,7 +47,7 @@ async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
         return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status.to_string() });
     }
     println!("Migrating tenant '{id}' ({}, {})...", tenant.isolation, tenancy.describe_location(&tenant));
-    match migrate_one(&tenancy, &tenant, migrators.tenant.as_ref()).await? {
+    match migrate_one(&tenancy, &tenant, migrators.tenant.as_ref(), false).await? {
         MigrationOutcome::Applied(names) => {
             println!("✓ Applied {} migration(s): {}", names.len(), names.join(", "));
         }

@@ -1,0 +1,176 @@
+//! `#[tenant_scoped]` models register themselves: `tenancy::scoped_models()` lists them
+//! sorted by table with their scopes, and each entity's `tenant_column()` is the
+//! `Column` sea-orm generated for the tenant field.
+
+use std::time::Duration;
+
+use sea_orm::IdenStatic;
+use tenancy::{Scope, TenantScoped};
+
+/// `tenancy` under another path, as a crate re-exporting it has it, for
+/// `#[tenant_scoped(crate = "...")]`.
+mod app {
+    pub(crate) use tenancy as framework;
+}
+
+/// Table-scoped on the default `tenant_id`.
+mod invoice {
+    use sea_orm::entity::prelude::*;
+
+    pub(crate) const ATTRIBUTE_LINE: u32 = line!() + 1;
+    #[tenancy::tenant_scoped]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "invoices")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub tenant_id: String,
+        pub total_cents: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table-scoped on another field, whose SQL name differs from the field's.
+mod member {
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::tenant_scoped(column = "org_id", crate = "crate::app::framework")]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "members")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        #[sea_orm(column_name = "organisation")]
+        pub org_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table-scoped under a `rename_all` that changes every SQL column name.
+mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::tenant_scoped]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_entries", rename_all = "camelCase")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub tenant_id: String,
+        pub action: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Cache-scoped, with and without a time to live.
+mod session {
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::tenant_scoped(cache, ttl = 300)]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token: String,
+        pub user_id: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod feature_flag {
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::tenant_scoped(cache)]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "feature_flags")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub enabled: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[test]
+fn registry_lists_every_scoped_model_sorted_by_table() {
+    let models = tenancy::scoped_models().expect("no table is registered twice");
+    let listed: Vec<(&str, &str, Scope)> =
+        models.iter().map(|model| (model.table(), model.entity(), model.scope())).collect();
+    assert_eq!(
+        listed,
+        [
+            ("audit_entries", "scoped_registry::audit_entry::Entity", Scope::Table { column: "tenantId" }),
+            ("feature_flags", "scoped_registry::feature_flag::Entity", Scope::Cache { ttl: None }),
+            ("invoices", "scoped_registry::invoice::Entity", Scope::Table { column: "tenant_id" }),
+            ("members", "scoped_registry::member::Entity", Scope::Table { column: "organisation" }),
+            ("sessions", "scoped_registry::session::Entity", Scope::Cache { ttl: Some(Duration::from_secs(300)) }),
+        ]
+    );
+}
+
+#[test]
+fn registration_points_at_the_attribute() {
+    let models = tenancy::scoped_models().expect("no table is registered twice");
+    let invoice = models.iter().find(|model| model.table() == "invoices").expect("invoices registered");
+    assert!(invoice.file().ends_with("scoped_registry.rs"), "{}", invoice.file());
+    assert_eq!(invoice.line(), invoice::ATTRIBUTE_LINE);
+    assert_eq!(
+        invoice.to_string(),
+        format!("scoped_registry::invoice::Entity ({}:{})", invoice.file(), invoice.line())
+    );
+}
+
+#[test]
+fn scope_constants_match_the_registry() {
+    assert_eq!(invoice::Entity::SCOPE, Scope::Table { column: "tenant_id" });
+    assert_eq!(member::Entity::SCOPE, Scope::Table { column: "organisation" });
+    assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(300)) });
+    assert_eq!(feature_flag::Entity::SCOPE, Scope::Cache { ttl: None });
+}
+
+#[test]
+fn tenant_column_is_the_generated_column_variant() {
+    assert!(matches!(invoice::Entity::tenant_column(), Some(invoice::Column::TenantId)));
+    assert!(matches!(member::Entity::tenant_column(), Some(member::Column::OrgId)));
+    assert!(matches!(audit_entry::Entity::tenant_column(), Some(audit_entry::Column::TenantId)));
+    assert!(session::Entity::tenant_column().is_none());
+    assert!(feature_flag::Entity::tenant_column().is_none());
+}
+
+/// The column name in `Scope::Table` is the SQL name sea-orm gives the column, whatever
+/// renaming the model does.
+#[test]
+fn scope_column_is_the_sql_name_of_the_tenant_column() {
+    fn sql_name<E: TenantScoped>() -> &'static str {
+        E::tenant_column().expect("table-scoped").as_str()
+    }
+    fn scope_column<E: TenantScoped>() -> &'static str {
+        match E::SCOPE {
+            Scope::Table { column } => column,
+            Scope::Cache { .. } => panic!("table-scoped"),
+        }
+    }
+    assert_eq!(scope_column::<invoice::Entity>(), sql_name::<invoice::Entity>());
+    assert_eq!(scope_column::<member::Entity>(), sql_name::<member::Entity>());
+    assert_eq!(scope_column::<audit_entry::Entity>(), sql_name::<audit_entry::Entity>());
+}
