@@ -173,3 +173,55 @@ async fn resume_without_history_is_an_input_error() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stderr), "Error: Nothing to resume: no fleet migration run is recorded yet\n");
 }
+
+#[tokio::test]
+async fn two_migratealltenants_processes_at_once() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy = Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
+    let ids: Vec<String> = (0..10).map(|i| format!("twin{i}")).collect();
+    for id in &ids {
+        let new = NewTenant {
+            id: id.parse().unwrap(),
+            name: id.clone(),
+            isolation: Isolation::Schema,
+            database: None,
+            migrate: false,
+        };
+        tenancy.create_tenant(new, &()).await.unwrap();
+    }
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_migratealltenants"))
+            .current_dir(dir.path())
+            .args(["--jobs", "3", "--json"])
+            .env("DATABASE_URL", &pg.url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (first, second) = (spawn(), spawn());
+    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let reports: Vec<serde_json::Value> =
+        [&first, &second].iter().map(|out| serde_json::from_slice(&out.stdout).unwrap()).collect();
+    for id in &ids {
+        let migrated = reports
+            .iter()
+            .filter(|r| {
+                r["tenants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["tenant"] == id.as_str() && t["outcome"] == "migrated")
+            })
+            .count();
+        assert_eq!(migrated, 1, "{id} was migrated by {migrated} runs");
+    }
+    let master = pg.connect().await;
+    for id in &ids {
+        assert_eq!(count(&master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 2);
+    }
+}

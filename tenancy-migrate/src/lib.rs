@@ -38,6 +38,7 @@ mod migrator;
 
 use std::fmt;
 
+use sea_orm::DatabaseTransaction;
 use sea_orm_migration::MigratorTraitSelf;
 use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
 
@@ -102,10 +103,18 @@ impl<'m, M> MigrateOnCreate<'m, M> {
 }
 
 impl<M: MigratorTraitSelf + 'static> ProvisionHooks for MigrateOnCreate<'_, M> {
-    fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+    fn migrate<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a Tenant,
+        within: Option<&'a DatabaseTransaction>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
             // A tenant being created has nothing applied yet: skip the fast-path probe.
-            migrator::migrate_one(tenancy, tenant, self.migrator, true).await?;
+            match within {
+                Some(txn) => migrator::migrate_within(txn, tenant, self.migrator).await?,
+                None => migrator::migrate_one(tenancy, tenant, self.migrator, true).await?,
+            };
             Ok(())
         })
     }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Schema, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Schema, Statement, TransactionTrait,
+};
 use sea_orm_migration::{MigrationTrait, MigratorTraitSelf, SchemaManager, seaql_migrations};
 use tenancy::sql::quote_ident;
 use tenancy::{BoxFuture, Isolation, Tenancy, Tenant};
@@ -125,7 +127,7 @@ pub(crate) async fn migrate_one(
         Target::Master { db, schema } => (*db, *schema),
         Target::Own(conn) => (conn, None),
     };
-    let result = run_migrations(db, schema, lock, migrator, fresh)
+    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh)
         .await
         .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source });
     if let Target::Own(conn) = target {
@@ -136,11 +138,32 @@ pub(crate) async fn migrate_one(
 
 /// Applies the shared migrator to the master database's own tables.
 pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome, DbErr> {
-    run_migrations(tenancy.master(), None, SHARED_MASTER_LOCK, migrator, false).await.map_err(|(_, source)| source)
+    run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false)
+        .await
+        .map_err(|(_, source)| source)
 }
 
 /// The lock name of the master's shared migrations.
 const SHARED_MASTER_LOCK: &str = "-master";
+
+/// Where [`run_migrations`] runs: a pool (its own transaction) or a caller's transaction.
+#[derive(Clone, Copy)]
+enum Conn<'a> {
+    Pool(&'a DatabaseConnection),
+    Within(&'a DatabaseTransaction),
+}
+
+/// Migrates a tenant whose schema a provisioning transaction just created, inside that
+/// transaction.
+pub(crate) async fn migrate_within(
+    txn: &DatabaseTransaction,
+    tenant: &Tenant,
+    migrator: &dyn DynMigrator,
+) -> Result<MigrationOutcome> {
+    run_migrations(Conn::Within(txn), tenant.config.schema.as_deref(), tenant.id.as_str(), migrator, true)
+        .await
+        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source })
+}
 
 /// The fast path reads the applied versions with one query and returns when nothing is
 /// pending. Otherwise one transaction takes the tenant's advisory lock (so two runs never
@@ -154,7 +177,7 @@ const SHARED_MASTER_LOCK: &str = "-master";
 /// atomic, and the bookkeeping is one query to read and one to write. The bookkeeping
 /// table and its rows are the same as sea-orm-migration's, so its CLI still works.
 async fn run_migrations(
-    db: &DatabaseConnection,
+    conn: Conn<'_>,
     schema: Option<&str>,
     lock: &str,
     migrator: &dyn DynMigrator,
@@ -163,14 +186,19 @@ async fn run_migrations(
     let table = migrator.table_name();
     let names = migrator.names();
     if !fresh
+        && let Conn::Pool(db) = conn
         && let Some(applied) = applied_versions(db, schema, &table).await
         && names.iter().all(|name| applied.contains(name))
     {
         return Ok(MigrationOutcome::UpToDate);
     }
     let bookkeeping = |source| (None, source);
-    let backend = db.get_database_backend();
-    let txn = db.begin().await.map_err(bookkeeping)?;
+    let mut previous_search_path = None;
+    // Inside a caller's transaction this is a savepoint: a failure rolls back only our part.
+    let (backend, txn) = match conn {
+        Conn::Pool(db) => (db.get_database_backend(), db.begin().await.map_err(bookkeeping)?),
+        Conn::Within(outer) => (outer.get_database_backend(), outer.begin().await.map_err(bookkeeping)?),
+    };
     let has_table = match backend {
         DbBackend::Postgres => {
             let qualified = match schema {
@@ -183,25 +211,33 @@ async fn run_migrations(
                 None => "\"$user\", public".to_owned(),
             };
             // language=PostgreSQL
-            let lock_sql = "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock($2, hashtext($3))";
-            txn.query_one_raw(Statement::from_sql_and_values(
-                backend,
-                lock_sql,
-                [search_path.into(), LOCK_NAMESPACE.into(), lock.into()],
-            ))
-            .await
-            .map_err(bookkeeping)?;
-            // A statement of its own: its snapshot is taken after the lock was granted, so
-            // it sees what a run that held the lock before us committed.
+            let lock_sql = "SELECT current_setting('search_path'), set_config('search_path', $1, true), \
+                            pg_advisory_xact_lock($2, hashtext($3))";
             let row = txn
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
-                    "SELECT to_regclass($1) IS NOT NULL",
-                    [qualified.into()],
+                    lock_sql,
+                    [search_path.into(), LOCK_NAMESPACE.into(), lock.into()],
                 ))
                 .await
                 .map_err(bookkeeping)?;
-            row.map(|row| row.try_get_by_index::<bool>(0)).transpose().map_err(bookkeeping)?.unwrap_or(false)
+            previous_search_path = row.and_then(|row| row.try_get_by_index::<String>(0).ok());
+            if fresh {
+                // A tenant being created has no bookkeeping table yet: no need to look.
+                false
+            } else {
+                // A statement of its own: its snapshot is taken after the lock was granted, so
+                // it sees what a run that held the lock before us committed.
+                let row = txn
+                    .query_one_raw(Statement::from_sql_and_values(
+                        backend,
+                        "SELECT to_regclass($1) IS NOT NULL",
+                        [qualified.into()],
+                    ))
+                    .await
+                    .map_err(bookkeeping)?;
+                row.map(|row| row.try_get_by_index::<bool>(0)).transpose().map_err(bookkeeping)?.unwrap_or(false)
+            }
         }
         _ => txn
             .query_one_raw(Statement::from_sql_and_values(
@@ -232,6 +268,7 @@ async fn run_migrations(
         migrator.migrations().into_iter().filter(|m| !applied.contains(m.name())).collect();
     if pending.is_empty() {
         txn.commit().await.map_err(bookkeeping)?;
+        restore_search_path(conn, previous_search_path).await.map_err(bookkeeping)?;
         return Ok(MigrationOutcome::UpToDate);
     }
     if let Some(manual) = pending.iter().find(|m| m.use_transaction() == Some(false)) {
@@ -257,7 +294,23 @@ async fn run_migrations(
     }
     txn.execute(&record).await.map_err(bookkeeping)?;
     txn.commit().await.map_err(bookkeeping)?;
+    restore_search_path(conn, previous_search_path).await.map_err(bookkeeping)?;
     Ok(MigrationOutcome::Applied(done))
+}
+
+/// Inside a caller's transaction, the tenant's `search_path` set above outlives our
+/// savepoint; put the caller's back so its next statements resolve as before.
+async fn restore_search_path(conn: Conn<'_>, previous: Option<String>) -> Result<(), DbErr> {
+    if let (Conn::Within(outer), Some(previous)) = (conn, previous) {
+        outer
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT set_config('search_path', $1, true)",
+                [previous.into()],
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The applied migration versions, read with a single query; `None` when that is not

@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::{Error, Result, Tenancy, TenantId};
 
@@ -174,8 +174,9 @@ pub(crate) mod entries {
 }
 
 impl Tenancy {
-    /// Opens a run in the ledger with every selected tenant `not_attempted`, and returns
-    /// its id. `options` is free-form JSON describing the run (jobs, filters).
+    /// Opens a run in the ledger and returns its id. The selected tenants are kept with
+    /// the run: until an outcome is recorded for one, it reads as `not_attempted` (also
+    /// after a crash). `options` is free-form JSON describing the run (jobs, filters).
     ///
     /// # Errors
     /// [`Error::Database`].
@@ -184,25 +185,10 @@ impl Tenancy {
             started_at: Set(Utc::now()),
             finished_at: Set(None),
             status: Set("running".to_owned()),
-            options: Set(options),
+            options: Set(serde_json::json!({ "selected": tenants, "options": options })),
             ..Default::default()
         };
-        let run_id = runs::Entity::insert(run).exec(self.master()).await?.last_insert_id;
-        let now = Utc::now();
-        // Chunked so that thousands of tenants stay under the bind-parameter limits.
-        for chunk in tenants.chunks(500) {
-            let rows = chunk.iter().map(|id| entries::ActiveModel {
-                run_id: Set(run_id),
-                tenant_id: Set(id.to_string()),
-                outcome: Set(TenantOutcome::NotAttempted.as_str().to_owned()),
-                migrations: Set(serde_json::json!([])),
-                detail: Set(None),
-                duration_ms: Set(0),
-                updated_at: Set(now),
-            });
-            entries::Entity::insert_many(rows).exec_without_returning(self.master()).await?;
-        }
-        Ok(run_id)
+        Ok(runs::Entity::insert(run).exec(self.master()).await?.last_insert_id)
     }
 
     /// Records what a run did to one tenant.
@@ -213,30 +199,39 @@ impl Tenancy {
         self.record_migration_outcomes(run_id, std::slice::from_ref(record)).await
     }
 
-    /// Records several outcomes in one transaction (one commit instead of one per tenant,
-    /// which is what keeps a fleet run with nothing pending fast).
+    /// Records several outcomes with one multi-row insert per 500 (one round trip and
+    /// one commit for a batch, not one per tenant: what keeps a fleet run with nothing
+    /// pending fast). Recording a tenant twice in one run keeps the later outcome.
     ///
     /// # Errors
     /// [`Error::Database`].
     pub async fn record_migration_outcomes(&self, run_id: i64, records: &[OutcomeRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let txn = self.master().begin().await?;
         let now = Utc::now();
-        for record in records {
-            entries::Entity::update_many()
-                .col_expr(entries::Column::Outcome, Expr::value(record.outcome.as_str()))
-                .col_expr(entries::Column::Migrations, Expr::value(serde_json::json!(record.migrations)))
-                .col_expr(entries::Column::Detail, Expr::value(record.detail.clone()))
-                .col_expr(entries::Column::DurationMs, Expr::value(record.duration_ms))
-                .col_expr(entries::Column::UpdatedAt, Expr::value(now))
-                .filter(entries::Column::RunId.eq(run_id))
-                .filter(entries::Column::TenantId.eq(record.tenant.as_str()))
-                .exec(&txn)
+        for chunk in records.chunks(500) {
+            let rows = chunk.iter().map(|record| entries::ActiveModel {
+                run_id: Set(run_id),
+                tenant_id: Set(record.tenant.to_string()),
+                outcome: Set(record.outcome.as_str().to_owned()),
+                migrations: Set(serde_json::json!(record.migrations)),
+                detail: Set(record.detail.clone()),
+                duration_ms: Set(record.duration_ms),
+                updated_at: Set(now),
+            });
+            entries::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([entries::Column::RunId, entries::Column::TenantId])
+                        .update_columns([
+                            entries::Column::Outcome,
+                            entries::Column::Migrations,
+                            entries::Column::Detail,
+                            entries::Column::DurationMs,
+                            entries::Column::UpdatedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(self.master())
                 .await?;
         }
-        txn.commit().await?;
         Ok(())
     }
 
@@ -264,27 +259,50 @@ impl Tenancy {
         }))
     }
 
-    /// The ledger of one run, ordered by tenant id.
+    /// The ledger of one run, ordered by tenant id: every selected tenant, with
+    /// [`TenantOutcome::NotAttempted`] for those without a recorded outcome.
     ///
     /// # Errors
     /// [`Error::Database`], [`Error::CorruptRegistry`] for an unknown outcome.
     pub async fn migration_ledger(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
-        entries::Entity::find()
+        let selected: Vec<String> = match runs::Entity::find_by_id(run_id).one(self.master()).await? {
+            Some(run) => serde_json::from_value(run.options["selected"].clone()).unwrap_or_default(),
+            None => return Ok(Vec::new()),
+        };
+        let mut recorded: std::collections::HashMap<String, LedgerEntry> = entries::Entity::find()
             .filter(entries::Column::RunId.eq(run_id))
-            .order_by_asc(entries::Column::TenantId)
             .all(self.master())
             .await?
             .into_iter()
             .map(|row| {
-                Ok(LedgerEntry {
-                    run_id: row.run_id,
-                    outcome: row.outcome.parse()?,
-                    migrations: serde_json::from_value(row.migrations).unwrap_or_default(),
-                    detail: row.detail,
-                    duration_ms: row.duration_ms,
-                    tenant_id: row.tenant_id,
+                Ok((
+                    row.tenant_id.clone(),
+                    LedgerEntry {
+                        run_id: row.run_id,
+                        outcome: row.outcome.parse()?,
+                        migrations: serde_json::from_value(row.migrations).unwrap_or_default(),
+                        detail: row.detail,
+                        duration_ms: row.duration_ms,
+                        tenant_id: row.tenant_id,
+                    },
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut ledger: Vec<LedgerEntry> = selected
+            .into_iter()
+            .map(|tenant_id| {
+                recorded.remove(&tenant_id).unwrap_or(LedgerEntry {
+                    run_id,
+                    tenant_id,
+                    outcome: TenantOutcome::NotAttempted,
+                    migrations: Vec::new(),
+                    detail: None,
+                    duration_ms: 0,
                 })
             })
-            .collect()
+            .collect();
+        ledger.extend(recorded.into_values());
+        ledger.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        Ok(ledger)
     }
 }

@@ -8,7 +8,8 @@ use std::pin::Pin;
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, Statement, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    Statement, TransactionTrait, sea_query::Expr,
 };
 
 use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase};
@@ -179,7 +180,17 @@ pub trait ProvisionHooks: Sync {
     /// Runs the application's migrations for `tenant`, whose storage exists but which is
     /// not `ready` yet. Called only when [`NewTenant::migrate`] is set and the mode has
     /// relational storage.
-    fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>>;
+    ///
+    /// `within` is set for schema isolation on PostgreSQL: the schema was created in that
+    /// transaction of the master database, and migrating inside it (its `search_path` is
+    /// the hook's to set, for the transaction only) makes creating the schema, migrating
+    /// it and marking the tenant ready one atomic step.
+    fn migrate<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a Tenant,
+        within: Option<&'a DatabaseTransaction>,
+    ) -> BoxFuture<'a, Result<(), BoxError>>;
 
     /// Called after each step succeeded. An error aborts the run, which is then undone.
     fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
@@ -190,7 +201,12 @@ pub trait ProvisionHooks: Sync {
 
 /// No hooks: creating a tenant with `migrate: true` fails, since there is no migrator.
 impl ProvisionHooks for () {
-    fn migrate<'a>(&'a self, _: &'a Tenancy, _: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+    fn migrate<'a>(
+        &'a self,
+        _: &'a Tenancy,
+        _: &'a Tenant,
+        _: Option<&'a DatabaseTransaction>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async { Err("no migrator was given; use tenancy_migrate to create tenants with migrations".into()) })
     }
 }
@@ -427,6 +443,41 @@ impl Tenancy {
         })
         .await?;
 
+        // Schema isolation: creating the schema, migrating it and marking the tenant ready
+        // are one transaction, so a failure at any of them leaves no schema behind even if
+        // this process dies before it can undo anything.
+        let schema_txn = match storage {
+            Storage::Schema { .. } => {
+                Some(self.master().begin().await.map_err(|e| (Step::CreateSchema, Box::new(e) as BoxError))?)
+            }
+            _ => None,
+        };
+        let result = self.storage_steps(new, tenant, storage, hooks, run, schema_txn.as_ref()).await;
+        match (result, schema_txn) {
+            (Ok(()), Some(txn)) => txn.commit().await.map_err(|e| (Step::MarkReady, Box::new(e) as BoxError)),
+            (Ok(()), None) => Ok(()),
+            (Err(err), Some(txn)) => {
+                // Roll back before the undo log runs: its DROP SCHEMA would wait for this
+                // transaction's locks.
+                let _ = txn.rollback().await;
+                Err(err)
+            }
+            (Err(err), None) => Err(err),
+        }
+    }
+
+    /// The steps after the claim: storage, migrations, `ready`.
+    async fn storage_steps<H: ProvisionHooks>(
+        &self,
+        new: &NewTenant,
+        tenant: &mut Tenant,
+        storage: &Storage,
+        hooks: &H,
+        run: &mut Run,
+        schema_txn: Option<&DatabaseTransaction>,
+    ) -> Result<(), (ProvisionStep, BoxError)> {
+        use ProvisionStep as Step;
+
         match storage {
             Storage::Postgres { admin, config, verifier: Some(verifier) } => {
                 let server = config.server();
@@ -474,7 +525,12 @@ impl Tenancy {
             Storage::SqliteFile { create: false, .. } => {}
             Storage::Schema { name } => {
                 run.step(Step::CreateSchema, hooks, async {
-                    self.master().execute_unprepared(&format!("CREATE SCHEMA {}", quote_ident(name))).await?;
+                    let sql = format!("CREATE SCHEMA {}", quote_ident(name));
+                    match schema_txn {
+                        Some(txn) => txn.execute_unprepared(&sql).await?,
+                        None => self.master().execute_unprepared(&sql).await?,
+                    };
+                    // Rolled back with the transaction; the undo entry covers a failed commit.
                     Ok(Some(Undo::DropSchema(name.clone())))
                 })
                 .await?;
@@ -485,7 +541,7 @@ impl Tenancy {
         if new.migrate && new.isolation.has_relational_storage() {
             let snapshot = tenant.clone();
             run.step(Step::Migrate, hooks, async {
-                hooks.migrate(self, &snapshot).await?;
+                hooks.migrate(self, &snapshot, schema_txn).await?;
                 Ok(None)
             })
             .await?;
@@ -493,12 +549,14 @@ impl Tenancy {
 
         run.step(Step::MarkReady, hooks, async {
             let now = Utc::now();
-            entity::Entity::update_many()
+            let mark = entity::Entity::update_many()
                 .col_expr(entity::Column::Status, Expr::value(TenantStatus::Ready.as_str()))
                 .col_expr(entity::Column::UpdatedAt, Expr::value(now))
-                .filter(entity::Column::TenantId.eq(tenant.id.as_str()))
-                .exec(self.master())
-                .await?;
+                .filter(entity::Column::TenantId.eq(tenant.id.as_str()));
+            match schema_txn {
+                Some(txn) => mark.exec(txn).await?,
+                None => mark.exec(self.master()).await?,
+            };
             tenant.status = TenantStatus::Ready;
             tenant.updated_at = now;
             Ok(None)

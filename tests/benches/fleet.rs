@@ -125,8 +125,25 @@ async fn main() {
         let migrations = Migrator::migrations();
 
         // 1. Creation, interleaved so both see the same catalog growth.
-        let (mut floor_total, mut tenancy_total) = (Duration::ZERO, Duration::ZERO);
+        let (mut floor_total, mut tenancy_total, mut stock_total) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for i in 0..n {
+            // Reference: stock sea-orm-migration (`Migrator::up`) in one transaction per
+            // schema, bookkeeping included, no registry.
+            let started = Instant::now();
+            let schema = tenancy::sql::quote_ident(&format!("stock_{i}"));
+            let txn = plain.begin().await.unwrap();
+            txn.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT set_config('search_path', $1, true)",
+                [schema.into()],
+            ))
+            .await
+            .unwrap();
+            Migrator::up(&txn, None).await.expect("stock migration");
+            txn.commit().await.unwrap();
+            stock_total += started.elapsed();
+
             let started = Instant::now();
             floor(&plain, &format!("floor_{i}"), true, &migrations).await;
             floor_total += started.elapsed();
@@ -143,6 +160,7 @@ async fn main() {
             tenancy_total += started.elapsed();
         }
         let (floor_create, tenancy_create) = (per_tenant(floor_total, n), per_tenant(tenancy_total, n));
+        let stock_create = per_tenant(stock_total, n);
 
         // 2. One new migration across the fleet.
         let new_migration: Vec<Box<dyn MigrationTrait>> = vec![Box::new(m20260401_000001_create_labels)];
@@ -168,6 +186,10 @@ async fn main() {
         println!(
             "  create schema tenant + migrations: tenancy {tenancy_create:.2} ms, floor {floor_create:.2} ms, ratio {:.2} (target <= 1.5)",
             tenancy_create / floor_create
+        );
+        println!(
+            "    (reference: stock sea-orm-migration Migrator::up in one transaction, no registry: {stock_create:.2} ms, ratio to floor {:.2})",
+            stock_create / floor_create
         );
         println!(
             "  fleet migrate 1 migration, --jobs 2: tenancy {fleet_migrate:.2} ms, floor (1 txn/tenant, sequential) {floor_migrate:.2} ms, ratio {:.2} (target <= 2.0)",

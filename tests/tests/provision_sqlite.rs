@@ -159,11 +159,14 @@ async fn duplicate_ids_are_refused_and_change_nothing() {
 struct FailAfter(ProvisionStep);
 
 impl ProvisionHooks for FailAfter {
-    fn migrate<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move {
-            tenancy_migrate::migrate_tenant(tenancy, tenant, &Migrator).await?;
-            Ok(())
-        })
+    fn migrate<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a Tenant,
+        within: Option<&'a sea_orm::DatabaseTransaction>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        // The real hooks, so the injected failure comes after a real migration.
+        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
     }
 
     fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
