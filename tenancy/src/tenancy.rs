@@ -316,7 +316,10 @@ async fn connect_pool(url: &str, search_path: Option<&str>, max_connections: u32
         .connect_timeout(Duration::from_secs(5))
         // sqlx retries refused connections until the acquire timeout: keep it short enough
         // that an unreachable server is reported within seconds.
-        .acquire_timeout(Duration::from_secs(8));
+        .acquire_timeout(Duration::from_secs(8))
+        // sqlx pings every pooled connection before handing it out by default: a round
+        // trip per statement. Ping only connections idle long enough to have gone stale.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30));
     if let Some(schema) = search_path {
         // sea-orm writes a value that starts with `"` verbatim into `SET search_path`.
         options.set_schema_search_path(quote_ident(schema));
