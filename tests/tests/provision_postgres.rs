@@ -1,12 +1,13 @@
 //! Tenant provisioning against the real PostgreSQL server: catalogs, grants, SCRAM,
 //! failures after every step, races, and never touching what existed before.
 
+mod common;
+
+use common::FailAfter;
 use example_app::Migrator;
 use sea_orm::{ConnectionTrait, Database};
 use tenancy::secret::Password;
-use tenancy::{
-    BoxError, BoxFuture, Error, Isolation, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Tenancy, Tenant,
-};
+use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
 
@@ -236,24 +237,6 @@ async fn table_and_cache_tenants_on_postgres() {
     )
     .await;
     assert_eq!(rows, ["cached:cache:ready", "tabled:table:ready"]);
-}
-
-struct FailAfter(ProvisionStep);
-
-impl ProvisionHooks for FailAfter {
-    fn migrate<'a>(
-        &'a self,
-        tenancy: &'a Tenancy,
-        tenant: &'a Tenant,
-        within: Option<&'a sea_orm::DatabaseTransaction>,
-    ) -> BoxFuture<'a, Result<(), BoxError>> {
-        // The real hooks, so the injected failure comes after a real migration.
-        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
-    }
-
-    fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
-        if step == self.0 { Err(format!("injected failure after {step}").into()) } else { Ok(()) }
-    }
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
 //! Tenant provisioning on the embedded SQLite master: every mode, failures, races.
 
+mod common;
+
+use common::FailAfter;
 use example_app::Migrator;
 use sea_orm::{ConnectionTrait, Database};
-use tenancy::{
-    BoxError, BoxFuture, Error, Isolation, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Tenancy, Tenant,
-    TenantStatus,
-};
+use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy, TenantStatus};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{TempDir, column_strings, count, unique_name};
 
@@ -153,25 +153,6 @@ async fn duplicate_ids_are_refused_and_change_nothing() {
     let tenants = tenancy.tenants().await.unwrap();
     assert_eq!(tenants.len(), 1);
     assert_eq!(tenants[0].isolation, Isolation::Cache);
-}
-
-/// Hooks that migrate, then fail right after `fail_after`.
-struct FailAfter(ProvisionStep);
-
-impl ProvisionHooks for FailAfter {
-    fn migrate<'a>(
-        &'a self,
-        tenancy: &'a Tenancy,
-        tenant: &'a Tenant,
-        within: Option<&'a sea_orm::DatabaseTransaction>,
-    ) -> BoxFuture<'a, Result<(), BoxError>> {
-        // The real hooks, so the injected failure comes after a real migration.
-        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
-    }
-
-    fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
-        if step == self.0 { Err(format!("injected failure after {step}").into()) } else { Ok(()) }
-    }
 }
 
 #[tokio::test]

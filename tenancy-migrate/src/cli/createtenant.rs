@@ -84,9 +84,9 @@ pub struct CreateTenantArgs {
     #[arg(long)]
     pub no_input: bool,
 
-    /// Master database URL
-    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// The master database.
+    #[command(flatten)]
+    pub master: super::MasterArgs,
 }
 
 impl CreateTenantArgs {
@@ -137,10 +137,10 @@ async fn run<M>(args: CreateTenantArgs, migrator: M) -> Result<()>
 where
     M: MigratorTraitSelf + 'static,
 {
-    let backend = Backend::of_url(&args.database_url)?;
+    let backend = Backend::of_url(&args.master.database_url)?;
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
-    let tenancy = Tenancy::connect(args.database_url.clone()).await?;
+    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     // inquire blocks on the terminal; keep that off the async workers.
     let answers = tokio::task::spawn_blocking(move || ask(&args, backend, password_env))
         .await

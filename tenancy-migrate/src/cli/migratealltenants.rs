@@ -55,9 +55,9 @@ pub struct MigrateAllArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Master database URL
-    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// The master database.
+    #[command(flatten)]
+    pub master: super::MasterArgs,
 }
 
 /// Runs `migratealltenants` with the process's arguments.
@@ -93,7 +93,7 @@ fn options(args: &MigrateAllArgs) -> Result<FleetOptions> {
 
 async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<u8> {
     let options = options(&args)?;
-    let tenancy = Tenancy::connect(args.database_url.clone()).await?;
+    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     if args.plan {
         let plans = fleet::plan(&tenancy, &migrators, &options).await?;
         if args.json {

@@ -21,9 +21,9 @@ pub struct MigrateTenantArgs {
     /// The tenant to migrate
     pub tenant_id: String,
 
-    /// Master database URL
-    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// The master database.
+    #[command(flatten)]
+    pub master: super::MasterArgs,
 }
 
 /// Runs `migratetenant` with the process's arguments.
@@ -41,7 +41,7 @@ pub async fn migratetenant_with_args(args: MigrateTenantArgs, migrators: Migrato
 
 async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
     let id: TenantId = args.tenant_id.parse()?;
-    let tenancy = Tenancy::connect(args.database_url).await?;
+    let tenancy = Tenancy::connect(args.master.database_url).await?;
     let tenant = tenancy.get_tenant(&id).await?;
     if tenant.status != TenantStatus::Ready {
         return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status.to_string() });

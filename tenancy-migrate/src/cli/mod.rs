@@ -43,6 +43,14 @@ pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 
 use crate::Error;
 
+/// The master database flag every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterArgs {
+    /// Master database URL
+    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
 /// Prints `err` the way every command does: `Error: <message>` on stderr, then its causes
 /// indented, and returns the matching exit code.
 pub fn report_error(err: &Error) -> ExitCode {

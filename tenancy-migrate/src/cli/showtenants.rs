@@ -26,9 +26,9 @@ pub struct ShowTenantsArgs {
     #[arg(long)]
     pub pending: bool,
 
-    /// Master database URL
-    #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// The master database.
+    #[command(flatten)]
+    pub master: super::MasterArgs,
 }
 
 /// Runs `showtenants` with the process's arguments.
@@ -45,7 +45,7 @@ pub async fn showtenants_with_args(args: ShowTenantsArgs, migrators: Migrators) 
 }
 
 async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
-    let tenancy = Tenancy::connect(args.database_url).await?;
+    let tenancy = Tenancy::connect(args.master.database_url).await?;
     let mut plans = fleet::plan(&tenancy, &migrators, &FleetOptions::default()).await?;
     if args.pending {
         plans.retain(|plan| !plan.pending.is_empty());

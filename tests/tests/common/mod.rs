@@ -1,0 +1,25 @@
+//! Helpers shared by several test files (compiled into each that says `mod common;`).
+
+use example_app::Migrator;
+use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
+use tenancy_migrate::MigrateOnCreate;
+
+/// Provisioning hooks that migrate with the example app's migrator, then fail right after
+/// the given step: the failure injection of the "nothing left behind" tests.
+pub(crate) struct FailAfter(pub(crate) ProvisionStep);
+
+impl ProvisionHooks for FailAfter {
+    fn migrate<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a Tenant,
+        within: Option<&'a sea_orm::DatabaseTransaction>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        // The real hooks, so the injected failure comes after a real migration.
+        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
+    }
+
+    fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
+        if step == self.0 { Err(format!("injected failure after {step}").into()) } else { Ok(()) }
+    }
+}
