@@ -233,6 +233,39 @@ pub enum Error {
         second: &'static crate::ScopedModel,
     },
 
+    /// The tenant is registered but not ready to be served (its provisioning has not
+    /// finished, or failed part-way in a run that could not clean up).
+    #[error(
+        "Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until createtenant \
+         finishes provisioning it"
+    )]
+    TenantNotReady {
+        /// The tenant id.
+        tenant: String,
+        /// Its registry status.
+        status: crate::TenantStatus,
+    },
+
+    /// [`crate::Tenancy::tenant`] was asked for a handle of a tenant whose isolation mode
+    /// has no handle yet.
+    #[error(
+        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for schema and table isolation \
+         are not implemented yet (database and cache isolation are)"
+    )]
+    HandleNotYetSupported {
+        /// The tenant id.
+        tenant: String,
+        /// The tenant's isolation mode ([`crate::Isolation::Schema`] or [`crate::Isolation::Table`]).
+        isolation: crate::Isolation,
+    },
+
+    /// [`crate::current`] (or [`crate::spawn`]) was called outside any tenant scope.
+    #[error(
+        "No tenant in scope: wrap the call in `tenancy::scope(tenant, async {{ ... }})`, or pass the \
+         tenant's handle explicitly (a plain tokio::spawn does not carry the tenant: use tenancy::spawn)"
+    )]
+    NoTenantInScope,
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

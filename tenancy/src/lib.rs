@@ -119,6 +119,42 @@
 //! A compile error points at the mistake: an unknown option, a model without a
 //! `tenant_id` field, a tenant column that is not a `String`, or `cache` with `column`.
 //!
+//! ## Working with a tenant's data
+//!
+//! [`Tenancy::tenant`] returns a [`TenantConnection`]: a handle that implements
+//! sea-orm's `ConnectionTrait`, `TransactionTrait` and `StreamTrait`, so existing
+//! sea-orm code takes `&handle` unchanged (`Entity::find().all(&handle)`). For a
+//! database-isolated tenant it reaches the tenant's own database through a pool from a
+//! bounded, least-recently-used cache under a global connection budget
+//! ([`TenancyBuilder::tenant_connection_budget`],
+//! [`TenancyBuilder::connections_per_tenant_pool`]). A cache-isolated tenant's handle
+//! refuses relational calls with a clear error. Handles for schema and table isolation
+//! are not implemented yet ([`Error::HandleNotYetSupported`]).
+//!
+//! Code deep inside a request reads the tenant from a task-local scope instead of taking
+//! the handle as a parameter: [`scope`] sets it, [`current`] reads it, and [`spawn`]
+//! starts a task that keeps it (a plain `tokio::spawn` does not). Outside a scope,
+//! [`current`] is an error ([`Error::NoTenantInScope`]), never shared data.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sea_orm::ConnectionTrait;
+//!
+//! let tenancy = tenancy::Tenancy::builder(tenancy::master_url_from_env())
+//!     .tenant_connection_budget(50)
+//!     .connections_per_tenant_pool(2)
+//!     .connect()
+//!     .await?;
+//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! tenancy::scope(acme, async {
+//!     let db = tenancy::current()?;
+//!     db.execute_unprepared("DELETE FROM sessions").await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Environment
 //!
 //! | variable | meaning |
@@ -129,11 +165,14 @@
 //! | `TENANCY_SECRET_KEY_FILE` | a file holding that key; default `.tenancy-secret.key` |
 
 mod config;
+pub mod context;
 mod dburl;
 mod error;
+mod handle;
 mod id;
 mod isolation;
 pub mod ledger;
+mod pools;
 mod provision;
 mod registry;
 mod scoped;
@@ -142,10 +181,15 @@ pub mod sql;
 mod tenancy;
 
 pub use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantConfig};
+pub use crate::context::{current, scope, spawn};
 pub use crate::dburl::{Backend, DEFAULT_MASTER_URL, master_url_from_env, redact_url};
 pub use crate::error::{BoxError, Error, Result};
+pub use crate::handle::TenantConnection;
 pub use crate::id::{TenantId, validate_sql_name};
 pub use crate::isolation::Isolation;
+pub use crate::pools::{
+    DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
+};
 pub use crate::provision::{
     BoxFuture, Created, DEFAULT_POSTGRES_PORT, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
 };

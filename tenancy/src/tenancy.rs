@@ -12,6 +12,7 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseConfig;
 use crate::dburl::{self, Backend, MasterUrl};
+use crate::pools::{PoolSettings, TenantPools};
 use crate::registry::{RegistryMigrator, entity};
 use crate::secret::{KeySource, Password, SecretKey};
 use crate::sql::quote_ident;
@@ -36,6 +37,8 @@ pub struct Tenancy {
     admin_url: Option<String>,
     secret_key_file: PathBuf,
     secret_key: std::sync::Arc<OnceLock<(SecretKey, KeySource)>>,
+    /// The database-per-tenant pools, shared by every clone.
+    pools: std::sync::Arc<TenantPools>,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -55,6 +58,7 @@ pub struct TenancyBuilder {
     max_connections: u32,
     admin_url: Option<String>,
     secret_key_file: Option<PathBuf>,
+    tenant_pools: PoolSettings,
 }
 
 impl TenancyBuilder {
@@ -83,6 +87,34 @@ impl TenancyBuilder {
         self
     }
 
+    /// The most connections all database-isolated tenants' pools may hold together
+    /// (default [`DEFAULT_TENANT_CONNECTION_BUDGET`](crate::DEFAULT_TENANT_CONNECTION_BUDGET)),
+    /// on top of the master pool's [`max_connections`](Self::max_connections).
+    ///
+    /// Tenant pools are cached, least recently used first out: at most
+    /// `budget / connections_per_tenant_pool` are open at once, and a pool is closed
+    /// before its connections are counted as free. Raised to one pool's size if smaller.
+    pub fn tenant_connection_budget(mut self, budget: u32) -> Self {
+        self.tenant_pools.budget = budget;
+        self
+    }
+
+    /// The most connections one tenant's database pool opens (default
+    /// [`DEFAULT_CONNECTIONS_PER_TENANT_POOL`](crate::DEFAULT_CONNECTIONS_PER_TENANT_POOL),
+    /// at least 1).
+    pub fn connections_per_tenant_pool(mut self, connections: u32) -> Self {
+        self.tenant_pools.per_pool = connections.max(1);
+        self
+    }
+
+    /// How long a tenant pool's connection may stay idle before it is closed (default
+    /// [`DEFAULT_TENANT_POOL_IDLE_TIMEOUT`](crate::DEFAULT_TENANT_POOL_IDLE_TIMEOUT)), so
+    /// quiet tenants hold no server connections even while their pool stays cached.
+    pub fn tenant_pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.tenant_pools.idle_timeout = timeout;
+        self
+    }
+
     /// Connects to the master database and applies the framework's own migrations
     /// (creating `tenancy_tenants` on first use).
     ///
@@ -92,7 +124,7 @@ impl TenancyBuilder {
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
         let url = MasterUrl::parse(&self.url)?;
-        let master = connect_pool(&url.raw, None, self.max_connections).await?;
+        let master = connect_pool(&url.raw, None, self.max_connections, None).await?;
         migrate_registry(&master).await?;
         let admin_url =
             self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
@@ -103,6 +135,7 @@ impl TenancyBuilder {
             admin_url,
             secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
             secret_key: std::sync::Arc::new(OnceLock::new()),
+            pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
         })
     }
 }
@@ -132,6 +165,7 @@ impl Tenancy {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             admin_url: None,
             secret_key_file: None,
+            tenant_pools: PoolSettings::default(),
         }
     }
 
@@ -144,6 +178,11 @@ impl Tenancy {
     /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).
     pub fn connection_budget(&self) -> u32 {
         self.max_connections
+    }
+
+    /// The cache of database-per-tenant pools.
+    pub(crate) fn pools(&self) -> &TenantPools {
+        &self.pools
     }
 
     /// The master database's backend.
@@ -255,20 +294,38 @@ impl Tenancy {
                     tenant.config.schema.as_deref().ok_or_else(|| corrupt("schema tenant without a schema"))?;
                 Ok(Some(connect(&self.url.raw, Some(schema)).await?))
             }
-            Isolation::Database => match &tenant.config.database {
-                Some(DatabaseConfig::Postgres(db)) => {
-                    let password = self.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
-                    let url = dburl::postgres_url(&db.user, Some(password.expose()), &db.host, db.port, &db.name)?;
-                    Ok(Some(connect(url.as_str(), None).await?))
-                }
-                Some(DatabaseConfig::Sqlite(db)) => {
-                    let dir =
-                        self.sqlite_dir().ok_or_else(|| corrupt("SQLite tenant database without a master file"))?;
-                    Ok(Some(connect(&dburl::sqlite_url(&db.file_in(dir), false), None).await?))
-                }
-                None => Err(corrupt("database tenant without a database config")),
-            },
+            Isolation::Database => Ok(Some(connect(&self.database_url(tenant)?, None).await?)),
         }
+    }
+
+    /// The URL of a database-isolated tenant's own database, with its password decrypted
+    /// (so never to be printed: use [`dburl::redact_url`]).
+    fn database_url(&self, tenant: &Tenant) -> Result<String> {
+        let corrupt =
+            |reason: &str| Error::CorruptRegistry { tenant: tenant.id.to_string(), reason: reason.to_owned() };
+        match &tenant.config.database {
+            Some(DatabaseConfig::Postgres(db)) => {
+                let password = self.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
+                let url = dburl::postgres_url(&db.user, Some(password.expose()), &db.host, db.port, &db.name)?;
+                Ok(url.into())
+            }
+            Some(DatabaseConfig::Sqlite(db)) => {
+                let dir = self.sqlite_dir().ok_or_else(|| corrupt("SQLite tenant database without a master file"))?;
+                Ok(dburl::sqlite_url(&db.file_in(dir), false))
+            }
+            None => Err(corrupt("database tenant without a database config")),
+        }
+    }
+
+    /// Opens a pool of up to `max_connections` to a database-isolated tenant's database
+    /// for the tenant pool cache: no connection kept open once idle for `idle_timeout`.
+    pub(crate) async fn open_tenant_pool(
+        &self,
+        tenant: &Tenant,
+        max_connections: u32,
+        idle_timeout: Duration,
+    ) -> Result<DatabaseConnection> {
+        connect_pool(&self.database_url(tenant)?, None, max_connections, Some(idle_timeout)).await
     }
 
     /// The URL of the admin connection for the server at `host:port`.
@@ -303,12 +360,21 @@ fn urlencoding_decode(value: &str) -> Password {
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
-    connect_pool(url, search_path, 1).await
+    connect_pool(url, search_path, 1, None).await
 }
 
-/// [`connect`] with a pool of up to `max_connections`.
-async fn connect_pool(url: &str, search_path: Option<&str>, max_connections: u32) -> Result<DatabaseConnection> {
+/// [`connect`] with a pool of up to `max_connections`, closing connections idle for
+/// `idle_timeout` if given.
+async fn connect_pool(
+    url: &str,
+    search_path: Option<&str>,
+    max_connections: u32,
+    idle_timeout: Option<Duration>,
+) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
+    if let Some(timeout) = idle_timeout {
+        options.idle_timeout(timeout);
+    }
     options
         .max_connections(max_connections)
         .min_connections(0)

@@ -1,0 +1,249 @@
+//! [`TenantConnection`]: a tenant's handle, which every sea-orm call accepts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult,
+    QueryStream, Statement, StreamTrait, TransactionError, TransactionOptions, TransactionTrait,
+};
+
+use crate::config::DatabaseConfig;
+use crate::pools::PoolEntry;
+use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
+
+/// A tenant's handle: pass `&handle` wherever sea-orm takes a connection.
+///
+/// It implements [`ConnectionTrait`], [`TransactionTrait`] and [`StreamTrait`], so
+/// existing sea-orm code runs against the tenant's data unchanged:
+///
+/// ```no_run
+/// # mod project {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// #     #[sea_orm(table_name = "projects")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub name: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// use sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
+///
+/// # async fn demo(tenancy: tenancy::Tenancy) -> Result<(), Box<dyn std::error::Error>> {
+/// let acme = tenancy.tenant(&"acme".parse()?).await?;
+/// let projects = project::Entity::find().all(&acme).await?;
+/// let txn = acme.begin().await?;
+/// let count = project::Entity::find().count(&txn).await?;
+/// txn.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// What the handle reaches depends on the tenant's [isolation mode](Isolation):
+///
+/// - [`Isolation::Database`]: the tenant's own database, through a pool from the
+///   [`Tenancy`]'s bounded cache (see [`TenancyBuilder::tenant_connection_budget`]).
+///   The pool is opened on first use, not when the handle is made, and an evicted pool
+///   is reopened transparently on the next call; a handle stays valid for the life of
+///   its `Tenancy`. When the budget is full, opening a pool evicts the least recently
+///   used one and waits for it to close; if every pool stays busy (say, a transaction on
+///   one tenant held open while another tenant is used, under a budget of one pool) the
+///   call fails after 8 seconds with `DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)`,
+///   as a full pool would.
+/// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
+///   saying that the tenant uses cache isolation and has no relational storage.
+///
+/// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
+/// mode only, never a credential.
+///
+/// [`TenancyBuilder::tenant_connection_budget`]: crate::TenancyBuilder::tenant_connection_budget
+#[derive(Clone)]
+pub struct TenantConnection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tenancy: Tenancy,
+    tenant: Tenant,
+    /// Known without connecting: `get_database_backend` is synchronous.
+    backend: DbBackend,
+}
+
+impl std::fmt::Debug for TenantConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConnection")
+            .field("tenant", &self.inner.tenant.id)
+            .field("isolation", &self.inner.tenant.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenancy {
+    /// The handle of a ready tenant, for its database-isolated or cache-isolated data.
+    ///
+    /// Looks the tenant up in the registry on every call (a single-row query); the handle
+    /// itself can be kept and cloned freely. No connection to the tenant's database is
+    /// opened here: that happens on the handle's first use.
+    ///
+    /// # Errors
+    /// - [`Error::TenantNotFound`] when no tenant has this id;
+    /// - [`Error::TenantNotReady`] when the tenant is still being provisioned;
+    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Schema`] or
+    ///   [`Isolation::Table`]: their handles need per-transaction tenant binding and
+    ///   row-level security, which are not implemented yet;
+    /// - [`Error::CorruptRegistry`] when a database tenant's config does not say where its
+    ///   database is (or names a SQLite file while the master is not a SQLite file);
+    /// - [`Error::Database`] when the registry cannot be read.
+    pub async fn tenant(&self, id: &TenantId) -> Result<TenantConnection> {
+        let tenant = self.get_tenant(id).await?;
+        if tenant.status != TenantStatus::Ready {
+            return Err(Error::TenantNotReady { tenant: id.to_string(), status: tenant.status });
+        }
+        let corrupt = |reason: &str| Error::CorruptRegistry { tenant: id.to_string(), reason: reason.to_owned() };
+        let backend = match tenant.isolation {
+            Isolation::Database => match &tenant.config.database {
+                Some(DatabaseConfig::Postgres(_)) => DbBackend::Postgres,
+                Some(DatabaseConfig::Sqlite(_)) if self.sqlite_dir().is_some() => DbBackend::Sqlite,
+                Some(DatabaseConfig::Sqlite(_)) => return Err(corrupt("SQLite tenant database without a master file")),
+                None => return Err(corrupt("database tenant without a database config")),
+            },
+            // Nothing relational is reached; the master's backend is as good as any for
+            // the statements sea-orm builds before the call is refused.
+            Isolation::Cache => self.master().get_database_backend(),
+            isolation @ (Isolation::Schema | Isolation::Table) => {
+                return Err(Error::HandleNotYetSupported { tenant: id.to_string(), isolation });
+            }
+        };
+        Ok(TenantConnection { inner: Arc::new(Inner { tenancy: self.clone(), tenant, backend }) })
+    }
+}
+
+impl TenantConnection {
+    /// The tenant, as the registry recorded it when the handle was made.
+    pub fn tenant(&self) -> &Tenant {
+        &self.inner.tenant
+    }
+
+    /// The tenant's id.
+    pub fn id(&self) -> &TenantId {
+        &self.inner.tenant.id
+    }
+
+    /// The tenant's isolation mode.
+    pub fn isolation(&self) -> Isolation {
+        self.inner.tenant.isolation
+    }
+
+    /// A lease on the tenant's pool for one operation, so the pool is not closed under it.
+    async fn lease(&self) -> Result<Arc<PoolEntry>, DbErr> {
+        let inner = &*self.inner;
+        match inner.tenant.isolation {
+            Isolation::Database => inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await.map_err(to_db_err),
+            // Only database and cache tenants get a handle (see `Tenancy::tenant`).
+            _ => Err(DbErr::Custom(format!(
+                "tenant '{}' uses {} isolation and has no relational storage",
+                inner.tenant.id, inner.tenant.isolation
+            ))),
+        }
+    }
+}
+
+/// A `tenancy` error met while opening a tenant pool, as the `DbErr` sea-orm's traits
+/// return: the driver's own error where there is one, the message otherwise.
+fn to_db_err(err: Error) -> DbErr {
+    match err {
+        Error::Database(err) | Error::CannotConnect { source: err, .. } => err,
+        other => DbErr::Custom(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for TenantConnection {
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.backend
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.lease().await?.connection().execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.lease().await?.connection().execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.lease().await?.connection().query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.lease().await?.connection().query_all_raw(stmt).await
+    }
+}
+
+impl StreamTrait for TenantConnection {
+    // The pool's stream owns its connection, so it outlives the lease: an evicted pool's
+    // close waits for that connection to come back, and the budget still counts it.
+    type Stream<'a> = QueryStream;
+
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.backend
+    }
+
+    fn stream_raw<'a>(
+        &'a self,
+        stmt: Statement,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
+        Box::pin(async move {
+            let lease = self.lease().await?;
+            lease.connection().stream_raw(stmt).await
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl TransactionTrait for TenantConnection {
+    // The pool's own transaction type: it holds one connection of the tenant's pool for
+    // its whole life, and nests with savepoints as sea-orm's does.
+    type Transaction = DatabaseTransaction;
+
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.lease().await?.connection().begin().await
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        self.lease().await?.connection().begin_with_config(isolation_level, access_mode).await
+    }
+
+    async fn begin_with_options(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
+        self.lease().await?.connection().begin_with_options(options).await
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let lease = self.lease().await.map_err(TransactionError::Connection)?;
+        lease.connection().transaction(callback).await
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let lease = self.lease().await.map_err(TransactionError::Connection)?;
+        lease.connection().transaction_with_config(callback, isolation_level, access_mode).await
+    }
+}
