@@ -1,0 +1,156 @@
+//! Tenant handle benchmark: plain sea-orm against the tenant handle, per isolation mode
+//! the handle supports so far (database). Run with
+//! `cargo bench -p tenancy-tests --bench handles` (PostgreSQL on 127.0.0.1:5432 or
+//! `TENANCY_TEST_POSTGRES_URL`).
+//!
+//! Both sides talk to the same tenant database as the same role; the plain side is a
+//! `DatabaseConnection` opened directly, the handle side goes through `Tenancy::tenant`.
+//! Operations alternate between the two sides so drift affects both alike; medians are
+//! compared.
+
+#![allow(missing_docs, clippy::print_stdout, reason = "a benchmark binary")]
+
+use std::time::{Duration, Instant};
+
+use example_app::Migrator;
+use example_app::entities::project;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use tenancy::secret::Password;
+use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection};
+use tenancy_migrate::MigrateOnCreate;
+use tenancy_tests::{PgMaster, TempDir, unique_name};
+
+const ROUNDS: usize = 2_000;
+
+async fn pk_read<C: ConnectionTrait>(db: &C, id: i32) {
+    project::Entity::find_by_id(id).one(db).await.expect("pk read").expect("row");
+}
+
+async fn filtered_read<C: ConnectionTrait>(db: &C, id: i32) {
+    let rows = project::Entity::find()
+        .filter(project::Column::Id.gte(id))
+        .order_by_asc(project::Column::Id)
+        .limit(20)
+        .all(db)
+        .await
+        .expect("filtered read");
+    assert_eq!(rows.len(), 20);
+}
+
+async fn insert<C: ConnectionTrait>(db: &C, i: usize) {
+    project::ActiveModel {
+        tenant_id: Set("bench".into()),
+        name: Set(format!("inserted {i}")),
+        created_at: Set(sea_orm::prelude::ChronoUtc::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .expect("insert");
+}
+
+async fn transaction<C>(db: &C, id: i32)
+where
+    C: TransactionTrait<Transaction = sea_orm::DatabaseTransaction>,
+{
+    let txn = db.begin().await.expect("begin");
+    for k in 0..10 {
+        pk_read(&txn, id + k).await;
+    }
+    txn.commit().await.expect("commit");
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
+}
+
+async fn measure<P, H, FutP, FutH>(name: &str, mut plain: P, mut handle: H)
+where
+    P: FnMut(usize) -> FutP,
+    H: FnMut(usize) -> FutH,
+    FutP: std::future::Future<Output = ()>,
+    FutH: std::future::Future<Output = ()>,
+{
+    let (mut plain_samples, mut handle_samples) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for i in 0..ROUNDS {
+        let started = Instant::now();
+        plain(i).await;
+        plain_samples.push(started.elapsed());
+        let started = Instant::now();
+        handle(i).await;
+        handle_samples.push(started.elapsed());
+    }
+    let (p, h) = (median(plain_samples), median(handle_samples));
+    println!("  {name:<28} plain {p:>8.1} µs   handle {h:>8.1} µs   ratio {:.3}", h / p);
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(pg) = PgMaster::create().await else {
+        eprintln!("PostgreSQL is not reachable; nothing measured");
+        std::process::exit(1);
+    };
+    let dir = TempDir::new();
+    let tenancy = Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
+    let (db, user) = (unique_name("bench_db"), unique_name("bench_u"));
+    pg.track_database(&db);
+    pg.track_role(&user);
+    let new = NewTenant {
+        id: "bench".parse().unwrap(),
+        name: "Bench".into(),
+        isolation: Isolation::Database,
+        database: Some(NewDatabase {
+            name: db.clone(),
+            create: true,
+            user: Some(user.clone()),
+            password: Some(Password::new("bench-pw")),
+            host: Some("127.0.0.1".into()),
+            port: Some(5432),
+        }),
+        migrate: true,
+    };
+    tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
+    let handle: TenantConnection = tenancy.tenant(&"bench".parse().unwrap()).await.unwrap();
+    let plain: DatabaseConnection =
+        sea_orm::Database::connect(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}")).await.unwrap();
+    for i in 0..1_000 {
+        insert(&plain, i).await;
+    }
+    // A second plain pool with the handle's pool settings (ping only after 30 s idle),
+    // so the ratio against it is the handle's own overhead; the first is what a sea-orm
+    // user has with default options.
+    let mut options = sea_orm::ConnectOptions::new(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}"));
+    options.test_before_acquire_if_idle_for(Duration::from_secs(30)).sqlx_logging(false);
+    let tuned = sea_orm::Database::connect(options).await.unwrap();
+    println!("tenant handle benchmark, database isolation, {ROUNDS} rounds each, medians (target ratio <= 1.05)");
+    for (label, base) in
+        [("plain sea-orm, default pool options", &plain), ("plain sea-orm, the handle's pool options", &tuned)]
+    {
+        println!(" against {label}:");
+        measure(
+            "primary-key read",
+            |i| pk_read(base, 1 + (i % 900) as i32),
+            |i| pk_read(&handle, 1 + (i % 900) as i32),
+        )
+        .await;
+        measure(
+            "20-row filtered read",
+            |i| filtered_read(base, 1 + (i % 900) as i32),
+            |i| filtered_read(&handle, 1 + (i % 900) as i32),
+        )
+        .await;
+        measure("insert", |i| insert(base, i), |i| insert(&handle, i)).await;
+        measure(
+            "10-statement transaction",
+            |i| transaction(base, 1 + (i % 800) as i32),
+            |i| transaction(&handle, 1 + (i % 800) as i32),
+        )
+        .await;
+    }
+    let _ = tuned.close().await;
+    let _ = plain.close().await;
+}
