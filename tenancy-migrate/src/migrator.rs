@@ -133,14 +133,27 @@ pub(crate) async fn migrate_one(
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
+    // The migrator enables and forces row-level security on the shared tables it has just
+    // created or changed (PostgreSQL; a no-op on SQLite).
+    if tenant.isolation == Isolation::Table && matches!(result, Ok(MigrationOutcome::Applied(_))) {
+        tenancy::enable_row_security(tenancy.master()).await?;
+    }
     result
 }
 
 /// Applies the shared migrator to the master database's own tables.
 pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome, DbErr> {
-    run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false)
+    let outcome = run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false)
         .await
-        .map_err(|(_, source)| source)
+        .map_err(|(_, source)| source)?;
+    // Scoped tables may come from the shared migrator too: secure them as soon as they exist.
+    if matches!(outcome, MigrationOutcome::Applied(_)) {
+        tenancy::enable_row_security(tenancy.master()).await.map_err(|err| match err {
+            tenancy::Error::Database(err) => err,
+            other => DbErr::Custom(other.to_string()),
+        })?;
+    }
+    Ok(outcome)
 }
 
 /// The lock name of the master's shared migrations.

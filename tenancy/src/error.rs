@@ -249,8 +249,9 @@ pub enum Error {
     /// [`crate::Tenancy::tenant`] was asked for a handle of a tenant whose isolation mode
     /// has no handle yet.
     #[error(
-        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for schema and table isolation \
-         are not implemented yet (database and cache isolation are)"
+        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for schema isolation, and for \
+         table isolation on a SQLite master, are not implemented yet (database and cache isolation, and \
+         table isolation on PostgreSQL, are)"
     )]
     HandleNotYetSupported {
         /// The tenant id.

@@ -50,13 +50,33 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 ///   one tenant held open while another tenant is used, under a budget of one pool) the
 ///   call fails after 8 seconds with `DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)`,
 ///   as a full pool would.
+/// - [`Isolation::Table`] on a PostgreSQL master: the shared tables of the master
+///   database, under the row-level security [`enable_row_security`] sets up (the
+///   migrator of `tenancy-migrate` runs it). Every statement runs in a transaction of the
+///   master pool that first binds the tenant with
+///   `set_config('tenancy.tenant_id', <tenant>, true)` and `set_config('role', <the application role>, true)`:
+///   the policies then show and accept only the tenant's rows, inserts get the tenant
+///   stamped through the column default, and a filter that forgets the tenant still
+///   sees nothing else. Both settings are transaction-scoped, so nothing stays on the
+///   pooled connection (safe behind PgBouncer in transaction mode), and the role switch
+///   subjects even a superuser or `BYPASSRLS` master connection to the policies.
+///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way.
+///   Streaming straight from the handle is refused with a [`DbErr::Custom`]: sea-orm's
+///   stream borrows its transaction, so stream inside `handle.begin()` instead. The
+///   binding guards sea-orm code against a forgotten filter, not against hostile raw
+///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it.
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
+///
+/// Handles for [`Isolation::Schema`], and for [`Isolation::Table`] on a SQLite master (no
+/// row-level security there), are not implemented yet: [`Tenancy::tenant`] returns
+/// [`Error::HandleNotYetSupported`].
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
 /// mode only, never a credential.
 ///
 /// [`TenancyBuilder::tenant_connection_budget`]: crate::TenancyBuilder::tenant_connection_budget
+/// [`enable_row_security`]: crate::enable_row_security
 #[derive(Clone)]
 pub struct TenantConnection {
     inner: Arc<Inner>,
@@ -79,7 +99,8 @@ impl std::fmt::Debug for TenantConnection {
 }
 
 impl Tenancy {
-    /// The handle of a ready tenant, for its database-isolated or cache-isolated data.
+    /// The handle of a ready tenant, for its database-isolated, table-isolated (PostgreSQL
+    /// master) or cache-isolated data.
     ///
     /// Looks the tenant up in the registry on every call (a single-row query); the handle
     /// itself can be kept and cloned freely. No connection to the tenant's database is
@@ -88,9 +109,9 @@ impl Tenancy {
     /// # Errors
     /// - [`Error::TenantNotFound`] when no tenant has this id;
     /// - [`Error::TenantNotReady`] when the tenant is still being provisioned;
-    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Schema`] or
-    ///   [`Isolation::Table`]: their handles need per-transaction tenant binding and
-    ///   row-level security, which are not implemented yet;
+    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Schema`], and in
+    ///   [`Isolation::Table`] when the master is SQLite (which has no row-level security):
+    ///   those handles are not implemented yet;
     /// - [`Error::CorruptRegistry`] when a database tenant's config does not say where its
     ///   database is (or names a SQLite file while the master is not a SQLite file);
     /// - [`Error::Database`] when the registry cannot be read.
@@ -110,6 +131,7 @@ impl Tenancy {
             // Nothing relational is reached; the master's backend is as good as any for
             // the statements sea-orm builds before the call is refused.
             Isolation::Cache => self.master().get_database_backend(),
+            Isolation::Table if self.master().get_database_backend() == DbBackend::Postgres => DbBackend::Postgres,
             isolation @ (Isolation::Schema | Isolation::Table) => {
                 return Err(Error::HandleNotYetSupported { tenant: id.to_string(), isolation });
             }
@@ -139,12 +161,40 @@ impl TenantConnection {
         let inner = &*self.inner;
         match inner.tenant.isolation {
             Isolation::Database => inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await.map_err(to_db_err),
-            // Only database and cache tenants get a handle (see `Tenancy::tenant`).
+            // Table tenants never lease (see `bound`); only database, table and cache
+            // tenants get a handle (see `Tenancy::tenant`).
             _ => Err(DbErr::Custom(format!(
                 "tenant '{}' uses {} isolation and has no relational storage",
                 inner.tenant.id, inner.tenant.isolation
             ))),
         }
+    }
+}
+
+impl TenantConnection {
+    /// Whether calls run in a tenant-bound transaction of the master pool (table isolation).
+    fn bound(&self) -> bool {
+        self.inner.tenant.isolation == Isolation::Table
+    }
+
+    /// A transaction of the master pool bound to the tenant for its whole life: the
+    /// tenant id in `tenancy.tenant_id` and the application role, both transaction-scoped
+    /// (`set_config(..., true)`), so they end with it and never reach the next user of
+    /// the pooled connection. Savepoints nested in it stay bound.
+    ///
+    /// A single statement through the handle therefore costs three extra round trips
+    /// (BEGIN, the `set_config` query, COMMIT); removing them (pipelining, or binding in
+    /// the statement itself) is future work.
+    async fn begin_bound(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
+        let role = self.inner.tenancy.app_role().await.map_err(to_db_err)?.to_owned();
+        let txn = self.inner.tenancy.master().begin_with_options(options).await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+            [crate::rls::TENANT_SETTING.into(), self.inner.tenant.id.as_str().into(), role.into()],
+        ))
+        .await?;
+        Ok(txn)
     }
 }
 
@@ -164,18 +214,42 @@ impl ConnectionTrait for TenantConnection {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        if self.bound() {
+            let txn = self.begin_bound(TransactionOptions::default()).await?;
+            let result = txn.execute_raw(stmt).await?;
+            txn.commit().await?;
+            return Ok(result);
+        }
         self.lease().await?.connection().execute_raw(stmt).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        if self.bound() {
+            let txn = self.begin_bound(TransactionOptions::default()).await?;
+            let result = txn.execute_unprepared(sql).await?;
+            txn.commit().await?;
+            return Ok(result);
+        }
         self.lease().await?.connection().execute_unprepared(sql).await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        if self.bound() {
+            let txn = self.begin_bound(TransactionOptions::default()).await?;
+            let result = txn.query_one_raw(stmt).await?;
+            txn.commit().await?;
+            return Ok(result);
+        }
         self.lease().await?.connection().query_one_raw(stmt).await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        if self.bound() {
+            let txn = self.begin_bound(TransactionOptions::default()).await?;
+            let result = txn.query_all_raw(stmt).await?;
+            txn.commit().await?;
+            return Ok(result);
+        }
         self.lease().await?.connection().query_all_raw(stmt).await
     }
 }
@@ -194,6 +268,13 @@ impl StreamTrait for TenantConnection {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
+            if self.bound() {
+                return Err(DbErr::Custom(format!(
+                    "tenant '{}' uses table isolation: stream inside a transaction of its handle \
+                     (`handle.begin()`), which is bound to the tenant",
+                    self.inner.tenant.id
+                )));
+            }
             let lease = self.lease().await?;
             lease.connection().stream_raw(stmt).await
         })
@@ -207,6 +288,9 @@ impl TransactionTrait for TenantConnection {
     type Transaction = DatabaseTransaction;
 
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        if self.bound() {
+            return self.begin_bound(TransactionOptions::default()).await;
+        }
         self.lease().await?.connection().begin().await
     }
 
@@ -215,10 +299,16 @@ impl TransactionTrait for TenantConnection {
         isolation_level: Option<IsolationLevel>,
         access_mode: Option<AccessMode>,
     ) -> Result<DatabaseTransaction, DbErr> {
+        if self.bound() {
+            return self.begin_bound(TransactionOptions { isolation_level, access_mode, ..Default::default() }).await;
+        }
         self.lease().await?.connection().begin_with_config(isolation_level, access_mode).await
     }
 
     async fn begin_with_options(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
+        if self.bound() {
+            return self.begin_bound(options).await;
+        }
         self.lease().await?.connection().begin_with_options(options).await
     }
 
@@ -228,6 +318,9 @@ impl TransactionTrait for TenantConnection {
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
+        if self.bound() {
+            return self.bound_transaction(TransactionOptions::default(), callback).await;
+        }
         let lease = self.lease().await.map_err(TransactionError::Connection)?;
         lease.connection().transaction(callback).await
     }
@@ -243,7 +336,38 @@ impl TransactionTrait for TenantConnection {
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
+        if self.bound() {
+            let options = TransactionOptions { isolation_level, access_mode, ..Default::default() };
+            return self.bound_transaction(options, callback).await;
+        }
         let lease = self.lease().await.map_err(TransactionError::Connection)?;
         lease.connection().transaction_with_config(callback, isolation_level, access_mode).await
+    }
+}
+
+impl TenantConnection {
+    /// [`TransactionTrait::transaction`] on a tenant-bound transaction: committed when the
+    /// callback succeeds, rolled back when it fails.
+    async fn bound_transaction<F, T, E>(
+        &self,
+        options: TransactionOptions,
+        callback: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let txn = self.begin_bound(options).await.map_err(TransactionError::Connection)?;
+        match callback(&txn).await {
+            Ok(value) => {
+                txn.commit().await.map_err(TransactionError::Connection)?;
+                Ok(value)
+            }
+            Err(err) => {
+                txn.rollback().await.map_err(TransactionError::Connection)?;
+                Err(TransactionError::Transaction(err))
+            }
+        }
     }
 }

@@ -128,7 +128,10 @@
 //! bounded, least-recently-used cache under a global connection budget
 //! ([`TenancyBuilder::tenant_connection_budget`],
 //! [`TenancyBuilder::connections_per_tenant_pool`]). A cache-isolated tenant's handle
-//! refuses relational calls with a clear error. Handles for schema and table isolation
+//! refuses relational calls with a clear error. A table-isolated tenant's handle (on a
+//! PostgreSQL master) runs each statement in a transaction of the master pool bound to
+//! the tenant, under the row-level security [`enable_row_security`] sets up (see
+//! [`rls`]). Handles for schema isolation, and for table isolation on a SQLite master,
 //! are not implemented yet ([`Error::HandleNotYetSupported`]).
 //!
 //! Code deep inside a request reads the tenant from a task-local scope instead of taking
@@ -175,6 +178,7 @@ pub mod ledger;
 mod pools;
 mod provision;
 mod registry;
+pub mod rls;
 mod scoped;
 pub mod secret;
 pub mod sql;
@@ -194,6 +198,7 @@ pub use crate::provision::{
     BoxFuture, Created, DEFAULT_POSTGRES_PORT, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
 };
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
+pub use crate::rls::{RowSecurityReport, enable_row_security};
 pub use crate::scoped::{Scope, ScopedModel, TenantScoped, scoped_models};
 pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 pub use tenancy_macros::tenant_scoped;

@@ -39,6 +39,8 @@ pub struct Tenancy {
     secret_key: std::sync::Arc<OnceLock<(SecretKey, KeySource)>>,
     /// The database-per-tenant pools, shared by every clone.
     pools: std::sync::Arc<TenantPools>,
+    /// The table-isolation application role of this master database, read once.
+    app_role: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -135,6 +137,7 @@ impl TenancyBuilder {
             admin_url,
             secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
             secret_key: std::sync::Arc::new(OnceLock::new()),
+            app_role: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
         })
     }
@@ -173,6 +176,15 @@ impl Tenancy {
     /// tables).
     pub fn master(&self) -> &DatabaseConnection {
         &self.master
+    }
+
+    /// The application role table-isolated tenants' statements run as on this master
+    /// database ([`crate::rls::app_role`]), queried once and then cached.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails.
+    pub async fn app_role(&self) -> Result<&str> {
+        self.app_role.get_or_try_init(|| crate::rls::app_role(&self.master)).await.map(String::as_str)
     }
 
     /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).

@@ -145,6 +145,16 @@ impl Drop for PgMaster {
                 for db in tracked.databases.iter().rev() {
                     let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
                 }
+                // The table-isolation application role of each dropped master database
+                // (`tenancy::rls::app_role`: derived from the database name).
+                for db in &tracked.databases {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DO $cleanup$ BEGIN EXECUTE format('DROP ROLE IF EXISTS %I', \
+                             'tenancy_app_' || left(md5('{db}'), 12)); END $cleanup$"
+                        ))
+                        .await;
+                }
                 for role in &tracked.roles {
                     let _ = admin.execute_unprepared(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
                 }

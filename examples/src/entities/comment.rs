@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A comment posted on a task.
+#[tenancy::tenant_scoped]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "comments")]
 pub struct Model {

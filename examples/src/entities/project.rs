@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A project owned by one tenant.
+#[tenancy::tenant_scoped]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "projects")]
 pub struct Model {

@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A task of a project.
+#[tenancy::tenant_scoped]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tasks")]
 pub struct Model {
