@@ -247,16 +247,18 @@ pub enum Error {
     },
 
     /// [`crate::Tenancy::tenant`] was asked for a handle of a tenant whose isolation mode
-    /// has no handle yet.
+    /// has no handle yet on this master: table isolation on a SQLite master (no row-level
+    /// security there). A SQLite master cannot have schema tenants; a registry claiming one
+    /// gets this error too.
     #[error(
-        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for schema isolation, and for \
-         table isolation on a SQLite master, are not implemented yet (database and cache isolation, and \
-         table isolation on PostgreSQL, are)"
+        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for table isolation on a SQLite master \
+         are not implemented yet (database, schema and cache isolation, and table isolation on PostgreSQL, are)"
     )]
     HandleNotYetSupported {
         /// The tenant id.
         tenant: String,
-        /// The tenant's isolation mode ([`crate::Isolation::Schema`] or [`crate::Isolation::Table`]).
+        /// The tenant's isolation mode ([`crate::Isolation::Table`], or [`crate::Isolation::Schema`]
+        /// from a SQLite master's registry).
         isolation: crate::Isolation,
     },
 

@@ -65,12 +65,22 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 ///   stream borrows its transaction, so stream inside `handle.begin()` instead. The
 ///   binding guards sea-orm code against a forgotten filter, not against hostile raw
 ///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it.
+/// - [`Isolation::Schema`] (PostgreSQL master only): the tenant's schema in the master
+///   database. Every statement runs in a transaction of the master pool that first sets
+///   `set_config('search_path', <the quoted schema>, true)`: the tenant's schema alone, so
+///   an unqualified table never falls through to `public` (where table-isolated tenants
+///   keep their shared tables). The setting is transaction-scoped, so nothing stays on the
+///   pooled connection (safe behind PgBouncer in transaction mode).
+///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way, and
+///   streaming works as for table isolation: inside `handle.begin()`, not on the handle.
+///   The binding guards sea-orm code, not hostile raw SQL: a schema-qualified name or a
+///   statement that changes `search_path` reaches past it.
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
-/// Handles for [`Isolation::Schema`], and for [`Isolation::Table`] on a SQLite master (no
-/// row-level security there), are not implemented yet: [`Tenancy::tenant`] returns
-/// [`Error::HandleNotYetSupported`].
+/// Handles for [`Isolation::Table`] on a SQLite master (no row-level security there) are
+/// not implemented yet: [`Tenancy::tenant`] returns [`Error::HandleNotYetSupported`].
+/// (A SQLite master cannot have schema tenants at all.)
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
 /// mode only, never a credential.
@@ -99,8 +109,8 @@ impl std::fmt::Debug for TenantConnection {
 }
 
 impl Tenancy {
-    /// The handle of a ready tenant, for its database-isolated, table-isolated (PostgreSQL
-    /// master) or cache-isolated data.
+    /// The handle of a ready tenant, for its database-isolated, schema- or table-isolated
+    /// (PostgreSQL master) or cache-isolated data.
     ///
     /// Looks the tenant up in the registry on every call (a single-row query); the handle
     /// itself can be kept and cloned freely. No connection to the tenant's database is
@@ -109,11 +119,12 @@ impl Tenancy {
     /// # Errors
     /// - [`Error::TenantNotFound`] when no tenant has this id;
     /// - [`Error::TenantNotReady`] when the tenant is still being provisioned;
-    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Schema`], and in
-    ///   [`Isolation::Table`] when the master is SQLite (which has no row-level security):
-    ///   those handles are not implemented yet;
+    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Table`] when the
+    ///   master is SQLite (which has no row-level security): that handle is not implemented
+    ///   yet (nor for a schema tenant a SQLite master's registry claims to have);
     /// - [`Error::CorruptRegistry`] when a database tenant's config does not say where its
-    ///   database is (or names a SQLite file while the master is not a SQLite file);
+    ///   database is (or names a SQLite file while the master is not a SQLite file), or a
+    ///   schema tenant's config names no schema;
     /// - [`Error::Database`] when the registry cannot be read.
     pub async fn tenant(&self, id: &TenantId) -> Result<TenantConnection> {
         let tenant = self.get_tenant(id).await?;
@@ -132,6 +143,12 @@ impl Tenancy {
             // the statements sea-orm builds before the call is refused.
             Isolation::Cache => self.master().get_database_backend(),
             Isolation::Table if self.master().get_database_backend() == DbBackend::Postgres => DbBackend::Postgres,
+            Isolation::Schema if self.master().get_database_backend() == DbBackend::Postgres => {
+                if tenant.config.schema.is_none() {
+                    return Err(corrupt("schema tenant without a schema"));
+                }
+                DbBackend::Postgres
+            }
             isolation @ (Isolation::Schema | Isolation::Table) => {
                 return Err(Error::HandleNotYetSupported { tenant: id.to_string(), isolation });
             }
@@ -161,8 +178,8 @@ impl TenantConnection {
         let inner = &*self.inner;
         match inner.tenant.isolation {
             Isolation::Database => inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await.map_err(to_db_err),
-            // Table tenants never lease (see `bound`); only database, table and cache
-            // tenants get a handle (see `Tenancy::tenant`).
+            // Schema and table tenants never lease (see `bound`); cache tenants have
+            // nothing to lease.
             _ => Err(DbErr::Custom(format!(
                 "tenant '{}' uses {} isolation and has no relational storage",
                 inner.tenant.id, inner.tenant.isolation
@@ -172,28 +189,47 @@ impl TenantConnection {
 }
 
 impl TenantConnection {
-    /// Whether calls run in a tenant-bound transaction of the master pool (table isolation).
+    /// Whether calls run in a tenant-bound transaction of the master pool (schema and
+    /// table isolation).
     fn bound(&self) -> bool {
-        self.inner.tenant.isolation == Isolation::Table
+        matches!(self.inner.tenant.isolation, Isolation::Schema | Isolation::Table)
     }
 
-    /// A transaction of the master pool bound to the tenant for its whole life: the
-    /// tenant id in `tenancy.tenant_id` and the application role, both transaction-scoped
-    /// (`set_config(..., true)`), so they end with it and never reach the next user of
-    /// the pooled connection. Savepoints nested in it stay bound.
+    /// A transaction of the master pool bound to the tenant for its whole life, with
+    /// transaction-scoped settings (`set_config(..., true)`) that end with it and never
+    /// reach the next user of the pooled connection; savepoints nested in it stay bound:
+    ///
+    /// - table isolation: the tenant id in `tenancy.tenant_id` and the application role;
+    /// - schema isolation: `search_path` set to the tenant's schema alone.
     ///
     /// A single statement through the handle therefore costs three extra round trips
-    /// (BEGIN, the `set_config` query, COMMIT); removing them (pipelining, or binding in
-    /// the statement itself) is future work.
+    /// (BEGIN, the `set_config` query, COMMIT); removing them (pipelining, binding in the
+    /// statement itself, or schema-qualified statements for schema isolation) is future work.
     async fn begin_bound(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
-        let role = self.inner.tenancy.app_role().await.map_err(to_db_err)?.to_owned();
+        let tenant = &self.inner.tenant;
+        let bind = match tenant.isolation {
+            Isolation::Schema => {
+                // Checked by `Tenancy::tenant`; a handle never exists without it.
+                let schema = tenant.config.schema.as_deref().ok_or_else(|| {
+                    DbErr::Custom(format!("tenant '{}' is a schema tenant without a schema", tenant.id))
+                })?;
+                Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT set_config('search_path', $1, true)",
+                    [crate::sql::quote_ident(schema).into()],
+                )
+            }
+            _ => {
+                let role = self.inner.tenancy.app_role().await.map_err(to_db_err)?.to_owned();
+                Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+                    [crate::rls::TENANT_SETTING.into(), tenant.id.as_str().into(), role.into()],
+                )
+            }
+        };
         let txn = self.inner.tenancy.master().begin_with_options(options).await?;
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT set_config($1, $2, true), set_config('role', $3, true)",
-            [crate::rls::TENANT_SETTING.into(), self.inner.tenant.id.as_str().into(), role.into()],
-        ))
-        .await?;
+        txn.execute_raw(bind).await?;
         Ok(txn)
     }
 }
@@ -270,9 +306,9 @@ impl StreamTrait for TenantConnection {
         Box::pin(async move {
             if self.bound() {
                 return Err(DbErr::Custom(format!(
-                    "tenant '{}' uses table isolation: stream inside a transaction of its handle \
+                    "tenant '{}' uses {} isolation: stream inside a transaction of its handle \
                      (`handle.begin()`), which is bound to the tenant",
-                    self.inner.tenant.id
+                    self.inner.tenant.id, self.inner.tenant.isolation
                 )));
             }
             let lease = self.lease().await?;

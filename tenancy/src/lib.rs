@@ -131,8 +131,10 @@
 //! refuses relational calls with a clear error. A table-isolated tenant's handle (on a
 //! PostgreSQL master) runs each statement in a transaction of the master pool bound to
 //! the tenant, under the row-level security [`enable_row_security`] sets up (see
-//! [`rls`]). Handles for schema isolation, and for table isolation on a SQLite master,
-//! are not implemented yet ([`Error::HandleNotYetSupported`]).
+//! [`rls`]). A schema-isolated tenant's handle (PostgreSQL master) runs each statement in
+//! a transaction of the master pool whose `search_path` is the tenant's schema alone.
+//! Handles for table isolation on a SQLite master are not implemented yet
+//! ([`Error::HandleNotYetSupported`]).
 //!
 //! Code deep inside a request reads the tenant from a task-local scope instead of taking
 //! the handle as a parameter: [`scope`] sets it, [`current`] reads it, and [`spawn`]

@@ -391,15 +391,13 @@ async fn cache_schema_table_unready_and_unknown_tenants_are_refused_clearly() {
     assert!(cache.execute_unprepared("SELECT 1").await.unwrap_err().to_string().contains(&expected));
     assert!(project::Entity::find().stream(&cache).await.err().unwrap().to_string().contains(&expected));
 
-    // Schema handles do not exist yet, and say so (table handles on PostgreSQL do: see
+    // Schema and table tenants get a handle on PostgreSQL (see handle_schema.rs and
     // handle_table.rs).
     let schema_id = unique_name("schemy");
     ctx.tenancy.create_tenant(new(&schema_id, Isolation::Schema), &()).await.unwrap();
     let table_id = unique_name("tably");
     ctx.tenancy.create_tenant(new(&table_id, Isolation::Table), &()).await.unwrap();
-    let err = ctx.tenancy.tenant(&schema_id.parse().unwrap()).await.unwrap_err();
-    assert!(matches!(&err, Error::HandleNotYetSupported { isolation: Isolation::Schema, .. }), "{err}");
-    assert!(err.to_string().contains("not implemented yet"), "{err}");
+    assert_eq!(ctx.tenancy.tenant(&schema_id.parse().unwrap()).await.unwrap().isolation(), Isolation::Schema);
     assert_eq!(ctx.tenancy.tenant(&table_id.parse().unwrap()).await.unwrap().isolation(), Isolation::Table);
 
     // A tenant still being provisioned is not served.
