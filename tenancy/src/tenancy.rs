@@ -22,6 +22,9 @@ use crate::{Error, Isolation, Result, Tenant, TenantId};
 /// nor `TENANCY_SECRET_KEY_FILE` is set.
 pub const DEFAULT_SECRET_KEY_FILE: &str = ".tenancy-secret.key";
 
+/// How long a pooled connection lives before it is replaced (see `connect_pool`).
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
 /// The master pool's default connection budget.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
@@ -397,7 +400,11 @@ async fn connect_pool(
         .acquire_timeout(Duration::from_secs(8))
         // sqlx pings every pooled connection before handing it out by default: a round
         // trip per statement. Ping only connections idle long enough to have gone stale.
-        .test_before_acquire_if_idle_for(Duration::from_secs(30));
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
+        // A PostgreSQL backend keeps the catalog entries of every schema it has touched
+        // (about 110 KiB per schema tenant) and never frees them: replacing shared
+        // connections after a while bounds that growth across thousands of tenants.
+        .max_lifetime(MAX_CONNECTION_LIFETIME);
     if let Some(schema) = search_path {
         // sea-orm writes a value that starts with `"` verbatim into `SET search_path`.
         options.set_schema_search_path(quote_ident(schema));

@@ -40,9 +40,9 @@ async fn filtered_read<C: ConnectionTrait>(db: &C, id: i32) {
     assert_eq!(rows.len(), 20);
 }
 
-async fn insert<C: ConnectionTrait>(db: &C, i: usize) {
+async fn insert<C: ConnectionTrait>(db: &C, i: usize, tenant: &str) {
     project::ActiveModel {
-        tenant_id: Set("bench".into()),
+        tenant_id: Set(tenant.to_owned()),
         name: Set(format!("inserted {i}")),
         created_at: Set(sea_orm::prelude::ChronoUtc::now()),
         ..Default::default()
@@ -88,6 +88,45 @@ where
     println!("  {name:<28} plain {p:>8.1} µs   handle {h:>8.1} µs   ratio {:.3}", h / p);
 }
 
+/// Runs the four operations against `base` (plain sea-orm) and `handle`.
+async fn compare(base: &DatabaseConnection, handle: &TenantConnection, first_id: i32) {
+    let tenant = handle.id().to_string();
+    measure(
+        "primary-key read",
+        |i| pk_read(base, first_id + (i % 900) as i32),
+        |i| pk_read(handle, first_id + (i % 900) as i32),
+    )
+    .await;
+    measure(
+        "20-row filtered read",
+        |i| filtered_read(base, first_id + (i % 900) as i32),
+        |i| filtered_read(handle, first_id + (i % 900) as i32),
+    )
+    .await;
+    measure("insert", |i| insert(base, i, &tenant), |i| insert(handle, i, &tenant)).await;
+    measure(
+        "10-statement transaction",
+        |i| transaction(base, first_id + (i % 800) as i32),
+        |i| transaction(handle, first_id + (i % 800) as i32),
+    )
+    .await;
+}
+
+/// A plain pool with the handle's pool settings (ping only after 30 s idle).
+async fn plain_pool(url: String, search_path: Option<&str>) -> DatabaseConnection {
+    let mut options = sea_orm::ConnectOptions::new(url);
+    options.test_before_acquire_if_idle_for(Duration::from_secs(30)).sqlx_logging(false);
+    if let Some(schema) = search_path {
+        options.set_schema_search_path(tenancy::sql::quote_ident(schema));
+    }
+    sea_orm::Database::connect(options).await.expect("plain pool")
+}
+
+async fn new_tenant(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Option<NewDatabase>) {
+    let new = NewTenant { id: id.parse().unwrap(), name: id.into(), isolation, database, migrate: true };
+    tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
+}
+
 #[tokio::main]
 async fn main() {
     let Some(pg) = PgMaster::create().await else {
@@ -99,58 +138,58 @@ async fn main() {
     let (db, user) = (unique_name("bench_db"), unique_name("bench_u"));
     pg.track_database(&db);
     pg.track_role(&user);
-    let new = NewTenant {
-        id: "bench".parse().unwrap(),
-        name: "Bench".into(),
-        isolation: Isolation::Database,
-        database: Some(NewDatabase {
-            name: db.clone(),
-            create: true,
-            user: Some(user.clone()),
-            password: Some(Password::new("bench-pw")),
-            host: Some("127.0.0.1".into()),
-            port: Some(5432),
-        }),
-        migrate: true,
+    let database = NewDatabase {
+        name: db.clone(),
+        create: true,
+        user: Some(user.clone()),
+        password: Some(Password::new("bench-pw")),
+        host: Some("127.0.0.1".into()),
+        port: Some(5432),
     };
-    tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
-    let handle: TenantConnection = tenancy.tenant(&"bench".parse().unwrap()).await.unwrap();
-    let plain: DatabaseConnection =
-        sea_orm::Database::connect(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}")).await.unwrap();
+    new_tenant(&tenancy, "bench", Isolation::Database, Some(database)).await;
+    new_tenant(&tenancy, "bench_schema", Isolation::Schema, None).await;
+    new_tenant(&tenancy, "bench_table", Isolation::Table, None).await;
+
+    println!("tenant handle benchmark, {ROUNDS} rounds each, medians; plain pools use the handle's pool options");
+    // Database isolation: plain = a pool on the tenant's database as its role.
+    let handle = tenancy.tenant(&"bench".parse().unwrap()).await.unwrap();
+    let plain = plain_pool(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}"), None).await;
     for i in 0..1_000 {
-        insert(&plain, i).await;
+        insert(&plain, i, "seed").await;
     }
-    // A second plain pool with the handle's pool settings (ping only after 30 s idle),
-    // so the ratio against it is the handle's own overhead; the first is what a sea-orm
-    // user has with default options.
-    let mut options = sea_orm::ConnectOptions::new(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}"));
-    options.test_before_acquire_if_idle_for(Duration::from_secs(30)).sqlx_logging(false);
-    let tuned = sea_orm::Database::connect(options).await.unwrap();
-    println!("tenant handle benchmark, database isolation, {ROUNDS} rounds each, medians (target ratio <= 1.05)");
-    for (label, base) in
-        [("plain sea-orm, default pool options", &plain), ("plain sea-orm, the handle's pool options", &tuned)]
-    {
-        println!(" against {label}:");
-        measure(
-            "primary-key read",
-            |i| pk_read(base, 1 + (i % 900) as i32),
-            |i| pk_read(&handle, 1 + (i % 900) as i32),
-        )
-        .await;
-        measure(
-            "20-row filtered read",
-            |i| filtered_read(base, 1 + (i % 900) as i32),
-            |i| filtered_read(&handle, 1 + (i % 900) as i32),
-        )
-        .await;
-        measure("insert", |i| insert(base, i), |i| insert(&handle, i)).await;
-        measure(
-            "10-statement transaction",
-            |i| transaction(base, 1 + (i % 800) as i32),
-            |i| transaction(&handle, 1 + (i % 800) as i32),
-        )
-        .await;
+    println!(" database isolation (target <= 1.05):");
+    compare(&plain, &handle, 1).await;
+    let _ = plain.close().await;
+
+    // Schema isolation: plain = a pool whose connections have the tenant's search_path.
+    let handle = tenancy.tenant(&"bench_schema".parse().unwrap()).await.unwrap();
+    let plain = plain_pool(pg.url.clone(), Some("bench_schema")).await;
+    for i in 0..1_000 {
+        insert(&plain, i, "seed").await;
     }
-    let _ = tuned.close().await;
+    println!(" schema isolation (target <= 1.3 single statements, <= 1.1 in a transaction):");
+    compare(&plain, &handle, 1).await;
+    let _ = plain.close().await;
+
+    // Table isolation: plain = the shared tables on the master, no binding (the master
+    // user bypasses row security), rows stamped with the tenant by hand.
+    let handle = tenancy.tenant(&"bench_table".parse().unwrap()).await.unwrap();
+    let plain = plain_pool(pg.url.clone(), None).await;
+    for i in 0..1_000 {
+        insert(&handle, i, "bench_table").await;
+    }
+    let first: i32 = {
+        let row = plain
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT MIN(id) FROM projects".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index(0).unwrap()
+    };
+    println!(" table isolation (target <= 1.3 single statements, <= 1.1 in a transaction):");
+    compare(&plain, &handle, first).await;
     let _ = plain.close().await;
 }
