@@ -89,6 +89,31 @@ impl PgMaster {
         self.tracked.lock().expect("lock").databases.push(database.to_owned());
     }
 
+    /// A [`tenancy::Tenancy`] on this master, its secret key file in `dir`.
+    pub async fn tenancy(&self, dir: &TempDir) -> tenancy::Tenancy {
+        tenancy::Tenancy::builder(self.url.clone())
+            .secret_key_file(dir.path().join("key"))
+            .connect()
+            .await
+            .expect("connect the test master")
+    }
+
+    /// A request for a new tenant database on this server (unique names, dropped with
+    /// this master) with the given password.
+    pub fn new_database(&self, password: &str) -> tenancy::NewDatabase {
+        let (db, user) = (unique_name("db"), unique_name("u"));
+        self.track_database(&db);
+        self.track_role(&user);
+        tenancy::NewDatabase {
+            name: db,
+            create: true,
+            user: Some(user),
+            password: Some(tenancy::secret::Password::new(password)),
+            host: Some("127.0.0.1".into()),
+            port: Some(5432),
+        }
+    }
+
     /// A superuser connection to the master database itself.
     pub async fn connect(&self) -> DatabaseConnection {
         Database::connect(self.url.clone()).await.expect("connect to test master")

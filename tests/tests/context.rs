@@ -4,8 +4,7 @@ use example_app::Migrator;
 use example_app::entities::project;
 use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, EntityTrait, QueryOrder, Set};
-use tenancy::secret::Password;
-use tenancy::{Error, Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
+use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, unique_name};
 
@@ -18,11 +17,7 @@ struct Ctx {
 async fn ctx() -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(pg.url.clone())
-        .secret_key_file(dir.path().join("key"))
-        .connect()
-        .await
-        .expect("connect master");
+    let tenancy = pg.tenancy(&dir).await;
     Some(Ctx { pg, tenancy, _dir: dir })
 }
 
@@ -30,19 +25,7 @@ impl Ctx {
     /// A tenant's handle: cache isolation (no storage to create) unless `database`.
     async fn tenant(&self, prefix: &str, database: bool) -> TenantConnection {
         let id: TenantId = unique_name(prefix).parse().expect("valid id");
-        let new_database = database.then(|| {
-            let (db, user) = (unique_name("db"), unique_name("u"));
-            self.pg.track_database(&db);
-            self.pg.track_role(&user);
-            NewDatabase {
-                name: db,
-                create: true,
-                user: Some(user),
-                password: Some(Password::new("secret")),
-                host: Some("127.0.0.1".into()),
-                port: Some(5432),
-            }
-        });
+        let new_database = database.then(|| self.pg.new_database("secret"));
         let new = NewTenant {
             id: id.clone(),
             name: id.to_string(),

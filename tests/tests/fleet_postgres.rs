@@ -9,11 +9,10 @@ use example_app::Migrator;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use sea_orm_migration::prelude::*;
 use tenancy::ledger::TenantOutcome;
-use tenancy::secret::Password;
-use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
+use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
 use tenancy_migrate::fleet::{FleetOptions, FleetReport, migrate_all, plan};
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, exists, unique_name};
+use tenancy_tests::{PgMaster, TempDir, column_strings, count, exists};
 
 struct Ctx {
     pg: PgMaster,
@@ -25,8 +24,7 @@ struct Ctx {
 async fn ctx() -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy =
-        Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.expect("connect");
+    let tenancy = pg.tenancy(&dir).await;
     let master = pg.connect().await;
     Some(Ctx { pg, tenancy, master, _dir: dir })
 }
@@ -34,19 +32,7 @@ async fn ctx() -> Option<Ctx> {
 impl Ctx {
     /// Registers a tenant without migrating it.
     async fn tenant(&self, id: &str, isolation: Isolation) {
-        let database = (isolation == Isolation::Database).then(|| {
-            let (db, user) = (unique_name("db"), unique_name("u"));
-            self.pg.track_database(&db);
-            self.pg.track_role(&user);
-            NewDatabase {
-                name: db,
-                create: true,
-                user: Some(user),
-                password: Some(Password::new("pw")),
-                host: Some("127.0.0.1".into()),
-                port: Some(5432),
-            }
-        });
+        let database = (isolation == Isolation::Database).then(|| self.pg.new_database("pw"));
         let new = NewTenant { id: id.parse().unwrap(), name: id.into(), isolation, database, migrate: false };
         self.tenancy.create_tenant(new, &()).await.expect("create tenant");
     }

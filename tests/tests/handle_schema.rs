@@ -27,8 +27,7 @@ struct Ctx {
 async fn ctx() -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy =
-        Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.expect("connect");
+    let tenancy = pg.tenancy(&dir).await;
     let superuser = pg.connect().await;
     Some(Ctx { pg, tenancy, superuser, dir })
 }

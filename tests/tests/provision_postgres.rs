@@ -20,11 +20,7 @@ struct Ctx {
 async fn ctx() -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(pg.url.clone())
-        .secret_key_file(dir.path().join("key"))
-        .connect()
-        .await
-        .expect("connect master");
+    let tenancy = pg.tenancy(&dir).await;
     Some(Ctx { pg, tenancy, _dir: dir })
 }
 
