@@ -169,6 +169,8 @@
 //! | `TENANCY_SECRET_KEY` | the operator's key, base64 of 32 bytes |
 //! | `TENANCY_SECRET_KEY_FILE` | a file holding that key; default `.tenancy-secret.key` |
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 pub mod context;
 mod dburl;
@@ -176,6 +178,9 @@ mod error;
 mod handle;
 mod id;
 mod isolation;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod layer;
 pub mod ledger;
 mod pools;
 mod provision;
@@ -193,6 +198,8 @@ pub use crate::error::{BoxError, Error, Result};
 pub use crate::handle::TenantConnection;
 pub use crate::id::{TenantId, validate_sql_name};
 pub use crate::isolation::Isolation;
+#[cfg(feature = "tower")]
+pub use crate::layer::{TenantLayer, TenantResolver, TenantService};
 pub use crate::pools::{
     DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
 };

@@ -1,0 +1,250 @@
+//! A [tower](https://docs.rs/tower) layer that finds the tenant of each HTTP request.
+//!
+//! [`TenantLayer`] resolves the tenant id from the request ([`TenantResolver`]), opens
+//! its handle with [`Tenancy::tenant`], puts the [`TenantConnection`] in the request's
+//! extensions and runs the inner service inside [`scope`](crate::scope), so handlers
+//! read it either way: as an extension (axum's `Extension<TenantConnection>`) or with
+//! [`current`](crate::current).
+//!
+//! A request whose tenant id is missing, invalid, unknown or not ready gets a
+//! `404 Not Found` with a short plain-text body that names no tenant; any other error
+//! gets a `500 Internal Server Error`, logged with `tracing` and not shown to the client.
+//!
+//! ```no_run
+//! # async fn demo(tenancy: tenancy::Tenancy) {
+//! use tenancy::{TenantLayer, TenantResolver};
+//!
+//! let layer = TenantLayer::new(tenancy, TenantResolver::header("x-tenant"));
+//! // With axum: `Router::new().route(...).layer(layer)`.
+//! # let _ = layer;
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::{CONTENT_TYPE, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Error, Tenancy, TenantConnection, TenantId};
+
+/// Where a request names its tenant.
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantResolver {
+    /// The first label of the `Host` header under `base_domain`: `acme.example.com`
+    /// with base `example.com` is tenant `acme`. The port, if any, is ignored; a host
+    /// with more than one label above the base names no tenant.
+    Subdomain {
+        /// The domain the tenants' subdomains are under, such as `example.com`.
+        base_domain: String,
+    },
+    /// The value of this header.
+    Header(HeaderName),
+    /// The first path segment: `/acme/projects` is tenant `acme`, and the inner service
+    /// sees the request as `/projects` (the query kept), so routes don't repeat it.
+    ///
+    /// With axum, wrap the whole `Router` (`layer.layer(router)`, served through
+    /// `axum::ServiceExt::into_make_service`) rather than calling `Router::layer`: axum
+    /// routes a request before the layers of its routes run, so they cannot rewrite it.
+    PathPrefix,
+}
+
+impl TenantResolver {
+    /// [`TenantResolver::Header`] for a header name known at compile time, such as
+    /// `"x-tenant"`.
+    ///
+    /// # Panics
+    /// When `name` is not a valid header name (as [`HeaderName::from_static`]: it must
+    /// be lowercase).
+    pub fn header(name: &'static str) -> Self {
+        Self::Header(HeaderName::from_static(name))
+    }
+
+    /// The tenant id the request names, and for [`TenantResolver::PathPrefix`] the URI
+    /// without it; `None` when the request names none.
+    fn resolve(&self, request: &Request<impl Sized>) -> Option<(String, Option<Uri>)> {
+        match self {
+            Self::Subdomain { base_domain } => {
+                let host = match request.headers().get(HOST) {
+                    Some(value) => value.to_str().ok()?,
+                    None => request.uri().host()?,
+                };
+                let host = host.rsplit_once(':').map_or(host, |(name, _port)| name).to_ascii_lowercase();
+                let base = base_domain.trim_matches('.').to_ascii_lowercase();
+                let label = host.strip_suffix(&base)?.strip_suffix('.')?;
+                (!label.is_empty() && !label.contains('.')).then(|| (label.to_owned(), None))
+            }
+            Self::Header(name) => Some((request.headers().get(name)?.to_str().ok()?.trim().to_owned(), None)),
+            Self::PathPrefix => {
+                let uri = request.uri();
+                let rest = uri.path().strip_prefix('/')?;
+                let (id, path) = match rest.find('/') {
+                    Some(slash) => (&rest[..slash], &rest[slash..]),
+                    None => (rest, "/"),
+                };
+                if id.is_empty() {
+                    return None;
+                }
+                let path_and_query = match uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_owned(),
+                };
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
+                Some((id.to_owned(), Some(Uri::from_parts(parts).ok()?)))
+            }
+        }
+    }
+}
+
+/// A tower [`Layer`] that resolves each request's tenant (see the [module](self)).
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[derive(Debug, Clone)]
+pub struct TenantLayer {
+    tenancy: Tenancy,
+    resolver: TenantResolver,
+}
+
+impl TenantLayer {
+    /// A layer that finds tenants in `tenancy` by `resolver`.
+    pub fn new(tenancy: Tenancy, resolver: TenantResolver) -> Self {
+        Self { tenancy, resolver }
+    }
+}
+
+impl<S> Layer<S> for TenantLayer {
+    type Service = TenantService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantService { inner, tenancy: self.tenancy.clone(), resolver: self.resolver.clone() }
+    }
+}
+
+/// The service [`TenantLayer`] wraps around an inner service.
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[derive(Clone)]
+pub struct TenantService<S> {
+    inner: S,
+    tenancy: Tenancy,
+    resolver: TenantResolver,
+}
+
+impl<S> fmt::Debug for TenantService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantService").field("tenancy", &self.tenancy).field("resolver", &self.resolver).finish()
+    }
+}
+
+/// The future of [`TenantService`].
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub type TenantFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+impl<S, B, ResBody> Service<Request<B>> for TenantService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResBody: From<&'static str>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = TenantFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was not made ready stays behind (tower's `Service` docs).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tenancy = self.tenancy.clone();
+        let resolved = self.resolver.resolve(&request);
+        Box::pin(async move {
+            let Some((id, uri)) = resolved else {
+                return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
+            };
+            let Ok(id) = TenantId::new(id) else {
+                return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
+            };
+            let handle = match tenancy.tenant(&id).await {
+                Ok(handle) => handle,
+                Err(Error::TenantNotFound { .. } | Error::TenantNotReady { .. }) => {
+                    return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
+                }
+                Err(err) => {
+                    tracing::error!(tenant = %id, error = %err, "cannot open the tenant's handle");
+                    return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
+                }
+            };
+            if let Some(uri) = uri {
+                *request.uri_mut() = uri;
+            }
+            request.extensions_mut().insert::<TenantConnection>(handle.clone());
+            crate::scope(handle, inner.call(request)).await
+        })
+    }
+}
+
+/// A response with `status` and a plain-text `body`.
+fn plain<ResBody: From<&'static str>>(status: StatusCode, body: &'static str) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(
+        resolver: &TenantResolver,
+        uri: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Option<(String, Option<String>)> {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).unwrap();
+        resolver.resolve(&request).map(|(id, uri)| (id, uri.map(|uri| uri.to_string())))
+    }
+
+    #[test]
+    fn subdomain() {
+        let r = TenantResolver::Subdomain { base_domain: "example.com".into() };
+        assert_eq!(resolve(&r, "/", &[("host", "acme.example.com")]), Some(("acme".into(), None)));
+        assert_eq!(resolve(&r, "/", &[("host", "ACME.Example.com:8443")]), Some(("acme".into(), None)));
+        assert_eq!(resolve(&r, "http://acme.example.com/x", &[]), Some(("acme".into(), None)));
+        assert_eq!(resolve(&r, "/", &[("host", "example.com")]), None);
+        assert_eq!(resolve(&r, "/", &[("host", "a.b.example.com")]), None);
+        assert_eq!(resolve(&r, "/", &[("host", "acmeexample.com")]), None);
+        assert_eq!(resolve(&r, "/", &[("host", "acme.example.org")]), None);
+        assert_eq!(resolve(&r, "/", &[]), None);
+    }
+
+    #[test]
+    fn header() {
+        let r = TenantResolver::header("x-tenant");
+        assert_eq!(resolve(&r, "/", &[("x-tenant", "acme")]), Some(("acme".into(), None)));
+        assert_eq!(resolve(&r, "/", &[]), None);
+    }
+
+    #[test]
+    fn path_prefix() {
+        let r = TenantResolver::PathPrefix;
+        assert_eq!(resolve(&r, "/acme/projects", &[]), Some(("acme".into(), Some("/projects".into()))));
+        assert_eq!(resolve(&r, "/acme/projects?page=2", &[]), Some(("acme".into(), Some("/projects?page=2".into()))));
+        assert_eq!(resolve(&r, "/acme", &[]), Some(("acme".into(), Some("/".into()))));
+        assert_eq!(resolve(&r, "/acme?x", &[]), Some(("acme".into(), Some("/?x".into()))));
+        assert_eq!(resolve(&r, "/", &[]), None);
+        assert_eq!(resolve(&r, "//projects", &[]), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The tower layer behind a real axum server: each resolver finds the request's tenant,
+//! handlers see only that tenant's data (through the extension and through
+//! `tenancy::current()`), and unknown, not-ready or missing tenants get a 404.
+
+use std::net::SocketAddr;
+
+use axum::extract::Request;
+use axum::routing::get;
+use axum::{Extension, Router, ServiceExt};
+use example_app::Migrator;
+use example_app::entities::project;
+use sea_orm::prelude::ChronoUtc;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, QueryOrder, Set, Statement};
+use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId, TenantLayer, TenantResolver};
+use tenancy_migrate::MigrateOnCreate;
+use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_layer::Layer;
+
+async fn names(db: &TenantConnection) -> String {
+    let projects = project::Entity::find().order_by_asc(project::Column::Id).all(db).await.expect("list projects");
+    projects.into_iter().map(|p| p.name).collect::<Vec<_>>().join(",")
+}
+
+async fn by_extension(Extension(db): Extension<TenantConnection>) -> String {
+    names(&db).await
+}
+
+async fn by_current() -> String {
+    names(&tenancy::current().expect("tenant in scope")).await
+}
+
+/// Serves the router on a fresh port, with `layer` on its routes (`Router::layer`), or
+/// around the whole router when `outside` (needed when the layer rewrites the URI, as
+/// axum routes before route layers run).
+async fn serve(layer: TenantLayer, outside: bool) -> SocketAddr {
+    let app = Router::new().route("/projects", get(by_extension)).route("/current", get(by_current));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    if outside {
+        let app = ServiceExt::<Request>::into_make_service(layer.layer(app));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    } else {
+        let app = app.layer(layer);
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    }
+    addr
+}
+
+/// A one-shot HTTP/1.1 GET; returns the status code and the body.
+async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: localhost\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split(' ').nth(1).expect("status").parse().expect("numeric status");
+    let chunked = head.lines().any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    (status, if chunked { dechunk(body) } else { body.to_owned() })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+async fn database_tenant(pg: &PgMaster, tenancy: &Tenancy, id: &TenantId, project: &str) {
+    let new = NewTenant {
+        id: id.clone(),
+        name: format!("{id} Inc."),
+        isolation: Isolation::Database,
+        database: Some(pg.new_database("pw")),
+        migrate: true,
+    };
+    tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
+    let db = tenancy.tenant(id).await.expect("handle");
+    project::ActiveModel {
+        tenant_id: Set(id.to_string()),
+        name: Set(project.to_owned()),
+        created_at: Set(ChronoUtc::now()),
+        ..Default::default()
+    }
+    .insert(&db)
+    .await
+    .expect("insert project");
+}
+
+#[tokio::test]
+async fn layer_resolves_tenants_over_http() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy = pg.tenancy(&dir).await;
+    let a: TenantId = unique_name("a").parse().expect("id");
+    let b: TenantId = unique_name("b").parse().expect("id");
+    let c: TenantId = unique_name("c").parse().expect("id");
+    tokio::join!(
+        database_tenant(&pg, &tenancy, &a, "alpha"),
+        database_tenant(&pg, &tenancy, &b, "beta"),
+        database_tenant(&pg, &tenancy, &c, "gamma"),
+    );
+    tenancy
+        .master()
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE tenancy_tenants SET status = 'provisioning' WHERE tenant_id = $1",
+            [c.to_string().into()],
+        ))
+        .await
+        .expect("mark c not ready");
+
+    let (a, b, c) = (a.as_str(), b.as_str(), c.as_str());
+    let header = serve(TenantLayer::new(tenancy.clone(), TenantResolver::header("x-tenant")), false).await;
+    assert_eq!(get_with(header, "/projects", &[("X-Tenant", a)]).await, (200, "alpha".to_owned()));
+    assert_eq!(get_with(header, "/projects", &[("X-Tenant", b)]).await, (200, "beta".to_owned()));
+    assert_eq!(get_with(header, "/current", &[("X-Tenant", a)]).await, (200, "alpha".to_owned()));
+    assert_eq!(get_with(header, "/current", &[("X-Tenant", b)]).await, (200, "beta".to_owned()));
+    for headers in [&[("X-Tenant", "nobody")][..], &[("X-Tenant", c)], &[("X-Tenant", "Not An Id!")], &[]] {
+        let (status, body) = get_with(header, "/projects", headers).await;
+        assert_eq!(status, 404, "{headers:?}");
+        assert!(![a, b, c].iter().any(|id| body.contains(id)), "{body}");
+    }
+
+    let subdomain = serve(
+        TenantLayer::new(tenancy.clone(), TenantResolver::Subdomain { base_domain: "example.test".to_owned() }),
+        false,
+    )
+    .await;
+    let host = format!("{a}.example.test:8080");
+    assert_eq!(get_with(subdomain, "/projects", &[("Host", &host)]).await, (200, "alpha".to_owned()));
+    let host = format!("{b}.example.test");
+    assert_eq!(get_with(subdomain, "/current", &[("Host", &host)]).await, (200, "beta".to_owned()));
+    assert_eq!(get_with(subdomain, "/projects", &[("Host", "example.test")]).await.0, 404);
+    let host = format!("{a}.example.other");
+    assert_eq!(get_with(subdomain, "/projects", &[("Host", &host)]).await.0, 404);
+
+    let prefix = serve(TenantLayer::new(tenancy, TenantResolver::PathPrefix), true).await;
+    assert_eq!(get_with(prefix, &format!("/{a}/projects"), &[]).await, (200, "alpha".to_owned()));
+    assert_eq!(get_with(prefix, &format!("/{b}/current?x=1"), &[]).await, (200, "beta".to_owned()));
+    assert_eq!(get_with(prefix, &format!("/{c}/projects"), &[]).await.0, 404);
+    assert_eq!(get_with(prefix, "/projects", &[]).await.0, 404);
+}
