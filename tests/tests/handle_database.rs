@@ -2,6 +2,10 @@
 //! `&handle`, each tenant sees only its own database, the per-tenant pools stay within
 //! the connection budget, and the handles that cannot work say why.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod common;
+
+use common::project_names as names;
 use example_app::Migrator;
 use example_app::entities::{project, task};
 use futures_util::StreamExt;
@@ -117,17 +121,6 @@ async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) 
     .insert(db)
     .await
     .expect("insert task");
-}
-
-async fn names(db: &TenantConnection) -> Vec<String> {
-    project::Entity::find()
-        .order_by_asc(project::Column::Name)
-        .all(db)
-        .await
-        .expect("find projects")
-        .into_iter()
-        .map(|p| p.name)
-        .collect()
 }
 
 #[tokio::test]

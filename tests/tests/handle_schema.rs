@@ -3,13 +3,17 @@
 //! writes only its own schema, never falls through to `public`, and leaves nothing on the
 //! pooled connection, even when one pooled connection serves both tenants in turn.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod common;
+
+use common::project_names as names;
 use example_app::Migrator;
 use example_app::entities::{project, task};
 use futures_util::StreamExt;
 use sea_orm::prelude::{ChronoUtc, Expr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, Statement, TransactionTrait,
+    QueryFilter, Set, Statement, TransactionTrait,
 };
 use tenancy::sql::quote_ident;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
@@ -96,17 +100,6 @@ async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) 
     .insert(db)
     .await
     .expect("insert task")
-}
-
-async fn names<C: ConnectionTrait>(db: &C) -> Vec<String> {
-    project::Entity::find()
-        .order_by_asc(project::Column::Name)
-        .all(db)
-        .await
-        .expect("find projects")
-        .into_iter()
-        .map(|p| p.name)
-        .collect()
 }
 
 /// Seeds two projects (`shared`, `<prefix>-only`) with a task each.

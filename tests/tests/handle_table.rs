@@ -3,13 +3,17 @@
 //! only its own rows whatever the query forgets, cannot write another tenant's rows, and
 //! leaves nothing bound on the pooled connection; with no tenant bound, nothing is seen.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod common;
+
+use common::project_names as names;
 use example_app::Migrator;
 use example_app::entities::{comment, project, task};
 use futures_util::StreamExt;
 use sea_orm::prelude::{ChronoUtc, Expr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, NotSet, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, Statement, TransactionError, TransactionTrait, Unchanged,
+    QueryFilter, Set, Statement, TransactionError, TransactionTrait, Unchanged,
 };
 use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
@@ -97,17 +101,6 @@ async fn add_comment(db: &TenantConnection, task: &task::Model, body: &str) -> c
     .insert(db)
     .await
     .expect("insert comment")
-}
-
-async fn names<C: ConnectionTrait>(db: &C) -> Vec<String> {
-    project::Entity::find()
-        .order_by_asc(project::Column::Name)
-        .all(db)
-        .await
-        .expect("find projects")
-        .into_iter()
-        .map(|p| p.name)
-        .collect()
 }
 
 /// Seeds `db` with two projects (`shared`, `<prefix>-only`), a task on each and a

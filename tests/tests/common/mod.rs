@@ -1,6 +1,8 @@
 //! Helpers shared by several test files (compiled into each that says `mod common;`).
 
 use example_app::Migrator;
+use example_app::entities::project;
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
 use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
 use tenancy_migrate::MigrateOnCreate;
 
@@ -22,4 +24,16 @@ impl ProvisionHooks for FailAfter {
     fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
         if step == self.0 { Err(format!("injected failure after {step}").into()) } else { Ok(()) }
     }
+}
+
+/// The names of the projects `db` sees, sorted: what the handle tests compare per tenant.
+pub(crate) async fn project_names<C: ConnectionTrait>(db: &C) -> Vec<String> {
+    project::Entity::find()
+        .order_by_asc(project::Column::Name)
+        .all(db)
+        .await
+        .expect("find projects")
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
 }
