@@ -138,6 +138,21 @@ pub(crate) async fn migrate_one(
     if tenant.isolation == Isolation::Table && matches!(result, Ok(MigrationOutcome::Applied(_))) {
         tenancy::enable_row_security(tenancy.master()).await?;
     }
+    // Statements this process's handles prepared against the old tables would be refused
+    // ("cached plan must not change result type"): the tenant's next use opens new
+    // connections. (Table tenants share tables: a change reaches every tenant's pool.)
+    if matches!(result, Ok(MigrationOutcome::Applied(_))) {
+        match tenant.isolation {
+            Isolation::Table => {
+                for other in tenancy.tenants().await?.iter().filter(|t| t.isolation == Isolation::Table) {
+                    tenancy.reset_tenant_pool(&other.id);
+                }
+            }
+            _ => {
+                tenancy.reset_tenant_pool(&tenant.id);
+            }
+        }
+    }
     result
 }
 

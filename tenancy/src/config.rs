@@ -16,6 +16,29 @@ pub struct TenantConfig {
     /// Schema isolation: the tenant's schema in the master database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Schema and table isolation on PostgreSQL: the login role the tenant's own
+    /// connections use. Its session defaults and privileges bind the connection to the
+    /// tenant (see [`TenantLogin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<TenantLogin>,
+}
+
+/// The PostgreSQL login role of a schema- or table-isolated tenant, made when the tenant
+/// is created.
+///
+/// A connection logged in as this role belongs to the tenant for its whole life, so the
+/// tenant is bound without a statement of its own and without session state that could
+/// reach another tenant (a transaction-mode pooler such as PgBouncer keeps one pool per
+/// user). Schema isolation: the role's `search_path` default is the tenant's schema, and
+/// it may use that schema only. Table isolation: the role name itself names the tenant
+/// to the row-level security policies ([`crate::rls`]), and the role inherits the
+/// application role's privileges.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TenantLogin {
+    /// The role name: [`crate::rls::tenant_role_prefix`] followed by the tenant id.
+    pub user: String,
+    /// The role's random password, encrypted with the operator's secret key.
+    pub password: EncryptedSecret,
 }
 
 /// Where a database-isolated tenant's database lives.

@@ -141,6 +141,16 @@ pub enum Error {
         server: String,
     },
 
+    /// The login role a new schema or table tenant would get exists already.
+    #[error(
+        "Login role '{name}' already exists on the master's server (left over from an earlier tenant with this ID?); \
+         drop it (DROP OWNED BY, then DROP ROLE) or choose another tenant ID"
+    )]
+    LoginRoleExists {
+        /// The role name.
+        name: String,
+    },
+
     /// The tenant's schema already exists.
     #[error("Schema '{name}' already exists in the master database; choose another tenant ID")]
     SchemaExists {

@@ -13,6 +13,36 @@ use crate::config::DatabaseConfig;
 use crate::pools::PoolEntry;
 use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 
+/// How the handles of schema- and table-isolated tenants on a PostgreSQL master reach
+/// their data; set with [`TenancyBuilder::tenant_binding`](crate::TenancyBuilder::tenant_binding).
+///
+/// Either way no session state outlives a transaction on a connection another tenant
+/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantBinding {
+    /// Each tenant has a pool of its own, logged in as the tenant's login role
+    /// ([`crate::TenantLogin`], made by `create_tenant`): the role's defaults and
+    /// privileges bind every connection of the pool to the tenant for its whole life,
+    /// so a statement costs what it costs on plain sea-orm. Pools share the budget of
+    /// [`TenancyBuilder::tenant_connection_budget`](crate::TenancyBuilder::tenant_connection_budget)
+    /// with database-isolated tenants and are cached least recently used first; a
+    /// pooler keys its pools by user, so it keeps tenants apart too.
+    ///
+    /// The default: the fastest, and the database enforces the binding (a schema
+    /// tenant's role may use its own schema only; a table tenant's role name is what the
+    /// row-level security policies compare with).
+    #[default]
+    TenantPools,
+    /// Every statement or transaction runs in a transaction of the shared master pool
+    /// that first binds the tenant with transaction-scoped `set_config(..., true)` calls.
+    /// No connections per tenant, for applications with more concurrently busy tenants
+    /// than a connection budget can hold pools for; the price is three extra round
+    /// trips per single statement (BEGIN, the binding, COMMIT) and one per transaction,
+    /// and statements are not cached (prepared unnamed) on the master pool.
+    SharedTransactions,
+}
+
 /// A tenant's handle: pass `&handle` wherever sea-orm takes a connection.
 ///
 /// It implements [`ConnectionTrait`], [`TransactionTrait`] and [`StreamTrait`], so
@@ -52,8 +82,12 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 ///   as a full pool would.
 /// - [`Isolation::Table`] on a PostgreSQL master: the shared tables of the master
 ///   database, under the row-level security [`enable_row_security`] sets up (the
-///   migrator of `tenancy-migrate` runs it). Every statement runs in a transaction of the
-///   master pool that first binds the tenant with
+///   migrator of `tenancy-migrate` runs it). With [`TenantBinding::TenantPools`] (the
+///   default) the handle uses the tenant's own pool, logged in as its login role: the
+///   policies see the tenant in the role name, the role has no way around them, and
+///   single statements cost no extra round trip. With
+///   [`TenantBinding::SharedTransactions`] (or for a tenant without a login role) every
+///   statement runs in a transaction of the master pool that first binds the tenant with
 ///   `set_config('tenancy.tenant_id', <tenant>, true)` and `set_config('role', <the application role>, true)`:
 ///   the policies then show and accept only the tenant's rows, inserts get the tenant
 ///   stamped through the column default, and a filter that forgets the tenant still
@@ -66,7 +100,11 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 ///   binding guards sea-orm code against a forgotten filter, not against hostile raw
 ///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it.
 /// - [`Isolation::Schema`] (PostgreSQL master only): the tenant's schema in the master
-///   database. Every statement runs in a transaction of the master pool that first sets
+///   database. With [`TenantBinding::TenantPools`] (the default) the handle uses the
+///   tenant's own pool, logged in as its login role, whose `search_path` is the schema
+///   and which may use no other schema. With [`TenantBinding::SharedTransactions`] (or for
+///   a tenant without a login role) every statement runs in a transaction of the master
+///   pool that first sets
 ///   `set_config('search_path', <the quoted schema>, true)`: the tenant's schema alone, so
 ///   an unqualified table never falls through to `public` (where table-isolated tenants
 ///   keep their shared tables). The setting is transaction-scoped, so nothing stays on the
@@ -177,10 +215,11 @@ impl TenantConnection {
     async fn lease(&self) -> Result<Arc<PoolEntry>, DbErr> {
         let inner = &*self.inner;
         match inner.tenant.isolation {
-            Isolation::Database => inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await.map_err(to_db_err),
-            // Schema and table tenants never lease (see `bound`); cache tenants have
-            // nothing to lease.
-            _ => Err(DbErr::Custom(format!(
+            Isolation::Database | Isolation::Schema | Isolation::Table => {
+                inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await.map_err(to_db_err)
+            }
+            // Cache tenants have nothing to lease.
+            Isolation::Cache => Err(DbErr::Custom(format!(
                 "tenant '{}' uses {} isolation and has no relational storage",
                 inner.tenant.id, inner.tenant.isolation
             ))),
@@ -189,10 +228,14 @@ impl TenantConnection {
 }
 
 impl TenantConnection {
-    /// Whether calls run in a tenant-bound transaction of the master pool (schema and
-    /// table isolation).
+    /// Whether calls run in a tenant-bound transaction of the master pool: schema and
+    /// table isolation with [`TenantBinding::SharedTransactions`], or for a tenant that
+    /// has no login role of its own.
     fn bound(&self) -> bool {
-        matches!(self.inner.tenant.isolation, Isolation::Schema | Isolation::Table)
+        let inner = &*self.inner;
+        matches!(inner.tenant.isolation, Isolation::Schema | Isolation::Table)
+            && (inner.tenancy.tenant_binding() == TenantBinding::SharedTransactions
+                || inner.tenant.config.login.is_none())
     }
 
     /// A transaction of the master pool bound to the tenant for its whole life, with
@@ -234,6 +277,21 @@ impl TenantConnection {
     }
 }
 
+impl TenantConnection {
+    /// Whether `err` is PostgreSQL refusing a statement the driver prepared and cached
+    /// before the tenant's tables changed shape (a migration ran meanwhile). If so, the
+    /// tenant's pool is closed, so the caller can retry once on new connections: the
+    /// statement failed before running, so nothing was done twice.
+    fn stale_plan(&self, err: &DbErr) -> bool {
+        let stale = err.to_string().contains("cached plan must not change result type");
+        if stale {
+            tracing::info!(tenant = %self.inner.tenant.id, "tables changed shape; reopening the tenant's pool");
+            self.inner.tenancy.reset_tenant_pool(&self.inner.tenant.id);
+        }
+        stale
+    }
+}
+
 /// A `tenancy` error met while opening a tenant pool, as the `DbErr` sea-orm's traits
 /// return: the driver's own error where there is one, the message otherwise.
 fn to_db_err(err: Error) -> DbErr {
@@ -256,7 +314,11 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
-        self.lease().await?.connection().execute_raw(stmt).await
+        let result = self.lease().await?.connection().execute_raw(stmt.clone()).await;
+        match result {
+            Err(err) if self.stale_plan(&err) => self.lease().await?.connection().execute_raw(stmt).await,
+            other => other,
+        }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -266,7 +328,11 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
-        self.lease().await?.connection().execute_unprepared(sql).await
+        let result = self.lease().await?.connection().execute_unprepared(sql).await;
+        match result {
+            Err(err) if self.stale_plan(&err) => self.lease().await?.connection().execute_unprepared(sql).await,
+            other => other,
+        }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
@@ -276,7 +342,11 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
-        self.lease().await?.connection().query_one_raw(stmt).await
+        let result = self.lease().await?.connection().query_one_raw(stmt.clone()).await;
+        match result {
+            Err(err) if self.stale_plan(&err) => self.lease().await?.connection().query_one_raw(stmt).await,
+            other => other,
+        }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
@@ -286,7 +356,11 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
-        self.lease().await?.connection().query_all_raw(stmt).await
+        let result = self.lease().await?.connection().query_all_raw(stmt.clone()).await;
+        match result {
+            Err(err) if self.stale_plan(&err) => self.lease().await?.connection().query_all_raw(stmt).await,
+            other => other,
+        }
     }
 }
 

@@ -283,6 +283,21 @@ impl TenantPools {
         }
     }
 
+    /// Removes `id`'s pool from the cache, if open: it is closed once its last lease is
+    /// gone, and the next use opens a new one. Returns whether there was one.
+    pub(crate) fn evict(&self, id: &TenantId) -> bool {
+        let entry = {
+            let mut state = self.lock();
+            let Some(slot) = state.pools.remove(id) else { return false };
+            self.releasing.fetch_add(1, Ordering::AcqRel);
+            slot.entry.evicted.store(true, Ordering::Release);
+            slot.entry
+        };
+        // Dropped outside the lock: the last reference spawns the close.
+        drop(entry);
+        true
+    }
+
     /// Removes the least recently used pool from the cache if the pools already closing
     /// will not make room for every waiting opener, preferring pools nobody is using (a
     /// pool in use is only closed once its work is done, which makes the opener wait).

@@ -12,10 +12,11 @@ use sea_orm::{
     Statement, TransactionTrait, sea_query::Expr,
 };
 
-use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase};
+use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantLogin};
 use crate::dburl::{self, Backend};
 use crate::id::validate_sql_name;
 use crate::registry::entity;
+use crate::rls;
 use crate::secret::{Password, scram_sha256_verifier};
 use crate::sql::{quote_ident, quote_literal};
 use crate::tenancy::connect;
@@ -213,10 +214,31 @@ impl ProvisionHooks for () {
 
 /// How the tenant's storage will be made, decided during validation.
 enum Storage {
-    Postgres { admin: DatabaseConnection, config: PostgresDatabase, verifier: Option<String> },
-    SqliteFile { config: SqliteDatabase, path: PathBuf, create: bool },
-    Schema { name: String },
+    Postgres {
+        admin: DatabaseConnection,
+        config: PostgresDatabase,
+        verifier: Option<String>,
+    },
+    SqliteFile {
+        config: SqliteDatabase,
+        path: PathBuf,
+        create: bool,
+    },
+    Schema {
+        name: String,
+        login: PlannedLogin,
+    },
+    /// Table isolation on PostgreSQL: the tenant's login role.
+    TableRole {
+        login: PlannedLogin,
+    },
     None,
+}
+
+/// A tenant login role to create: its registry record and its password's SCRAM verifier.
+struct PlannedLogin {
+    config: TenantLogin,
+    verifier: String,
 }
 
 /// What to remove again if a later step fails.
@@ -226,6 +248,8 @@ enum Undo {
     DropDatabase(String),
     RemoveFile(PathBuf),
     DropSchema(String),
+    /// A tenant login role on the master, with the privileges granted to it.
+    DropLoginRole(String),
 }
 
 impl Tenancy {
@@ -272,7 +296,14 @@ impl Tenancy {
             Storage::SqliteFile { config, .. } => {
                 TenantConfig { database: Some(DatabaseConfig::Sqlite(config.clone())), ..TenantConfig::default() }
             }
-            Storage::Schema { name } => TenantConfig { schema: Some(name.clone()), ..TenantConfig::default() },
+            Storage::Schema { name, login } => TenantConfig {
+                schema: Some(name.clone()),
+                login: Some(login.config.clone()),
+                ..TenantConfig::default()
+            },
+            Storage::TableRole { login } => {
+                TenantConfig { login: Some(login.config.clone()), ..TenantConfig::default() }
+            }
             Storage::None => TenantConfig::default(),
         };
         let now = Utc::now();
@@ -323,9 +354,15 @@ impl Tenancy {
     /// Validates the isolation-specific input and decides how the storage will be made.
     async fn plan_storage(&self, new: &NewTenant) -> Result<Storage> {
         match new.isolation {
-            Isolation::Table | Isolation::Cache => Ok(Storage::None),
+            Isolation::Cache => Ok(Storage::None),
+            Isolation::Table => match self.backend() {
+                Backend::Postgres => Ok(Storage::TableRole { login: self.plan_login(&new.id).await? }),
+                Backend::Sqlite => Ok(Storage::None),
+            },
             Isolation::Schema => match self.backend() {
-                Backend::Postgres => Ok(Storage::Schema { name: new.id.to_string() }),
+                Backend::Postgres => {
+                    Ok(Storage::Schema { name: new.id.to_string(), login: self.plan_login(&new.id).await? })
+                }
                 other @ Backend::Sqlite => Err(Error::SchemaNeedsPostgres { backend: other.name() }),
             },
             Isolation::Database => {
@@ -397,6 +434,18 @@ impl Tenancy {
         }
     }
 
+    /// The login role of a new schema or table tenant on the PostgreSQL master, with a
+    /// random password that only the secret key can recover.
+    async fn plan_login(&self, id: &TenantId) -> Result<PlannedLogin> {
+        let prefix = rls::tenant_role_prefix(self.master()).await?;
+        let password = Password::generate();
+        let (key, _) = self.secret_key()?;
+        Ok(PlannedLogin {
+            verifier: scram_sha256_verifier(&password),
+            config: TenantLogin { user: format!("{prefix}{id}"), password: key.encrypt(&password, id.as_str()) },
+        })
+    }
+
     /// Refuses to create over anything that exists already.
     async fn check_storage_is_free(&self, storage: &Storage) -> Result<()> {
         match storage {
@@ -417,14 +466,23 @@ impl Tenancy {
                 (false, false) => Err(Error::DatabaseMissing { name: path.display().to_string() }),
                 _ => Ok(()),
             },
-            Storage::Schema { name } => {
+            Storage::Schema { name, login } => {
                 if exists(self.master(), "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", name).await? {
                     return Err(Error::SchemaExists { name: name.clone() });
                 }
-                Ok(())
+                self.check_login_is_free(login).await
             }
+            Storage::TableRole { login } => self.check_login_is_free(login).await,
             Storage::None => Ok(()),
         }
+    }
+
+    async fn check_login_is_free(&self, login: &PlannedLogin) -> Result<()> {
+        let user = &login.config.user;
+        if exists(self.master(), "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", user).await? {
+            return Err(Error::LoginRoleExists { name: user.clone() });
+        }
+        Ok(())
     }
 
     async fn run_steps<H: ProvisionHooks>(
@@ -511,6 +569,17 @@ impl Tenancy {
                 .await?;
             }
             Storage::Postgres { verifier: None, .. } | Storage::None => {}
+            Storage::TableRole { login } => {
+                let user = &login.config.user;
+                run.step(Step::CreateRole, hooks, async {
+                    let txn = self.master().begin().await?;
+                    rls::create_table_tenant_role(&txn, user, &login.verifier).await?;
+                    txn.commit().await?;
+                    Ok(Some(Undo::DropLoginRole(user.clone())))
+                })
+                .await?;
+                run.created.push(Created::Role { name: user.clone(), server: self.master_server() });
+            }
             Storage::SqliteFile { config, path, create: true } => {
                 run.step(Step::CreateDatabaseFile, hooks, async {
                     // Mark for removal before creating, so a half-written file goes too.
@@ -523,7 +592,26 @@ impl Tenancy {
                 run.created.push(Created::DatabaseFile { name: config.name.clone(), path: path.clone() });
             }
             Storage::SqliteFile { create: false, .. } => {}
-            Storage::Schema { name } => {
+            Storage::Schema { name, login } => {
+                let user = &login.config.user;
+                let in_txn = |what: &str| -> Result<&DatabaseTransaction, BoxError> {
+                    schema_txn.ok_or_else(|| format!("no transaction for {what}").into())
+                };
+                run.step(Step::CreateRole, hooks, async {
+                    let txn = in_txn("the schema tenant's role")?;
+                    rls::create_login_role(txn, user, &login.verifier, false).await?;
+                    // The role's connections see the tenant's schema alone.
+                    txn.execute_unprepared(&format!(
+                        "ALTER ROLE {} SET search_path = {}",
+                        quote_ident(user),
+                        quote_ident(name)
+                    ))
+                    .await?;
+                    // Rolled back with the transaction; the undo entry covers a failed commit.
+                    Ok(Some(Undo::DropLoginRole(user.clone())))
+                })
+                .await?;
+                run.created.push(Created::Role { name: user.clone(), server: self.master_server() });
                 run.step(Step::CreateSchema, hooks, async {
                     let sql = format!("CREATE SCHEMA {}", quote_ident(name));
                     match schema_txn {
@@ -535,6 +623,26 @@ impl Tenancy {
                 })
                 .await?;
                 run.created.push(Created::Schema { name: name.clone() });
+                run.step(Step::GrantPrivileges, hooks, async {
+                    let txn = in_txn("the schema tenant's privileges")?;
+                    let (schema, role) = (quote_ident(name), quote_ident(user));
+                    // Rows, not structure: the tenant's migrations run as the master user,
+                    // whose future tables and sequences in the schema the role may use.
+                    for sql in [
+                        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
+                             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
+                        ),
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
+                        ),
+                    ] {
+                        txn.execute_unprepared(&sql).await?;
+                    }
+                    Ok(None)
+                })
+                .await?;
             }
         }
 
@@ -614,6 +722,7 @@ impl Tenancy {
                     // FORCE ends sessions a failed migration may have left open.
                     ddl(admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name))).await,
                 ),
+                Undo::DropLoginRole(name) => (format!("role '{name}'"), drop_login_role(self.master(), &name).await),
                 Undo::DropSchema(name) => (
                     format!("schema '{name}'"),
                     ddl(Some(self.master()), &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(&name))).await,
@@ -654,6 +763,23 @@ impl Run {
 
 async fn exists(db: &DatabaseConnection, sql: &str, value: &str) -> Result<bool> {
     Ok(db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [value.into()])).await?.is_some())
+}
+
+/// Drops a tenant login role on the master, revoking what was granted to it first.
+async fn drop_login_role(master: &DatabaseConnection, name: &str) -> Result<(), BoxError> {
+    let (role, literal) = (quote_ident(name), quote_literal(name));
+    let drop_owned = quote_literal(&format!("DROP OWNED BY {role}"));
+    let drop_role = quote_literal(&format!("DROP ROLE {role}"));
+    master
+        .execute_unprepared(&format!(
+            "DO $tenancy$ BEGIN \
+               IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal}) THEN \
+                 EXECUTE {drop_owned}; EXECUTE {drop_role}; \
+               END IF; \
+             END $tenancy$"
+        ))
+        .await?;
+    Ok(())
 }
 
 async fn ddl(db: Option<&DatabaseConnection>, sql: &str) -> Result<(), BoxError> {

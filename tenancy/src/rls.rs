@@ -5,10 +5,17 @@
 //! table exists in the master's `public` schema: row-level security enabled and forced, a
 //! policy `tenancy_tenant_isolation` comparing the tenant column with the transaction's
 //! `tenancy.tenant_id` setting, that setting as the column's default, and the application
-//! role ([`app_role`]) allowed to read and write the rows. A [`crate::TenantConnection`] of a
-//! table-isolated tenant runs every statement in a transaction that sets
-//! `tenancy.tenant_id` to the tenant and switches to that role, both for that
-//! transaction only.
+//! role ([`app_role`]) allowed to read and write the rows.
+//!
+//! The tenant a statement is bound to comes from one of two places:
+//!
+//! - the connection's login role, when it is a tenant's own role
+//!   ([`crate::TenantLogin`], named [`tenant_role_prefix`] + tenant id): the tenant's own
+//!   pool ([`crate::TenantBinding::TenantPools`], the default). Such a role is no
+//!   superuser, has no `BYPASSRLS` and inherits the application role's privileges;
+//! - otherwise the `tenancy.tenant_id` setting, which a handle using
+//!   [`crate::TenantBinding::SharedTransactions`] sets for each transaction together with
+//!   a switch to the application role.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 
@@ -36,6 +43,87 @@ pub async fn app_role<C: ConnectionTrait>(db: &C) -> Result<String> {
         ))
         .await?;
     Ok(row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default())
+}
+
+/// The start of every tenant login role name ([`crate::TenantLogin`]): `tnt_`, then
+/// 10 hex digits of the MD5 of the master database's name and `_` (see
+/// [`tenant_role_prefix`]), then the tenant id, so the name fits PostgreSQL's 63 bytes for
+/// any tenant id and two masters on one server never share a role.
+pub const TENANT_ROLE_PREFIX: &str = "tnt_";
+
+/// The prefix of the tenant login roles of the master database `db` is connected to:
+/// [`TENANT_ROLE_PREFIX`], 10 hex digits of the MD5 of the database name, `_` (15 bytes).
+///
+/// # Errors
+/// [`crate::Error::Database`] when the query fails.
+pub async fn tenant_role_prefix<C: ConnectionTrait>(db: &C) -> Result<String> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT $1 || left(md5(current_database()), 10) || '_'",
+            [TENANT_ROLE_PREFIX.into()],
+        ))
+        .await?;
+    Ok(row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default())
+}
+
+/// The SQL expression for the tenant a statement is bound to, in the policies and column
+/// defaults: the tenant a tenant login role names (a connection of the tenant's own pool:
+/// it cannot be changed by a statement, since tenant roles are not members of each
+/// other), otherwise the transaction's `tenancy.tenant_id` setting (the shared-pool
+/// binding), otherwise NULL, which matches no row.
+fn bound_tenant_sql(role_prefix: &str) -> String {
+    let setting = format!("current_setting({}, true)", quote_literal(TENANT_SETTING));
+    let len = role_prefix.len();
+    format!(
+        "(CASE WHEN left(current_user::text, {len}) = {prefix} THEN substr(current_user::text, {start}) \
+         ELSE {setting} END)",
+        prefix = quote_literal(role_prefix),
+        start = len + 1,
+    )
+}
+
+/// Creates the login role of a table-isolated tenant on the master `txn` runs on: no
+/// superuser, no `BYPASSRLS`, owning nothing, inheriting the application role's
+/// privileges on the scoped tables (and creating that role if missing), allowed to
+/// connect to the master database. `verifier` is the password's SCRAM verifier, so the
+/// password itself never reaches the server's statement log.
+pub(crate) async fn create_table_tenant_role(
+    txn: &sea_orm::DatabaseTransaction,
+    role: &str,
+    verifier: &str,
+) -> Result<()> {
+    let app_role = app_role(txn).await?;
+    ensure_app_role(txn, &app_role).await?;
+    create_login_role(txn, role, verifier, true).await?;
+    txn.execute_unprepared(&format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role))).await?;
+    Ok(())
+}
+
+/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, and `CONNECT` on
+/// the master database (in case it was revoked from `PUBLIC`).
+pub(crate) async fn create_login_role<C: ConnectionTrait>(
+    db: &C,
+    role: &str,
+    verifier: &str,
+    inherit: bool,
+) -> Result<()> {
+    let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
+    db.execute_unprepared(&format!(
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} PASSWORD {}",
+        quote_ident(role),
+        quote_literal(verifier)
+    ))
+    .await?;
+    let database = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+        .await?
+        .map(|row| row.try_get_by_index::<String>(0))
+        .transpose()?
+        .unwrap_or_default();
+    db.execute_unprepared(&format!("GRANT CONNECT ON DATABASE {} TO {}", quote_ident(&database), quote_ident(role)))
+        .await?;
+    Ok(())
 }
 
 /// The name of the policy [`enable_row_security`] creates on every scoped table.
@@ -96,7 +184,11 @@ pub async fn enable_row_security(db: &DatabaseConnection) -> Result<RowSecurityR
     ensure_app_role(&txn, &app_role).await?;
 
     let role = quote_ident(&app_role);
-    let setting = format!("current_setting({}, true)", quote_literal(TENANT_SETTING));
+    let bound_tenant = bound_tenant_sql(&tenant_role_prefix(&txn).await?);
+    // In the policies as a scalar subquery: evaluated once per statement (an InitPlan),
+    // not once per row, and compared like a parameter. (A column default cannot hold a
+    // subquery, and is evaluated once per inserted row anyway.)
+    let policy_tenant = format!("(SELECT {bound_tenant})");
     txn.execute_unprepared(&format!("GRANT USAGE ON SCHEMA public TO {role}")).await?;
     for (table, column) in scoped {
         let exists = txn
@@ -118,13 +210,14 @@ pub async fn enable_row_security(db: &DatabaseConnection) -> Result<RowSecurityR
             format!("ALTER TABLE {qtable} ENABLE ROW LEVEL SECURITY"),
             format!("ALTER TABLE {qtable} FORCE ROW LEVEL SECURITY"),
             format!("DROP POLICY IF EXISTS {policy} ON {qtable}"),
-            // An unset setting is NULL (or '' once the session has seen it set): no row
-            // matches, so a statement without a bound tenant sees nothing and writes nothing.
+            // No tenant role and an unset setting is NULL (or '' once the session has seen
+            // it set): no row matches, so a statement without a bound tenant sees nothing
+            // and writes nothing.
             format!(
-                "CREATE POLICY {policy} ON {qtable} FOR ALL USING ({qcolumn} = {setting}) \
-                 WITH CHECK ({qcolumn} = {setting})"
+                "CREATE POLICY {policy} ON {qtable} FOR ALL USING ({qcolumn} = {policy_tenant}) \
+                 WITH CHECK ({qcolumn} = {policy_tenant})"
             ),
-            format!("ALTER TABLE {qtable} ALTER COLUMN {qcolumn} SET DEFAULT {setting}"),
+            format!("ALTER TABLE {qtable} ALTER COLUMN {qcolumn} SET DEFAULT {bound_tenant}"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {qtable} TO {role}"),
         ] {
             txn.execute_unprepared(&sql).await?;

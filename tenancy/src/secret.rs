@@ -121,6 +121,20 @@ impl Password {
         Self(secret.into())
     }
 
+    /// A new random password: 32 bytes from the operating system's random number
+    /// generator, base64url-encoded (43 characters, no padding).
+    ///
+    /// # Panics
+    /// If the operating system cannot provide random bytes (see the key generation).
+    pub fn generate() -> Self {
+        use base64::Engine as _;
+        let mut bytes = [0u8; 32];
+        fill_random(&mut bytes);
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        bytes.fill(0);
+        Self(password)
+    }
+
     /// The secret itself. Call this only where the plain text is really needed (building
     /// a connection, hashing, encrypting).
     #[must_use]

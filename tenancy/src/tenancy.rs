@@ -12,6 +12,7 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseConfig;
 use crate::dburl::{self, Backend, MasterUrl};
+use crate::handle::TenantBinding;
 use crate::pools::{PoolSettings, TenantPools};
 use crate::registry::{RegistryMigrator, entity};
 use crate::secret::{KeySource, Password, SecretKey};
@@ -44,6 +45,8 @@ pub struct Tenancy {
     pools: std::sync::Arc<TenantPools>,
     /// The table-isolation application role of this master database, read once.
     app_role: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    /// How schema and table tenants' handles reach their data.
+    binding: TenantBinding,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -64,6 +67,7 @@ pub struct TenancyBuilder {
     admin_url: Option<String>,
     secret_key_file: Option<PathBuf>,
     tenant_pools: PoolSettings,
+    binding: TenantBinding,
 }
 
 impl TenancyBuilder {
@@ -120,6 +124,13 @@ impl TenancyBuilder {
         self
     }
 
+    /// How handles of schema- and table-isolated tenants on a PostgreSQL master reach
+    /// their data (default [`TenantBinding::TenantPools`]); see [`TenantBinding`].
+    pub fn tenant_binding(mut self, binding: TenantBinding) -> Self {
+        self.binding = binding;
+        self
+    }
+
     /// Connects to the master database and applies the framework's own migrations
     /// (creating `tenancy_tenants` on first use).
     ///
@@ -129,7 +140,12 @@ impl TenancyBuilder {
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
         let url = MasterUrl::parse(&self.url)?;
-        let master = connect_pool(&url.raw, None, self.max_connections, None).await?;
+        // Shared transactions bind tenants on the master pool's connections, where a
+        // statement prepared under one tenant's `search_path` must never run for another
+        // (PostgreSQL would re-plan it and fail with "cached plan must not change result
+        // type" where the tenants' tables differ): that pool prepares unnamed statements.
+        let named_statements = self.binding == TenantBinding::TenantPools;
+        let master = connect_pool(&url.raw, None, self.max_connections, None, named_statements).await?;
         migrate_registry(&master).await?;
         let admin_url =
             self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
@@ -142,6 +158,7 @@ impl TenancyBuilder {
             secret_key: std::sync::Arc::new(OnceLock::new()),
             app_role: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
+            binding: self.binding,
         })
     }
 }
@@ -172,6 +189,23 @@ impl Tenancy {
             admin_url: None,
             secret_key_file: None,
             tenant_pools: PoolSettings::default(),
+            binding: TenantBinding::default(),
+        }
+    }
+
+    /// How handles of schema and table tenants reach their data (see
+    /// [`TenancyBuilder::tenant_binding`]).
+    pub fn tenant_binding(&self) -> TenantBinding {
+        self.binding
+    }
+
+    /// `host:port` of the master database server, for messages (`local file` for SQLite).
+    pub fn master_server(&self) -> String {
+        match url::Url::parse(&self.url.raw) {
+            Ok(url) if self.backend() == Backend::Postgres => {
+                format!("{}:{}", url.host_str().unwrap_or("localhost"), url.port().unwrap_or(5432))
+            }
+            _ => "local file".to_owned(),
         }
     }
 
@@ -193,6 +227,19 @@ impl Tenancy {
     /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).
     pub fn connection_budget(&self) -> u32 {
         self.max_connections
+    }
+
+    /// Closes the tenant's cached connection pool, if one is open (once the operations
+    /// using it are done), so that its next use opens new connections.
+    ///
+    /// Call it after changing the shape of a tenant's tables from this process:
+    /// PostgreSQL refuses to run a statement prepared (and cached by the driver) before a
+    /// change of its result columns ("cached plan must not change result type").
+    /// `tenancy-migrate` does so after migrating a tenant; a single statement through the
+    /// handle that meets the error also does it and retries once on fresh connections.
+    /// Returns whether a pool was open.
+    pub fn reset_tenant_pool(&self, id: &TenantId) -> bool {
+        self.pools.evict(id)
     }
 
     /// The cache of database-per-tenant pools.
@@ -313,11 +360,22 @@ impl Tenancy {
         }
     }
 
-    /// The URL of a database-isolated tenant's own database, with its password decrypted
-    /// (so never to be printed: use [`dburl::redact_url`]).
+    /// The URL of a database-isolated tenant's own database, or of the master database as
+    /// a schema or table tenant's login role, with its password decrypted (so never to be
+    /// printed: use [`dburl::redact_url`]).
     fn database_url(&self, tenant: &Tenant) -> Result<String> {
         let corrupt =
             |reason: &str| Error::CorruptRegistry { tenant: tenant.id.to_string(), reason: reason.to_owned() };
+        if matches!(tenant.isolation, Isolation::Schema | Isolation::Table) {
+            let login = tenant.config.login.as_ref().ok_or_else(|| corrupt("no login role"))?;
+            let password = self.secret_key()?.0.decrypt(&login.password, tenant.id.as_str())?;
+            let mut url = url::Url::parse(&self.url.raw).map_err(|_| corrupt("the master URL cannot be parsed"))?;
+            // The master URL's host, port, database and options; the tenant's credentials.
+            url.set_username(&login.user)
+                .and_then(|()| url.set_password(Some(password.expose())))
+                .map_err(|()| corrupt("the master URL has no host to log in to"))?;
+            return Ok(url.into());
+        }
         match &tenant.config.database {
             Some(DatabaseConfig::Postgres(db)) => {
                 let password = self.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
@@ -333,14 +391,15 @@ impl Tenancy {
     }
 
     /// Opens a pool of up to `max_connections` to a database-isolated tenant's database
-    /// for the tenant pool cache: no connection kept open once idle for `idle_timeout`.
+    /// (or a schema or table tenant's login on the master database) for the tenant pool
+    /// cache: no connection kept open once idle for `idle_timeout`.
     pub(crate) async fn open_tenant_pool(
         &self,
         tenant: &Tenant,
         max_connections: u32,
         idle_timeout: Duration,
     ) -> Result<DatabaseConnection> {
-        connect_pool(&self.database_url(tenant)?, None, max_connections, Some(idle_timeout)).await
+        connect_pool(&self.database_url(tenant)?, None, max_connections, Some(idle_timeout), true).await
     }
 
     /// The URL of the admin connection for the server at `host:port`.
@@ -375,18 +434,23 @@ fn urlencoding_decode(value: &str) -> Password {
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
-    connect_pool(url, search_path, 1, None).await
+    connect_pool(url, search_path, 1, None, true).await
 }
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
-/// `idle_timeout` if given.
+/// `idle_timeout` if given, and preparing unnamed (uncached) statements only unless
+/// `named_statements`.
 async fn connect_pool(
     url: &str,
     search_path: Option<&str>,
     max_connections: u32,
     idle_timeout: Option<Duration>,
+    named_statements: bool,
 ) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
+    if !named_statements {
+        options.map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0));
+    }
     if let Some(timeout) = idle_timeout {
         options.idle_timeout(timeout);
     }

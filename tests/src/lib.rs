@@ -180,6 +180,19 @@ impl Drop for PgMaster {
                         ))
                         .await;
                 }
+                // The tenant login roles of schema and table tenants of each dropped master
+                // (`tenancy::rls::tenant_role_prefix`: `tnt_` + 10 hex of the name's MD5).
+                for db in &tracked.databases {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DO $cleanup$ DECLARE r text; BEGIN \
+                               FOR r IN SELECT rolname FROM pg_roles \
+                                 WHERE left(rolname, 15) = 'tnt_' || left(md5('{db}'), 10) || '_' LOOP \
+                                 EXECUTE format('DROP ROLE IF EXISTS %I', r); \
+                               END LOOP; END $cleanup$"
+                        ))
+                        .await;
+                }
                 for role in &tracked.roles {
                     let _ = admin.execute_unprepared(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
                 }

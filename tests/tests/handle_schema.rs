@@ -1,7 +1,9 @@
-//! Tenant handles for schema isolation on PostgreSQL: every statement runs in a master
-//! transaction whose `search_path` is the tenant's schema alone. Each handle reads and
-//! writes only its own schema, never falls through to `public`, and leaves nothing on the
-//! pooled connection, even when one pooled connection serves both tenants in turn.
+//! Tenant handles for schema isolation on PostgreSQL, with both bindings: the tenant's own
+//! pool logged in as its login role (whose `search_path` is the schema and which may use
+//! no other), and shared master transactions whose `search_path` is the tenant's schema
+//! alone. Each handle reads and writes only its own schema, never falls through to
+//! `public`, and leaves nothing on a pooled connection, even when one pooled connection
+//! serves both tenants in turn.
 
 #[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
 mod common;
@@ -16,7 +18,7 @@ use sea_orm::{
     QueryFilter, Set, Statement, TransactionTrait,
 };
 use tenancy::sql::quote_ident;
-use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
+use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, count, unique_name};
 
@@ -28,10 +30,15 @@ struct Ctx {
     dir: TempDir,
 }
 
-async fn ctx() -> Option<Ctx> {
+async fn ctx(binding: TenantBinding) -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = pg.tenancy(&dir).await;
+    let tenancy = Tenancy::builder(pg.url.clone())
+        .secret_key_file(dir.path().join("key"))
+        .tenant_binding(binding)
+        .connect()
+        .await
+        .expect("connect the test master");
     let superuser = pg.connect().await;
     Some(Ctx { pg, tenancy, superuser, dir })
 }
@@ -111,8 +118,17 @@ async fn seed(db: &TenantConnection, prefix: &str) {
 }
 
 #[tokio::test]
-async fn each_schema_tenant_sees_and_changes_only_its_own_schema() {
-    let Some(ctx) = ctx().await else { return };
+async fn each_schema_tenant_sees_and_changes_only_its_own_schema_through_its_own_pool() {
+    leak_probe(TenantBinding::TenantPools).await;
+}
+
+#[tokio::test]
+async fn each_schema_tenant_sees_and_changes_only_its_own_schema_through_shared_transactions() {
+    leak_probe(TenantBinding::SharedTransactions).await;
+}
+
+async fn leak_probe(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
     let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.expect("schema handle");
     let b = ctx.tenancy.tenant(&ctx.schema_tenant("globex").await).await.expect("schema handle");
     assert_eq!(a.isolation(), Isolation::Schema);
@@ -172,8 +188,14 @@ async fn each_schema_tenant_sees_and_changes_only_its_own_schema() {
     txn.commit().await.unwrap();
     assert_eq!(ctx.rows_in(&a, "projects").await, 3);
     assert_eq!(ctx.rows_in(&b, "projects").await, 3);
-    let err = project::Entity::find().stream(&b).await.err().unwrap();
-    assert!(err.to_string().contains("stream inside a transaction"), "{err}");
+    if binding == TenantBinding::SharedTransactions {
+        let err = project::Entity::find().stream(&b).await.err().unwrap();
+        assert!(err.to_string().contains("stream inside a transaction"), "{err}");
+    } else {
+        let streamed: Vec<_> = project::Entity::find().stream(&b).await.unwrap().collect().await;
+        assert_eq!(streamed.len(), 3);
+        assert!(streamed.iter().all(|p| p.as_ref().unwrap().tenant_id == b.id().as_str()));
+    }
     let txn = b.begin().await.unwrap();
     let streamed: Vec<_> = project::Entity::find().stream(&txn).await.unwrap().collect().await;
     assert_eq!(streamed.len(), 3);
@@ -190,15 +212,28 @@ async fn each_schema_tenant_sees_and_changes_only_its_own_schema() {
 }
 
 #[tokio::test]
-async fn one_pooled_connection_serves_both_schema_tenants_in_turn() {
-    let Some(ctx) = ctx().await else { return };
+async fn one_pooled_master_connection_serves_both_schema_tenants_in_turn() {
+    one_connection_in_turn(TenantBinding::SharedTransactions).await;
+}
+
+#[tokio::test]
+async fn a_budget_of_one_connection_serves_both_schema_tenants_in_turn() {
+    one_connection_in_turn(TenantBinding::TenantPools).await;
+}
+
+async fn one_connection_in_turn(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
     let a_id = ctx.schema_tenant("acme").await;
     let b_id = ctx.schema_tenant("globex").await;
-    // A second Tenancy whose master pool has a single connection: every call of either
-    // handle reuses it.
+    // A second Tenancy with a single connection for tenants: the master pool's for
+    // shared transactions, the whole tenant budget for tenant pools (so each tenant's
+    // pool is evicted and reopened for the other).
     let single = Tenancy::builder(ctx.pg.url.clone())
         .secret_key_file(ctx.dir.path().join("key"))
+        .tenant_binding(binding)
         .max_connections(1)
+        .tenant_connection_budget(1)
+        .connections_per_tenant_pool(1)
         .connect()
         .await
         .expect("connect");
@@ -226,7 +261,13 @@ async fn one_pooled_connection_serves_both_schema_tenants_in_turn() {
 
 #[tokio::test]
 async fn schema_handles_never_see_the_public_tables() {
-    let Some(ctx) = ctx().await else { return };
+    for binding in [TenantBinding::TenantPools, TenantBinding::SharedTransactions] {
+        public_tables_unseen(binding).await;
+    }
+}
+
+async fn public_tables_unseen(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
     let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.unwrap();
     add_project(&a, &a, "mine").await;
     // Shared tables in public, as table isolation keeps them, with another tenant's row.
@@ -245,4 +286,102 @@ async fn schema_handles_never_see_the_public_tables() {
     add_project(&a, &a, "also mine").await;
     assert_eq!(count(&ctx.superuser, "SELECT COUNT(*) FROM public.projects", vec![]).await, 1);
     assert_eq!(ctx.rows_in(&a, "projects").await, 2);
+}
+
+#[tokio::test]
+async fn a_schema_tenants_login_role_reaches_its_own_schema_only() {
+    let Some(ctx) = ctx(TenantBinding::TenantPools).await else { return };
+    let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.unwrap();
+    let b = ctx.tenancy.tenant(&ctx.schema_tenant("globex").await).await.unwrap();
+    add_project(&b, &b, "theirs").await;
+    let login = a.tenant().config.login.clone().expect("a login role");
+    let prefix = tenancy::rls::tenant_role_prefix(&ctx.superuser).await.unwrap();
+    assert_eq!(login.user, format!("{prefix}{}", a.id()));
+    // Its password is stored encrypted only.
+    let plain = ctx.tenancy.secret_key().unwrap().0.decrypt(&login.password, a.id().as_str()).unwrap();
+    let stored = "SELECT config::text FROM tenancy_tenants WHERE tenant_id = $1";
+    let stored = tenancy_tests::column_strings(&ctx.superuser, stored, vec![a.id().as_str().into()]).await;
+    assert!(stored[0].contains(&login.user) && !stored[0].contains(plain.expose()), "{}", stored[0]);
+
+    // The role: no powers around the isolation, its schema as search_path.
+    let attributes = "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin \
+                      AND NOT rolsuper AND NOT rolbypassrls AND NOT rolcreaterole AND NOT rolcreatedb";
+    assert_eq!(count(&ctx.superuser, attributes, vec![login.user.clone().into()]).await, 1);
+    let owns = "SELECT COUNT(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = $1";
+    assert_eq!(count(&ctx.superuser, owns, vec![login.user.clone().into()]).await, 0, "owns nothing");
+    let whoami = a.query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_user::text")).await;
+    assert_eq!(whoami.unwrap().unwrap().try_get_by_index::<String>(0).unwrap(), login.user);
+    assert_eq!(search_path(&ctx.tenancy.master().clone()).await, ctx.default_search_path().await);
+
+    // Even a schema-qualified name or a changed search_path cannot reach b's schema.
+    let b_schema = quote_ident(b.tenant().config.schema.as_deref().unwrap());
+    let sql = format!("SELECT COUNT(*) FROM {b_schema}.projects");
+    let err = a.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    let txn = a.begin().await.unwrap();
+    txn.execute_unprepared(&format!("SET LOCAL search_path = {b_schema}")).await.unwrap();
+    // A schema the role may not use is skipped by name lookup: nothing found.
+    let err = project::Entity::find().all(&txn).await.unwrap_err();
+    assert!(err.to_string().contains("relation \"projects\" does not exist"), "{err}");
+    txn.rollback().await.unwrap();
+    assert_eq!(ctx.rows_in(&b, "projects").await, 1);
+}
+
+/// A fleet migration half done: `a` has a column `b` does not. The same statement text
+/// runs for both in turn over one connection budget, before and after `a`'s change, and
+/// each gets its own table's shape: never "cached plan must not change result type", never
+/// the other tenant's plan.
+async fn tables_of_different_shapes(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
+    let a_id = ctx.schema_tenant("acme").await;
+    let b_id = ctx.schema_tenant("globex").await;
+    let single = Tenancy::builder(ctx.pg.url.clone())
+        .secret_key_file(ctx.dir.path().join("key"))
+        .tenant_binding(binding)
+        .max_connections(1)
+        .tenant_connection_budget(2)
+        .connections_per_tenant_pool(1)
+        .connect()
+        .await
+        .expect("connect");
+    let a = single.tenant(&a_id).await.unwrap();
+    let b = single.tenant(&b_id).await.unwrap();
+    add_project(&a, &a, "a1").await;
+    add_project(&b, &b, "b1").await;
+    let select_all = || Statement::from_string(DbBackend::Postgres, "SELECT * FROM projects");
+    let columns = |rows: &[sea_orm::QueryResult]| rows[0].column_names().join(",");
+    let before = "id,tenant_id,name,created_at";
+    // Prepared (and cached, where statements are cached) before the change.
+    for _ in 0..3 {
+        assert_eq!(columns(&a.query_all_raw(select_all()).await.unwrap()), before);
+        assert_eq!(columns(&b.query_all_raw(select_all()).await.unwrap()), before);
+    }
+    // `a` is migrated, `b` not yet.
+    let schema = quote_ident(a.tenant().config.schema.as_deref().unwrap());
+    ctx.superuser
+        .execute_unprepared(&format!("ALTER TABLE {schema}.projects ADD COLUMN priority integer NOT NULL DEFAULT 3"))
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let rows = a.query_all_raw(select_all()).await.unwrap_or_else(|e| panic!("round {round}, a: {e}"));
+        assert_eq!(columns(&rows), format!("{before},priority"));
+        assert_eq!(rows[0].try_get::<String>("", "name").unwrap(), "a1");
+        assert_eq!(rows[0].try_get::<i32>("", "priority").unwrap(), 3);
+        let rows = b.query_all_raw(select_all()).await.unwrap_or_else(|e| panic!("round {round}, b: {e}"));
+        assert_eq!(columns(&rows), before);
+        assert_eq!(rows[0].try_get::<String>("", "name").unwrap(), "b1");
+        // sea-orm's own statements name their columns and work for both shapes.
+        assert_eq!(names(&a).await, ["a1"]);
+        assert_eq!(names(&b).await, ["b1"]);
+    }
+}
+
+#[tokio::test]
+async fn tables_of_different_shapes_never_share_a_plan_on_tenant_pools() {
+    tables_of_different_shapes(TenantBinding::TenantPools).await;
+}
+
+#[tokio::test]
+async fn tables_of_different_shapes_never_share_a_plan_on_shared_transactions() {
+    tables_of_different_shapes(TenantBinding::SharedTransactions).await;
 }

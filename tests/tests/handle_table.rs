@@ -2,6 +2,8 @@
 //! through row-level security. Each handle stamps its tenant on inserts, sees and changes
 //! only its own rows whatever the query forgets, cannot write another tenant's rows, and
 //! leaves nothing bound on the pooled connection; with no tenant bound, nothing is seen.
+//! Both bindings are probed: the tenant's own pool (logged in as its login role, which
+//! the policies recognise) and shared master transactions (`set_config(..., true)`).
 
 #[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
 mod common;
@@ -15,7 +17,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, NotSet, PaginatorTrait,
     QueryFilter, Set, Statement, TransactionError, TransactionTrait, Unchanged,
 };
-use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
+use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
 
@@ -27,10 +29,15 @@ struct Ctx {
     _dir: TempDir,
 }
 
-async fn ctx() -> Option<Ctx> {
+async fn ctx(binding: TenantBinding) -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = pg.tenancy(&dir).await;
+    let tenancy = Tenancy::builder(pg.url.clone())
+        .secret_key_file(dir.path().join("key"))
+        .tenant_binding(binding)
+        .connect()
+        .await
+        .expect("connect the test master");
     let superuser = pg.connect().await;
     Some(Ctx { _pg: pg, tenancy, superuser, _dir: dir })
 }
@@ -120,8 +127,17 @@ async fn seed(db: &TenantConnection, prefix: &str) -> Vec<project::Model> {
 }
 
 #[tokio::test]
-async fn each_table_tenant_sees_and_changes_only_its_own_rows() {
-    let Some(ctx) = ctx().await else { return };
+async fn each_table_tenant_sees_and_changes_only_its_own_rows_through_its_own_pool() {
+    leak_probe(TenantBinding::TenantPools).await;
+}
+
+#[tokio::test]
+async fn each_table_tenant_sees_and_changes_only_its_own_rows_through_shared_transactions() {
+    leak_probe(TenantBinding::SharedTransactions).await;
+}
+
+async fn leak_probe(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
     let a = ctx.table_tenant("acme").await;
     let b = ctx.table_tenant("globex").await;
     assert_eq!(a.isolation(), Isolation::Table);
@@ -213,8 +229,17 @@ async fn each_table_tenant_sees_and_changes_only_its_own_rows() {
 }
 
 #[tokio::test]
-async fn table_transactions_are_bound_and_nothing_stays_on_the_pool() {
-    let Some(ctx) = ctx().await else { return };
+async fn table_transactions_through_its_own_pool_are_bound_and_nothing_stays_on_the_master_pool() {
+    transactions(TenantBinding::TenantPools).await;
+}
+
+#[tokio::test]
+async fn table_transactions_through_shared_transactions_are_bound_and_nothing_stays_on_the_pool() {
+    transactions(TenantBinding::SharedTransactions).await;
+}
+
+async fn transactions(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
     let a = ctx.table_tenant("acme").await;
     let b = ctx.table_tenant("globex").await;
     seed(&b, "globex").await;
@@ -247,9 +272,16 @@ async fn table_transactions_are_bound_and_nothing_stays_on_the_pool() {
     assert!(matches!(failed, TransactionError::Transaction(_)), "{failed}");
     assert_eq!(ctx.project_names_of(&a).await, ["closure", "kept"]);
 
-    // Streams: refused on the handle, bound inside its transaction.
-    let err = project::Entity::find().stream(&a).await.err().unwrap();
-    assert!(err.to_string().contains("stream inside a transaction"), "{err}");
+    // Streams: bound inside its transaction; on the handle itself, refused for shared
+    // transactions (the stream would borrow a transaction) and bound on the tenant's pool.
+    if binding == TenantBinding::SharedTransactions {
+        let err = project::Entity::find().stream(&a).await.err().unwrap();
+        assert!(err.to_string().contains("stream inside a transaction"), "{err}");
+    } else {
+        let streamed: Vec<_> = project::Entity::find().stream(&b).await.unwrap().collect().await;
+        assert_eq!(streamed.len(), 2);
+        assert!(streamed.iter().all(|p| p.as_ref().unwrap().tenant_id == b.id().as_str()));
+    }
     let txn = b.begin().await.unwrap();
     let streamed: Vec<_> = project::Entity::find().stream(&txn).await.unwrap().collect().await;
     assert_eq!(streamed.len(), 2);
@@ -289,7 +321,7 @@ async fn table_transactions_are_bound_and_nothing_stays_on_the_pool() {
 
 #[tokio::test]
 async fn row_security_is_forced_and_the_app_role_is_unprivileged() {
-    let Some(ctx) = ctx().await else { return };
+    let Some(ctx) = ctx(TenantBinding::TenantPools).await else { return };
     let _a = ctx.table_tenant("acme").await;
 
     // Idempotent: a second (and third) run changes nothing and fails on nothing.
@@ -331,4 +363,36 @@ async fn table_handles_on_a_sqlite_master_are_not_supported_yet() {
     assert!(matches!(&err, Error::HandleNotYetSupported { isolation: Isolation::Table, .. }), "{err}");
     let report = tenancy::enable_row_security(tenancy.master()).await.unwrap();
     assert!(report.secured.is_empty());
+}
+
+#[tokio::test]
+async fn a_table_tenants_login_role_is_unprivileged_and_cannot_rebind_itself() {
+    let Some(ctx) = ctx(TenantBinding::TenantPools).await else { return };
+    let a = ctx.table_tenant("acme").await;
+    let b = ctx.table_tenant("globex").await;
+    seed(&a, "acme").await;
+    seed(&b, "globex").await;
+    let login = a.tenant().config.login.clone().expect("a login role");
+
+    // No superuser, no BYPASSRLS, owns nothing; its privileges come from the app role.
+    let attributes = "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin \
+                      AND NOT rolsuper AND NOT rolbypassrls AND NOT rolcreaterole AND NOT rolcreatedb";
+    assert_eq!(count(&ctx.superuser, attributes, vec![login.user.clone().into()]).await, 1);
+    let owns = "SELECT COUNT(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = $1";
+    assert_eq!(count(&ctx.superuser, owns, vec![login.user.clone().into()]).await, 0);
+    let app_role = ctx.tenancy.app_role().await.unwrap().to_owned();
+    let member = "SELECT COUNT(*) WHERE pg_has_role($1, $2, 'USAGE')";
+    assert_eq!(count(&ctx.superuser, member, vec![login.user.clone().into(), app_role.into()]).await, 1);
+    let whoami = a.query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_user::text")).await;
+    assert_eq!(whoami.unwrap().unwrap().try_get_by_index::<String>(0).unwrap(), login.user);
+
+    // The tenant comes from the role name: setting `tenancy.tenant_id` (for the session,
+    // even) or switching role to another tenant's does not reach b's rows.
+    a.execute_unprepared(&format!("SET tenancy.tenant_id = '{}'", b.id())).await.unwrap();
+    assert_eq!(names(&a).await, ["acme-only", "shared"]);
+    a.execute_unprepared("RESET tenancy.tenant_id").await.unwrap();
+    let b_role = b.tenant().config.login.clone().unwrap().user;
+    let err = a.execute_unprepared(&format!("SET ROLE {}", tenancy::sql::quote_ident(&b_role))).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert_eq!(names(&b).await, ["globex-only", "shared"]);
 }

@@ -156,3 +156,29 @@ async fn layer_resolves_tenants_over_http() {
     assert_eq!(get_with(prefix, &format!("/{c}/projects"), &[]).await.0, 404);
     assert_eq!(get_with(prefix, "/projects", &[]).await.0, 404);
 }
+
+#[tokio::test]
+async fn a_tenant_the_layer_cannot_open_is_a_500_that_names_nothing() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy = pg.tenancy(&dir).await;
+    let good: TenantId = unique_name("good").parse().expect("id");
+    let broken: TenantId = unique_name("broken").parse().expect("id");
+    tokio::join!(database_tenant(&pg, &tenancy, &good, "fine"), database_tenant(&pg, &tenancy, &broken, "unreachable"),);
+    // The registry row no longer says where the tenant's database is.
+    tenancy
+        .master()
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE tenancy_tenants SET config = '{}' WHERE tenant_id = $1",
+            [broken.to_string().into()],
+        ))
+        .await
+        .expect("corrupt the registry row");
+
+    let addr = serve(TenantLayer::new(tenancy, TenantResolver::header("x-tenant")), false).await;
+    let (status, body) = get_with(addr, "/projects", &[("X-Tenant", broken.as_str())]).await;
+    assert_eq!(status, 500);
+    assert_eq!(body, "internal server error\n", "no tenant, path or cause is shown to the client");
+    assert_eq!(get_with(addr, "/projects", &[("X-Tenant", good.as_str())]).await, (200, "fine".to_owned()));
+}

@@ -60,6 +60,12 @@ impl Ctx {
         self.pg.admin_exists("SELECT 1 FROM pg_roles WHERE rolname = $1", role).await
     }
 
+    /// The login role a schema or table tenant `id` gets on this master.
+    async fn login_role(&self, id: &str) -> String {
+        let prefix = tenancy::rls::tenant_role_prefix(self.tenancy.master()).await.unwrap();
+        format!("{prefix}{id}")
+    }
+
     async fn database_exists(&self, db: &str) -> bool {
         self.pg.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", db).await
     }
@@ -189,9 +195,36 @@ async fn schema_tenant_gets_its_schema_and_migrations_inside_it() {
         .create_tenant(tenant(&id, Isolation::Schema), &MigrateOnCreate::new(&Migrator))
         .await
         .expect("create");
-    assert_eq!(created.created, [tenancy::Created::Schema { name: id.clone() }]);
+    let role = ctx.login_role(&id).await;
+    assert_eq!(
+        created.created,
+        [
+            tenancy::Created::Role { name: role.clone(), server: "127.0.0.1:5432".into() },
+            tenancy::Created::Schema { name: id.clone() }
+        ]
+    );
+    assert_eq!(created.tenant.config.login.as_ref().map(|login| login.user.as_str()), Some(role.as_str()));
     assert!(ctx.schema_exists(&id).await);
     let master = ctx.pg.connect().await;
+    // The login role: its schema as search_path, rows of the migrated tables and nothing else.
+    let settings = column_strings(
+        &master,
+        "SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
+         WHERE r.rolname = $1",
+        vec![role.clone().into()],
+    )
+    .await;
+    assert_eq!(settings, [format!("search_path={id}")]);
+    for table in ["projects", "tasks", "comments"] {
+        let privileges = column_strings(
+            &master,
+            "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants \
+             WHERE grantee = $1 AND table_schema = $2 AND table_name = $3",
+            vec![role.clone().into(), id.clone().into(), table.into()],
+        )
+        .await;
+        assert_eq!(privileges, ["DELETE,INSERT,SELECT,UPDATE"], "{table}");
+    }
     let tables = column_strings(
         &master,
         "SELECT table_schema || '.' || table_name FROM information_schema.tables \
@@ -234,6 +267,15 @@ async fn table_and_cache_tenants_on_postgres() {
     )
     .await;
     assert_eq!(rows, ["cached:cache:ready", "tabled:table:ready"]);
+    // The table tenant's login role inherits the application role; the cache tenant has none.
+    let role = ctx.login_role("tabled").await;
+    let app_role = tenancy::rls::app_role(&master).await.unwrap();
+    let member =
+        "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1 AND rolinherit AND pg_has_role(rolname, $2, 'MEMBER')";
+    assert_eq!(count(&master, member, vec![role.into(), app_role.into()]).await, 1);
+    let cached = ctx.tenancy.get_tenant(&"cached".parse().unwrap()).await.unwrap();
+    assert!(cached.config.login.is_none());
+    assert!(!ctx.role_exists(&ctx.login_role("cached").await).await);
 }
 
 #[tokio::test]
@@ -265,14 +307,50 @@ async fn database_mode_failure_after_each_step_leaves_nothing() {
 #[tokio::test]
 async fn schema_mode_failure_after_each_step_leaves_nothing() {
     let Some(ctx) = ctx().await else { return };
-    for step in [ProvisionStep::ClaimId, ProvisionStep::CreateSchema, ProvisionStep::Migrate, ProvisionStep::MarkReady]
-    {
+    for step in [
+        ProvisionStep::ClaimId,
+        ProvisionStep::CreateRole,
+        ProvisionStep::CreateSchema,
+        ProvisionStep::GrantPrivileges,
+        ProvisionStep::Migrate,
+        ProvisionStep::MarkReady,
+    ] {
         let id = unique_name("s");
         let err = ctx.tenancy.create_tenant(tenant(&id, Isolation::Schema), &FailAfter(step)).await.unwrap_err();
         assert!(matches!(&err, Error::ProvisioningFailed { step: s, .. } if *s == step), "{step:?}: {err}");
         assert!(!ctx.registry_ids().await.contains(&id), "{step:?} left a registry row");
         assert!(!ctx.schema_exists(&id).await, "{step:?} left schema {id}");
+        assert!(!ctx.role_exists(&ctx.login_role(&id).await).await, "{step:?} left the login role");
     }
+}
+
+#[tokio::test]
+async fn table_mode_failure_after_each_step_leaves_nothing() {
+    let Some(ctx) = ctx().await else { return };
+    for step in [ProvisionStep::ClaimId, ProvisionStep::CreateRole, ProvisionStep::Migrate, ProvisionStep::MarkReady] {
+        let id = unique_name("t");
+        let err = ctx.tenancy.create_tenant(tenant(&id, Isolation::Table), &FailAfter(step)).await.unwrap_err();
+        assert!(matches!(&err, Error::ProvisioningFailed { step: s, .. } if *s == step), "{step:?}: {err}");
+        assert!(!ctx.registry_ids().await.contains(&id), "{step:?} left a registry row");
+        assert!(!ctx.role_exists(&ctx.login_role(&id).await).await, "{step:?} left the login role");
+    }
+}
+
+#[tokio::test]
+async fn a_left_over_login_role_is_refused_and_kept() {
+    let Some(ctx) = ctx().await else { return };
+    let id = unique_name("left");
+    let role = ctx.login_role(&id).await;
+    ctx.pg.admin.execute_unprepared(&format!("CREATE ROLE \"{role}\"")).await.unwrap();
+    for isolation in [Isolation::Schema, Isolation::Table] {
+        let err =
+            ctx.tenancy.create_tenant(tenant(&id, isolation), &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
+        assert!(matches!(&err, Error::LoginRoleExists { name } if *name == role), "{err}");
+        assert!(err.to_string().starts_with(&format!("Login role '{role}' already exists")), "{err}");
+        assert!(ctx.registry_ids().await.is_empty());
+        assert!(!ctx.schema_exists(&id).await);
+    }
+    assert!(ctx.role_exists(&role).await, "the pre-existing role was dropped");
 }
 
 #[tokio::test]
