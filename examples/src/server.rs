@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
 use sea_orm::prelude::ChronoUtc;
@@ -59,11 +59,17 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
 )]
 pub struct ServeArgs {
     /// Address to listen on, as IP:PORT (port 0 picks a free one; the address is printed)
-    #[arg(long, env = "TENANCY_BIND", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(long, env = "TENANCY_BIND", default_value = "127.0.0.1:8080", value_name = "ADDR", hide_env_values = true)]
     pub bind: SocketAddr,
 
     /// Domain the tenants' subdomains are under: acme.<base> is tenant acme
-    #[arg(long, env = "TENANCY_BASE_DOMAIN", default_value = "localhost", value_name = "DOMAIN")]
+    #[arg(
+        long,
+        env = "TENANCY_BASE_DOMAIN",
+        default_value = "localhost",
+        value_name = "DOMAIN",
+        hide_env_values = true
+    )]
     pub base_domain: String,
 
     /// The master database.
@@ -148,9 +154,9 @@ pub fn router(tenancy: Tenancy, resolver: TenantResolver) -> Router {
         .route("/tenant", get(show_tenant))
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}", get(show_project))
-        .route("/projects/{id}/tasks", axum::routing::post(create_task))
+        .route("/projects/{id}/tasks", post(create_task))
         .route("/tasks/{id}", get(show_task))
-        .route("/tasks/{id}/comments", axum::routing::post(create_comment))
+        .route("/tasks/{id}/comments", post(create_comment))
         .route("/dashboard", get(dashboard))
         .layer(TenantLayer::new(tenancy.clone(), resolver));
     Router::new()
