@@ -9,13 +9,23 @@
 //!   shared, untenanted `plans` table;
 //! * [`migration`]: the migrations, split into the tenant [`Migrator`]
 //!   (run for every tenant) and the [`SharedMigrator`] (run on the master
-//!   database/schema only).
+//!   database/schema only);
+//! * [`server`]: the HTTP service (axum), which serves tenants of all four isolation
+//!   modes from one process behind `tenancy`'s tower layer;
+//! * [`Error`]: what a request or `serve` can fail with.
+//!
+//! Its binaries are three-line shells: `createtenant`, `migratetenant`,
+//! `migratealltenants` and `showtenants` over `tenancy_migrate::cli`, and `serve` over
+//! [`server::serve`].
 
 #![warn(missing_docs)]
 
 pub mod entities;
+mod error;
 pub mod migration;
+pub mod server;
 
+pub use error::Error;
 pub use migration::{Migrator, SharedMigrator};
 
 /// The app's migrators as the tenant commands take them: [`Migrator`] for every tenant

@@ -53,6 +53,12 @@ pub enum TenantResolver {
     /// `axum::ServiceExt::into_make_service`) rather than calling `Router::layer`: axum
     /// routes a request before the layers of its routes run, so they cannot rewrite it.
     PathPrefix,
+    /// Each resolver in turn: the first one that finds a tenant id in the request decides,
+    /// as in `FirstOf(vec![TenantResolver::header("x-tenant"), TenantResolver::Subdomain { .. }])`
+    /// (the header if the request has one, the subdomain otherwise). A later resolver is
+    /// not asked when an earlier one names a tenant that does not exist: the request gets
+    /// the `404`, it never falls through to another tenant.
+    FirstOf(Vec<TenantResolver>),
 }
 
 impl TenantResolver {
@@ -99,6 +105,7 @@ impl TenantResolver {
                 parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
                 Some((id.to_owned(), Some(Uri::from_parts(parts).ok()?)))
             }
+            Self::FirstOf(resolvers) => resolvers.iter().find_map(|resolver| resolver.resolve(request)),
         }
     }
 }
@@ -235,6 +242,24 @@ mod tests {
         let r = TenantResolver::header("x-tenant");
         assert_eq!(resolve(&r, "/", &[("x-tenant", "acme")]), Some(("acme".into(), None)));
         assert_eq!(resolve(&r, "/", &[]), None);
+    }
+
+    #[test]
+    fn first_of() {
+        let r = TenantResolver::FirstOf(vec![
+            TenantResolver::header("x-tenant"),
+            TenantResolver::Subdomain { base_domain: "example.com".into() },
+        ]);
+        let host = ("host", "beta.example.com");
+        assert_eq!(resolve(&r, "/", &[("x-tenant", "acme"), host]), Some(("acme".into(), None)));
+        assert_eq!(resolve(&r, "/", &[host]), Some(("beta".into(), None)));
+        // An unknown id in the header is the request's answer: no fall-through.
+        assert_eq!(resolve(&r, "/", &[("x-tenant", "nobody"), host]), Some(("nobody".into(), None)));
+        assert_eq!(resolve(&r, "/", &[("host", "example.com")]), None);
+        assert_eq!(resolve(&TenantResolver::FirstOf(Vec::new()), "/", &[host]), None);
+        let r = TenantResolver::FirstOf(vec![TenantResolver::header("x-tenant"), TenantResolver::PathPrefix]);
+        assert_eq!(resolve(&r, "/acme/projects", &[]), Some(("acme".into(), Some("/projects".into()))));
+        assert_eq!(resolve(&r, "/acme/projects", &[("x-tenant", "beta")]), Some(("beta".into(), None)));
     }
 
     #[test]

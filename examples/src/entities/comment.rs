@@ -4,7 +4,7 @@ use sea_orm::entity::prelude::*;
 
 /// A comment posted on a task.
 #[tenancy::tenant_scoped]
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
 #[sea_orm(table_name = "comments")]
 pub struct Model {
     /// Auto-incremented primary key.

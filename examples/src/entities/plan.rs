@@ -6,7 +6,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A billing plan.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
 #[sea_orm(table_name = "plans")]
 pub struct Model {
     /// Primary key (assigned explicitly, not auto-incremented).
