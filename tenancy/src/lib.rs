@@ -128,11 +128,20 @@
 //! bounded, least-recently-used cache under a global connection budget
 //! ([`TenancyBuilder::tenant_connection_budget`],
 //! [`TenancyBuilder::connections_per_tenant_pool`]). A cache-isolated tenant's handle
-//! refuses relational calls with a clear error. A table-isolated tenant's handle (on a
-//! PostgreSQL master) runs each statement in a transaction of the master pool bound to
-//! the tenant, under the row-level security [`enable_row_security`] sets up (see
-//! [`rls`]). A schema-isolated tenant's handle (PostgreSQL master) runs each statement in
-//! a transaction of the master pool whose `search_path` is the tenant's schema alone.
+//! refuses relational calls with a clear error.
+//!
+//! Schema- and table-isolated tenants on a PostgreSQL master get a login role of their
+//! own when they are created ([`TenantLogin`]: a random password, stored encrypted). By
+//! default ([`TenantBinding::TenantPools`]) their handles use pools logged in as that
+//! role, cached under the same budget: a schema tenant's role has its schema as
+//! `search_path` and may use no other schema; a table tenant's role is what the
+//! row-level security policies of [`enable_row_security`] compare with (see [`rls`]), and
+//! it has no way around them. A statement then costs what it costs in plain sea-orm, and
+//! the database itself enforces the isolation. [`TenantBinding::SharedTransactions`]
+//! binds them per transaction on the master pool instead (`set_config(..., true)`), for
+//! applications with more busy tenants than pools fit in the budget. Either way nothing
+//! bound to a tenant stays on a connection another tenant can get, so both are safe
+//! behind a transaction-mode pooler such as PgBouncer.
 //! Handles for table isolation on a SQLite master are not implemented yet
 //! ([`Error::HandleNotYetSupported`]).
 //!

@@ -396,3 +396,52 @@ async fn a_table_tenants_login_role_is_unprivileged_and_cannot_rebind_itself() {
     assert!(err.to_string().contains("permission denied"), "{err}");
     assert_eq!(names(&b).await, ["globex-only", "shared"]);
 }
+
+/// One connection for every tenant (the master pool's for shared transactions, the
+/// whole tenant budget for tenant pools): the two tenants take turns on it, with a
+/// rolled-back transaction and a rolled-back savepoint between them.
+async fn one_connection_in_turn(binding: TenantBinding) {
+    let Some(ctx) = ctx(binding).await else { return };
+    let a_id = ctx.table_tenant("acme").await.id().clone();
+    let b_id = ctx.table_tenant("globex").await.id().clone();
+    let single = Tenancy::builder(ctx._pg.url.clone())
+        .secret_key_file(ctx._dir.path().join("key"))
+        .tenant_binding(binding)
+        .max_connections(1)
+        .tenant_connection_budget(1)
+        .connections_per_tenant_pool(1)
+        .connect()
+        .await
+        .expect("connect");
+    let a = single.tenant(&a_id).await.unwrap();
+    let b = single.tenant(&b_id).await.unwrap();
+    add_project(&a, "a1").await;
+    add_project(&b, "b1").await;
+    for round in 0..3 {
+        assert_eq!(names(&a).await, ["a1"], "round {round}");
+        let txn = b.begin().await.unwrap();
+        add_project(&txn, "b-rolled-back").await;
+        assert_eq!(names(&txn).await, ["b-rolled-back", "b1"]);
+        txn.rollback().await.unwrap();
+        assert_eq!(project::Entity::find().count(&a).await.unwrap(), 1);
+        let txn = a.begin().await.unwrap();
+        let savepoint = txn.begin().await.unwrap();
+        add_project(&savepoint, "a-savepoint").await;
+        savepoint.rollback().await.unwrap();
+        assert_eq!(names(&txn).await, ["a1"]);
+        txn.commit().await.unwrap();
+        assert_eq!(names(&b).await, ["b1"]);
+    }
+    assert_eq!(ctx.project_names_of(&a).await, ["a1"]);
+    assert_eq!(ctx.project_names_of(&b).await, ["b1"]);
+}
+
+#[tokio::test]
+async fn one_pooled_master_connection_serves_both_table_tenants_in_turn() {
+    one_connection_in_turn(TenantBinding::SharedTransactions).await;
+}
+
+#[tokio::test]
+async fn a_budget_of_one_connection_serves_both_table_tenants_in_turn() {
+    one_connection_in_turn(TenantBinding::TenantPools).await;
+}
