@@ -11,6 +11,7 @@ use sea_orm::{
 
 use crate::config::DatabaseConfig;
 use crate::pools::PoolEntry;
+use crate::transaction::TenantTransaction;
 use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 
 /// How the handles of schema- and table-isolated tenants on a PostgreSQL master reach
@@ -282,13 +283,29 @@ impl TenantConnection {
     /// before the tenant's tables changed shape (a migration ran meanwhile). If so, the
     /// tenant's pool is closed, so the caller can retry once on new connections: the
     /// statement failed before running, so nothing was done twice.
-    fn stale_plan(&self, err: &DbErr) -> bool {
+    pub(crate) fn stale_plan(&self, err: &DbErr) -> bool {
         let stale = err.to_string().contains("cached plan must not change result type");
         if stale {
             tracing::info!(tenant = %self.inner.tenant.id, "tables changed shape; reopening the tenant's pool");
             self.inner.tenancy.reset_tenant_pool(&self.inner.tenant.id);
         }
         stale
+    }
+}
+
+impl TenantConnection {
+    /// `stmt` as it may run for this tenant: on a SQLite master, statements on
+    /// table-scoped tables of a table-isolated tenant are rewritten to reach only the
+    /// tenant's rows, or refused; everything else is returned as it is.
+    pub(crate) fn scope_statement(&self, stmt: Statement) -> Result<Statement, DbErr> {
+        Ok(stmt)
+    }
+
+    /// [`Self::scope_statement`] for `execute_unprepared`: `Some` statement to run instead
+    /// of `sql`, or `None` to run `sql` as it is.
+    pub(crate) fn scope_unprepared(&self, sql: &str) -> Result<Option<Statement>, DbErr> {
+        let _ = sql;
+        Ok(None)
     }
 }
 
@@ -393,46 +410,38 @@ impl StreamTrait for TenantConnection {
 
 #[async_trait::async_trait]
 impl TransactionTrait for TenantConnection {
-    // The pool's own transaction type: it holds one connection of the tenant's pool for
-    // its whole life, and nests with savepoints as sea-orm's does.
-    type Transaction = DatabaseTransaction;
+    // sea-orm's transaction on the tenant's storage, wrapped so that every statement in it
+    // keeps the handle's guarantees (see `TenantTransaction`).
+    type Transaction = TenantTransaction;
 
-    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        if self.bound() {
-            return self.begin_bound(TransactionOptions::default()).await;
-        }
-        self.lease().await?.connection().begin().await
+    async fn begin(&self) -> Result<TenantTransaction, DbErr> {
+        self.begin_with_options(TransactionOptions::default()).await
     }
 
     async fn begin_with_config(
         &self,
         isolation_level: Option<IsolationLevel>,
         access_mode: Option<AccessMode>,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        if self.bound() {
-            return self.begin_bound(TransactionOptions { isolation_level, access_mode, ..Default::default() }).await;
-        }
-        self.lease().await?.connection().begin_with_config(isolation_level, access_mode).await
+    ) -> Result<TenantTransaction, DbErr> {
+        self.begin_with_options(TransactionOptions { isolation_level, access_mode, ..Default::default() }).await
     }
 
-    async fn begin_with_options(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
-        if self.bound() {
-            return self.begin_bound(options).await;
-        }
-        self.lease().await?.connection().begin_with_options(options).await
+    async fn begin_with_options(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
+        let txn = if self.bound() {
+            self.begin_bound(options).await?
+        } else {
+            self.lease().await?.connection().begin_with_options(options).await?
+        };
+        Ok(TenantTransaction::new(txn, self.clone()))
     }
 
     async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
     where
-        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
+        F: for<'c> FnOnce(&'c TenantTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
-        if self.bound() {
-            return self.bound_transaction(TransactionOptions::default(), callback).await;
-        }
-        let lease = self.lease().await.map_err(TransactionError::Connection)?;
-        lease.connection().transaction(callback).await
+        crate::transaction::run(self.begin().await.map_err(TransactionError::Connection)?, callback).await
     }
 
     async fn transaction_with_config<F, T, E>(
@@ -442,42 +451,11 @@ impl TransactionTrait for TenantConnection {
         access_mode: Option<AccessMode>,
     ) -> Result<T, TransactionError<E>>
     where
-        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
+        F: for<'c> FnOnce(&'c TenantTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
-        if self.bound() {
-            let options = TransactionOptions { isolation_level, access_mode, ..Default::default() };
-            return self.bound_transaction(options, callback).await;
-        }
-        let lease = self.lease().await.map_err(TransactionError::Connection)?;
-        lease.connection().transaction_with_config(callback, isolation_level, access_mode).await
-    }
-}
-
-impl TenantConnection {
-    /// [`TransactionTrait::transaction`] on a tenant-bound transaction: committed when the
-    /// callback succeeds, rolled back when it fails.
-    async fn bound_transaction<F, T, E>(
-        &self,
-        options: TransactionOptions,
-        callback: F,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(&'c DatabaseTransaction) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let txn = self.begin_bound(options).await.map_err(TransactionError::Connection)?;
-        match callback(&txn).await {
-            Ok(value) => {
-                txn.commit().await.map_err(TransactionError::Connection)?;
-                Ok(value)
-            }
-            Err(err) => {
-                txn.rollback().await.map_err(TransactionError::Connection)?;
-                Err(TransactionError::Transaction(err))
-            }
-        }
+        let txn = self.begin_with_config(isolation_level, access_mode).await.map_err(TransactionError::Connection)?;
+        crate::transaction::run(txn, callback).await
     }
 }

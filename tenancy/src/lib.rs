@@ -199,6 +199,7 @@ mod scoped;
 pub mod secret;
 pub mod sql;
 mod tenancy;
+mod transaction;
 
 pub use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantConfig, TenantLogin};
 pub use crate::context::{current, scope, spawn};
@@ -219,6 +220,7 @@ pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMi
 pub use crate::rls::{RowSecurityReport, enable_row_security};
 pub use crate::scoped::{Scope, ScopedModel, TenantScoped, scoped_models};
 pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
+pub use crate::transaction::TenantTransaction;
 pub use tenancy_macros::tenant_scoped;
 
 /// Not public API: what `#[tenant_scoped]`'s generated code calls (semver exempt).

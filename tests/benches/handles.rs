@@ -53,15 +53,12 @@ async fn insert<C: ConnectionTrait>(db: &C, i: usize, tenant: &str) {
     .expect("insert");
 }
 
-async fn transaction<C>(db: &C, id: i32)
-where
-    C: TransactionTrait<Transaction = sea_orm::DatabaseTransaction>,
-{
+async fn transaction<C: TransactionTrait>(db: &C, id: i32) {
     let txn = db.begin().await.expect("begin");
     for k in 0..10 {
         pk_read(&txn, id + k).await;
     }
-    txn.commit().await.expect("commit");
+    sea_orm::TransactionSession::commit(txn).await.expect("commit");
 }
 
 fn median(mut samples: Vec<Duration>) -> f64 {
