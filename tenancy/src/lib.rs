@@ -189,6 +189,7 @@ pub mod rls;
 mod scoped;
 pub mod secret;
 pub mod sql;
+pub(crate) mod sqlite_scope;
 mod tenancy;
 
 pub use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantConfig};
