@@ -272,6 +272,22 @@ pub enum Error {
         isolation: crate::Isolation,
     },
 
+    /// A statement given to a table-isolated tenant's handle on a SQLite master touches a
+    /// table-scoped table in a way tenancy cannot restrict to the tenant's rows (SQLite has
+    /// no row-level security, so such statements are refused rather than run unscoped).
+    #[error(
+        "Tenant '{tenant}': refusing to run a statement on table-scoped table \"{table}\" that tenancy \
+         cannot scope ({reason}); use sea-orm queries or a statement on unscoped tables"
+    )]
+    UnscopableStatement {
+        /// The tenant id.
+        tenant: String,
+        /// The table-scoped table the statement touches.
+        table: String,
+        /// What was refused and why (for example `CREATE TRIGGER`).
+        reason: String,
+    },
+
     /// [`crate::current`] (or [`crate::spawn`]) was called outside any tenant scope.
     #[error(
         "No tenant in scope: wrap the call in `tenancy::scope(tenant, async {{ ... }})`, or pass the \

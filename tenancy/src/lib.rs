@@ -198,6 +198,7 @@ pub mod rls;
 mod scoped;
 pub mod secret;
 pub mod sql;
+pub(crate) mod sqlite_scope;
 mod tenancy;
 mod transaction;
 
