@@ -257,18 +257,16 @@ pub enum Error {
     },
 
     /// [`crate::Tenancy::tenant`] was asked for a handle of a tenant whose isolation mode
-    /// has no handle yet on this master: table isolation on a SQLite master (no row-level
-    /// security there). A SQLite master cannot have schema tenants; a registry claiming one
-    /// gets this error too.
+    /// this master cannot serve: a schema tenant in a SQLite master's registry (schema
+    /// isolation needs PostgreSQL; such a row was not made by `create_tenant`).
     #[error(
-        "Tenant '{tenant}' uses {isolation} isolation: tenant handles for table isolation on a SQLite master \
-         are not implemented yet (database, schema and cache isolation, and table isolation on PostgreSQL, are)"
+        "Tenant '{tenant}' uses {isolation} isolation, which needs a PostgreSQL master database; \
+         this master is SQLite"
     )]
     HandleNotYetSupported {
         /// The tenant id.
         tenant: String,
-        /// The tenant's isolation mode ([`crate::Isolation::Table`], or [`crate::Isolation::Schema`]
-        /// from a SQLite master's registry).
+        /// The tenant's isolation mode ([`crate::Isolation::Schema`]).
         isolation: crate::Isolation,
     },
 

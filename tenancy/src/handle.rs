@@ -117,9 +117,17 @@ pub enum TenantBinding {
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
-/// Handles for [`Isolation::Table`] on a SQLite master (no row-level security there) are
-/// not implemented yet: [`Tenancy::tenant`] returns [`Error::HandleNotYetSupported`].
-/// (A SQLite master cannot have schema tenants at all.)
+/// - [`Isolation::Table`] on a SQLite master, which has no row-level security: the handle
+///   runs statements on the master's shared tables and rewrites every statement that
+///   names a table-scoped table ([`crate::scoped_models`]) so it reaches only the
+///   tenant's rows: reads (joins, subqueries, counts included) see them alone, updates
+///   and deletes are confined to them, inserts get the tenant stamped, and a statement
+///   that would assign another tenant is refused. Raw SQL on those tables is scoped the
+///   same way when it can be proved safe and refused otherwise (DDL, triggers, views,
+///   `INSERT OR REPLACE`, ...) with a [`DbErr::Custom`] naming the table and the reason.
+///   Statements on other tables pass unchanged. Transactions and streams work on the
+///   handle and inside its transactions, scoped alike. (A SQLite master cannot have
+///   schema tenants at all.)
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
 /// mode only, never a credential.
@@ -158,9 +166,8 @@ impl Tenancy {
     /// # Errors
     /// - [`Error::TenantNotFound`] when no tenant has this id;
     /// - [`Error::TenantNotReady`] when the tenant is still being provisioned;
-    /// - [`Error::HandleNotYetSupported`] for tenants in [`Isolation::Table`] when the
-    ///   master is SQLite (which has no row-level security): that handle is not implemented
-    ///   yet (nor for a schema tenant a SQLite master's registry claims to have);
+    /// - [`Error::HandleNotYetSupported`] for a schema tenant a SQLite master's registry
+    ///   claims to have (schema isolation needs PostgreSQL);
     /// - [`Error::CorruptRegistry`] when a database tenant's config does not say where its
     ///   database is (or names a SQLite file while the master is not a SQLite file), or a
     ///   schema tenant's config names no schema;
@@ -181,14 +188,14 @@ impl Tenancy {
             // Nothing relational is reached; the master's backend is as good as any for
             // the statements sea-orm builds before the call is refused.
             Isolation::Cache => self.master().get_database_backend(),
-            Isolation::Table if self.master().get_database_backend() == DbBackend::Postgres => DbBackend::Postgres,
+            Isolation::Table => self.master().get_database_backend(),
             Isolation::Schema if self.master().get_database_backend() == DbBackend::Postgres => {
                 if tenant.config.schema.is_none() {
                     return Err(corrupt("schema tenant without a schema"));
                 }
                 DbBackend::Postgres
             }
-            isolation @ (Isolation::Schema | Isolation::Table) => {
+            isolation @ Isolation::Schema => {
                 return Err(Error::HandleNotYetSupported { tenant: id.to_string(), isolation });
             }
         };
@@ -235,6 +242,7 @@ impl TenantConnection {
     fn bound(&self) -> bool {
         let inner = &*self.inner;
         matches!(inner.tenant.isolation, Isolation::Schema | Isolation::Table)
+            && inner.backend == DbBackend::Postgres
             && (inner.tenancy.tenant_binding() == TenantBinding::SharedTransactions
                 || inner.tenant.config.login.is_none())
     }
@@ -298,15 +306,64 @@ impl TenantConnection {
     /// table-scoped tables of a table-isolated tenant are rewritten to reach only the
     /// tenant's rows, or refused; everything else is returned as it is.
     pub(crate) fn scope_statement(&self, stmt: Statement) -> Result<Statement, DbErr> {
-        Ok(stmt)
+        if !self.sqlite_scoped() {
+            return Ok(stmt);
+        }
+        let tables = scoped_tables()?;
+        crate::sqlite_scope::scope_statement(stmt, self.id().as_str(), &tables).map_err(to_db_err)
     }
 
-    /// [`Self::scope_statement`] for `execute_unprepared`: `Some` statement to run instead
-    /// of `sql`, or `None` to run `sql` as it is.
-    pub(crate) fn scope_unprepared(&self, sql: &str) -> Result<Option<Statement>, DbErr> {
-        let _ = sql;
-        Ok(None)
+    /// [`Self::scope_statement`] for `execute_unprepared`: `Some` statements to run (in
+    /// order, with `execute_raw`) instead of `sql`, or `None` to run `sql` as it is.
+    pub(crate) fn scope_unprepared(&self, sql: &str) -> Result<Option<Vec<Statement>>, DbErr> {
+        if !self.sqlite_scoped() {
+            return Ok(None);
+        }
+        let tables = scoped_tables()?;
+        match crate::sqlite_scope::scope_unprepared(sql, self.id().as_str(), &tables).map_err(to_db_err)? {
+            crate::sqlite_scope::Unprepared::Unchanged => Ok(None),
+            crate::sqlite_scope::Unprepared::Scoped(statements) => Ok(Some(statements)),
+        }
     }
+
+    /// Whether statements are scoped by rewriting: table isolation on a SQLite master.
+    fn sqlite_scoped(&self) -> bool {
+        self.inner.tenant.isolation == Isolation::Table && self.inner.backend == DbBackend::Sqlite
+    }
+
+    /// Runs `sql` through `db`, scoped as [`Self::scope_unprepared`] says; the result of
+    /// the last statement.
+    pub(crate) async fn run_unprepared<C: ConnectionTrait>(&self, db: &C, sql: &str) -> Result<ExecResult, DbErr> {
+        match self.scope_unprepared(sql)? {
+            None => db.execute_unprepared(sql).await,
+            Some(statements) => {
+                let mut last = None;
+                for stmt in statements {
+                    last = Some(db.execute_raw(stmt).await?);
+                }
+                last.ok_or_else(|| DbErr::Custom("no statement to run".to_owned()))
+            }
+        }
+    }
+}
+
+/// The table-scoped models' tables and tenant columns, read from the registry once.
+fn scoped_tables() -> Result<Vec<crate::sqlite_scope::ScopedTable<'static>>, DbErr> {
+    static TABLES: std::sync::OnceLock<Result<Vec<crate::sqlite_scope::ScopedTable<'static>>, String>> =
+        std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        let models = crate::scoped_models().map_err(|err| err.to_string())?;
+        Ok(models
+            .iter()
+            .filter_map(|model| match model.scope() {
+                crate::Scope::Table { column } => {
+                    Some(crate::sqlite_scope::ScopedTable { table: model.table(), column })
+                }
+                crate::Scope::Cache { .. } => None,
+            })
+            .collect())
+    });
+    tables.clone().map_err(DbErr::Custom)
 }
 
 /// A `tenancy` error met while opening a tenant pool, as the `DbErr` sea-orm's traits
@@ -331,6 +388,9 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
+        if self.sqlite_scoped() {
+            return self.inner.tenancy.master().execute_raw(self.scope_statement(stmt)?).await;
+        }
         let result = self.lease().await?.connection().execute_raw(stmt.clone()).await;
         match result {
             Err(err) if self.stale_plan(&err) => self.lease().await?.connection().execute_raw(stmt).await,
@@ -344,6 +404,9 @@ impl ConnectionTrait for TenantConnection {
             let result = txn.execute_unprepared(sql).await?;
             txn.commit().await?;
             return Ok(result);
+        }
+        if self.sqlite_scoped() {
+            return self.run_unprepared(self.inner.tenancy.master(), sql).await;
         }
         let result = self.lease().await?.connection().execute_unprepared(sql).await;
         match result {
@@ -359,6 +422,9 @@ impl ConnectionTrait for TenantConnection {
             txn.commit().await?;
             return Ok(result);
         }
+        if self.sqlite_scoped() {
+            return self.inner.tenancy.master().query_one_raw(self.scope_statement(stmt)?).await;
+        }
         let result = self.lease().await?.connection().query_one_raw(stmt.clone()).await;
         match result {
             Err(err) if self.stale_plan(&err) => self.lease().await?.connection().query_one_raw(stmt).await,
@@ -372,6 +438,9 @@ impl ConnectionTrait for TenantConnection {
             let result = txn.query_all_raw(stmt).await?;
             txn.commit().await?;
             return Ok(result);
+        }
+        if self.sqlite_scoped() {
+            return self.inner.tenancy.master().query_all_raw(self.scope_statement(stmt)?).await;
         }
         let result = self.lease().await?.connection().query_all_raw(stmt.clone()).await;
         match result {
@@ -402,6 +471,9 @@ impl StreamTrait for TenantConnection {
                     self.inner.tenant.id, self.inner.tenant.isolation
                 )));
             }
+            if self.sqlite_scoped() {
+                return self.inner.tenancy.master().stream_raw(self.scope_statement(stmt)?).await;
+            }
             let lease = self.lease().await?;
             lease.connection().stream_raw(stmt).await
         })
@@ -429,6 +501,8 @@ impl TransactionTrait for TenantConnection {
     async fn begin_with_options(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
         let txn = if self.bound() {
             self.begin_bound(options).await?
+        } else if self.sqlite_scoped() {
+            self.inner.tenancy.master().begin_with_options(options).await?
         } else {
             self.lease().await?.connection().begin_with_options(options).await?
         };

@@ -142,8 +142,9 @@
 //! applications with more busy tenants than pools fit in the budget. Either way nothing
 //! bound to a tenant stays on a connection another tenant can get, so both are safe
 //! behind a transaction-mode pooler such as PgBouncer.
-//! Handles for table isolation on a SQLite master are not implemented yet
-//! ([`Error::HandleNotYetSupported`]).
+//! On a SQLite master, which has no row-level security, a table-isolated tenant's handle
+//! rewrites every statement on a table-scoped table (parsed with `sqlparser`) to reach
+//! the tenant's rows alone, stamps inserts, and refuses SQL it cannot scope safely.
 //!
 //! Code deep inside a request reads the tenant from a task-local scope instead of taking
 //! the handle as a parameter: [`scope`] sets it, [`current`] reads it, and [`spawn`]

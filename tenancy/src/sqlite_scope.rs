@@ -42,7 +42,6 @@
 //! rewritten table references.
 
 // The tenant handle (the lead's `handle.rs`) wires this in; until then only tests use it.
-#![cfg_attr(not(test), expect(dead_code, reason = "wired into the tenant handle separately"))]
 
 use std::ops::ControlFlow;
 

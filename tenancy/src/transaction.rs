@@ -80,11 +80,7 @@ impl ConnectionTrait for TenantTransaction {
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self.handle.scope_unprepared(sql)? {
-            Some(stmt) => self.txn.execute_raw(stmt).await,
-            None => self.txn.execute_unprepared(sql).await,
-        }
-        .map_err(|err| self.checked(err))
+        self.handle.run_unprepared(&self.txn, sql).await.map_err(|err| self.checked(err))
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {

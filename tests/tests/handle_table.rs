@@ -17,7 +17,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, NotSet, PaginatorTrait,
     QueryFilter, Set, Statement, TransactionError, TransactionTrait, Unchanged,
 };
-use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
+use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
 
@@ -351,18 +351,83 @@ async fn row_security_is_forced_and_the_app_role_is_unprivileged() {
 }
 
 #[tokio::test]
-async fn table_handles_on_a_sqlite_master_are_not_supported_yet() {
+async fn table_tenants_on_a_sqlite_master_see_only_their_rows() {
     let dir = TempDir::new();
     let tenancy =
         Tenancy::builder(dir.sqlite_master_url()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
-    let id: TenantId = unique_name("tably").parse().unwrap();
-    let new =
-        NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: false };
-    tenancy.create_tenant(new, &()).await.unwrap();
-    let err = tenancy.tenant(&id).await.unwrap_err();
-    assert!(matches!(&err, Error::HandleNotYetSupported { isolation: Isolation::Table, .. }), "{err}");
+    let mut handles = Vec::new();
+    for prefix in ["acme", "globex"] {
+        let id: TenantId = unique_name(prefix).parse().unwrap();
+        let new =
+            NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: true };
+        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap();
+        handles.push(tenancy.tenant(&id).await.unwrap());
+    }
+    let (a, b) = (&handles[0], &handles[1]);
+    assert_eq!(a.get_database_backend(), DbBackend::Sqlite);
+    let a_projects = seed(a, "acme").await;
+    seed(b, "globex").await;
+    add_project(b, "globex-extra").await;
     let report = tenancy::enable_row_security(tenancy.master()).await.unwrap();
-    assert!(report.secured.is_empty());
+    assert!(report.secured.is_empty(), "SQLite has no row-level security");
+
+    // What the master holds: every row stamped with its tenant.
+    let master = tenancy.master();
+    let owners = |table: &str| {
+        let sql = format!("SELECT tenant_id FROM {table} ORDER BY tenant_id");
+        async move { column_strings(master, &sql, vec![]).await }
+    };
+    assert_eq!(owners("projects").await.iter().filter(|t| **t == a.id().as_str()).count(), 2);
+    assert_eq!(owners("projects").await.iter().filter(|t| **t == b.id().as_str()).count(), 3);
+
+    // Finds, filters, counts, joins, raw SQL with the filter forgotten, streams.
+    assert_eq!(names(a).await, ["acme-only", "shared"]);
+    assert_eq!(names(b).await, ["globex-extra", "globex-only", "shared"]);
+    assert_eq!(project::Entity::find().count(a).await.unwrap(), 2);
+    let shared = project::Entity::find().filter(project::Column::Name.eq("shared")).all(b).await.unwrap();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].tenant_id, b.id().as_str());
+    let with_tasks = project::Entity::find().find_with_related(task::Entity).all(a).await.unwrap();
+    assert_eq!(with_tasks.len(), 2);
+    assert!(with_tasks.iter().all(|(p, tasks)| p.tenant_id == a.id().as_str() && tasks.len() == 1));
+    let rows = b.query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT * FROM projects")).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|row| row.try_get::<String>("", "tenant_id").unwrap() == b.id().as_str()));
+    let by_other_id = project::Entity::find_by_id(a_projects[0].id).one(b).await.unwrap();
+    assert!(by_other_id.is_none(), "a's project id finds nothing for b");
+    let streamed: Vec<_> = project::Entity::find().stream(a).await.unwrap().collect().await;
+    assert_eq!(streamed.len(), 2);
+
+    // Writes stay with the tenant; moving a row to another tenant is refused.
+    let updated = project::Entity::update_many().col_expr(project::Column::Name, Expr::value("renamed")).exec(a).await;
+    assert_eq!(updated.unwrap().rows_affected, 2);
+    assert_eq!(names(b).await, ["globex-extra", "globex-only", "shared"]);
+    let deleted = comment::Entity::delete_many().exec(b).await.unwrap();
+    assert_eq!(deleted.rows_affected, 2);
+    assert_eq!(comment::Entity::find().count(a).await.unwrap(), 2);
+    a.execute_unprepared("DELETE FROM tasks WHERE title LIKE '%task'").await.unwrap();
+    assert_eq!(task::Entity::find().count(a).await.unwrap(), 0);
+    assert_eq!(task::Entity::find().count(b).await.unwrap(), 2);
+    let moved = project::Entity::update_many()
+        .col_expr(project::Column::TenantId, Expr::value(b.id().as_str()))
+        .exec(a)
+        .await
+        .unwrap_err();
+    assert!(moved.to_string().contains("refusing"), "{moved}");
+    let ddl = a.execute_unprepared("DROP TABLE projects").await.unwrap_err();
+    assert!(ddl.to_string().contains("projects") && ddl.to_string().contains("refusing"), "{ddl}");
+
+    // Transactions and savepoints are scoped alike.
+    let txn = a.begin().await.unwrap();
+    add_project(&txn, "kept").await;
+    let nested = txn.begin().await.unwrap();
+    add_project(&nested, "dropped").await;
+    assert_eq!(names(&nested).await, ["dropped", "kept", "renamed", "renamed"]);
+    nested.rollback().await.unwrap();
+    assert_eq!(project::Entity::find().count(&txn).await.unwrap(), 3);
+    txn.commit().await.unwrap();
+    assert_eq!(names(b).await, ["globex-extra", "globex-only", "shared"]);
+    assert_eq!(owners("projects").await.len(), 6);
 }
 
 #[tokio::test]
