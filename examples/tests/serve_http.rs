@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
-use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
+use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir};
 
@@ -384,7 +384,7 @@ fn run(bin: &str, dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Output 
 /// The README's path: the SQLite default master in the working folder, tenants made with
 /// `createtenant`, the shared tables with `migratealltenants`, then `serve`.
 #[tokio::test]
-async fn sqlite_default_master_serves_database_and_cache_tenants() {
+async fn sqlite_default_master_serves_database_table_and_cache_tenants() {
     let dir = TempDir::new();
     let create = env!("CARGO_BIN_EXE_createtenant");
     for (id, isolation) in [
@@ -406,17 +406,6 @@ async fn sqlite_default_master_serves_database_and_cache_tenants() {
     let master = format!("sqlite://{}/tenancy.db?mode=rwc", dir.path().display());
     let tenancy = Tenancy::builder(master).secret_key_file(dir.path().join("secret.key")).connect().await.unwrap();
 
-    // Table isolation on a SQLite master has no handle yet (no row-level security there):
-    // its pair is served only once `Tenancy::tenant` supports it.
-    let table_ready = match tenancy.tenant(&"table_acme".parse::<TenantId>().unwrap()).await {
-        Ok(_) => true,
-        Err(tenancy::Error::HandleNotYetSupported { isolation: Isolation::Table, .. }) => {
-            eprintln!("NOTE: table isolation on a SQLite master has no handle yet; its pair is not served");
-            false
-        }
-        Err(err) => panic!("table tenant handle: {err}"),
-    };
-
     let server = Server::start(&dir, &[]);
     assert!(dir.path().join("tenancy.db").exists(), "the default master is ./tenancy.db");
     untenanted(&server);
@@ -424,11 +413,8 @@ async fn sqlite_default_master_serves_database_and_cache_tenants() {
     cache_pair(&server, "cache_acme", "cache_globex");
     assert_storage(&tenancy, &[("db_acme", &da)], &["db_acme"]).await;
     assert_storage(&tenancy, &[("db_globex", &db)], &["db_globex"]).await;
-    let (ta, tb) =
-        if table_ready { relational_pair(&server, "table_acme", "table_globex", "table") } else { Default::default() };
-    if table_ready {
-        assert_storage(&tenancy, &[("table_acme", &ta), ("table_globex", &tb)], &["table_acme", "table_globex"]).await;
-    }
+    let (ta, tb) = relational_pair(&server, "table_acme", "table_globex", "table");
+    assert_storage(&tenancy, &[("table_acme", &ta), ("table_globex", &tb)], &["table_acme", "table_globex"]).await;
     server.stop();
 }
 
