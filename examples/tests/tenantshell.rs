@@ -171,6 +171,13 @@ async fn dash_c_sees_only_its_tenant_in_schema_and_table_modes() {
     let tables: Vec<String> = text(&out.stdout).lines().skip(2).map(|l| l.trim().to_owned()).collect();
     assert_eq!(tables, ["comments", "projects", "seaql_migrations", "tasks", "tenant_users", "(5 rows)"]);
 
+    // One statement per input: a second one smuggled in after a semicolon is refused by
+    // PostgreSQL, so it cannot undo the tenant binding; nothing of the input ran.
+    let out = shell(&f.dir, &f.pg.url, &[ta, "-c", "UPDATE projects SET name = 'x'; RESET ROLE; DELETE FROM projects"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "Error: cannot insert multiple commands into a prepared statement\n");
+    assert_eq!(count(&master, "SELECT COUNT(*) FROM public.projects WHERE name <> 'x'", vec![]).await, 5);
+
     // Unknown and cache tenants.
     let out = shell(&f.dir, &f.pg.url, &["nosuchtenant", "-c", "SELECT 1"]);
     assert_eq!(out.status.code(), Some(6));

@@ -30,9 +30,10 @@ pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
 /// of the shared tables (row-level security), through the same handle the application
 /// uses.
 ///
-/// End a statement with ';' (a line without one continues on the next). Each statement
-/// runs in a transaction of its own; BEGIN/COMMIT and session settings (SET, RESET) are
-/// refused, since they would outlive the statement on a pooled connection. Commands:
+/// End a statement with ';' (a line without one continues on the next). One statement at
+/// a time, each in a transaction of its own; BEGIN/COMMIT and session settings (SET,
+/// RESET) are refused, since they would outlive the statement on a pooled connection or
+/// undo the tenant binding. Commands:
 /// \dt lists the tenant's tables, \? shows help, \q (or Ctrl-D) quits; Ctrl-C discards
 /// the line being typed. A failing statement prints its error and the shell goes on.
 #[derive(Debug, Clone, Parser)]
@@ -210,7 +211,9 @@ async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<Stri
         let rows = db.query_all_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
         Ok(format_rows(&rows))
     } else {
-        let result = db.execute_unprepared(sql).await.map_err(|e| message(&e))?;
+        // Prepared, like queries: PostgreSQL then runs exactly one statement, so the guard
+        // above cannot be sidestepped by a `RESET ROLE` after a semicolon.
+        let result = db.execute_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
         let n = result.rows_affected();
         Ok(format!("OK, {n} row{} affected\n", if n == 1 { "" } else { "s" }))
     }
