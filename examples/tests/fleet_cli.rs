@@ -79,14 +79,14 @@ async fn fleet_commands_end_to_end() {
     assert_eq!(rows[0]["isolation"], "database");
     assert_eq!(rows[0]["status"], "ready");
     assert!(rows[0]["location"].as_str().unwrap().contains("127.0.0.1:5432"));
-    assert_eq!(rows[1]["pending"].as_array().unwrap().len(), 2);
+    assert_eq!(rows[1]["pending"].as_array().unwrap().len(), 3);
     assert_eq!(rows[1]["applied"], 0);
     assert!(!text(&out.stdout).contains("very secret") && !text(&out.stdout).contains("v1:"));
 
     // --plan touches nothing.
     let out = command(all, &pg, &dir, &["--plan"]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("f1 (schema): 2 pending"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("f1 (schema): 3 pending"), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("Plan: 4 of 4 tenant(s) have pending migrations"), "{}", text(&out.stdout));
     assert_eq!(
         count(&master, "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'seaql_migrations'", vec![])
@@ -103,7 +103,8 @@ async fn fleet_commands_end_to_end() {
     assert!(stdout.contains("✓ master: shared migrations applied (m20260101_000003_create_plans)"), "{stdout}");
     assert!(
         stdout.contains(
-            "✓ f0db: migrated (m20260101_000001_create_projects_and_tasks, m20260101_000002_create_comments)"
+            "✓ f0db: migrated (m20260101_000001_create_projects_and_tasks, m20260101_000002_create_comments, \
+             m20260101_100001_tenancy_create_tenant_users)"
         ),
         "{stdout}"
     );
@@ -222,6 +223,6 @@ async fn two_migratealltenants_processes_at_once() {
     }
     let master = pg.connect().await;
     for id in &ids {
-        assert_eq!(count(&master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 2);
+        assert_eq!(count(&master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 3);
     }
 }

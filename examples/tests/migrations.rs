@@ -43,7 +43,7 @@ async fn tenant_migrations_up_down_up_and_relations() {
 
     Migrator::up(&db, None).await.expect("second up");
     assert!(Migrator::get_pending_migrations(&db).await.expect("pending").is_empty());
-    assert_eq!(Migrator::get_applied_migrations(&db).await.expect("applied").len(), 2);
+    assert_eq!(Migrator::get_applied_migrations(&db).await.expect("applied").len(), 3);
 
     let now = ChronoUtc::now();
     let project = project::ActiveModel {

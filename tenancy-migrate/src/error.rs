@@ -54,6 +54,80 @@ pub enum Error {
     /// The person at the terminal pressed Esc or Ctrl-C.
     #[error("Cancelled; nothing was created")]
     Cancelled,
+
+    /// A username that the accounts rules refuse.
+    #[error("Invalid username '{given}': {reason}")]
+    InvalidUsername {
+        /// The username given.
+        given: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An email address that is not of the form `local@domain.tld`.
+    #[error("Invalid email address '{given}': expected the form name@example.com")]
+    InvalidEmail {
+        /// The address given.
+        given: String,
+    },
+
+    /// A password that the policy refuses (the password itself is never part of the message).
+    #[error("The password is too weak: {reason}")]
+    WeakPassword {
+        /// The rule that failed.
+        reason: String,
+    },
+
+    /// The tenant has a user with this username already.
+    #[error("A user named '{username}' already exists in tenant '{tenant}'")]
+    UsernameTaken {
+        /// The tenant id.
+        tenant: String,
+        /// The username.
+        username: String,
+    },
+
+    /// The tenant uses cache isolation: it has no tables, so no users and no SQL.
+    #[error(
+        "Tenant '{tenant}' uses cache isolation and has no relational storage; {what} needs a database, schema or table tenant"
+    )]
+    NoRelationalStorage {
+        /// The tenant id.
+        tenant: String,
+        /// What was asked for ("a superuser", "the tenant shell").
+        what: &'static str,
+    },
+
+    /// No tenant is ready to choose from.
+    #[error("No ready tenant with relational storage to choose from; create one with createtenant")]
+    NoTenants,
+
+    /// The tenant's user table could not be read or written.
+    #[error(
+        "Cannot use the user table of tenant '{tenant}' (with the accounts module: add \
+         tenancy_migrate::accounts::migrations() to the tenant migrator and run migratetenant)"
+    )]
+    Accounts {
+        /// The tenant id.
+        tenant: String,
+        /// The database error.
+        #[source]
+        source: sea_orm::DbErr,
+    },
+
+    /// Hashing the password failed (the system's random source or the hasher).
+    #[error("Cannot hash the password: {reason}")]
+    PasswordHash {
+        /// The hasher's message (never containing the password).
+        reason: String,
+    },
+
+    /// A statement given to the tenant shell with `-c` failed.
+    #[error("{message}")]
+    Statement {
+        /// The database's message.
+        message: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -108,8 +182,20 @@ impl Error {
                 _ => exit_code::FAILED,
             },
             Error::Cancelled => exit_code::CANCELLED,
-            Error::NothingToResume | Error::NotReady { .. } => exit_code::INVALID_INPUT,
-            Error::Migration { .. } | Error::Prompt { .. } | Error::SharedMigration { .. } => exit_code::FAILED,
+            Error::NothingToResume
+            | Error::NotReady { .. }
+            | Error::InvalidUsername { .. }
+            | Error::InvalidEmail { .. }
+            | Error::WeakPassword { .. }
+            | Error::NoRelationalStorage { .. } => exit_code::INVALID_INPUT,
+            Error::UsernameTaken { .. } => exit_code::ALREADY_EXISTS,
+            Error::NoTenants => exit_code::NOT_FOUND,
+            Error::Migration { .. }
+            | Error::Prompt { .. }
+            | Error::SharedMigration { .. }
+            | Error::Accounts { .. }
+            | Error::PasswordHash { .. }
+            | Error::Statement { .. } => exit_code::FAILED,
         }
     }
 }

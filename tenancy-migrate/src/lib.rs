@@ -30,7 +30,14 @@
 //!
 //! The application's binaries are thin shells over [`cli`]; see there for the commands,
 //! their flags and exit codes.
+//!
+//! ## Accounts
+//!
+//! [`accounts`] is an optional `tenant_users` table (a migration for the tenant migrator
+//! and a `#[tenant_scoped]` entity) that `createtenantsuperuser` writes administrators to;
+//! an application with its own user table implements [`accounts::SuperuserStore`] instead.
 
+pub mod accounts;
 pub mod cli;
 mod error;
 pub mod fleet;

@@ -84,7 +84,7 @@ async fn every_mode_migrates_then_reports_nothing_pending() {
     assert!(ctx.schema_table_exists("public", "plans").await, "shared migrations ran on the master");
     let a = ctx.tenancy.get_tenant(&"a_db".parse().unwrap()).await.unwrap();
     let a_db = ctx.tenancy.connect_storage(&a).await.unwrap().unwrap();
-    assert_eq!(count(&a_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+    assert_eq!(count(&a_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 3);
     a_db.close().await.unwrap();
 
     let second = run(&ctx, &migrators, FleetOptions::default()).await;
@@ -95,7 +95,7 @@ async fn every_mode_migrates_then_reports_nothing_pending() {
     let ledger = ctx.tenancy.migration_ledger(first.run_id).await.unwrap();
     assert_eq!(ledger.len(), 4);
     let b = ledger.iter().find(|e| e.tenant_id == "b_schema").unwrap();
-    assert_eq!(b.migrations.len(), 2);
+    assert_eq!(b.migrations.len(), 3);
     assert_eq!(ctx.tenancy.last_migration_run().await.unwrap().unwrap().id, second.run_id);
 }
 
@@ -168,7 +168,7 @@ async fn a_failing_tenant_is_in_the_ledger_and_resume_finishes_the_job() {
     let by_id: Vec<(String, TenantOutcome)> = ledger.iter().map(|e| (e.tenant_id.clone(), e.outcome)).collect();
     assert_eq!(by_id, outcomes(&report));
     assert!(ledger[1].detail.as_deref().unwrap().contains("tenant_id"));
-    assert_eq!(ledger[0].migrations.len(), 3);
+    assert_eq!(ledger[0].migrations.len(), 4);
 
     // Fix t2, resume: only the unfinished tenants run.
     ctx.master.execute_unprepared("DROP TABLE t2.audit").await.unwrap();
@@ -183,7 +183,7 @@ async fn a_failing_tenant_is_in_the_ledger_and_resume_finishes_the_job() {
     );
     assert!(resumed.succeeded());
     for id in ["t1", "t2", "t3", "t4"] {
-        assert_eq!(count(&ctx.master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 3);
+        assert_eq!(count(&ctx.master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 4);
     }
 }
 
@@ -232,7 +232,7 @@ async fn two_runs_at_once_never_migrate_a_tenant_twice() {
             .filter(|r| r.tenants.iter().any(|t| t.tenant.as_str() == id && t.outcome == TenantOutcome::Migrated))
             .count();
         assert_eq!(migrated, 1, "{id} migrated by {migrated} runs");
-        assert_eq!(count(&ctx.master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 2);
+        assert_eq!(count(&ctx.master, &format!("SELECT COUNT(*) FROM {id}.seaql_migrations"), vec![]).await, 3);
     }
 }
 
@@ -295,7 +295,7 @@ async fn failing_shared_migrations_touch_no_tenant_and_plan_touches_nothing() {
     // The plan lists what would run and creates nothing, not even the migration table.
     let plans = plan(&ctx.tenancy, &migrators, &FleetOptions::default()).await.unwrap();
     assert_eq!(plans.len(), 1);
-    assert_eq!(plans[0].pending.len(), 2);
+    assert_eq!(plans[0].pending.len(), 3);
     assert!(!ctx.schema_table_exists("s1", "seaql_migrations").await);
 
     // An incompatible `plans` table makes the shared migration fail.

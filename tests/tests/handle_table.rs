@@ -328,7 +328,7 @@ async fn row_security_is_forced_and_the_app_role_is_unprivileged() {
     for _ in 0..2 {
         let report = tenancy::enable_row_security(ctx.tenancy.master()).await.expect("enable row security");
         let tables: Vec<&str> = report.secured.iter().map(|(table, _)| table.as_str()).collect();
-        assert_eq!(tables, ["comments", "projects", "tasks"]);
+        assert_eq!(tables, ["comments", "projects", "tasks", "tenant_users"]);
         assert!(report.secured.iter().all(|(_, column)| column == "tenant_id"));
         assert!(report.missing.is_empty(), "{:?}", report.missing);
     }

@@ -129,7 +129,7 @@ async fn database_tenant_gets_role_database_grants_and_migrations() {
     let tenant_url = format!("postgres://{user}:{}@127.0.0.1:5432/{name}", "s3cret%20pass%27word");
     let tenant_db = Database::connect(tenant_url).await.expect("tenant role logs in with its password");
     let applied = column_strings(&tenant_db, "SELECT version FROM seaql_migrations ORDER BY version", vec![]).await;
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
     let owners = column_strings(
         &tenant_db,
         "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('projects','tasks','comments')",
@@ -182,7 +182,7 @@ async fn existing_database_is_adopted_after_a_connection_check() {
     let created = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("adopt");
     assert!(created.created.is_empty(), "adopting creates nothing: {:?}", created.created);
     let tenant_db = Database::connect(format!("postgres://{user}:right@127.0.0.1:5432/{name}")).await.unwrap();
-    assert_eq!(count(&tenant_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+    assert_eq!(count(&tenant_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 3);
     tenant_db.close().await.unwrap();
 }
 
@@ -236,7 +236,7 @@ async fn schema_tenant_gets_its_schema_and_migrations_inside_it() {
         ["comments", "projects", "seaql_migrations", "tasks"].iter().map(|t| format!("{id}.{t}")).collect();
     assert_eq!(tables, expected, "nothing may land in public");
     let applied = count(&master, &format!("SELECT COUNT(*) FROM \"{id}\".seaql_migrations"), vec![]).await;
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ async fn table_tenant_migrates_the_shared_tables_once() {
         .create_tenant(new_tenant("globex", Isolation::Table), &MigrateOnCreate::new(&Migrator))
         .await
         .expect("second table tenant");
-    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 3);
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn database_tenant_gets_its_own_file_beside_the_master() {
     for table in ["projects", "tasks", "comments", "seaql_migrations"] {
         assert!(tables.contains(&table.to_owned()), "{table} missing from {tables:?}");
     }
-    assert_eq!(count(&tenant_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 2);
+    assert_eq!(count(&tenant_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 3);
     // The master got no application tables.
     assert!(!table_names(tenancy.master()).await.contains(&"projects".to_owned()));
     let config = column_strings(tenancy.master(), "SELECT config FROM tenancy_tenants", vec![]).await;

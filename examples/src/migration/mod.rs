@@ -4,7 +4,8 @@
 //! There are two migrators:
 //!
 //! * [`Migrator`] holds the *tenant* migrations (`projects`, `tasks`,
-//!   `comments`). The framework runs it once per tenant schema/database (the
+//!   `comments`, and the accounts module's `tenant_users`). The framework
+//!   runs it once per tenant schema/database (the
 //!   schema being selected through `search_path`, never named here), or once
 //!   in the shared schema in table-isolation mode.
 //! * [`SharedMigrator`] holds the *shared* migrations (`plans`), which only run
@@ -36,10 +37,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
+        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![
             Box::new(m20260101_000001_create_projects_and_tasks::Migration),
             Box::new(m20260101_000002_create_comments::Migration),
-        ]
+        ];
+        // The accounts module's `tenant_users`, which `createtenantsuperuser` writes to.
+        migrations.extend(tenancy_migrate::accounts::migrations());
+        migrations
     }
 }
 

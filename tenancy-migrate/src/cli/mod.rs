@@ -19,27 +19,33 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success |
-//! | 1 | the work failed; what the run created was removed again |
-//! | 2 | invalid input (flag, id, isolation, name, port), or a missing value with no terminal to ask on |
-//! | 3 | the tenant, its database, role or schema exists already |
+//! | 1 | the work failed; what the run created was removed again (`tenantshell -c`: the statement failed) |
+//! | 2 | invalid input (flag, id, isolation, name, port, username, email, weak password, a cache tenant where tables are needed), or a missing value with no terminal to ask on |
+//! | 3 | the tenant, its database, role or schema exists already; the username exists in the tenant |
 //! | 4 | a database server cannot be reached or refused the credentials |
 //! | 5 | the secret key cannot be read or created |
 //! | 6 | no such tenant |
 //! | 130 | cancelled at a prompt (Esc, Ctrl-C) or interrupted |
 
 mod createtenant;
+mod createtenantsuperuser;
 mod migratealltenants;
 mod migratetenant;
 mod prompt;
 mod showtenants;
+mod tenantshell;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenant_with_args};
+pub use createtenantsuperuser::{
+    CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
+};
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
+pub use tenantshell::{DEFAULT_HISTORY_FILE, HISTORY_ENV, TenantShellArgs, tenantshell, tenantshell_with_args};
 
 use crate::Error;
 

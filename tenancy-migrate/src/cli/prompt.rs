@@ -20,6 +20,11 @@ impl Prompter {
         Self { interactive: !no_input && std::io::stdin().is_terminal(), no_input }
     }
 
+    /// Whether prompts can be shown (a terminal, and no --no-input).
+    pub(crate) fn is_interactive(&self) -> bool {
+        self.interactive
+    }
+
     /// The error for a value that is missing and cannot be asked for.
     pub(crate) fn missing(&self, what: &str, flag: &str) -> Error {
         let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
@@ -128,6 +133,40 @@ impl Prompter {
                     Validation::Valid
                 })
             })
+            .prompt()
+            .map(tenancy::secret::Password::new)
+            .map_err(|err| prompt_error(message, err))
+    }
+
+    /// A new password: typed hidden (nothing echoed, not even its length), checked by
+    /// `validate` (asked again with the reason when it fails), then typed a second time;
+    /// a mismatch starts over.
+    pub(crate) fn new_password(
+        &self,
+        message: &str,
+        again: &str,
+        what: &str,
+        env: &str,
+        validate: impl Fn(&str) -> std::result::Result<(), String> + Clone + 'static,
+    ) -> Result<tenancy::secret::Password> {
+        if !self.interactive {
+            let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
+            return Err(Error::Tenancy(tenancy::Error::Missing {
+                what: format!("{what}: set {env} ({why}; passwords are never taken from flags)"),
+            }));
+        }
+        let validator = move |input: &str| {
+            Ok(match validate(input) {
+                Ok(()) => Validation::Valid,
+                Err(message) => Validation::Invalid(message.into()),
+            })
+        };
+        Password::new(message)
+            .with_render_config(render_config())
+            .with_display_mode(PasswordDisplayMode::Hidden)
+            .with_custom_confirmation_message(again)
+            .with_custom_confirmation_error_message("The passwords do not match; type it again")
+            .with_validator(validator)
             .prompt()
             .map(tenancy::secret::Password::new)
             .map_err(|err| prompt_error(message, err))

@@ -1,0 +1,437 @@
+//! `tenantshell <tenant_id>`: an SQL prompt bound to one tenant, Django's `shell` with a
+//! tenant context.
+//!
+//! Every statement runs through the tenant's handle ([`tenancy::TenantConnection`]), the
+//! same one the application uses: the tenant's own database, its schema as the only
+//! `search_path` entry, or (table isolation) the shared tables under row-level security
+//! with the tenant bound. So a plain `SELECT * FROM projects` shows that tenant's
+//! projects only.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use rustyline::error::ReadlineError;
+use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
+use tenancy::{Isolation, Tenancy, TenantConnection, TenantId};
+
+use crate::{Error, Result};
+
+/// Environment variable naming the history file (`--history-file`).
+pub const HISTORY_ENV: &str = "TENANCY_SHELL_HISTORY";
+
+/// The history file in the home folder, when neither --history-file nor
+/// TENANCY_SHELL_HISTORY names one.
+pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
+
+/// An interactive SQL prompt bound to one tenant: its database, its schema, or its rows
+/// of the shared tables (row-level security), through the same handle the application
+/// uses.
+///
+/// End a statement with ';' (a line without one continues on the next). One statement at
+/// a time, each in a transaction of its own; BEGIN/COMMIT and session settings (SET,
+/// RESET) are refused, since they would outlive the statement on a pooled connection or
+/// undo the tenant binding. Commands:
+/// \dt lists the tenant's tables, \? shows help, \q (or Ctrl-D) quits; Ctrl-C discards
+/// the line being typed. A failing statement prints its error and the shell goes on.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tenantshell",
+    after_help = "Environment:\n  \
+        DATABASE_URL               master database (default: sqlite://tenancy.db?mode=rwc)\n  \
+        TENANCY_SHELL_HISTORY      history file (default: ~/.tenancy_shell_history)\n  \
+        TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password\n\n\
+        Exit codes:\n  \
+        0 done; 1 the -c statement failed; 2 invalid input (tenant id, cache tenant); 4 cannot connect;\n  \
+        5 secret key unreadable; 6 no such tenant"
+)]
+pub struct TenantShellArgs {
+    /// The tenant whose data the shell works on
+    pub tenant_id: String,
+
+    /// Run this one statement (or backslash command), print its result and exit: 0 on
+    /// success, 1 if it failed
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub command: Option<String>,
+
+    /// Where the history of typed lines is kept
+    #[arg(long, value_name = "PATH", env = HISTORY_ENV)]
+    pub history_file: Option<PathBuf>,
+
+    /// Keep no history (nothing is read or written)
+    #[arg(long)]
+    pub no_history: bool,
+
+    /// The master database.
+    #[command(flatten)]
+    pub master: super::MasterArgs,
+}
+
+/// Runs `tenantshell` with the process's arguments.
+pub async fn tenantshell() -> ExitCode {
+    tenantshell_with_args(TenantShellArgs::parse()).await
+}
+
+/// Runs `tenantshell` with parsed arguments; returns the exit code.
+pub async fn tenantshell_with_args(args: TenantShellArgs) -> ExitCode {
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => super::report_error(&err),
+    }
+}
+
+async fn run(args: TenantShellArgs) -> Result<()> {
+    let id: TenantId = args.tenant_id.parse()?;
+    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let db = tenancy.tenant(&id).await?;
+    if db.isolation() == Isolation::Cache {
+        return Err(Error::NoRelationalStorage { tenant: id.to_string(), what: "the tenant shell" });
+    }
+    if let Some(command) = &args.command {
+        let output = execute(&db, command).await.map_err(|message| Error::Statement { message })?;
+        print!("{output}");
+        return Ok(());
+    }
+    let history = if args.no_history {
+        None
+    } else {
+        args.history_file
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(DEFAULT_HISTORY_FILE)))
+    };
+    if std::io::stdin().is_terminal() {
+        println!(
+            "Tenant '{id}' ({} isolation, {}). Type \\? for help, \\q to quit.",
+            db.isolation(),
+            tenancy.describe_location(db.tenant())
+        );
+    }
+    let runtime = tokio::runtime::Handle::current();
+    // rustyline blocks on the terminal: the loop runs on a blocking thread and drives each
+    // statement on the runtime from there.
+    tokio::task::spawn_blocking(move || repl(&runtime, &db, history)).await.map_err(|_| Error::Cancelled)?
+}
+
+/// Reads lines until `\q` or end of input, running each complete statement.
+fn repl(runtime: &tokio::runtime::Handle, db: &TenantConnection, history: Option<PathBuf>) -> Result<()> {
+    let config = rustyline::Config::builder().auto_add_history(false).build();
+    let mut editor = rustyline::DefaultEditor::with_config(config)
+        .map_err(|err| Error::Statement { message: format!("cannot open the terminal: {err}") })?;
+    if let Some(path) = &history {
+        // A first run has no history yet; any other read problem only costs the history.
+        let _ = editor.load_history(path);
+    }
+    let tenant = db.id().to_string();
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() { format!("{tenant}=> ") } else { format!("{tenant}-> ") };
+        let line = match editor.readline(&prompt) {
+            Ok(line) => line,
+            // Ctrl-C: drop what was being typed, as psql does.
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(err) => {
+                eprintln!("ERROR: cannot read the terminal: {err}");
+                break;
+            }
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(trimmed);
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            if trimmed == "\\q" {
+                break;
+            }
+            report(runtime.block_on(execute(db, trimmed)));
+            continue;
+        }
+        if !buffer.is_empty() {
+            buffer.push('\n');
+        }
+        buffer.push_str(trimmed);
+        if buffer.ends_with(';') {
+            let statement = std::mem::take(&mut buffer);
+            report(runtime.block_on(execute(db, &statement)));
+        }
+    }
+    if let Some(path) = &history
+        && let Err(err) = editor.save_history(path)
+    {
+        eprintln!("WARNING: cannot save the history to {}: {err}", path.display());
+    }
+    Ok(())
+}
+
+fn report(result: std::result::Result<String, String>) {
+    match result {
+        Ok(output) => print!("{output}"),
+        Err(message) => eprintln!("ERROR: {message}"),
+    }
+}
+
+/// Runs one statement or backslash command through the tenant's handle; returns what to
+/// print, or the error message.
+async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<String, String> {
+    let sql = input.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    match sql {
+        // `\q` quits the interactive loop before it gets here; in `-c` there is nothing to quit.
+        "" | "\\q" => return Ok(String::new()),
+        "\\dt" => return list_tables(db).await,
+        "\\?" | "\\h" | "help" => return Ok(HELP.to_owned()),
+        _ if sql.starts_with('\\') => {
+            let command = sql.split_whitespace().next().unwrap_or(sql);
+            return Err(format!("unknown command {command}; \\? lists the commands"));
+        }
+        _ => {}
+    }
+    let first = first_keyword(sql);
+    match first.as_str() {
+        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" => {
+            return Err("transaction control is not available: each statement runs in a transaction of its own, \
+                 bound to the tenant"
+                .to_owned());
+        }
+        "SET" | "RESET" | "DISCARD" => {
+            return Err(format!(
+                "{first} is not available: a session setting would outlive the statement on a pooled connection \
+                 shared with other tenants"
+            ));
+        }
+        _ => {}
+    }
+    let backend = db.get_database_backend();
+    if returns_rows(&first, sql) {
+        let rows = db.query_all_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
+        Ok(format_rows(&rows))
+    } else {
+        // Prepared, like queries: PostgreSQL then runs exactly one statement, so the guard
+        // above cannot be sidestepped by a `RESET ROLE` after a semicolon.
+        let result = db.execute_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
+        let n = result.rows_affected();
+        Ok(format!("OK, {n} row{} affected\n", if n == 1 { "" } else { "s" }))
+    }
+}
+
+const HELP: &str = "\
+  \\dt        list the tenant's tables
+  \\?         this help
+  \\q         quit (Ctrl-D too)
+  SQL;       run a statement (end it with ';'; a line without one continues)
+";
+
+/// The statement's first word, upper-cased (after leading comments and parentheses).
+fn first_keyword(sql: &str) -> String {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, next)| next).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, next)| next).trim_start();
+        } else if let Some(after) = rest.strip_prefix('(') {
+            rest = after.trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
+}
+
+/// Whether a statement produces rows to print (rather than a count of rows affected).
+fn returns_rows(first: &str, sql: &str) -> bool {
+    matches!(first, "SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" | "PRAGMA")
+        || sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word.eq_ignore_ascii_case("RETURNING"))
+}
+
+/// The tenant's tables: those of its database or schema, or (table isolation) the shared
+/// tables its rows are kept apart in, which are exactly those under the tenancy policy.
+async fn list_tables(db: &TenantConnection) -> std::result::Result<String, String> {
+    let sql = match (db.isolation(), db.get_database_backend()) {
+        (_, DbBackend::Sqlite) => {
+            "SELECT name AS \"table\" FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY name"
+                .to_owned()
+        }
+        (Isolation::Table, _) => format!(
+            "SELECT tablename::text AS \"table\" FROM pg_policies WHERE schemaname = 'public' AND policyname = {} \
+             ORDER BY 1",
+            tenancy::sql::quote_literal(tenancy::rls::POLICY_NAME)
+        ),
+        // The handle's search_path is the tenant's schema alone (schema isolation), or the
+        // tenant database's own (database isolation): current_schema() is the tenant's.
+        _ => "SELECT table_name::text AS \"table\" FROM information_schema.tables \
+              WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
+            .to_owned(),
+    };
+    let rows =
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.map_err(|e| message(&e))?;
+    Ok(format_rows(&rows))
+}
+
+/// The database's own message where there is one (`relation "x" does not exist`), without
+/// sea-orm's wrapping.
+fn message(err: &DbErr) -> String {
+    if let DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) = err
+        && let Some(db) = sqlx.as_database_error()
+    {
+        return db.message().to_owned();
+    }
+    err.to_string()
+}
+
+/// Rows as an aligned table, psql style, followed by the row count.
+fn format_rows(rows: &[QueryResult]) -> String {
+    let Some(first) = rows.first() else {
+        return "(0 rows)\n".to_owned();
+    };
+    let header = first.column_names();
+    let cells: Vec<Vec<String>> = rows.iter().map(|row| (0..header.len()).map(|i| cell(row, i)).collect()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!(" {cell:<width$} ")).collect();
+        format!("{}\n", cells.join("|").trim_end())
+    };
+    let mut out = line(&header);
+    out.push_str(&widths.iter().map(|width| "-".repeat(width + 2)).collect::<Vec<_>>().join("+"));
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out
+}
+
+/// One value as text: the first Rust type the driver decodes the column as, tried from
+/// the most specific; `NULL` for null; `<type>` for a type with no decoder here (cast it
+/// to text in the query to see it).
+fn cell(row: &QueryResult, i: usize) -> String {
+    macro_rules! try_as {
+        ($ty:ty, $show:expr) => {
+            if let Ok(value) = row.try_get_by_index::<Option<$ty>>(i) {
+                return value.map_or_else(|| "NULL".to_owned(), $show);
+            }
+        };
+    }
+    try_as!(i64, |v| v.to_string());
+    try_as!(i32, |v| v.to_string());
+    try_as!(i16, |v| v.to_string());
+    try_as!(f64, |v| v.to_string());
+    try_as!(f32, |v| v.to_string());
+    try_as!(String, |v| v);
+    try_as!(bool, |v| v.to_string());
+    try_as!(chrono::DateTime<chrono::Utc>, |v| v.to_rfc3339());
+    try_as!(chrono::NaiveDateTime, |v| v.to_string());
+    try_as!(chrono::NaiveDate, |v| v.to_string());
+    try_as!(chrono::NaiveTime, |v| v.to_string());
+    try_as!(serde_json::Value, |v| v.to_string());
+    try_as!(Vec<u8>, |v| format!("\\x{}", v.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    postgres_fallback(row, i).unwrap_or_else(|| "<?>".to_owned())
+}
+
+/// PostgreSQL values without a Rust decoder above: `numeric` and `uuid` decoded from
+/// their binary form, other text-like types (enums, `citext`, ...) shown as their UTF-8
+/// bytes, anything else as `<type>`.
+fn postgres_fallback(row: &QueryResult, i: usize) -> Option<String> {
+    let value = row.try_as_pg_row()?.try_get_raw(i).ok()?;
+    if value.is_null() {
+        return Some("NULL".to_owned());
+    }
+    let type_name = value.type_info().name().to_owned();
+    let bytes = value.as_bytes().ok()?;
+    let decoded = match type_name.as_str() {
+        "NUMERIC" => numeric(bytes),
+        "UUID" if bytes.len() == 16 => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+        }
+        _ => std::str::from_utf8(bytes).ok().filter(|s| !s.chars().any(char::is_control)).map(str::to_owned),
+    };
+    Some(decoded.unwrap_or_else(|| format!("<{}>", type_name.to_lowercase())))
+}
+
+/// PostgreSQL's binary `numeric`: digit count, weight, sign, display scale (each 16 bits,
+/// big-endian), then base-10000 digits.
+fn numeric(bytes: &[u8]) -> Option<String> {
+    let word = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let (ndigits, weight, sign, dscale) = (word(0)? as usize, word(2)? as i16, word(4)?, word(6)? as usize);
+    match sign {
+        0xC000 => return Some("NaN".to_owned()),
+        0xD000 => return Some("Infinity".to_owned()),
+        0xF000 => return Some("-Infinity".to_owned()),
+        _ => {}
+    }
+    let digits: Vec<u16> = (0..ndigits).map(|k| word(8 + 2 * k)).collect::<Option<_>>()?;
+    let digit = |position: i32| -> u16 {
+        // The base-10000 digit at `position` (0 = units, -1 = first fractional group).
+        let index = i32::from(weight) - position;
+        usize::try_from(index).ok().and_then(|index| digits.get(index)).copied().unwrap_or(0)
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for position in (0..=i32::from(weight)).rev() {
+            let group = digit(position);
+            if position == i32::from(weight) {
+                out.push_str(&group.to_string());
+            } else {
+                out.push_str(&format!("{group:04}"));
+            }
+        }
+    }
+    if dscale > 0 {
+        let mut fraction = String::new();
+        let mut position = -1;
+        while fraction.len() < dscale {
+            fraction.push_str(&format!("{:04}", digit(position)));
+            position -= 1;
+        }
+        fraction.truncate(dscale);
+        out.push('.');
+        out.push_str(&fraction);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_and_row_returning_statements() {
+        assert_eq!(first_keyword("  -- note\n /* c */ (select 1)"), "SELECT");
+        assert!(returns_rows("SELECT", "select 1"));
+        assert!(returns_rows("INSERT", "insert into t values (1) returning id"));
+        assert!(!returns_rows("INSERT", "insert into returning_things values (1)"));
+        assert!(!returns_rows("UPDATE", "update t set a = 1"));
+    }
+
+    #[test]
+    fn numerics_decode_from_binary() {
+        // 12345.678 → ndigits 3, weight 1, sign +, dscale 3, digits [1, 2345, 6780]
+        let bytes: Vec<u8> = [3_u16, 1, 0, 3, 1, 2345, 6780].iter().flat_map(|w| w.to_be_bytes()).collect();
+        assert_eq!(numeric(&bytes).unwrap(), "12345.678");
+        // -0.05 → ndigits 1, weight -1, sign -, dscale 2, digits [500]
+        let bytes: Vec<u8> = [1_u16, 0xFFFF, 0x4000, 2, 500].iter().flat_map(|w| w.to_be_bytes()).collect();
+        assert_eq!(numeric(&bytes).unwrap(), "-0.05");
+        // 0 → no digits
+        let bytes: Vec<u8> = [0_u16, 0, 0, 0].iter().flat_map(|w| w.to_be_bytes()).collect();
+        assert_eq!(numeric(&bytes).unwrap(), "0");
+    }
+}
