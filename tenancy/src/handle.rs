@@ -407,3 +407,10 @@ impl TenantConnection {
         }
     }
 }
+
+impl TenantConnection {
+    /// The [`Tenancy`] the handle came from (for the cache module).
+    pub(crate) fn tenancy(&self) -> &Tenancy {
+        &self.inner.tenancy
+    }
+}

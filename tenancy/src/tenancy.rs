@@ -44,6 +44,8 @@ pub struct Tenancy {
     pools: std::sync::Arc<TenantPools>,
     /// The table-isolation application role of this master database, read once.
     app_role: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    /// The cache tenants' namespaces live in (see `cache/mod.rs`).
+    pub(crate) cache: crate::cache::SharedCache,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -64,6 +66,8 @@ pub struct TenancyBuilder {
     admin_url: Option<String>,
     secret_key_file: Option<PathBuf>,
     tenant_pools: PoolSettings,
+    /// Set by `TenancyBuilder::cache` (in `cache/mod.rs`).
+    pub(crate) cache: crate::cache::CacheConfig,
 }
 
 impl TenancyBuilder {
@@ -129,6 +133,7 @@ impl TenancyBuilder {
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
         let url = MasterUrl::parse(&self.url)?;
+        let cache = self.cache.open()?;
         let master = connect_pool(&url.raw, None, self.max_connections, None).await?;
         migrate_registry(&master).await?;
         let admin_url =
@@ -142,6 +147,7 @@ impl TenancyBuilder {
             secret_key: std::sync::Arc::new(OnceLock::new()),
             app_role: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
+            cache,
         })
     }
 }
@@ -172,6 +178,7 @@ impl Tenancy {
             admin_url: None,
             secret_key_file: None,
             tenant_pools: PoolSettings::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 
