@@ -232,6 +232,10 @@ pub(crate) struct SharedCache {
 impl TenancyBuilder {
     /// The cache tenants' namespaces live in (default: [`CacheConfig::memory`]).
     ///
+    /// [`connect`](TenancyBuilder::connect) then fails with [`Error::InvalidCacheUrl`]
+    /// for a Redis URL it cannot use; it does not contact Redis (that happens on the first
+    /// cache call), so a Redis outage does not stop the application from starting.
+    ///
     /// ```no_run
     /// # #[cfg(feature = "redis")]
     /// # async fn demo() -> tenancy::Result<()> {

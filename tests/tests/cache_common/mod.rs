@@ -24,7 +24,6 @@ pub(crate) enum Kind {
 pub(crate) struct Fixture {
     pub(crate) tenancy: Tenancy,
     pub(crate) redis: Option<RedisPrefix>,
-    _pg: Option<PgMaster>,
     _dir: TempDir,
 }
 
@@ -38,7 +37,7 @@ impl Fixture {
             .connect()
             .await
             .expect("connect");
-        Some(Fixture { tenancy, redis, _pg: None, _dir: dir })
+        Some(Fixture { tenancy, redis, _dir: dir })
     }
 
     /// As [`Fixture::new`], on a PostgreSQL master (for database-isolated tenants).
@@ -52,7 +51,7 @@ impl Fixture {
             .connect()
             .await
             .expect("connect");
-        Some((Fixture { tenancy, redis, _pg: None, _dir: dir }, pg))
+        Some((Fixture { tenancy, redis, _dir: dir }, pg))
     }
 
     /// Registers a cache-isolated tenant and returns its handle.
