@@ -293,6 +293,66 @@ pub enum Error {
     )]
     NoTenantInScope,
 
+    /// The cache configuration is not usable (for example a cache URL that does not
+    /// parse, or a scheme this build does not support).
+    #[error("Invalid cache URL '{url}': {reason}")]
+    InvalidCacheUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong and what is supported.
+        reason: String,
+    },
+
+    /// The cache server could not be reached (refused, timed out, or the connection
+    /// dropped). Nothing was read or written; retry once it is back.
+    #[error("Cannot reach the cache at {target}")]
+    CacheUnavailable {
+        /// The cache URL with any password redacted.
+        target: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The cache server answered a command with an error.
+    #[error("Cache command {command} failed on {target}")]
+    CacheCommand {
+        /// The command (`GET`, `SET`, `UNLINK`, `SCAN`).
+        command: &'static str,
+        /// The cache URL with any password redacted.
+        target: String,
+        /// The server's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A cached value could not be turned into (or made from) the type asked for: the
+    /// model changed shape since it was cached, or two models share a cache model name.
+    /// The key is not printed (it may be a session token).
+    #[error("Cannot {action} a cached value of model '{model}' as {type_name}")]
+    CacheValue {
+        /// `decode` or `encode`.
+        action: &'static str,
+        /// The model (key group) of the entry.
+        model: String,
+        /// The Rust type asked for.
+        type_name: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The read-through helper was asked for a model that is not
+    /// `#[tenant_scoped(cache)]`.
+    #[error(
+        "Model '{table}' is not cache-scoped: add #[tenant_scoped(cache)] (optionally with ttl = <seconds>) \
+         to use the read-through cache helper"
+    )]
+    NotCacheScoped {
+        /// The model's table.
+        table: String,
+    },
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

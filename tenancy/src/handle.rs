@@ -533,3 +533,10 @@ impl TransactionTrait for TenantConnection {
         crate::transaction::run(txn, callback).await
     }
 }
+
+impl TenantConnection {
+    /// The [`Tenancy`] the handle came from (for the cache module).
+    pub(crate) fn tenancy(&self) -> &Tenancy {
+        &self.inner.tenancy
+    }
+}

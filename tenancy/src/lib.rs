@@ -170,6 +170,54 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Cache isolation
+//!
+//! Every tenant, whatever its mode, has a namespace in a shared cache, and a tenant in
+//! [`Isolation::Cache`] has nothing else. The cache is chosen on the builder: the
+//! in-process [`cache::CacheConfig::memory`] is the default; `CacheConfig::redis`
+//! (feature `redis`) shares it between processes. A tenant's view of it,
+//! [`cache::TenantCache`], comes from its handle ([`TenantConnection::cache`]) or from the
+//! tenant in scope ([`cache::current`]), and reaches only that tenant's keys: get, set
+//! with an optional TTL, delete, get-or-load, and clear the whole tenant. Values are
+//! serialized with serde.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tenancy::cache::{CacheConfig, TenantKey};
+//!
+//! let tenancy = tenancy::Tenancy::builder(tenancy::master_url_from_env())
+//!     .cache(CacheConfig::redis_from_env()) // TENANCY_CACHE_URL, default redis://127.0.0.1:6379
+//!     .connect()
+//!     .await?;
+//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! tenancy::scope(acme, async {
+//!     let cache = tenancy::cache::current()?; // acme's namespace
+//!     let key = TenantKey::new("carts", "user-7");
+//!     cache.set(&key, &["sku-1", "sku-2"], Some(Duration::from_secs(900))).await?;
+//!     let cart: Option<Vec<String>> = cache.get(&key).await?;
+//!     assert_eq!(cart.map(|c| c.len()), Some(2));
+//!     Ok::<_, tenancy::Error>(())
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Keys are `<prefix>:{<tenant>}:<model>:<key>`, each part percent-encoded, so no tenant
+//! id, model or key can collide with another tenant's or match its clear, and `{<tenant>}`
+//! is a Redis Cluster hash tag. [`cache::TenantCache::clear`] removes the tenant's keys
+//! with `SCAN`/`UNLINK` in batches, never `FLUSHDB`. Shared data goes through
+//! [`Tenancy::global_cache`], whose [`cache::GlobalKey`] is a different type from
+//! [`cache::TenantKey`], so tenant data cannot land there by accident. When Redis is down
+//! each call returns [`Error::CacheUnavailable`]; nothing panics.
+//!
+//! A `#[tenant_scoped(cache, ttl = N)]` model gets a read-through helper,
+//! [`TenantConnection::read_through`]: [`cache::ReadThrough::find_by_id`] answers from
+//! the cache, or loads the row through the tenant's handle and caches it for the model's
+//! TTL; its `insert`, `update` and `delete_by_id` write through the handle and drop the
+//! cached entry. See [`cache`] for the details.
+//!
 //! ## Environment
 //!
 //! | variable | meaning |
@@ -178,9 +226,11 @@
 //! | `TENANCY_ADMIN_URL` | credentials used to create roles and databases (host and port come from the tenant's config); default: those of `DATABASE_URL`, database `postgres` |
 //! | `TENANCY_SECRET_KEY` | the operator's key, base64 of 32 bytes |
 //! | `TENANCY_SECRET_KEY_FILE` | a file holding that key; default `.tenancy-secret.key` |
+//! | `TENANCY_CACHE_URL` | the Redis cache, read by `CacheConfig::redis_from_env` (feature `redis`); default `redis://127.0.0.1:6379` |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cache;
 mod config;
 pub mod context;
 mod dburl;

@@ -47,6 +47,8 @@ pub struct Tenancy {
     app_role: std::sync::Arc<tokio::sync::OnceCell<String>>,
     /// How schema and table tenants' handles reach their data.
     binding: TenantBinding,
+    /// The cache tenants' namespaces live in (see `cache/mod.rs`).
+    pub(crate) cache: crate::cache::SharedCache,
 }
 
 impl std::fmt::Debug for Tenancy {
@@ -68,6 +70,8 @@ pub struct TenancyBuilder {
     secret_key_file: Option<PathBuf>,
     tenant_pools: PoolSettings,
     binding: TenantBinding,
+    /// Set by `TenancyBuilder::cache` (in `cache/mod.rs`).
+    pub(crate) cache: crate::cache::CacheConfig,
 }
 
 impl TenancyBuilder {
@@ -140,6 +144,7 @@ impl TenancyBuilder {
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
         let url = MasterUrl::parse(&self.url)?;
+        let cache = self.cache.open()?;
         // Shared transactions bind tenants on the master pool's connections, where a
         // statement prepared under one tenant's `search_path` must never run for another
         // (PostgreSQL would re-plan it and fail with "cached plan must not change result
@@ -159,6 +164,7 @@ impl TenancyBuilder {
             app_role: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
             binding: self.binding,
+            cache,
         })
     }
 }
@@ -190,6 +196,7 @@ impl Tenancy {
             secret_key_file: None,
             tenant_pools: PoolSettings::default(),
             binding: TenantBinding::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! | variable | default |
 //! | --- | --- |
 //! | `TENANCY_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//! | `TENANCY_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
 //!
 //! A test whose service is down is skipped with a message on a developer's machine, and
 //! fails when `CI` is set: CI never passes by skipping.
@@ -246,5 +247,118 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Redis URL the cache tests use.
+pub fn redis_url() -> String {
+    std::env::var("TENANCY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A unique key prefix on the test Redis whose keys are all removed on drop (even on
+/// panic), with a connection for assertions on the raw keys.
+///
+/// The prefix is [`unique_name`] (letters, digits and `_`, which the cache's key encoding
+/// keeps as they are) followed by `suffix`, so every key the cache makes under it starts
+/// with the unique part and clean-up can find them with a plain `SCAN MATCH`.
+pub struct RedisPrefix {
+    /// The prefix to give `CacheConfig::prefix`.
+    pub prefix: String,
+    unique: String,
+    /// A connection to the test Redis.
+    pub conn: redis::aio::ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPrefix").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisPrefix {
+    /// Connects to the test Redis, or returns `None` (after saying why) when it is down
+    /// outside CI.
+    ///
+    /// # Panics
+    /// When Redis is down and `CI` is set.
+    pub async fn create(suffix: &str) -> Option<RedisPrefix> {
+        let url = redis_url();
+        let connect = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = redis::aio::ConnectionManager::new(client).await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let conn = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) if !services_required() => {
+                eprintln!("SKIPPED: Redis at {url} is not reachable ({err}); set CI=1 to make this fatal");
+                return None;
+            }
+            Err(_) if !services_required() => {
+                eprintln!("SKIPPED: Redis at {url} did not answer; set CI=1 to make this fatal");
+                return None;
+            }
+            Ok(Err(err)) => panic!("Redis at {url} is not reachable: {err}"),
+            Err(_) => panic!("Redis at {url} did not answer within 10 seconds"),
+        };
+        let unique = unique_name("cache_t");
+        Some(RedisPrefix { prefix: format!("{unique}{suffix}"), unique, conn })
+    }
+
+    /// Every key under this prefix, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.unique))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .expect("SCAN");
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The raw bytes at `key`.
+    pub async fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET").arg(key).query_async(&mut conn).await.expect("GET")
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        // The blocking client: Drop may run inside the test's runtime, which cannot be
+        // blocked on, and outside any runtime after a panic.
+        let pattern = format!("{}*", self.unique);
+        let Ok(client) = redis::Client::open(redis_url()) else { return };
+        let Ok(mut conn) = client.get_connection() else { return };
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)): redis::RedisResult<(u64, Vec<Vec<u8>>)> =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(&mut conn)
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _: redis::RedisResult<u64> = redis::cmd("UNLINK").arg(keys).query(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
     }
 }

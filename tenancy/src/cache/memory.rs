@@ -1,0 +1,91 @@
+//! The in-process cache backend, on `moka`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::CacheStore;
+use crate::Result;
+
+/// The in-process [`CacheStore`]: a `moka` cache bounded by the bytes of its keys and
+/// values, with a TTL per entry. Private to the process; clearing a namespace walks the
+/// cache and removes the namespace's entries.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Entry>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("entries", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    ttl: Option<Duration>,
+}
+
+/// Each entry lives for the TTL it was stored with, counted from its last write.
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _created_at: Instant) -> Option<Duration> {
+        value.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        value.ttl
+    }
+}
+
+impl MemoryStore {
+    /// A store holding up to `capacity` bytes of keys and values.
+    pub fn new(capacity: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.bytes.len()).unwrap_or(u32::MAX))
+            .expire_after(PerEntryTtl)
+            .build();
+        Self { cache }
+    }
+}
+
+#[async_trait::async_trait]
+impl CacheStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.cache.get(key).await.map(|entry| entry.bytes.to_vec()))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
+        self.cache.insert(key.to_owned(), Entry { bytes: value.into(), ttl }).await;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.cache.remove(key).await.is_some())
+    }
+
+    async fn delete_namespace(&self, namespace: &str) -> Result<u64> {
+        // Collect first: removing while iterating is allowed, but the iterator may then
+        // skip or repeat entries.
+        let keys: Vec<Arc<String>> =
+            self.cache.iter().filter(|(key, _)| key.starts_with(namespace)).map(|(key, _)| key).collect();
+        let mut removed = 0;
+        for key in keys {
+            if self.cache.remove(key.as_str()).await.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
