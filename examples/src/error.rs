@@ -24,13 +24,20 @@ pub enum Error {
     /// `409 Conflict`: the request is fine, the tenant's isolation mode cannot serve it.
     #[error(
         "tenant '{tenant}' uses cache isolation and has no relational storage: \
-         only GET /tenant is served for it"
+         only GET /tenant and the /notes endpoints are served for it"
     )]
     NoRelationalStorage {
         /// The tenant's id.
         tenant: String,
     },
+    /// The tenant has no note under this key (another tenant's included). `404 Not Found`.
+    #[error("note '{key}' not found")]
+    NoteNotFound {
+        /// The note's key.
+        key: String,
+    },
     /// A field of the request body is out of bounds. `422 Unprocessable Entity`.
+
     #[error("invalid {field}: {reason}")]
     InvalidField {
         /// The JSON field.
@@ -70,7 +77,7 @@ impl Error {
     /// The HTTP status a request failing with this error gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::NoteNotFound { .. } => StatusCode::NOT_FOUND,
             Error::NoRelationalStorage { .. } => StatusCode::CONFLICT,
             Error::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Json(rejection) => rejection.status(),

@@ -19,7 +19,9 @@
 //! | `POST /projects/{id}/tasks` `{"title"}` | yes | `201`, the new task |
 //! | `GET /tasks/{id}` | yes | the task with its comments |
 //! | `POST /tasks/{id}/comments` `{"body"}` | yes | `201`, the new comment |
-//! | `GET /dashboard` | yes | the tenant's counts (the cache-scoped `dashboard_stats`) |
+//! | `GET /dashboard` | yes | the tenant's counts (the cache-scoped `dashboard_stats`, read through the tenant's cache) |
+//! | `PUT /notes/{key}` `{"text"}` | yes | `204`; a note in the tenant's cache namespace (every mode, cache tenants too) |
+//! | `GET /notes/{key}` | yes | the tenant's note, `404` if none |
 //!
 //! Errors are JSON, `{"error": "<message>"}`, with the status of [`Error::status`]: `404`
 //! for a row the tenant does not have (another tenant's included), `422` for an invalid
@@ -38,6 +40,7 @@ use clap::Parser;
 use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, EntityTrait, ModelTrait, QueryOrder, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
+use tenancy::cache::{CacheConfig, TenantKey};
 use tenancy::{Isolation, Tenancy, TenantConnection, TenantLayer, TenantResolver};
 
 use crate::Error;
@@ -53,7 +56,9 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
     after_help = "Environment:\n  \
         DATABASE_URL         master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANCY_BIND         address to listen on (default: 127.0.0.1:8080)\n  \
-        TENANCY_BASE_DOMAIN  domain the tenants' subdomains are under (default: localhost)\n\n\
+        TENANCY_BASE_DOMAIN  domain the tenants' subdomains are under (default: localhost)\n  \
+        TENANCY_CACHE_URL    Redis for the tenants' cache namespaces (default: in-process cache)\n  \
+        TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)\n\n\
         Exit codes:\n  0 stopped by Ctrl-C or SIGTERM; 1 cannot listen, or the server failed;\n  \
         2 invalid input; 4 cannot connect to the master database"
 )]
@@ -71,6 +76,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub base_domain: String,
+
+    /// Redis URL for the tenants' cache namespaces; without it, an in-process cache
+    #[arg(long, env = "TENANCY_CACHE_URL", value_name = "URL", hide_env_values = true)]
+    pub cache_url: Option<String>,
+
+    /// The first part of every cache key, so several apps can share one Redis
+    #[arg(long, env = "TENANCY_CACHE_PREFIX", default_value = "tenancy", value_name = "PREFIX")]
+    pub cache_prefix: String,
 
     /// The master database.
     #[command(flatten)]
@@ -100,7 +113,11 @@ pub async fn serve_with_args(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), Error> {
-    let tenancy = Tenancy::connect(args.master.database_url).await?;
+    let cache = match args.cache_url.filter(|url| !url.trim().is_empty()) {
+        Some(url) => CacheConfig::redis(url),
+        None => CacheConfig::memory(),
+    };
+    let tenancy = Tenancy::builder(args.master.database_url).cache(cache.prefix(args.cache_prefix)).connect().await?;
     let listener =
         tokio::net::TcpListener::bind(args.bind).await.map_err(|source| Error::Bind { addr: args.bind, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: args.bind, source })?;
@@ -158,6 +175,7 @@ pub fn router(tenancy: Tenancy, resolver: TenantResolver) -> Router {
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/comments", post(create_comment))
         .route("/dashboard", get(dashboard))
+        .route("/notes/{key}", get(show_note).put(put_note))
         .layer(TenantLayer::new(tenancy.clone(), resolver));
     Router::new()
         .route("/health", get(health))
@@ -227,6 +245,7 @@ async fn create_project(
     }
     .insert(&db)
     .await?;
+    invalidate_dashboard(&db).await?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
@@ -288,6 +307,7 @@ async fn create_task(
     .insert(&txn)
     .await?;
     txn.commit().await?;
+    invalidate_dashboard(&db).await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -342,16 +362,69 @@ async fn create_comment(
     .insert(&txn)
     .await?;
     txn.commit().await?;
+    invalidate_dashboard(&db).await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
 /// `GET /dashboard`: the tenant's counts, the cache-scoped [`dashboard_stats`] model.
 async fn dashboard(Extension(db): Extension<TenantConnection>) -> Result<Json<dashboard_stats::Model>, Error> {
     relational(&db)?;
-    // TODO(cache): read through tenancy cache: get `dashboard_stats::SUMMARY` from the
-    // tenant's cache namespace, and on a miss compute it as below and store it with the
-    // model's time to live (60 s). Until the cache module lands, every request computes.
-    Ok(Json(dashboard_stats::compute(&db).await?))
+    // Read through the tenant's cache namespace: computed on a miss and kept for the
+    // model's time to live; the writes above drop it, so counts are never stale.
+    let ttl = match <dashboard_stats::Entity as tenancy::TenantScoped>::SCOPE {
+        tenancy::Scope::Cache { ttl } => ttl,
+        tenancy::Scope::Table { .. } => None,
+    };
+    let stats = db
+        .cache()
+        .get_or_load(&dashboard_key(), ttl, || async { Ok::<_, Error>(dashboard_stats::compute(&db).await?) })
+        .await?;
+    Ok(Json(stats))
+}
+
+/// A note kept in the tenant's cache namespace: served for tenants of every mode,
+/// cache-isolated ones included.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    text: String,
+}
+
+/// How long a note lives in the cache.
+const NOTE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `PUT /notes/{key}`: stores a note in the tenant's cache for an hour.
+async fn put_note(
+    Extension(db): Extension<TenantConnection>,
+    key: Result<Path<String>, PathRejection>,
+    body: Result<Json<Note>, JsonRejection>,
+) -> Result<StatusCode, Error> {
+    let (Path(key), Json(note)) = (key?, body?);
+    if note.text.chars().count() > 10_000 {
+        return Err(Error::InvalidField { field: "text", reason: "at most 10000 characters" });
+    }
+    db.cache().set(&TenantKey::new("notes", key), &note, Some(NOTE_TTL)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /notes/{key}`: the tenant's note, `404` if it has none under that key.
+async fn show_note(
+    Extension(db): Extension<TenantConnection>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<Note>, Error> {
+    let Path(key) = key?;
+    db.cache().get(&TenantKey::new("notes", key.clone())).await?.map(Json).ok_or(Error::NoteNotFound { key })
+}
+
+/// Where the tenant's dashboard summary is cached.
+fn dashboard_key() -> TenantKey {
+    TenantKey::new("dashboard_stats", dashboard_stats::SUMMARY)
+}
+
+/// Drops the tenant's cached dashboard after a write changed its counts.
+async fn invalidate_dashboard(db: &TenantConnection) -> Result<(), Error> {
+    db.cache().delete(&dashboard_key()).await?;
+    Ok(())
 }
 
 /// A trimmed name or title of 1 to 200 characters.

@@ -290,6 +290,7 @@ fn relational_pair(server: &Server, a: &str, b: &str, isolation: &str) -> (Creat
     let (status, body) = server.get("/projects/abc", va);
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].is_string(), "{body}");
+    notes(server, a, b);
     created
 }
 
@@ -312,6 +313,24 @@ fn cache_pair(server: &Server, a: &str, b: &str) {
             assert!(!error.contains(other), "{error}");
         }
     }
+    notes(server, a, b);
+}
+
+/// Notes live in each tenant's cache namespace: the same key holds each tenant's own note.
+fn notes(server: &Server, a: &str, b: &str) {
+    let key = "key:with*glob?[chars]";
+    let path = format!(
+        "/notes/{}",
+        key.replace(':', "%3A").replace('*', "%2A").replace('?', "%3F").replace('[', "%5B").replace(']', "%5D")
+    );
+    assert_eq!(server.get(&path, Via::Header(b)).0, 404, "no note yet");
+    let (status, body) = server.request("PUT", &path, Via::Header(a), Some(json!({ "text": format!("{a}'s note") })));
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(server.get(&path, Via::Header(b)).0, 404, "a's note is not b's");
+    let (status, body) = server.request("PUT", &path, Via::Host(b), Some(json!({ "text": format!("{b}'s note") })));
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(server.get(&path, Via::Header(a)), (200, json!({ "text": format!("{a}'s note") })));
+    assert_eq!(server.get(&path, Via::Host(b)), (200, json!({ "text": format!("{b}'s note") })));
 }
 
 /// The requests that name no tenant, or one that does not exist.
@@ -442,13 +461,34 @@ async fn postgres_master_serves_all_four_modes_side_by_side() {
     }
     run(env!("CARGO_BIN_EXE_migratealltenants"), &dir, &[("DATABASE_URL", &pg.url)], &[]);
 
-    let server = Server::start(&dir, &[("DATABASE_URL", &pg.url)]);
+    // The tenants' cache namespaces on the test Redis, under a prefix of this test's own.
+    let Some(redis) = tenancy_tests::RedisPrefix::create("serve").await else { return };
+    let server = Server::start(
+        &dir,
+        &[
+            ("DATABASE_URL", &pg.url),
+            ("TENANCY_CACHE_URL", &tenancy_tests::redis_url()),
+            ("TENANCY_CACHE_PREFIX", &redis.prefix),
+        ],
+    );
     untenanted(&server);
     let (da, db) = relational_pair(&server, "db_acme", "db_globex", "database");
     let (sa, sb) = relational_pair(&server, "schema_acme", "schema_globex", "schema");
     let (ta, tb) = relational_pair(&server, "table_acme", "table_globex", "table");
     cache_pair(&server, "cache_acme", "cache_globex");
     server.stop();
+
+    // Every tenant's note sits in its own namespace (a Redis Cluster hash tag) on Redis.
+    let mut conn = redis.conn.clone();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:*", redis.prefix)).query_async(&mut conn).await.expect("list keys");
+    for tenant in ["db_acme", "db_globex", "schema_acme", "schema_globex", "table_acme", "table_globex"]
+        .into_iter()
+        .chain(["cache_acme", "cache_globex"])
+    {
+        let namespace = format!("{}:{{{tenant}}}:notes:", redis.prefix);
+        assert_eq!(keys.iter().filter(|key| key.starts_with(&namespace)).count(), 1, "{tenant}: {keys:?}");
+    }
 
     assert_storage(&tenancy, &[("db_acme", &da)], &["db_acme"]).await;
     assert_storage(&tenancy, &[("db_globex", &db)], &["db_globex"]).await;
