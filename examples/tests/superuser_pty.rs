@@ -166,7 +166,10 @@ async fn escape_at_the_password_writes_nothing() {
         .env("DATABASE_URL", &pg.url)
         .env("TERM", "xterm-256color")
         .env("NO_COLOR", "1")
-        .env_remove("TENANT_SUPERUSER_PASSWORD");
+        .env_remove("TENANT_SUPERUSER_PASSWORD")
+        .env_remove("TENANCY_SECRET_KEY")
+        // The key the tenant's login role password was encrypted with.
+        .env("TENANCY_SECRET_KEY_FILE", dir.path().join("key"));
     let mut session = spawn_command(cmd, Some(TIMEOUT_MS)).unwrap();
     let mut transcript = String::new();
     // Flags given are not asked again.

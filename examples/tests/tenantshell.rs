@@ -211,7 +211,10 @@ fn spawn(f: &Fleet, tenant: &TenantId, history: &std::path::Path) -> PtySession 
         .env("DATABASE_URL", &f.pg.url)
         .env("TENANCY_SHELL_HISTORY", history)
         .env("TERM", "xterm-256color")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .env_remove("TENANCY_SECRET_KEY")
+        // The key the tenants' login role passwords were encrypted with.
+        .env("TENANCY_SECRET_KEY_FILE", f.dir.path().join("key"));
     spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn tenantshell in a pty")
 }
 
