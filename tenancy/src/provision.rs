@@ -17,7 +17,7 @@ use crate::dburl::{self, Backend};
 use crate::id::validate_sql_name;
 use crate::registry::entity;
 use crate::rls;
-use crate::secret::{Password, scram_sha256_verifier};
+use crate::secret::{Password, scram_sha256_verifier, scram_sha256_verifier_of_generated};
 use crate::sql::{quote_ident, quote_literal};
 use crate::tenancy::connect;
 use crate::{BoxError, Error, Isolation, Result, Tenancy, Tenant, TenantConfig, TenantId, TenantStatus};
@@ -437,11 +437,11 @@ impl Tenancy {
     /// The login role of a new schema or table tenant on the PostgreSQL master, with a
     /// random password that only the secret key can recover.
     async fn plan_login(&self, id: &TenantId) -> Result<PlannedLogin> {
-        let prefix = rls::tenant_role_prefix(self.master()).await?;
+        let (prefix, _) = self.master_identity().await?;
         let password = Password::generate();
         let (key, _) = self.secret_key()?;
         Ok(PlannedLogin {
-            verifier: scram_sha256_verifier(&password),
+            verifier: scram_sha256_verifier_of_generated(&password),
             config: TenantLogin { user: format!("{prefix}{id}"), password: key.encrypt(&password, id.as_str()) },
         })
     }
@@ -467,10 +467,27 @@ impl Tenancy {
                 _ => Ok(()),
             },
             Storage::Schema { name, login } => {
-                if exists(self.master(), "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", name).await? {
+                // Both in one round trip.
+                let row = self
+                    .master()
+                    .query_one_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1), \
+                         EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2)",
+                        [name.as_str().into(), login.config.user.as_str().into()],
+                    ))
+                    .await?;
+                let (schema_exists, role_exists) = match row {
+                    Some(row) => (row.try_get_by_index::<bool>(0)?, row.try_get_by_index::<bool>(1)?),
+                    None => (false, false),
+                };
+                if schema_exists {
                     return Err(Error::SchemaExists { name: name.clone() });
                 }
-                self.check_login_is_free(login).await
+                if role_exists {
+                    return Err(Error::LoginRoleExists { name: login.config.user.clone() });
+                }
+                Ok(())
             }
             Storage::TableRole { login } => self.check_login_is_free(login).await,
             Storage::None => Ok(()),
@@ -573,7 +590,8 @@ impl Tenancy {
                 let user = &login.config.user;
                 run.step(Step::CreateRole, hooks, async {
                     let txn = self.master().begin().await?;
-                    rls::create_table_tenant_role(&txn, user, &login.verifier).await?;
+                    let database = &self.master_identity().await?.1;
+                    rls::create_table_tenant_role(&txn, user, &login.verifier, database).await?;
                     txn.commit().await?;
                     Ok(Some(Undo::DropLoginRole(user.clone())))
                 })
@@ -599,14 +617,11 @@ impl Tenancy {
                 };
                 run.step(Step::CreateRole, hooks, async {
                     let txn = in_txn("the schema tenant's role")?;
-                    rls::create_login_role(txn, user, &login.verifier, false).await?;
                     // The role's connections see the tenant's schema alone.
-                    txn.execute_unprepared(&format!(
-                        "ALTER ROLE {} SET search_path = {}",
-                        quote_ident(user),
-                        quote_ident(name)
-                    ))
-                    .await?;
+                    let search_path =
+                        format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
+                    let database = &self.master_identity().await?.1;
+                    rls::create_login_role(txn, user, &login.verifier, false, database, &search_path).await?;
                     // Rolled back with the transaction; the undo entry covers a failed commit.
                     Ok(Some(Undo::DropLoginRole(user.clone())))
                 })
@@ -628,18 +643,14 @@ impl Tenancy {
                     let (schema, role) = (quote_ident(name), quote_ident(user));
                     // Rows, not structure: the tenant's migrations run as the master user,
                     // whose future tables and sequences in the schema the role may use.
-                    for sql in [
-                        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
-                             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
-                        ),
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
-                        ),
-                    ] {
-                        txn.execute_unprepared(&sql).await?;
-                    }
+                    // One round trip: DDL without values, identifiers validated and quoted.
+                    txn.execute_unprepared(&format!(
+                        "GRANT USAGE ON SCHEMA {schema} TO {role}; \
+                         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
+                         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}; \
+                         ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
+                    ))
+                    .await?;
                     Ok(None)
                 })
                 .await?;

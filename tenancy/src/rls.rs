@@ -92,37 +92,34 @@ pub(crate) async fn create_table_tenant_role(
     txn: &sea_orm::DatabaseTransaction,
     role: &str,
     verifier: &str,
+    database: &str,
 ) -> Result<()> {
     let app_role = app_role(txn).await?;
     ensure_app_role(txn, &app_role).await?;
-    create_login_role(txn, role, verifier, true).await?;
-    txn.execute_unprepared(&format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role))).await?;
-    Ok(())
+    let grant = format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role));
+    create_login_role(txn, role, verifier, true, database, &grant).await
 }
 
-/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, and `CONNECT` on
-/// the master database (in case it was revoked from `PUBLIC`).
+/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, `CONNECT` on the
+/// master database `database` (in case it was revoked from `PUBLIC`), then `and_then`
+/// (a statement without values, or empty): one round trip.
 pub(crate) async fn create_login_role<C: ConnectionTrait>(
     db: &C,
     role: &str,
     verifier: &str,
     inherit: bool,
+    database: &str,
+    and_then: &str,
 ) -> Result<()> {
     let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
+    let role = quote_ident(role);
     db.execute_unprepared(&format!(
-        "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} PASSWORD {}",
-        quote_ident(role),
-        quote_literal(verifier)
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
+         PASSWORD {verifier}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
+        verifier = quote_literal(verifier),
+        database = quote_ident(database),
     ))
     .await?;
-    let database = db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
-        .await?
-        .map(|row| row.try_get_by_index::<String>(0))
-        .transpose()?
-        .unwrap_or_default();
-    db.execute_unprepared(&format!("GRANT CONNECT ON DATABASE {} TO {}", quote_ident(&database), quote_ident(role)))
-        .await?;
     Ok(())
 }
 

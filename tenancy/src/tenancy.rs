@@ -47,6 +47,8 @@ pub struct Tenancy {
     app_role: std::sync::Arc<tokio::sync::OnceCell<String>>,
     /// How schema and table tenants' handles reach their data.
     binding: TenantBinding,
+    /// The tenant login role prefix and the name of the master database, read once.
+    master_identity: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
     /// The cache tenants' namespaces live in (see `cache/mod.rs`).
     pub(crate) cache: crate::cache::SharedCache,
 }
@@ -164,6 +166,7 @@ impl TenancyBuilder {
             app_role: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             pools: std::sync::Arc::new(TenantPools::new(self.tenant_pools)),
             binding: self.binding,
+            master_identity: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             cache,
         })
     }
@@ -229,6 +232,22 @@ impl Tenancy {
     /// [`Error::Database`] when the query fails.
     pub async fn app_role(&self) -> Result<&str> {
         self.app_role.get_or_try_init(|| crate::rls::app_role(&self.master)).await.map(String::as_str)
+    }
+
+    /// The tenant login role prefix ([`crate::rls::tenant_role_prefix`]) and the name of
+    /// the PostgreSQL master database, queried once and then cached.
+    pub(crate) async fn master_identity(&self) -> Result<&(String, String)> {
+        self.master_identity
+            .get_or_try_init(|| async {
+                let prefix = crate::rls::tenant_role_prefix(&self.master).await?;
+                let row = self
+                    .master
+                    .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+                    .await?;
+                let database = row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default();
+                Ok((prefix, database))
+            })
+            .await
     }
 
     /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).
