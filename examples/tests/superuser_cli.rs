@@ -305,3 +305,29 @@ fn help_documents_every_flag_and_the_exit_codes() {
         assert!(help.contains(needle), "missing {needle} in:\n{help}");
     }
 }
+
+/// The wrong secret key: the tenant's login role password cannot be decrypted, which is
+/// reported as a key problem (exit 5) before any question, and nothing is written.
+#[tokio::test]
+async fn a_wrong_secret_key_is_reported_as_such() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy = pg.tenancy(&dir).await;
+    let id = create(&tenancy, &unique_name("keyed"), Isolation::Schema, None).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_createtenantsuperuser"))
+        .current_dir(dir.path())
+        .args(flags(id.as_str(), "admin", "admin@example.com"))
+        .env("DATABASE_URL", &pg.url)
+        .env("TENANT_SUPERUSER_PASSWORD", PASSWORD)
+        // A valid key, but not the one the tenant's secrets were encrypted with.
+        .env("TENANCY_SECRET_KEY", "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run createtenantsuperuser");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.starts_with("Error: Cannot decrypt"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    let master = pg.connect().await;
+    assert!(users(&master, &format!("\"{id}\".tenant_users")).await.is_empty());
+}

@@ -175,7 +175,8 @@ impl Error {
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
                 | T::RoleExists { .. }
-                | T::SchemaExists { .. } => exit_code::ALREADY_EXISTS,
+                | T::SchemaExists { .. }
+                | T::LoginRoleExists { .. } => exit_code::ALREADY_EXISTS,
                 T::CannotConnect { .. } => exit_code::CANNOT_CONNECT,
                 T::SecretKey { .. } | T::Decrypt { .. } => exit_code::SECRET_KEY,
                 T::TenantNotFound { .. } => exit_code::NOT_FOUND,

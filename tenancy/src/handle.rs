@@ -219,6 +219,30 @@ impl TenantConnection {
         self.inner.tenant.isolation
     }
 
+    /// Reaches the tenant's storage now, with one trivial statement, so that a wrong
+    /// secret key, refused credentials or an unreachable server surface as the
+    /// [`Error`] they are ([`Error::Decrypt`], [`Error::CannotConnect`], ...) rather than
+    /// as a database error of the first real statement. Commands call it before asking
+    /// their questions. A cache tenant has nothing relational to reach: `Ok`.
+    ///
+    /// # Errors
+    /// What opening the tenant's pool or running `SELECT 1` on its storage fails with.
+    pub async fn ping(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let select_one = Statement::from_string(inner.backend, "SELECT 1");
+        match inner.tenant.isolation {
+            Isolation::Cache => return Ok(()),
+            _ if self.bound() || self.sqlite_scoped() => {
+                inner.tenancy.master().execute_raw(select_one).await?;
+            }
+            _ => {
+                let lease = inner.tenancy.pools().lease(&inner.tenancy, &inner.tenant).await?;
+                lease.connection().execute_raw(select_one).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A lease on the tenant's pool for one operation, so the pool is not closed under it.
     async fn lease(&self) -> Result<Arc<PoolEntry>, DbErr> {
         let inner = &*self.inner;

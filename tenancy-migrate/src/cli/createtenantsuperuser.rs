@@ -105,6 +105,8 @@ async fn run<S: SuperuserStore>(args: CreateTenantSuperuserArgs, store: &S) -> R
         None => choose_tenant(&tenancy, prompter).await?,
     };
     let db = tenancy.tenant(&tenant_id).await?;
+    // A wrong secret key or an unreachable server is reported as such, with its exit code.
+    db.ping().await?;
     if db.isolation() == Isolation::Cache {
         return Err(Error::NoRelationalStorage { tenant: tenant_id.to_string(), what: "a superuser" });
     }

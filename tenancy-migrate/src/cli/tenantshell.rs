@@ -86,6 +86,8 @@ async fn run(args: TenantShellArgs) -> Result<()> {
     let id: TenantId = args.tenant_id.parse()?;
     let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     let db = tenancy.tenant(&id).await?;
+    // A wrong secret key or an unreachable server is reported as such, with its exit code.
+    db.ping().await?;
     if db.isolation() == Isolation::Cache {
         return Err(Error::NoRelationalStorage { tenant: id.to_string(), what: "the tenant shell" });
     }
