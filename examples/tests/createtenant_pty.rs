@@ -1,9 +1,12 @@
 //! `createtenant` driven through a pseudo-terminal, the way a person runs it: the
 //! documented transcript, the masked password, Esc.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod pty;
+
 use std::process::Command;
 
-use rexpect::process::WaitStatus;
+use pty::{answer, exit_code, plain, type_text};
 use rexpect::session::{PtySession, spawn_command};
 use sea_orm::Database;
 use tenancy_tests::{PgMaster, TempDir, column_strings, unique_name};
@@ -20,58 +23,6 @@ fn spawn(dir: &TempDir, database_url: &str) -> PtySession {
         .env_remove("TENANCY_SECRET_KEY")
         .env_remove("TENANCY_SECRET_KEY_FILE");
     spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn createtenant in a pty")
-}
-
-/// Waits for `prompt`, then types `answer` and Enter (a raw-mode terminal sends `\r`).
-fn answer(session: &mut PtySession, prompt: &str, answer: &str, transcript: &mut String) {
-    let before = session.exp_string(prompt).unwrap_or_else(|e| panic!("waiting for {prompt:?}: {e}"));
-    transcript.push_str(&before);
-    transcript.push_str(prompt);
-    type_text(session, answer);
-    type_text(session, "\r");
-}
-
-/// Types like a (fast) person: one key at a time. A whole line in one write can reach a
-/// selection list before it has redrawn for the previous key.
-fn type_text(session: &mut PtySession, text: &str) {
-    for c in text.chars() {
-        session.send(c.encode_utf8(&mut [0; 4])).expect("type");
-        session.flush().expect("flush");
-        std::thread::sleep(std::time::Duration::from_millis(15));
-    }
-}
-
-/// The screen text without ANSI escape sequences.
-fn plain(text: &str) -> String {
-    // rexpect hands over each byte as one `char`; put the UTF-8 back together.
-    let bytes: Vec<u8> = text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect();
-    let text = String::from_utf8_lossy(&bytes);
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() || c == '~' {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn exit_code(session: &PtySession) -> i32 {
-    match session.process().wait().expect("wait") {
-        WaitStatus::Exited(_, code) => code,
-        other => panic!("createtenant did not exit normally: {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -2,9 +2,12 @@
 //! list, the hidden password typed twice (a weak one and a mismatch asked again), Esc.
 //! The password never reaches the screen.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod pty;
+
 use std::process::Command;
 
-use rexpect::process::WaitStatus;
+use pty::{answer, exit_code, expect, plain, type_text};
 use rexpect::session::{PtySession, spawn_command};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
@@ -23,63 +26,6 @@ fn spawn(dir: &TempDir, database_url: &str) -> PtySession {
         .env_remove("TENANCY_SECRET_KEY")
         .env("TENANCY_SECRET_KEY_FILE", dir.path().join("key"));
     spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn createtenantsuperuser in a pty")
-}
-
-/// Waits for `prompt`, then types `answer` and Enter (a raw-mode terminal sends `\r`).
-fn answer(session: &mut PtySession, prompt: &str, answer: &str, transcript: &mut String) {
-    expect(session, prompt, transcript);
-    type_text(session, answer);
-    type_text(session, "\r");
-}
-
-/// Waits for `text` and records everything up to it.
-fn expect(session: &mut PtySession, text: &str, transcript: &mut String) {
-    let before =
-        session.exp_string(text).unwrap_or_else(|e| panic!("waiting for {text:?}: {e}\nafter:\n{}", plain(transcript)));
-    transcript.push_str(&before);
-    transcript.push_str(text);
-}
-
-/// Types like a (fast) person: one key at a time.
-fn type_text(session: &mut PtySession, text: &str) {
-    for c in text.chars() {
-        session.send(c.encode_utf8(&mut [0; 4])).expect("type");
-        session.flush().expect("flush");
-        std::thread::sleep(std::time::Duration::from_millis(15));
-    }
-}
-
-/// The screen text without ANSI escape sequences.
-fn plain(text: &str) -> String {
-    // rexpect hands over each byte as one `char`; put the UTF-8 back together.
-    let bytes: Vec<u8> = text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect();
-    let text = String::from_utf8_lossy(&bytes);
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() || c == '~' {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c != '\r' {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn exit_code(session: &PtySession) -> i32 {
-    match session.process().wait().expect("wait") {
-        WaitStatus::Exited(_, code) => code,
-        other => panic!("createtenantsuperuser did not exit normally: {other:?}"),
-    }
 }
 
 async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation) -> TenantId {

@@ -2,8 +2,12 @@
 //! schema and table tenants holding rows of two tenants each. The shell sees its tenant's
 //! rows only, even for a query without any filter.
 
+#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
+mod pty;
+
 use std::process::{Command, Output, Stdio};
 
+use pty::type_text;
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
 use sea_orm::prelude::ChronoUtc;
@@ -216,15 +220,6 @@ fn spawn(f: &Fleet, tenant: &TenantId, history: &std::path::Path) -> PtySession 
         // The key the tenants' login role passwords were encrypted with.
         .env("TENANCY_SECRET_KEY_FILE", f.dir.path().join("key"));
     spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn tenantshell in a pty")
-}
-
-/// Types like a (fast) person: one key at a time.
-fn type_text(session: &mut PtySession, text: &str) {
-    for c in text.chars() {
-        session.send(c.encode_utf8(&mut [0; 4])).expect("type");
-        session.flush().expect("flush");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }
 
 /// What the terminal shows until `text` appears (then consumed).

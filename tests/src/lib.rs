@@ -92,11 +92,13 @@ impl PgMaster {
 
     /// A [`tenancy::Tenancy`] on this master, its secret key file in `dir`.
     pub async fn tenancy(&self, dir: &TempDir) -> tenancy::Tenancy {
-        tenancy::Tenancy::builder(self.url.clone())
-            .secret_key_file(dir.path().join("key"))
-            .connect()
-            .await
-            .expect("connect the test master")
+        self.builder(dir).connect().await.expect("connect the test master")
+    }
+
+    /// A [`tenancy::TenancyBuilder`] for this master, its secret key file in `dir`, for
+    /// tests that set more options.
+    pub fn builder(&self, dir: &TempDir) -> tenancy::TenancyBuilder {
+        tenancy::Tenancy::builder(self.url.clone()).secret_key_file(dir.path().join("key"))
     }
 
     /// A request for a new tenant database on this server (unique names, dropped with

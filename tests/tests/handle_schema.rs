@@ -33,12 +33,7 @@ struct Ctx {
 async fn ctx(binding: TenantBinding) -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(pg.url.clone())
-        .secret_key_file(dir.path().join("key"))
-        .tenant_binding(binding)
-        .connect()
-        .await
-        .expect("connect the test master");
+    let tenancy = pg.builder(&dir).tenant_binding(binding).connect().await.expect("connect the test master");
     let superuser = pg.connect().await;
     Some(Ctx { pg, tenancy, superuser, dir })
 }
@@ -228,8 +223,9 @@ async fn one_connection_in_turn(binding: TenantBinding) {
     // A second Tenancy with a single connection for tenants: the master pool's for
     // shared transactions, the whole tenant budget for tenant pools (so each tenant's
     // pool is evicted and reopened for the other).
-    let single = Tenancy::builder(ctx.pg.url.clone())
-        .secret_key_file(ctx.dir.path().join("key"))
+    let single = ctx
+        .pg
+        .builder(&ctx.dir)
         .tenant_binding(binding)
         .max_connections(1)
         .tenant_connection_budget(1)
@@ -335,8 +331,9 @@ async fn tables_of_different_shapes(binding: TenantBinding) {
     let Some(ctx) = ctx(binding).await else { return };
     let a_id = ctx.schema_tenant("acme").await;
     let b_id = ctx.schema_tenant("globex").await;
-    let single = Tenancy::builder(ctx.pg.url.clone())
-        .secret_key_file(ctx.dir.path().join("key"))
+    let single = ctx
+        .pg
+        .builder(&ctx.dir)
         .tenant_binding(binding)
         .max_connections(1)
         .tenant_connection_budget(2)

@@ -32,12 +32,7 @@ struct Ctx {
 async fn ctx(binding: TenantBinding) -> Option<Ctx> {
     let pg = PgMaster::create().await?;
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(pg.url.clone())
-        .secret_key_file(dir.path().join("key"))
-        .tenant_binding(binding)
-        .connect()
-        .await
-        .expect("connect the test master");
+    let tenancy = pg.builder(&dir).tenant_binding(binding).connect().await.expect("connect the test master");
     let superuser = pg.connect().await;
     Some(Ctx { _pg: pg, tenancy, superuser, _dir: dir })
 }
@@ -469,8 +464,9 @@ async fn one_connection_in_turn(binding: TenantBinding) {
     let Some(ctx) = ctx(binding).await else { return };
     let a_id = ctx.table_tenant("acme").await.id().clone();
     let b_id = ctx.table_tenant("globex").await.id().clone();
-    let single = Tenancy::builder(ctx._pg.url.clone())
-        .secret_key_file(ctx._dir.path().join("key"))
+    let single = ctx
+        ._pg
+        .builder(&ctx._dir)
         .tenant_binding(binding)
         .max_connections(1)
         .tenant_connection_budget(1)
