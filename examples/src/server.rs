@@ -372,7 +372,7 @@ async fn dashboard(Extension(db): Extension<TenantConnection>) -> Result<Json<da
     // Read through the tenant's cache namespace: computed on a miss and kept for the
     // model's time to live; the writes above drop it, so counts are never stale.
     let ttl = match <dashboard_stats::Entity as tenancy::TenantScoped>::SCOPE {
-        tenancy::Scope::Cache { ttl } => ttl,
+        tenancy::Scope::Cache { ttl, .. } => ttl,
         tenancy::Scope::Table { .. } => None,
     };
     let stats = db

@@ -51,7 +51,7 @@ fn generate(krate: &syn::Path, model: &Model<'_>, scope: &Scope) -> TokenStream 
             quote!(#krate::Scope::Table { column: #column }),
             quote_spanned!(variant.span()=> ::core::option::Option::Some(Column::#variant)),
         ),
-        Scope::Cache { ttl } => {
+        Scope::Cache { ttl, column } => {
             let ttl = match ttl {
                 Some(seconds) => {
                     let seconds = Literal::u64_unsuffixed(*seconds);
@@ -59,7 +59,16 @@ fn generate(krate: &syn::Path, model: &Model<'_>, scope: &Scope) -> TokenStream 
                 }
                 None => quote!(::core::option::Option::None),
             };
-            (quote!(#krate::Scope::Cache { ttl: #ttl }), quote!(::core::option::Option::None))
+            match column {
+                Some((variant, column)) => (
+                    quote!(#krate::Scope::Cache { ttl: #ttl, column: ::core::option::Option::Some(#column) }),
+                    quote_spanned!(variant.span()=> ::core::option::Option::Some(Column::#variant)),
+                ),
+                None => (
+                    quote!(#krate::Scope::Cache { ttl: #ttl, column: ::core::option::Option::None }),
+                    quote!(::core::option::Option::None),
+                ),
+            }
         }
     };
     quote! {
@@ -91,7 +100,8 @@ fn stand_in(krate: &syn::Path, model: &Model<'_>) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #krate::TenantScoped for #entity {
-            const SCOPE: #krate::Scope = #krate::Scope::Cache { ttl: ::core::option::Option::None };
+            const SCOPE: #krate::Scope =
+                #krate::Scope::Cache { ttl: ::core::option::Option::None, column: ::core::option::Option::None };
 
             fn tenant_column() -> ::core::option::Option<<Self as #krate::__private::EntityTrait>::Column> {
                 ::core::option::Option::None

@@ -27,6 +27,7 @@ use proc_macro::TokenStream;
 /// | `#[tenant_scoped(column = "org_id")]` | table-scoped on the `org_id` field |
 /// | `#[tenant_scoped(cache)]` | cache-scoped: entries in the tenant's cache namespace |
 /// | `#[tenant_scoped(cache, ttl = 300)]` | cache-scoped, entries living 300 seconds |
+/// | `#[tenant_scoped(cache, column = "tenant_id")]` | cache-scoped, read through to a table whose `tenant_id` column keeps tenants apart (table isolation scopes it like a table-scoped model's) |
 ///
 /// `crate = "path"` names the `tenancy` crate for crates that re-export it (default
 /// `::tenancy`), as in `#[tenant_scoped(crate = "my_app::tenancy")]`.
@@ -39,15 +40,14 @@ use proc_macro::TokenStream;
 ///
 /// Next to the unchanged struct: an impl of `tenancy::TenantScoped` for the model's
 /// `Entity`, whose `SCOPE` is the `tenancy::Scope` above and whose `tenant_column()` is
-/// the tenant field's `Column` variant (`None` for cache scope); and a registration that
+/// the tenant field's `Column` variant (`None` for cache scope without `column`); and a registration that
 /// `tenancy::scoped_models()` lists, with the table name, the entity's path, and the
 /// file and line of the attribute.
 ///
 /// # Errors
 ///
 /// Every mistake is reported in the same build, at the token at fault: an unknown or
-/// repeated option, a `ttl` that is not a positive integer, `cache` together with
-/// `column`, `ttl` without `cache`, a missing table name, a missing tenant field, and a
+/// repeated option, a `ttl` that is not a positive integer, `ttl` without `cache`, a missing table name, a missing tenant field, and a
 /// tenant field that is not a `String`.
 #[proc_macro_attribute]
 pub fn tenant_scoped(args: TokenStream, input: TokenStream) -> TokenStream {

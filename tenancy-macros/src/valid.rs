@@ -23,15 +23,15 @@ pub(crate) enum Scope {
     Cache {
         /// `ttl = ...`, in seconds.
         ttl: Option<u64>,
+        /// `column = "..."`: the tenant column of the table behind the model, checked like
+        /// a table-scoped model's (the `Column` variant and the SQL name).
+        column: Option<(Ident, String)>,
     },
 }
 
 /// Checks the options against each other and against the model, recording every
 /// violation in `cx`. Returns the scope if it could be determined.
 pub(crate) fn check(cx: &mut Ctxt, options: &Options, model: &Model<'_>) -> Option<Scope> {
-    if let (Some(_), Some(column)) = (options.cache, &options.column) {
-        cx.error(column.key, "`cache` and `column` cannot be used together: a cache-scoped model has no tenant column");
-    }
     if let (None, Some(ttl)) = (options.cache, &options.ttl) {
         cx.error(ttl.key, "`ttl` applies only to cache-scoped models: write `#[tenant_scoped(cache, ttl = ...)]`");
     }
@@ -42,10 +42,17 @@ pub(crate) fn check(cx: &mut Ctxt, options: &Options, model: &Model<'_>) -> Opti
              `#[sea_orm(table_name = \"...\")]` and `#[derive(DeriveEntityModel)]` or `#[sea_orm::model]`",
         );
     }
-    if options.cache.is_some() {
-        return Some(Scope::Cache { ttl: options.ttl.as_ref().map(|ttl| ttl.value) });
+    let ttl = options.ttl.as_ref().map(|ttl| ttl.value);
+    match (options.cache, &options.column) {
+        (Some(_), None) => Some(Scope::Cache { ttl, column: None }),
+        // A cache-scoped model read through to a table with a tenant column: the column is
+        // checked exactly as a table-scoped model's is.
+        (Some(_), Some(_)) => match table_column(cx, options, model)? {
+            Scope::Table { variant, column } => Some(Scope::Cache { ttl, column: Some((variant, column)) }),
+            cache @ Scope::Cache { .. } => Some(cache),
+        },
+        (None, _) => table_column(cx, options, model),
     }
-    table_column(cx, options, model)
 }
 
 /// Finds and checks the tenant column of a table-scoped model.

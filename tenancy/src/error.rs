@@ -353,6 +353,19 @@ pub enum Error {
         table: String,
     },
 
+    /// The read-through helper of a cache-scoped model without a tenant column was asked
+    /// for a table-isolated tenant: the model's table is shared by every table tenant, so
+    /// reading through to it would reach other tenants' rows.
+    #[error(
+        "Model '{table}' is cache-scoped without a tenant column, and tenant '{tenant}' uses table isolation,          where that table is shared by all table tenants: declare its tenant column with          #[tenant_scoped(cache, column = \"tenant_id\")] to read it through per tenant"
+    )]
+    SharedCacheTable {
+        /// The model's table.
+        table: String,
+        /// The table-isolated tenant.
+        tenant: String,
+    },
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

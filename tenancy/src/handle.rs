@@ -379,11 +379,9 @@ fn scoped_tables() -> Result<Vec<crate::sqlite_scope::ScopedTable<'static>>, DbE
         let models = crate::scoped_models().map_err(|err| err.to_string())?;
         Ok(models
             .iter()
-            .filter_map(|model| match model.scope() {
-                crate::Scope::Table { column } => {
-                    Some(crate::sqlite_scope::ScopedTable { table: model.table(), column })
-                }
-                crate::Scope::Cache { .. } => None,
+            .filter_map(|model| {
+                let column = model.scope().table_column()?;
+                Some(crate::sqlite_scope::ScopedTable { table: model.table(), column })
             })
             .collect())
     });

@@ -107,7 +107,7 @@
 //!
 //! assert_eq!(invoice::Entity::SCOPE, Scope::Table { column: "tenant_id" });
 //! assert!(matches!(invoice::Entity::tenant_column(), Some(invoice::Column::TenantId)));
-//! assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(1800)) });
+//! assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(1800)), column: None });
 //!
 //! // Sorted by table; two models claiming one table are an error here.
 //! let models = tenancy::scoped_models()?;

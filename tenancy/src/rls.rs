@@ -20,7 +20,7 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 
 use crate::sql::{quote_ident, quote_literal};
-use crate::{Result, Scope, scoped_models};
+use crate::{Result, scoped_models};
 
 /// The prefix of the application role a table-isolated tenant's statements run as:
 /// `NOLOGIN`, `NOSUPERUSER`, `NOBYPASSRLS`, owning nothing, so the policies always apply
@@ -166,10 +166,7 @@ pub async fn enable_row_security(db: &DatabaseConnection) -> Result<RowSecurityR
     let models = scoped_models()?;
     let scoped: Vec<(&str, &str)> = models
         .iter()
-        .filter_map(|model| match model.scope() {
-            Scope::Table { column } => Some((model.table(), column)),
-            Scope::Cache { .. } => None,
-        })
+        .filter_map(|model| model.scope().table_column().map(|column| (model.table(), column)))
         .collect();
     if scoped.is_empty() {
         return Ok(report);

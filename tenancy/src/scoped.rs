@@ -23,10 +23,30 @@ pub enum Scope {
     },
     /// Entries in the shared cache, under the tenant's key namespace
     /// (`#[tenant_scoped(cache)]`, `#[tenant_scoped(cache, ttl = ...)]`).
+    ///
+    /// A cache-scoped model read through to a table ([`crate::cache::ReadThrough`])
+    /// names the table's tenant column with `#[tenant_scoped(cache, column = "...")]`:
+    /// the table is then scoped like a [`Scope::Table`] one (row-level security on
+    /// PostgreSQL, statement scoping on SQLite). Without a column the table is shared by
+    /// every table-isolated tenant, so reading it through for such a tenant is refused.
     Cache {
         /// How long entries live; `None` leaves it to the cache.
         ttl: Option<Duration>,
+        /// The SQL name of the tenant column of the table behind the model, if it has one.
+        column: Option<&'static str>,
     },
+}
+
+impl Scope {
+    /// The tenant column of the model's table, when it has one: always for
+    /// [`Scope::Table`], for [`Scope::Cache`] when the model names it. Tables with a
+    /// tenant column are the ones table isolation keeps apart per tenant.
+    pub const fn table_column(&self) -> Option<&'static str> {
+        match *self {
+            Scope::Table { column } | Scope::Cache { column: Some(column), .. } => Some(column),
+            Scope::Cache { column: None, .. } => None,
+        }
+    }
 }
 
 /// A sea-orm entity whose data belongs to one tenant at a time.
@@ -41,8 +61,8 @@ pub trait TenantScoped: EntityTrait {
     /// How the entity is scoped.
     const SCOPE: Scope;
 
-    /// The column holding the tenant id: `Some` for [`Scope::Table`], `None` for
-    /// [`Scope::Cache`], which has no column.
+    /// The column holding the tenant id: `Some` for [`Scope::Table`] and for a
+    /// [`Scope::Cache`] model that names one, `None` for a cache-scoped model without one.
     fn tenant_column() -> Option<Self::Column>;
 }
 

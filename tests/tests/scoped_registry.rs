@@ -120,10 +120,10 @@ fn registry_lists_every_scoped_model_sorted_by_table() {
         listed,
         [
             ("audit_entries", "scoped_registry::audit_entry::Entity", Scope::Table { column: "tenantId" }),
-            ("feature_flags", "scoped_registry::feature_flag::Entity", Scope::Cache { ttl: None }),
+            ("feature_flags", "scoped_registry::feature_flag::Entity", Scope::Cache { ttl: None, column: None }),
             ("invoices", "scoped_registry::invoice::Entity", Scope::Table { column: "tenant_id" }),
             ("members", "scoped_registry::member::Entity", Scope::Table { column: "organisation" }),
-            ("sessions", "scoped_registry::session::Entity", Scope::Cache { ttl: Some(Duration::from_secs(300)) }),
+            ("sessions", "scoped_registry::session::Entity", Scope::Cache { ttl: Some(Duration::from_secs(300)), column: None }),
         ]
     );
 }
@@ -144,8 +144,8 @@ fn registration_points_at_the_attribute() {
 fn scope_constants_match_the_registry() {
     assert_eq!(invoice::Entity::SCOPE, Scope::Table { column: "tenant_id" });
     assert_eq!(member::Entity::SCOPE, Scope::Table { column: "organisation" });
-    assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(300)) });
-    assert_eq!(feature_flag::Entity::SCOPE, Scope::Cache { ttl: None });
+    assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(300)), column: None });
+    assert_eq!(feature_flag::Entity::SCOPE, Scope::Cache { ttl: None, column: None });
 }
 
 #[test]

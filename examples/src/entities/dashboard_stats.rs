@@ -3,10 +3,10 @@
 //! The numbers are derived from the tenant's [`projects`](super::project),
 //! [`tasks`](super::task) and [`comments`](super::comment), so they need no table of their
 //! own: the model is kept in the tenant's cache namespace for 60 seconds and recomputed
-//! from the tenant's data on a miss (read-through). A table for it would also be wrong in
-//! table isolation: a cache-scoped model has no tenant column (`#[tenant_scoped(cache)]`
-//! refuses one), so one shared table would hold every table-isolated tenant's row.
-//! `table_name` names the model in cache keys.
+//! from the tenant's data on a miss. (A cache-scoped model read through to a table of its
+//! own would need a tenant column for table isolation, declared with
+//! `#[tenant_scoped(cache, column = "tenant_id")]`; without one, `read_through` refuses
+//! table tenants.) `table_name` names the model in cache keys.
 
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, PaginatorTrait, QueryFilter};

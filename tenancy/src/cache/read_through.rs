@@ -84,12 +84,25 @@ impl TenantConnection {
     /// The read-through helper of the cache-scoped model `E` for this tenant: its cache
     /// namespace and its database, the two always of the same tenant.
     ///
+    /// For a table-isolated tenant the model's table is one table shared by every table
+    /// tenant: the model must name its tenant column
+    /// (`#[tenant_scoped(cache, column = "tenant_id")]`), which the row-level security
+    /// (PostgreSQL) or the statement scoping (SQLite) of table isolation then applies to.
+    ///
     /// # Errors
-    /// [`Error::NotCacheScoped`] when `E` is `#[tenant_scoped]` without `cache`.
+    /// - [`Error::NotCacheScoped`] when `E` is `#[tenant_scoped]` without `cache`;
+    /// - [`Error::SharedCacheTable`] when the tenant uses table isolation and `E` has no
+    ///   tenant column (refused rather than reading a table every table tenant shares).
     pub fn read_through<E: TenantScoped>(&self) -> Result<ReadThrough<E>> {
-        let Scope::Cache { ttl } = E::SCOPE else {
+        let Scope::Cache { ttl, column } = E::SCOPE else {
             return Err(Error::NotCacheScoped { table: E::default().table_name().to_owned() });
         };
+        if column.is_none() && self.isolation() == crate::Isolation::Table {
+            return Err(Error::SharedCacheTable {
+                table: E::default().table_name().to_owned(),
+                tenant: self.id().to_string(),
+            });
+        }
         Ok(ReadThrough { db: self.clone(), cache: self.cache(), ttl, entity: PhantomData })
     }
 }

@@ -22,6 +22,6 @@ use std::time::Duration;
 use tenancy::{Scope, TenantScoped};
 
 fn main() {
-    assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(300)) });
+    assert_eq!(session::Entity::SCOPE, Scope::Cache { ttl: Some(Duration::from_secs(300)), column: None });
     assert!(session::Entity::tenant_column().is_none());
 }
