@@ -58,6 +58,11 @@ pub enum TenantResolver {
     /// (the header if the request has one, the subdomain otherwise). A later resolver is
     /// not asked when an earlier one names a tenant that does not exist: the request gets
     /// the `404`, it never falls through to another tenant.
+    ///
+    /// The layer resolves a tenant; it does not authenticate anyone. A header or a path
+    /// is whatever the client sends, so with a header first any client can name any
+    /// tenant: an application that signs users in per subdomain puts `Subdomain` first
+    /// (or only), or checks that the signed-in user belongs to the handle's tenant.
     FirstOf(Vec<TenantResolver>),
 }
 
