@@ -117,7 +117,9 @@
 //! ```
 //!
 //! A compile error points at the mistake: an unknown option, a model without a
-//! `tenant_id` field, a tenant column that is not a `String`, or `cache` with `column`.
+//! `tenant_id` field, a tenant column that is not a `String`, or `ttl` without `cache`.
+//! A cache-scoped model read through to a table names that table's tenant column with
+//! `#[tenant_scoped(cache, column = "tenant_id")]`, so table isolation scopes it too.
 //!
 //! ## Working with a tenant's data
 //!
