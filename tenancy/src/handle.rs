@@ -275,12 +275,19 @@ impl TenantConnection {
     /// transaction-scoped settings (`set_config(..., true)`) that end with it and never
     /// reach the next user of the pooled connection; savepoints nested in it stay bound:
     ///
-    /// - table isolation: the tenant id in `tenancy.tenant_id` and the application role;
-    /// - schema isolation: `search_path` set to the tenant's schema alone.
+    /// - table isolation: the tenant id in `tenancy.tenant_id`, the application role, and
+    ///   `search_path` set to `public, pg_temp`;
+    /// - schema isolation: `search_path` set to the tenant's schema, then `pg_temp`.
     ///
-    /// A single statement through the handle therefore costs three extra round trips
-    /// (BEGIN, the `set_config` query, COMMIT); removing them (pipelining, binding in the
-    /// statement itself, or schema-qualified statements for schema isolation) is future work.
+    /// `pg_temp` is named last so that a temporary relation never shadows a table of the
+    /// tenant (PostgreSQL searches it first when it is not named). It must end with
+    /// [`end_bound`] (or a rollback), which removes what the tenant's statements left on
+    /// the session before the connection goes back to the pool.
+    ///
+    /// A single statement through the handle therefore costs four extra round trips
+    /// (BEGIN, the `set_config` query, the session reset, COMMIT); removing them
+    /// (pipelining, binding in the statement itself, or schema-qualified statements for
+    /// schema isolation) is future work.
     async fn begin_bound(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
         let tenant = &self.inner.tenant;
         let bind = match tenant.isolation {
@@ -289,17 +296,22 @@ impl TenantConnection {
                 let schema = tenant.config.schema.as_deref().ok_or_else(|| {
                     DbErr::Custom(format!("tenant '{}' is a schema tenant without a schema", tenant.id))
                 })?;
+                // `pg_temp` last: unless named, PostgreSQL searches the temporary schema
+                // first, and a temporary relation would shadow the tenant's tables.
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT set_config('search_path', $1, true)",
-                    [crate::sql::quote_ident(schema).into()],
+                    [format!("{}, pg_temp", crate::sql::quote_ident(schema)).into()],
                 )
             }
             _ => {
                 let role = self.inner.tenancy.app_role().await.map_err(to_db_err)?.to_owned();
+                // The shared tables live in `public` (where `enable_row_security` secures
+                // them); `pg_temp` last, as for schema tenants.
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+                    "SELECT set_config($1, $2, true), set_config('role', $3, true), \
+                     set_config('search_path', 'public, pg_temp', true)",
                     [crate::rls::TENANT_SETTING.into(), tenant.id.as_str().into(), role.into()],
                 )
             }
@@ -307,6 +319,54 @@ impl TenantConnection {
         let txn = self.inner.tenancy.master().begin_with_options(options).await?;
         txn.execute_raw(bind).await?;
         Ok(txn)
+    }
+}
+
+/// What a bound transaction resets before it commits, in one round trip (PostgreSQL's
+/// simple protocol runs the statements in order), so that nothing a tenant's statements
+/// left on the session reaches the next user of the master pool's connection, another
+/// tenant or the library's own registry queries:
+///
+/// - `RESET SESSION AUTHORIZATION`, `RESET ROLE`: a role switch made for the session
+///   (`set_config('role', ..., false)`);
+/// - `RESET ALL`: every other session-level setting (`search_path`, `tenancy.tenant_id`,
+///   ...) back to the connection's defaults;
+/// - `DISCARD TEMP`: temporary tables, views, functions and types, whatever their
+///   `ON COMMIT` action (`DISCARD ALL` is not allowed in a transaction; these parts are);
+/// - `DISCARD SEQUENCES`, `CLOSE ALL`, `UNLISTEN *`, `pg_advisory_unlock_all()`:
+///   `lastval()`, cursors held past the commit, listened channels and session advisory
+///   locks.
+///
+/// A rolled-back transaction needs none of it: PostgreSQL undoes the settings and drops
+/// the temporary objects made in it.
+const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
+                             CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()";
+
+/// Commits a transaction from [`TenantConnection::begin_bound`] after resetting the
+/// session ([`RESET_SESSION`]).
+///
+/// A transaction that PostgreSQL has already aborted (a statement in it failed) refuses
+/// the reset; it is rolled back instead, which undoes everything it did, and `Ok` is
+/// returned as for sea-orm's own commit of such a transaction (PostgreSQL answers that
+/// `COMMIT` with a rollback, not an error). Any other failure of the reset rolls back and
+/// is returned.
+pub(crate) async fn end_bound(txn: DatabaseTransaction) -> Result<(), DbErr> {
+    match txn.execute_unprepared(RESET_SESSION).await {
+        Ok(_) => txn.commit().await,
+        Err(err) => {
+            txn.rollback().await?;
+            if in_failed_transaction(&err) { Ok(()) } else { Err(err) }
+        }
+    }
+}
+
+/// Whether `err` is PostgreSQL's "current transaction is aborted" (SQLSTATE 25P02).
+fn in_failed_transaction(err: &DbErr) -> bool {
+    match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(err)) => {
+            err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "25P02")
+        }
+        _ => false,
     }
 }
 
@@ -409,7 +469,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.execute_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -426,7 +486,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.execute_unprepared(sql).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -443,7 +503,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.query_one_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -460,7 +520,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.query_all_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -523,9 +583,10 @@ impl TransactionTrait for TenantConnection {
     }
 
     async fn begin_with_options(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
-        let txn = if self.bound() {
-            self.begin_bound(options).await?
-        } else if self.sqlite_scoped() {
+        if self.bound() {
+            return Ok(TenantTransaction::bound(self.begin_bound(options).await?, self.clone()));
+        }
+        let txn = if self.sqlite_scoped() {
             self.inner.tenancy.master().begin_with_options(options).await?
         } else {
             self.lease().await?.connection().begin_with_options(options).await?
