@@ -18,7 +18,22 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 /// their data; set with [`TenancyBuilder::tenant_binding`](crate::TenancyBuilder::tenant_binding).
 ///
 /// Either way no session state outlives a transaction on a connection another tenant
-/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer.
+/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer. They
+/// differ in what they hold against *hostile* SQL, that is, SQL run through a handle that
+/// tries to undo the binding (`RESET ROLE`, `set_config(...)`, `DO` blocks, names
+/// qualified with another tenant's schema):
+///
+/// | | [`TenantPools`](Self::TenantPools) (default) | [`SharedTransactions`](Self::SharedTransactions) |
+/// | --- | --- | --- |
+/// | logged in as | the tenant's own login role | the master URL's user (often a superuser) |
+/// | enforced by | the database: the role's privileges and the row-level security policies | settings of the transaction, which its statements can change |
+/// | sea-orm code, forgotten filters, unqualified raw SQL | contained | contained |
+/// | temporary objects, session settings left by a statement | stay in the tenant's own pool | removed before the transaction commits |
+/// | hostile raw SQL | contained | **not contained**: it runs with the master user's privileges |
+///
+/// Choose `SharedTransactions` only when every statement that reaches a tenant's handle
+/// is the application's own code; keep the default when tenants' own SQL (a report
+/// builder, a shell, user-supplied queries) can reach a handle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantBinding {
@@ -30,17 +45,49 @@ pub enum TenantBinding {
     /// with database-isolated tenants and are cached least recently used first; a
     /// pooler keys its pools by user, so it keeps tenants apart too.
     ///
-    /// The default: the fastest, and the database enforces the binding (a schema
-    /// tenant's role may use its own schema only; a table tenant's role name is what the
-    /// row-level security policies compare with).
+    /// The default: the fastest, and the database enforces the binding against anything
+    /// the tenant's SQL can do, hostile raw SQL included. A schema tenant's role may use
+    /// its own schema only; a table tenant's role is what the row-level security
+    /// policies identify the tenant by, and it has no way around them. Whatever a
+    /// statement leaves on its session (settings, temporary objects) stays on a
+    /// connection of the tenant's own pool, which no other tenant ever gets.
     #[default]
     TenantPools,
     /// Every statement or transaction runs in a transaction of the shared master pool
-    /// that first binds the tenant with transaction-scoped `set_config(..., true)` calls.
-    /// No connections per tenant, for applications with more concurrently busy tenants
-    /// than a connection budget can hold pools for; the price is three extra round
-    /// trips per single statement (BEGIN, the binding, COMMIT) and one per transaction,
-    /// and statements are not cached (prepared unnamed) on the master pool.
+    /// that first binds the tenant with transaction-scoped `set_config(..., true)` calls:
+    /// a schema tenant's `search_path` (its schema, then `pg_temp`), a table tenant's id
+    /// in `tenancy.tenant_id` with a switch to the application role (and `search_path`
+    /// `public, pg_temp`). No connections per tenant, for applications with more
+    /// concurrently busy tenants than a connection budget can hold pools for.
+    ///
+    /// What it guarantees: sea-orm code, and raw SQL that does not try to undo the
+    /// binding, reaches the tenant's data only, whatever filter it forgets. Nothing a
+    /// transaction leaves on the shared connection reaches the next tenant or the
+    /// library's own registry queries: `pg_temp` comes last in the bound `search_path`
+    /// (a temporary table never shadows a tenant's table), and before the outermost
+    /// transaction commits the session is reset in one round trip (`RESET SESSION
+    /// AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL;
+    /// UNLISTEN *; SELECT pg_advisory_unlock_all()`): temporary tables, views and
+    /// functions (`ON COMMIT PRESERVE ROWS` ones too), session-level settings
+    /// (`set_config(..., false)`, `SET`), held cursors, listened channels and session
+    /// advisory locks are gone. A rolled-back transaction takes its own with it.
+    ///
+    /// What it does **not** guarantee: containment of hostile raw SQL. The connection is
+    /// logged in as the master URL's user, often a superuser, and the binding is made of
+    /// settings that a statement inside the transaction can change: `RESET ROLE` or
+    /// `set_config('role', ...)` gives back the master user's privileges,
+    /// `set_config('tenancy.tenant_id', <another tenant>, true)` or
+    /// `set_config('search_path', ...)` rebinds the transaction, a name qualified with
+    /// another schema reaches it, and the master user can read or change the registry
+    /// or any tenant's data, or end the transaction itself (`COMMIT` inside
+    /// `execute_unprepared`) before the reset. No check after the statement could undo
+    /// what it already read, so none is pretended. When tenants' own SQL may reach a
+    /// handle, keep [`TenantPools`](Self::TenantPools).
+    ///
+    /// The price: four extra round trips per single statement (BEGIN, the binding, the
+    /// session reset, COMMIT) and two per transaction (the binding and the reset); the
+    /// reset costs one round trip plus about 15 µs of server time on a local server.
+    /// Statements are not cached (prepared unnamed) on the master pool.
     SharedTransactions,
 }
 
@@ -92,28 +139,33 @@ pub enum TenantBinding {
 ///   `set_config('tenancy.tenant_id', <tenant>, true)` and `set_config('role', <the application role>, true)`:
 ///   the policies then show and accept only the tenant's rows, inserts get the tenant
 ///   stamped through the column default, and a filter that forgets the tenant still
-///   sees nothing else. Both settings are transaction-scoped, so nothing stays on the
-///   pooled connection (safe behind PgBouncer in transaction mode), and the role switch
+///   sees nothing else. The settings are transaction-scoped (with `search_path` set to
+///   `public, pg_temp`), and the session is reset before the commit, so nothing stays on
+///   the pooled connection (safe behind PgBouncer in transaction mode); the role switch
 ///   subjects even a superuser or `BYPASSRLS` master connection to the policies.
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way.
 ///   Streaming straight from the handle is refused with a [`DbErr::Custom`]: sea-orm's
 ///   stream borrows its transaction, so stream inside `handle.begin()` instead. The
 ///   binding guards sea-orm code against a forgotten filter, not against hostile raw
-///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it.
+///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it (see
+///   [`TenantBinding::SharedTransactions`]).
 /// - [`Isolation::Schema`] (PostgreSQL master only): the tenant's schema in the master
 ///   database. With [`TenantBinding::TenantPools`] (the default) the handle uses the
 ///   tenant's own pool, logged in as its login role, whose `search_path` is the schema
 ///   and which may use no other schema. With [`TenantBinding::SharedTransactions`] (or for
 ///   a tenant without a login role) every statement runs in a transaction of the master
 ///   pool that first sets
-///   `set_config('search_path', <the quoted schema>, true)`: the tenant's schema alone, so
-///   an unqualified table never falls through to `public` (where table-isolated tenants
-///   keep their shared tables). The setting is transaction-scoped, so nothing stays on the
-///   pooled connection (safe behind PgBouncer in transaction mode).
+///   `set_config('search_path', '<the quoted schema>, pg_temp', true)`: the tenant's
+///   schema, so an unqualified table never falls through to `public` (where
+///   table-isolated tenants keep their shared tables), and the temporary schema last, so
+///   a temporary table never shadows the tenant's. The setting is transaction-scoped and
+///   the session is reset before the commit, so nothing stays on the pooled connection
+///   (safe behind PgBouncer in transaction mode).
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way, and
 ///   streaming works as for table isolation: inside `handle.begin()`, not on the handle.
 ///   The binding guards sea-orm code, not hostile raw SQL: a schema-qualified name or a
-///   statement that changes `search_path` reaches past it.
+///   statement that changes `search_path` reaches past it (see
+///   [`TenantBinding::SharedTransactions`]).
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
