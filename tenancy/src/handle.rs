@@ -86,7 +86,8 @@ pub enum TenantBinding {
     ///
     /// The price: four extra round trips per single statement (BEGIN, the binding, the
     /// session reset, COMMIT) and two per transaction (the binding and the reset); the
-    /// reset costs one round trip plus about 15 µs of server time on a local server.
+    /// reset costs about what a `SELECT 1` round trip costs (measured with pgbench on a
+    /// local server: 65 to 95 µs each, the server's own work negligible).
     /// Statements are not cached (prepared unnamed) on the master pool.
     SharedTransactions,
 }
