@@ -381,6 +381,11 @@ async fn temporary_tables_within_one_transaction_still_work() {
         txn.commit().await.unwrap();
         assert_eq!(ctx.stored_names(a).await, ["a1", "a2"], "{isolation}: the write landed in the real table");
         a.execute_unprepared("DELETE FROM projects WHERE name = 'a2'").await.unwrap();
+        // A read-only transaction resets the session too (PostgreSQL allows every part
+        // of the reset there).
+        let txn = a.begin_with_config(None, Some(sea_orm::AccessMode::ReadOnly)).await.unwrap();
+        assert_eq!(names(&txn).await, ["a1"], "{isolation}: read-only");
+        txn.commit().await.expect("a read-only transaction commits");
         // A rolled-back transaction leaves nothing either.
         let txn = a.begin().await.unwrap();
         txn.execute_unprepared("CREATE TEMP TABLE scratch (n int)").await.unwrap();
