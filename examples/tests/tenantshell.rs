@@ -192,6 +192,89 @@ async fn dash_c_sees_only_its_tenant_in_schema_and_table_modes() {
     assert!(text(&out.stderr).contains("uses cache isolation and has no relational storage"), "{}", text(&out.stderr));
 }
 
+/// The guard refuses `set_config(...)` however it is spelled, but it is a convenience:
+/// `DO` blocks pass it, and what keeps them (and anything else) to the shell's tenant is
+/// the tenant's login role. Each attempt is checked on the rows of both tenants, as the
+/// superuser sees them, and on the next statement of the shell.
+#[tokio::test]
+async fn set_config_and_do_blocks_cannot_reach_another_tenant() {
+    let Some(f) = fleet().await else { return };
+    let master = f.pg.connect().await;
+    let names = async |tenant: &TenantId, isolation: Isolation| {
+        let table = match isolation {
+            Isolation::Schema => format!("{}.projects", tenancy::sql::quote_ident(tenant.as_str())),
+            _ => "public.projects".to_owned(),
+        };
+        let sql = format!("SELECT name FROM {table} WHERE tenant_id = $1 ORDER BY name");
+        tenancy_tests::column_strings(&master, &sql, vec![tenant.as_str().into()]).await
+    };
+    let login = async |tenant: &TenantId| {
+        f.tenancy.tenant(tenant).await.unwrap().tenant().config.login.clone().expect("a login role").user
+    };
+    let q = tenancy::sql::quote_literal;
+    for (isolation, [own, other]) in [(Isolation::Schema, &f.schema), (Isolation::Table, &f.table)] {
+        let other_role = login(other).await;
+        let untouched = [format!("{other}-one"), format!("{other}-two")];
+
+        // set_config, however spelled: refused before it reaches the database.
+        for sql in [
+            format!("SELECT set_config('role', {}, false)", q(&other_role)),
+            format!("SELECT pg_catalog.set_config('tenancy.tenant_id', {}, false)", q(other.as_str())),
+            format!("SELECT \"set_config\"('search_path', {}, false), * FROM projects", q(other.as_str())),
+            format!("SELECT 1 FROM projects WHERE set_config('role', {}, true) IS NULL", q(&other_role)),
+        ] {
+            let out = shell(&f.dir, &f.pg.url, &[own.as_str(), "-c", &sql]);
+            assert_eq!(out.status.code(), Some(1), "{sql}");
+            assert!(text(&out.stderr).starts_with("Error: set_config() is not available"), "{}", text(&out.stderr));
+        }
+
+        // DO blocks pass the guard (here with the settings made through `EXECUTE`, which
+        // the guard cannot read); the database stops them at the tenant's role.
+        let attempts = [
+            // Become the other tenant's login role.
+            format!("DO $$ BEGIN EXECUTE 'SET ROLE ' || quote_ident({}); END $$", q(&other_role)),
+            format!(
+                "DO $$ BEGIN EXECUTE 'SET ROLE ' || quote_ident({}); UPDATE projects SET name = 'pwned'; END $$",
+                q(&other_role)
+            ),
+            // Point the session at the other tenant (its schema; its id), then write.
+            match isolation {
+                Isolation::Schema => format!(
+                    "DO $$ BEGIN EXECUTE 'SET search_path = ' || quote_ident({}); \
+                     UPDATE projects SET name = 'pwned'; END $$",
+                    q(other.as_str())
+                ),
+                _ => format!(
+                    "DO $$ BEGIN EXECUTE 'SET tenancy.tenant_id = ' || quote_literal({}); \
+                     UPDATE projects SET name = 'pwned'; END $$",
+                    q(other.as_str())
+                ),
+            },
+            // Name the other schema directly.
+            format!(
+                "DO $$ BEGIN UPDATE {}.projects SET name = 'pwned'; END $$",
+                tenancy::sql::quote_ident(other.as_str())
+            ),
+        ];
+        for sql in &attempts {
+            let out = shell(&f.dir, &f.pg.url, &[own.as_str(), "-c", sql]);
+            let said = format!("{isolation}: {sql}: {}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(names(other, isolation).await, untouched, "{said}");
+        }
+        // The tenant's own rows are the only ones a DO block reached (the table tenant's
+        // UPDATE ran, on its rows alone: the policy goes by the role, not the setting).
+        let own_names = names(own, isolation).await;
+        assert!(own_names.iter().all(|n| n == "pwned" || n.starts_with(own.as_str())), "{own_names:?}");
+        if isolation == Isolation::Table {
+            assert_eq!(own_names, ["pwned", "pwned"], "the DO block's UPDATE reached the tenant's own rows");
+        }
+        // The next statement of the shell still sees the tenant's rows only.
+        let out = shell(&f.dir, &f.pg.url, &[own.as_str(), "-c", "SELECT tenant_id FROM projects"]);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains(own.as_str()) && !stdout.contains(other.as_str()), "{stdout}");
+    }
+}
+
 #[tokio::test]
 async fn dash_c_on_a_sqlite_database_tenant() {
     let dir = TempDir::new();
@@ -294,6 +377,7 @@ fn help_documents_every_flag_and_the_exit_codes() {
         "\\q",
         "1 the -c statement failed",
         "6 no such tenant",
+        "no security boundary",
     ] {
         assert!(help.contains(needle), "missing {needle} in:\n{help}");
     }

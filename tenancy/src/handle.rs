@@ -18,7 +18,22 @@ use crate::{Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
 /// their data; set with [`TenancyBuilder::tenant_binding`](crate::TenancyBuilder::tenant_binding).
 ///
 /// Either way no session state outlives a transaction on a connection another tenant
-/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer.
+/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer. They
+/// differ in what they hold against *hostile* SQL, that is, SQL run through a handle that
+/// tries to undo the binding (`RESET ROLE`, `set_config(...)`, `DO` blocks, names
+/// qualified with another tenant's schema):
+///
+/// | | [`TenantPools`](Self::TenantPools) (default) | [`SharedTransactions`](Self::SharedTransactions) |
+/// | --- | --- | --- |
+/// | logged in as | the tenant's own login role | the master URL's user (often a superuser) |
+/// | enforced by | the database: the role's privileges and the row-level security policies | settings of the transaction, which its statements can change |
+/// | sea-orm code, forgotten filters, unqualified raw SQL | contained | contained |
+/// | temporary objects, session settings left by a statement | stay in the tenant's own pool | removed before the transaction commits |
+/// | hostile raw SQL | contained | **not contained**: it runs with the master user's privileges |
+///
+/// Choose `SharedTransactions` only when every statement that reaches a tenant's handle
+/// is the application's own code; keep the default when tenants' own SQL (a report
+/// builder, a shell, user-supplied queries) can reach a handle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantBinding {
@@ -30,17 +45,50 @@ pub enum TenantBinding {
     /// with database-isolated tenants and are cached least recently used first; a
     /// pooler keys its pools by user, so it keeps tenants apart too.
     ///
-    /// The default: the fastest, and the database enforces the binding (a schema
-    /// tenant's role may use its own schema only; a table tenant's role name is what the
-    /// row-level security policies compare with).
+    /// The default: the fastest, and the database enforces the binding against anything
+    /// the tenant's SQL can do, hostile raw SQL included. A schema tenant's role may use
+    /// its own schema only; a table tenant's role is what the row-level security
+    /// policies identify the tenant by, and it has no way around them. Whatever a
+    /// statement leaves on its session (settings, temporary objects) stays on a
+    /// connection of the tenant's own pool, which no other tenant ever gets.
     #[default]
     TenantPools,
     /// Every statement or transaction runs in a transaction of the shared master pool
-    /// that first binds the tenant with transaction-scoped `set_config(..., true)` calls.
-    /// No connections per tenant, for applications with more concurrently busy tenants
-    /// than a connection budget can hold pools for; the price is three extra round
-    /// trips per single statement (BEGIN, the binding, COMMIT) and one per transaction,
-    /// and statements are not cached (prepared unnamed) on the master pool.
+    /// that first binds the tenant with transaction-scoped `set_config(..., true)` calls:
+    /// a schema tenant's `search_path` (its schema, then `pg_temp`), a table tenant's id
+    /// in `tenancy.tenant_id` with a switch to the application role (and `search_path`
+    /// `public, pg_temp`). No connections per tenant, for applications with more
+    /// concurrently busy tenants than a connection budget can hold pools for.
+    ///
+    /// What it guarantees: sea-orm code, and raw SQL that does not try to undo the
+    /// binding, reaches the tenant's data only, whatever filter it forgets. Nothing a
+    /// transaction leaves on the shared connection reaches the next tenant or the
+    /// library's own registry queries: `pg_temp` comes last in the bound `search_path`
+    /// (a temporary table never shadows a tenant's table), and before the outermost
+    /// transaction commits the session is reset in one round trip (`RESET SESSION
+    /// AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL;
+    /// UNLISTEN *; SELECT pg_advisory_unlock_all()`): temporary tables, views and
+    /// functions (`ON COMMIT PRESERVE ROWS` ones too), session-level settings
+    /// (`set_config(..., false)`, `SET`), held cursors, listened channels and session
+    /// advisory locks are gone. A rolled-back transaction takes its own with it.
+    ///
+    /// What it does **not** guarantee: containment of hostile raw SQL. The connection is
+    /// logged in as the master URL's user, often a superuser, and the binding is made of
+    /// settings that a statement inside the transaction can change: `RESET ROLE` or
+    /// `set_config('role', ...)` gives back the master user's privileges,
+    /// `set_config('tenancy.tenant_id', <another tenant>, true)` or
+    /// `set_config('search_path', ...)` rebinds the transaction, a name qualified with
+    /// another schema reaches it, and the master user can read or change the registry
+    /// or any tenant's data, or end the transaction itself (`COMMIT` inside
+    /// `execute_unprepared`) before the reset. No check after the statement could undo
+    /// what it already read, so none is pretended. When tenants' own SQL may reach a
+    /// handle, keep [`TenantPools`](Self::TenantPools).
+    ///
+    /// The price: four extra round trips per single statement (BEGIN, the binding, the
+    /// session reset, COMMIT) and two per transaction (the binding and the reset); the
+    /// reset costs about what a `SELECT 1` round trip costs (measured with pgbench on a
+    /// local server: 65 to 95 µs each, the server's own work negligible).
+    /// Statements are not cached (prepared unnamed) on the master pool.
     SharedTransactions,
 }
 
@@ -92,28 +140,33 @@ pub enum TenantBinding {
 ///   `set_config('tenancy.tenant_id', <tenant>, true)` and `set_config('role', <the application role>, true)`:
 ///   the policies then show and accept only the tenant's rows, inserts get the tenant
 ///   stamped through the column default, and a filter that forgets the tenant still
-///   sees nothing else. Both settings are transaction-scoped, so nothing stays on the
-///   pooled connection (safe behind PgBouncer in transaction mode), and the role switch
+///   sees nothing else. The settings are transaction-scoped (with `search_path` set to
+///   `public, pg_temp`), and the session is reset before the commit, so nothing stays on
+///   the pooled connection (safe behind PgBouncer in transaction mode); the role switch
 ///   subjects even a superuser or `BYPASSRLS` master connection to the policies.
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way.
 ///   Streaming straight from the handle is refused with a [`DbErr::Custom`]: sea-orm's
 ///   stream borrows its transaction, so stream inside `handle.begin()` instead. The
 ///   binding guards sea-orm code against a forgotten filter, not against hostile raw
-///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it.
+///   SQL: a statement that itself runs `RESET ROLE` or `set_config` can undo it (see
+///   [`TenantBinding::SharedTransactions`]).
 /// - [`Isolation::Schema`] (PostgreSQL master only): the tenant's schema in the master
 ///   database. With [`TenantBinding::TenantPools`] (the default) the handle uses the
 ///   tenant's own pool, logged in as its login role, whose `search_path` is the schema
 ///   and which may use no other schema. With [`TenantBinding::SharedTransactions`] (or for
 ///   a tenant without a login role) every statement runs in a transaction of the master
 ///   pool that first sets
-///   `set_config('search_path', <the quoted schema>, true)`: the tenant's schema alone, so
-///   an unqualified table never falls through to `public` (where table-isolated tenants
-///   keep their shared tables). The setting is transaction-scoped, so nothing stays on the
-///   pooled connection (safe behind PgBouncer in transaction mode).
+///   `set_config('search_path', '<the quoted schema>, pg_temp', true)`: the tenant's
+///   schema, so an unqualified table never falls through to `public` (where
+///   table-isolated tenants keep their shared tables), and the temporary schema last, so
+///   a temporary table never shadows the tenant's. The setting is transaction-scoped and
+///   the session is reset before the commit, so nothing stays on the pooled connection
+///   (safe behind PgBouncer in transaction mode).
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way, and
 ///   streaming works as for table isolation: inside `handle.begin()`, not on the handle.
 ///   The binding guards sea-orm code, not hostile raw SQL: a schema-qualified name or a
-///   statement that changes `search_path` reaches past it.
+///   statement that changes `search_path` reaches past it (see
+///   [`TenantBinding::SharedTransactions`]).
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
@@ -275,12 +328,19 @@ impl TenantConnection {
     /// transaction-scoped settings (`set_config(..., true)`) that end with it and never
     /// reach the next user of the pooled connection; savepoints nested in it stay bound:
     ///
-    /// - table isolation: the tenant id in `tenancy.tenant_id` and the application role;
-    /// - schema isolation: `search_path` set to the tenant's schema alone.
+    /// - table isolation: the tenant id in `tenancy.tenant_id`, the application role, and
+    ///   `search_path` set to `public, pg_temp`;
+    /// - schema isolation: `search_path` set to the tenant's schema, then `pg_temp`.
     ///
-    /// A single statement through the handle therefore costs three extra round trips
-    /// (BEGIN, the `set_config` query, COMMIT); removing them (pipelining, binding in the
-    /// statement itself, or schema-qualified statements for schema isolation) is future work.
+    /// `pg_temp` is named last so that a temporary relation never shadows a table of the
+    /// tenant (PostgreSQL searches it first when it is not named). It must end with
+    /// [`end_bound`] (or a rollback), which removes what the tenant's statements left on
+    /// the session before the connection goes back to the pool.
+    ///
+    /// A single statement through the handle therefore costs four extra round trips
+    /// (BEGIN, the `set_config` query, the session reset, COMMIT); removing them
+    /// (pipelining, binding in the statement itself, or schema-qualified statements for
+    /// schema isolation) is future work.
     async fn begin_bound(&self, options: TransactionOptions) -> Result<DatabaseTransaction, DbErr> {
         let tenant = &self.inner.tenant;
         let bind = match tenant.isolation {
@@ -289,17 +349,22 @@ impl TenantConnection {
                 let schema = tenant.config.schema.as_deref().ok_or_else(|| {
                     DbErr::Custom(format!("tenant '{}' is a schema tenant without a schema", tenant.id))
                 })?;
+                // `pg_temp` last: unless named, PostgreSQL searches the temporary schema
+                // first, and a temporary relation would shadow the tenant's tables.
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     "SELECT set_config('search_path', $1, true)",
-                    [crate::sql::quote_ident(schema).into()],
+                    [format!("{}, pg_temp", crate::sql::quote_ident(schema)).into()],
                 )
             }
             _ => {
                 let role = self.inner.tenancy.app_role().await.map_err(to_db_err)?.to_owned();
+                // The shared tables live in `public` (where `enable_row_security` secures
+                // them); `pg_temp` last, as for schema tenants.
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    "SELECT set_config($1, $2, true), set_config('role', $3, true)",
+                    "SELECT set_config($1, $2, true), set_config('role', $3, true), \
+                     set_config('search_path', 'public, pg_temp', true)",
                     [crate::rls::TENANT_SETTING.into(), tenant.id.as_str().into(), role.into()],
                 )
             }
@@ -307,6 +372,54 @@ impl TenantConnection {
         let txn = self.inner.tenancy.master().begin_with_options(options).await?;
         txn.execute_raw(bind).await?;
         Ok(txn)
+    }
+}
+
+/// What a bound transaction resets before it commits, in one round trip (PostgreSQL's
+/// simple protocol runs the statements in order), so that nothing a tenant's statements
+/// left on the session reaches the next user of the master pool's connection, another
+/// tenant or the library's own registry queries:
+///
+/// - `RESET SESSION AUTHORIZATION`, `RESET ROLE`: a role switch made for the session
+///   (`set_config('role', ..., false)`);
+/// - `RESET ALL`: every other session-level setting (`search_path`, `tenancy.tenant_id`,
+///   ...) back to the connection's defaults;
+/// - `DISCARD TEMP`: temporary tables, views, functions and types, whatever their
+///   `ON COMMIT` action (`DISCARD ALL` is not allowed in a transaction; these parts are);
+/// - `DISCARD SEQUENCES`, `CLOSE ALL`, `UNLISTEN *`, `pg_advisory_unlock_all()`:
+///   `lastval()`, cursors held past the commit, listened channels and session advisory
+///   locks.
+///
+/// A rolled-back transaction needs none of it: PostgreSQL undoes the settings and drops
+/// the temporary objects made in it.
+const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
+                             CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()";
+
+/// Commits a transaction from [`TenantConnection::begin_bound`] after resetting the
+/// session ([`RESET_SESSION`]).
+///
+/// A transaction that PostgreSQL has already aborted (a statement in it failed) refuses
+/// the reset; it is rolled back instead, which undoes everything it did, and `Ok` is
+/// returned as for sea-orm's own commit of such a transaction (PostgreSQL answers that
+/// `COMMIT` with a rollback, not an error). Any other failure of the reset rolls back and
+/// is returned.
+pub(crate) async fn end_bound(txn: DatabaseTransaction) -> Result<(), DbErr> {
+    match txn.execute_unprepared(RESET_SESSION).await {
+        Ok(_) => txn.commit().await,
+        Err(err) => {
+            txn.rollback().await?;
+            if in_failed_transaction(&err) { Ok(()) } else { Err(err) }
+        }
+    }
+}
+
+/// Whether `err` is PostgreSQL's "current transaction is aborted" (SQLSTATE 25P02).
+fn in_failed_transaction(err: &DbErr) -> bool {
+    match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(err)) => {
+            err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "25P02")
+        }
+        _ => false,
     }
 }
 
@@ -407,7 +520,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.execute_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -424,7 +537,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.execute_unprepared(sql).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -441,7 +554,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.query_one_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -458,7 +571,7 @@ impl ConnectionTrait for TenantConnection {
         if self.bound() {
             let txn = self.begin_bound(TransactionOptions::default()).await?;
             let result = txn.query_all_raw(stmt).await?;
-            txn.commit().await?;
+            end_bound(txn).await?;
             return Ok(result);
         }
         if self.sqlite_scoped() {
@@ -521,9 +634,10 @@ impl TransactionTrait for TenantConnection {
     }
 
     async fn begin_with_options(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
-        let txn = if self.bound() {
-            self.begin_bound(options).await?
-        } else if self.sqlite_scoped() {
+        if self.bound() {
+            return Ok(TenantTransaction::bound(self.begin_bound(options).await?, self.clone()));
+        }
+        let txn = if self.sqlite_scoped() {
             self.inner.tenancy.master().begin_with_options(options).await?
         } else {
             self.lease().await?.connection().begin_with_options(options).await?

@@ -132,6 +132,16 @@ impl TenancyBuilder {
 
     /// How handles of schema- and table-isolated tenants on a PostgreSQL master reach
     /// their data (default [`TenantBinding::TenantPools`]); see [`TenantBinding`].
+    ///
+    /// The two differ in their threat model. [`TenantBinding::TenantPools`] logs each
+    /// tenant in as its own role, so the database contains whatever SQL reaches a handle,
+    /// hostile raw SQL included. [`TenantBinding::SharedTransactions`] binds each
+    /// transaction of the master pool with settings and resets the session before it
+    /// commits: it contains sea-orm code and leaves nothing behind for the next tenant,
+    /// but **not** hostile raw SQL, which runs as the master URL's user (often a
+    /// superuser) and can change the settings that bind it (`RESET ROLE`,
+    /// `set_config('tenancy.tenant_id', ...)`, `set_config('search_path', ...)`). Choose
+    /// it only when no SQL from tenants or their users reaches a handle.
     pub fn tenant_binding(mut self, binding: TenantBinding) -> Self {
         self.binding = binding;
         self
@@ -191,6 +201,11 @@ impl Tenancy {
     }
 
     /// Starts a [`TenancyBuilder`] for the master database at `url`.
+    ///
+    /// Its defaults bind schema and table tenants' handles through pools of their own
+    /// login roles ([`TenantBinding::TenantPools`]), which contain hostile SQL; see
+    /// [`TenancyBuilder::tenant_binding`] for the faster-to-scale alternative and the
+    /// threats it does not cover.
     pub fn builder(url: impl Into<String>) -> TenancyBuilder {
         TenancyBuilder {
             url: url.into(),

@@ -27,6 +27,10 @@ use crate::TenantConnection;
 pub struct TenantTransaction {
     txn: DatabaseTransaction,
     handle: TenantConnection,
+    /// An outermost transaction bound to the tenant on the shared master pool
+    /// ([`crate::TenantBinding::SharedTransactions`]): its commit resets the session
+    /// first (`handle::end_bound`). Savepoints nested in it leave that to it.
+    bound: bool,
 }
 
 impl std::fmt::Debug for TenantTransaction {
@@ -37,14 +41,30 @@ impl std::fmt::Debug for TenantTransaction {
 
 impl TenantTransaction {
     pub(crate) fn new(txn: DatabaseTransaction, handle: TenantConnection) -> Self {
-        Self { txn, handle }
+        Self { txn, handle, bound: false }
+    }
+
+    /// An outermost transaction bound to the tenant on the shared master pool.
+    pub(crate) fn bound(txn: DatabaseTransaction, handle: TenantConnection) -> Self {
+        Self { txn, handle, bound: true }
     }
 
     /// Commits the transaction (releases the savepoint, for a nested one).
     ///
+    /// On the shared master pool ([`crate::TenantBinding::SharedTransactions`]) the
+    /// outermost transaction first resets the session in the same connection, in one
+    /// extra round trip: temporary objects, session-level settings, held cursors and the
+    /// like that its statements made are gone before the connection is pooled again.
+    /// A transaction a failed statement has aborted is rolled back instead, and `Ok` is
+    /// returned, as sea-orm does (PostgreSQL answers that commit with a rollback).
+    ///
     /// # Errors
-    /// The database's error when the commit fails.
+    /// The database's error when the commit (or the session reset) fails; the
+    /// transaction is then rolled back.
     pub async fn commit(self) -> Result<(), DbErr> {
+        if self.bound {
+            return crate::handle::end_bound(self.txn).await;
+        }
         self.txn.commit().await
     }
 

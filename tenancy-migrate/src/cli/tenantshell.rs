@@ -6,7 +6,36 @@
 //! `search_path` entry, or (table isolation) the shared tables under row-level security
 //! with the tenant bound. So a plain `SELECT * FROM projects` shows that tenant's
 //! projects only.
-
+//!
+//! # What keeps the shell to its tenant
+//!
+//! The binding of the handle, not the shell. The shell connects with the default
+//! [`tenancy::TenantBinding::TenantPools`]: a schema or table tenant's statements run on
+//! connections of the tenant's own pool, logged in as the tenant's login role, which may
+//! use its own schema only (schema isolation) or is what the row-level security policies
+//! identify the tenant by (table isolation); a database tenant's run in its own
+//! database. There is no transaction around each statement: each one commits on its own
+//! (autocommit), on whichever connection of the tenant's pool is free. Whatever a
+//! statement does to its session (a setting, a temporary table) stays on a connection
+//! of that tenant's pool, which only this shell process uses and which closes with it.
+//! (A schema or table tenant whose registry row has no login role, from before tenants
+//! got one, is the exception: its statements run as the master URL's user in a
+//! transaction of the master pool bound with settings, which hostile SQL can undo; see
+//! [`tenancy::TenantBinding::SharedTransactions`].)
+//!
+//! # What the guard is for
+//!
+//! Before a statement reaches the handle, the shell refuses what would not do what it
+//! seems to in this setting: transaction control (`BEGIN`, `COMMIT`, ...: each statement
+//! is its own transaction, and the next one may run on another connection), session
+//! settings (`SET`, `RESET`, `DISCARD`, and `set_config(...)` calls, which would stay
+//! on one pooled connection and apply to some later statements and not others), and
+//! several statements in one input (each input is sent as one prepared statement, which
+//! PostgreSQL refuses to split). That is a convenience against surprises, not a security
+//! boundary: it reads the statement's text, so a `DO` block, a function or a
+//! differently spelled call passes it. `DO` blocks are allowed on purpose (loops and
+//! data fixes are what an operator's shell is for); what they can reach is what the
+//! tenant's role can reach.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,15 +60,20 @@ pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
 /// uses.
 ///
 /// End a statement with ';' (a line without one continues on the next). One statement at
-/// a time, each in a transaction of its own; BEGIN/COMMIT and session settings (SET,
-/// RESET) are refused, since they would outlive the statement on a pooled connection or
-/// undo the tenant binding. Commands:
+/// a time, each committed on its own; transaction control (BEGIN, COMMIT, ...) and
+/// session settings (SET, RESET, DISCARD, set_config) are refused, since the next
+/// statement may run on another of the tenant's pooled connections. What keeps the shell
+/// to the tenant is the tenant's own login role, not this refusal. Commands:
 /// \dt lists the tenant's tables, \? shows help, \q (or Ctrl-D) quits; Ctrl-C discards
 /// the line being typed. A failing statement prints its error and the shell goes on.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tenantshell",
-    after_help = "Environment:\n  \
+    after_help = "Isolation:\n  \
+        Statements run as the tenant's own login role (schema and table tenants) or in the tenant's\n  \
+        own database: the database keeps them to the tenant, DO blocks and functions included.\n  \
+        The refusals above only prevent surprises on pooled connections; they are no security boundary.\n\n\
+        Environment:\n  \
         DATABASE_URL               master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANCY_SHELL_HISTORY      history file (default: ~/.tenancy_shell_history)\n  \
         TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password\n\n\
@@ -202,11 +236,16 @@ async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<Stri
         }
         "SET" | "RESET" | "DISCARD" => {
             return Err(format!(
-                "{first} is not available: a session setting would outlive the statement on a pooled connection \
-                 shared with other tenants"
+                "{first} is not available: a session setting would stay on one of the tenant's pooled connections \
+                 and apply to some later statements only"
             ));
         }
         _ => {}
+    }
+    if calls_set_config(sql) {
+        return Err("set_config() is not available: a session setting would stay on one of the tenant's pooled \
+                    connections and apply to some later statements only"
+            .to_owned());
     }
     let backend = db.get_database_backend();
     if returns_rows(&first, sql) {
@@ -243,6 +282,18 @@ fn first_keyword(sql: &str) -> String {
         }
     }
     rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
+}
+
+/// Whether `sql` calls `set_config` (any case, quoted or schema-qualified, anywhere in the
+/// text, string literals and `DO` bodies included): the guard errs on the side of
+/// refusing, since a false alarm only costs a rephrased statement.
+fn calls_set_config(sql: &str) -> bool {
+    let text = sql.to_ascii_lowercase().replace('"', "");
+    text.match_indices("set_config").any(|(at, word)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].trim_start().chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') && after == Some('(')
+    })
 }
 
 /// Whether a statement produces rows to print (rather than a count of rows affected).
@@ -422,6 +473,23 @@ mod tests {
         assert!(returns_rows("INSERT", "insert into t values (1) returning id"));
         assert!(!returns_rows("INSERT", "insert into returning_things values (1)"));
         assert!(!returns_rows("UPDATE", "update t set a = 1"));
+    }
+
+    #[test]
+    fn set_config_calls_are_recognised_however_spelled() {
+        for sql in [
+            "SELECT set_config('role', 'x', false)",
+            "select SET_CONFIG ('search_path', 'x', false)",
+            "SELECT pg_catalog.set_config('a.b', 'c', false)",
+            "SELECT \"set_config\"('a.b', 'c', false)",
+            "SELECT 1 FROM projects WHERE (set_config('a.b', 'c', true)) IS NOT NULL",
+        ] {
+            assert!(calls_set_config(sql), "{sql}");
+        }
+        for sql in ["SELECT my_set_config('x')", "SELECT set_config_value FROM settings", "SELECT current_setting('x')"]
+        {
+            assert!(!calls_set_config(sql), "{sql}");
+        }
     }
 
     #[test]
