@@ -373,6 +373,25 @@ async fn a_table_tenant_cannot_become_the_app_role_and_rebind_itself() {
     // The other tenant, next on the budget of one, sees its own rows as they were.
     assert_eq!(names(&b).await, ["globex-project"]);
     assert_eq!(ctx.state_of(&b).await, b_before);
+
+    // The catalog metadata the README lets an operator hide: tenants lose it, and new
+    // tenant connections work without it.
+    ctx.superuser
+        .execute_unprepared(
+            "REVOKE SELECT ON pg_catalog.pg_roles, pg_catalog.pg_user, pg_catalog.pg_namespace, \
+             pg_catalog.pg_stat_all_tables, pg_catalog.pg_stat_user_tables FROM PUBLIC",
+        )
+        .await
+        .unwrap();
+    let fresh = ctx._pg.builder(&ctx._dir).connect().await.unwrap();
+    let a_again = fresh.tenant(a.id()).await.unwrap();
+    add_project(&a_again, "acme-later").await;
+    assert_eq!(names(&a_again).await, ["acme-later", "acme-project"]);
+    for view in ["pg_roles", "pg_namespace", "pg_stat_all_tables"] {
+        let sql = format!("SELECT count(*) FROM pg_catalog.{view}");
+        let err = a_again.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{view}: {err}");
+    }
 }
 
 #[tokio::test]
