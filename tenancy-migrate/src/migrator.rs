@@ -137,6 +137,15 @@ pub(crate) async fn migrate_one(
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
+    // Nothing to migrate, but the shared tables may have been secured by an older version
+    // (policies that a tenant's `SET ROLE` could get around): secure them now.
+    if secure
+        && matches!(result, Ok(MigrationOutcome::UpToDate))
+        && !tenancy::rls::row_security_is_current(tenancy.master()).await?
+    {
+        tracing::info!("the shared tables' row security is out of date; securing them again");
+        tenancy::enable_row_security(tenancy.master()).await?;
+    }
     // Statements this process's handles prepared against the old tables would be refused
     // ("cached plan must not change result type"): the tenant's next use opens new
     // connections. (Table tenants share tables: a change reaches every tenant's pool.)

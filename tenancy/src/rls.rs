@@ -325,6 +325,36 @@ pub async fn enable_row_security_in(txn: &DatabaseTransaction) -> Result<RowSecu
     }
 }
 
+/// Whether the row-security step of this version has secured every table-scoped table
+/// present in `public` of the PostgreSQL master `db`: each has the restrictive policy
+/// [`GUARD_POLICY_NAME`] binding the tenant from `session_user`. One read-only query;
+/// `true` on SQLite. The migrator asks it when there is nothing to migrate, so a master
+/// secured by an older version is brought up to date by the next `migratetenant` or
+/// `migratealltenants`, not only by the next migration.
+///
+/// # Errors
+/// [`crate::Error::DuplicateScopedTable`], or [`crate::Error::Database`] when the query
+/// fails.
+pub async fn row_security_is_current<C: ConnectionTrait>(db: &C) -> Result<bool> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(true);
+    }
+    let scoped = table_scoped()?;
+    if scoped.is_empty() {
+        return Ok(true);
+    }
+    // language=PostgreSQL
+    let sql = "SELECT NOT EXISTS (SELECT 1 FROM pg_class c \
+                 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') \
+                   AND c.relname::text IN (SELECT json_array_elements_text($1::json)) \
+                   AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2 \
+                     AND pg_get_expr(p.polqual, p.polrelid) LIKE '%SESSION_USER%'))";
+    let row = db
+        .query_one_raw(pg(sql, vec![json_list(scoped.iter().map(|(table, _)| *table)), GUARD_POLICY_NAME.into()]))
+        .await?;
+    Ok(row.map(|row| row.try_get_by_index::<bool>(0)).transpose()?.unwrap_or(false))
+}
+
 /// A statement for PostgreSQL with values.
 fn pg(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)

@@ -681,3 +681,53 @@ async fn the_catalog_audit_finds_nothing_after_migration_and_finds_what_an_opera
     assert!(seen.iter().all(|r| r.try_get_by_index::<String>(0).unwrap() == a.id().as_str()));
     assert_eq!(seen.len(), 1);
 }
+
+#[tokio::test]
+async fn a_master_secured_by_the_previous_version_is_brought_up_to_date_by_the_next_migrate_run() {
+    let Some(ctx) = ctx().await else { return };
+    let a = ctx.tenant("acme", Isolation::Table).await;
+    let b = ctx.tenant("globex", Isolation::Table).await;
+    seed(&a, "acme").await;
+    seed(&b, "globex").await;
+    // The previous version's policies: one permissive policy on current_user, no guard.
+    let prefix = a.tenant().config.login.clone().unwrap().user.trim_end_matches(a.id().as_str()).to_owned();
+    let old = format!(
+        "(SELECT CASE WHEN left(current_user::text, {len}) = {p} THEN substr(current_user::text, {start}) \
+         ELSE current_setting('tenancy.tenant_id', true) END)",
+        len = prefix.len(),
+        p = quote_literal(&prefix),
+        start = prefix.len() + 1
+    );
+    for table in ["projects", "tasks", "comments", "tenant_users", "boards", "labels"] {
+        ctx.superuser
+            .execute_unprepared(&format!(
+                "DROP POLICY tenancy_tenant_guard ON public.{table}; \
+                 ALTER POLICY tenancy_tenant_isolation ON public.{table} USING (tenant_id = {old}) \
+                 WITH CHECK (tenant_id = {old})"
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(!tenancy::rls::row_security_is_current(ctx.tenancy.master()).await.unwrap());
+    // The hole the old policies had, on the budget of one.
+    let app = quote_ident(&ctx.app_role().await);
+    let b_literal = quote_literal(b.id().as_str());
+    a.execute_unprepared(&format!("SET ROLE {app}; SET tenancy.tenant_id = {b_literal}")).await.unwrap();
+    assert_eq!(int(&a, "SELECT count(*) FROM projects").await, 1, "the old policy follows the setting");
+    assert_eq!(
+        int(&a, &format!("SELECT count(*) FROM projects WHERE tenant_id = {b_literal}")).await,
+        1,
+        "the old policy shows b's rows"
+    );
+
+    // Nothing to migrate, yet the run re-secures the tables.
+    let tenant = ctx.tenancy.get_tenant(a.id()).await.unwrap();
+    let outcome = tenancy_migrate::migrate_tenant(&ctx.tenancy, &tenant, &OutsideMigrator).await.unwrap();
+    assert!(matches!(outcome, tenancy_migrate::MigrationOutcome::UpToDate), "{outcome:?}");
+    assert!(tenancy::rls::row_security_is_current(ctx.tenancy.master()).await.unwrap());
+    let findings = tenancy::rls::audit(ctx.tenancy.master()).await.unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+    // The same connection, still as the application role with b's id set: b is gone.
+    assert_eq!(int(&a, &format!("SELECT count(*) FROM projects WHERE tenant_id = {b_literal}")).await, 0);
+    assert_eq!(names(&a).await, ["acme-project"]);
+}
