@@ -461,7 +461,8 @@ struct ForeignKey {
 }
 
 /// The foreign keys between the `public` tables `tables` (children and parents both in
-/// the list), sorted by table and name.
+/// the list), sorted by table and name; not the copies PostgreSQL keeps on partitions,
+/// which follow their parent constraint.
 async fn foreign_keys_between<C: ConnectionTrait>(txn: &C, tables: &[(&str, &str)]) -> Result<Vec<ForeignKey>> {
     // language=PostgreSQL
     let sql = "WITH scoped AS (SELECT c.oid FROM pg_class c \
@@ -479,7 +480,7 @@ async fn foreign_keys_between<C: ConnectionTrait>(txn: &C, tables: &[(&str, &str
                     '[]'::json)::text \
                FROM pg_constraint con \
                JOIN pg_class c ON c.oid = con.conrelid JOIN pg_class p ON p.oid = con.confrelid \
-               WHERE con.contype = 'f' AND con.conrelid IN (SELECT oid FROM scoped) \
+               WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid IN (SELECT oid FROM scoped) \
                  AND con.confrelid IN (SELECT oid FROM scoped) \
                ORDER BY 2, 1";
     let rows = txn.query_all_raw(pg(sql, vec![json_list(tables.iter().map(|(table, _)| *table))])).await?;

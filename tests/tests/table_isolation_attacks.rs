@@ -15,6 +15,10 @@
 //! an operator breaks by hand.
 //!
 //! Every attack asserts on the rows seen and on the database state read as a superuser.
+//! Classes 2 and 3 are enforced by the database itself, so they are also checked through
+//! shared master transactions (`TenantBinding::SharedTransactions`, one master
+//! connection); class 1 is about the tenant's own login role, which only the default
+//! binding uses (the shared binding's trust in its setting is documented with it).
 
 #[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
 mod common;
@@ -178,6 +182,17 @@ impl Ctx {
                      FROM labels WHERE tenant_id = $1 \
                    ORDER BY 1";
         column_strings(&self.superuser, sql, vec![tenant.id().as_str().into()]).await
+    }
+
+    /// A `Tenancy` binding tenants in shared master transactions, on one master connection.
+    async fn shared(&self) -> Tenancy {
+        self._pg
+            .builder(&self._dir)
+            .tenant_binding(tenancy::TenantBinding::SharedTransactions)
+            .max_connections(1)
+            .connect()
+            .await
+            .expect("connect with shared transactions")
     }
 
     async fn app_role(&self) -> String {
@@ -440,6 +455,20 @@ async fn views_over_scoped_tables_show_the_reader_its_own_rows_and_materialized_
     }
     assert_eq!(names(&a).await, ["acme-project"], "next statement");
 
+    // The same through shared master transactions (one master connection).
+    let shared = ctx.shared().await;
+    let a_shared = shared.tenant(a.id()).await.unwrap();
+    for view in ["project_overview", "project_overview_names"] {
+        let sql = format!("SELECT tenant_id FROM {view}");
+        let rows = a_shared.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await.expect(view);
+        let tenants: Vec<String> = rows.iter().map(|r| r.try_get_by_index(0).unwrap()).collect();
+        assert_eq!(tenants, [a_id], "{view} through shared transactions");
+    }
+    let totals = "SELECT tenant_id FROM project_totals";
+    let err = a_shared.query_all_raw(Statement::from_string(DbBackend::Postgres, totals)).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert_eq!(names(&a_shared).await, ["acme-project"], "next statement");
+
     // The schema tenant reaching into public: nothing of anyone.
     for sql in [
         "SELECT tenant_id FROM public.project_overview",
@@ -507,6 +536,16 @@ async fn foreign_keys_between_scoped_tables_stay_within_the_tenant() {
         .expect_err("moving a's task under b's project");
     assert!(matches!(moved.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))), "{moved}");
     assert_eq!(names(&a).await, ["acme-project"], "next statement");
+    // The same through shared master transactions (one master connection).
+    let shared = ctx.shared().await;
+    let a_shared = shared.tenant(a.id()).await.unwrap();
+    let across = add_task(&a_shared, b_project.id, "smuggled").await.expect_err("shared: under b's project");
+    let nowhere = add_task(&a_shared, missing, "orphan").await.expect_err("shared: under no project");
+    assert_eq!(fk_error(across), fk_error(nowhere));
+    let across = add_label(&a_shared, b_board.id, None).await.expect_err("shared: on b's board");
+    let nowhere = add_label(&a_shared, missing, None).await.expect_err("shared: on no board");
+    assert_eq!(fk_error(across), fk_error(nowhere));
+    assert_eq!(names(&a_shared).await, ["acme-project"], "next statement");
 
     // b deletes its project and board: the cascades reach nothing of a's.
     let a_before = ctx.state_of(&a).await;
@@ -560,6 +599,26 @@ async fn foreign_keys_between_scoped_tables_stay_within_the_tenant() {
     // Idempotent: nothing left to rewrite.
     let report = tenancy::enable_row_security(ctx.tenancy.master()).await.unwrap();
     assert!(report.foreign_keys_rewritten.is_empty(), "{:?}", report.foreign_keys_rewritten);
+
+    // Rows that already cross tenants under a plain key (put there by a superuser) make
+    // the rewrite fail: refused, naming the key, and nothing changed.
+    let board = add_board(&b, "globex-board-2").await;
+    ctx.superuser
+        .execute_unprepared(&format!(
+            "ALTER TABLE labels DROP CONSTRAINT labels_board_id_fkey, \
+             ADD CONSTRAINT labels_board_id_fkey FOREIGN KEY (board_id) REFERENCES boards (id); \
+             INSERT INTO labels (tenant_id, name, board_id) VALUES ({}, 'crossing', {})",
+            quote_literal(a.id().as_str()),
+            board.id
+        ))
+        .await
+        .unwrap();
+    let err = tenancy::enable_row_security(ctx.tenancy.master()).await.unwrap_err();
+    assert!(matches!(err, tenancy::Error::RowSecurityRefused { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("labels_board_id_fkey") && message.contains("another tenant"), "{message}");
+    let plain = "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'labels_board_id_fkey'";
+    assert_eq!(column_strings(&ctx.superuser, plain, vec![]).await, ["FOREIGN KEY (board_id) REFERENCES boards(id)"]);
 }
 
 #[tokio::test]
