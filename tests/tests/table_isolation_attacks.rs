@@ -385,6 +385,16 @@ async fn a_table_tenant_cannot_become_the_app_role_and_rebind_itself() {
     let _ = a.execute_unprepared(&format!("SET ROLE {app_ident}; RESET ROLE")).await;
     aim_at_other(&ctx, &a, &b, "RESET ROLE").await;
 
+    // A permissive policy the application adds cannot widen a tenant's rows: the
+    // restrictive twin still applies.
+    for table in ["projects", "tasks", "boards", "labels"] {
+        let sql = format!("CREATE POLICY everything ON public.{table} USING (true) WITH CHECK (true)");
+        ctx.superuser.execute_unprepared(&sql).await.unwrap();
+    }
+    let _ = a.execute_unprepared(&format!("SET ROLE {app_ident}")).await;
+    aim_at_other(&ctx, &a, &b, "an added permissive policy").await;
+    reset(&a).await;
+
     // The other tenant, next on the budget of one, sees its own rows as they were.
     assert_eq!(names(&b).await, ["globex-project"]);
     assert_eq!(ctx.state_of(&b).await, b_before);
