@@ -127,15 +127,23 @@ pub(crate) async fn migrate_one(
         Target::Master { db, schema } => (*db, *schema),
         Target::Own(conn) => (conn, None),
     };
-    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh)
+    // Table tenants' migrations change the shared tables: the row-security step secures
+    // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
+    // a migration and its securing commit together or not at all.
+    let secure = tenant.isolation == Isolation::Table;
+    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure)
         .await
         .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source });
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
-    // The migrator enables and forces row-level security on the shared tables it has just
-    // created or changed (PostgreSQL; a no-op on SQLite).
-    if tenant.isolation == Isolation::Table && matches!(result, Ok(MigrationOutcome::Applied(_))) {
+    // Nothing to migrate, but the shared tables may have been secured by an older version
+    // (policies that a tenant's `SET ROLE` could get around): secure them now.
+    if secure
+        && matches!(result, Ok(MigrationOutcome::UpToDate))
+        && !tenancy::rls::row_security_is_current(tenancy.master()).await?
+    {
+        tracing::info!("the shared tables' row security is out of date; securing them again");
         tenancy::enable_row_security(tenancy.master()).await?;
     }
     // Statements this process's handles prepared against the old tables would be refused
@@ -158,17 +166,10 @@ pub(crate) async fn migrate_one(
 
 /// Applies the shared migrator to the master database's own tables.
 pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome, DbErr> {
-    let outcome = run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false)
+    // Scoped tables may come from the shared migrator too: secured in its transaction.
+    run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false, true)
         .await
-        .map_err(|(_, source)| source)?;
-    // Scoped tables may come from the shared migrator too: secure them as soon as they exist.
-    if matches!(outcome, MigrationOutcome::Applied(_)) {
-        tenancy::enable_row_security(tenancy.master()).await.map_err(|err| match err {
-            tenancy::Error::Database(err) => err,
-            other => DbErr::Custom(other.to_string()),
-        })?;
-    }
-    Ok(outcome)
+        .map_err(|(_, source)| source)
 }
 
 /// The lock name of the master's shared migrations.
@@ -188,7 +189,7 @@ pub(crate) async fn migrate_within(
     tenant: &Tenant,
     migrator: &dyn DynMigrator,
 ) -> Result<MigrationOutcome> {
-    run_migrations(Conn::Within(txn), tenant.config.schema.as_deref(), tenant.id.as_str(), migrator, true)
+    run_migrations(Conn::Within(txn), tenant.config.schema.as_deref(), tenant.id.as_str(), migrator, true, false)
         .await
         .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source })
 }
@@ -198,6 +199,11 @@ pub(crate) async fn migrate_within(
 /// migrate one tenant at once: the second waits, then finds nothing pending), scopes
 /// `search_path` to the tenant's schema for that transaction only (safe behind a
 /// transaction-mode pooler), and applies every pending migration or none.
+///
+/// With `secure`, the row-security step ([`tenancy::rls::enable_row_security_in`]) runs
+/// in that transaction after the migrations, and its lock is taken before them (the lock
+/// order every step follows: a step never waits for a migration's table locks while the
+/// migration waits for the step's lock).
 ///
 /// The migrations are applied here rather than through sea-orm-migration's `up`, which
 /// re-creates its bookkeeping table three times per call and wraps each migration in a
@@ -210,6 +216,7 @@ async fn run_migrations(
     lock: &str,
     migrator: &dyn DynMigrator,
     fresh: bool,
+    secure: bool,
 ) -> Result<MigrationOutcome, (Option<String>, DbErr)> {
     let table = migrator.table_name();
     let names = migrator.names();
@@ -250,6 +257,15 @@ async fn run_migrations(
                 .await
                 .map_err(bookkeeping)?;
             previous_search_path = row.and_then(|row| row.try_get_by_index::<String>(0).ok());
+            if secure {
+                txn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [tenancy::rls::ROW_SECURITY_LOCK.into()],
+                ))
+                .await
+                .map_err(bookkeeping)?;
+            }
             if fresh {
                 // A tenant being created has no bookkeeping table yet: no need to look.
                 false
@@ -321,6 +337,12 @@ async fn run_migrations(
         done.push(name);
     }
     txn.execute(&record).await.map_err(bookkeeping)?;
+    if secure {
+        tenancy::rls::enable_row_security_in(&txn).await.map_err(|err| match err {
+            tenancy::Error::Database(err) => (None, err),
+            other => (None, DbErr::Custom(other.to_string())),
+        })?;
+    }
     txn.commit().await.map_err(bookkeeping)?;
     restore_search_path(conn, previous_search_path).await.map_err(bookkeeping)?;
     Ok(MigrationOutcome::Applied(done))

@@ -243,6 +243,20 @@ pub enum Error {
         second: &'static crate::ScopedModel,
     },
 
+    /// The row-security step ([`crate::enable_row_security`]) met something of the
+    /// application's schema that it cannot make safe for table isolation and will not
+    /// leave as it is: a foreign key between scoped tables without the tenant column that
+    /// cannot be rewritten (or, on SQLite, cannot be rewritten at all), a view over scoped
+    /// tables it cannot make `security_invoker`, a materialized view it cannot revoke.
+    /// Nothing was changed: the step's transaction (and the migration's) rolled back.
+    #[error("Table isolation cannot be made safe around {object}: {reason}")]
+    RowSecurityRefused {
+        /// What was refused, as in `foreign key "labels_board_id_fkey" of table "labels"`.
+        object: String,
+        /// Why, and what to declare or do instead.
+        reason: String,
+    },
+
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
     #[error(

@@ -1,6 +1,13 @@
 //! Tenant migration: creates `projects` and `tasks` (with a cascading foreign
-//! key `tasks.project_id -> projects.id` and an index on
+//! key `tasks (tenant_id, project_id) -> projects (tenant_id, id)` and an index on
 //! `tasks (tenant_id, project_id)`).
+//!
+//! The foreign key includes the tenant column, so in table isolation a task can only
+//! point at a project of its own tenant: pointing at another tenant's project fails
+//! exactly as pointing at a missing one, and another tenant's delete cannot cascade
+//! into this tenant's rows. That needs a unique key on `projects (tenant_id, id)`.
+//! (On PostgreSQL the row-security step would rewrite a plain key this way; SQLite
+//! cannot alter a foreign key, so the migration declares it.)
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -20,6 +27,14 @@ impl MigrationTrait for Migration {
                     .col(string(Projects::TenantId))
                     .col(string(Projects::Name))
                     .col(timestamp_with_time_zone_default_now(Projects::CreatedAt))
+                    // What the tenant-scoped foreign keys of `tasks` reference.
+                    .index(
+                        Index::create()
+                            .unique()
+                            .name("projects_tenant_id_id_key")
+                            .col(Projects::TenantId)
+                            .col(Projects::Id),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -37,11 +52,13 @@ impl MigrationTrait for Migration {
                     .col(string(Tasks::Title))
                     .col(boolean(Tasks::Done).default(false))
                     .col(timestamp_with_time_zone_default_now(Tasks::CreatedAt))
+                    // What the tenant-scoped foreign key of `comments` references.
+                    .index(Index::create().unique().name("tasks_tenant_id_id_key").col(Tasks::TenantId).col(Tasks::Id))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk-tasks-project_id")
-                            .from(Tasks::Table, Tasks::ProjectId)
-                            .to(Projects::Table, Projects::Id)
+                            .from(Tasks::Table, (Tasks::TenantId, Tasks::ProjectId))
+                            .to(Projects::Table, (Projects::TenantId, Projects::Id))
                             .on_delete(ForeignKeyAction::Cascade),
                     )
                     .to_owned(),

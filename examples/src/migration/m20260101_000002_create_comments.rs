@@ -1,6 +1,6 @@
 //! Tenant migration: creates `comments` (with a cascading foreign key
-//! `comments.task_id -> tasks.id` and an index on
-//! `comments (tenant_id, task_id)`).
+//! `comments (tenant_id, task_id) -> tasks (tenant_id, id)`, which keeps a comment on
+//! a task of its own tenant, and an index on `comments (tenant_id, task_id)`).
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -26,8 +26,8 @@ impl MigrationTrait for Migration {
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk-comments-task_id")
-                            .from(Comments::Table, Comments::TaskId)
-                            .to(Tasks::Table, Tasks::Id)
+                            .from(Comments::Table, (Comments::TenantId, Comments::TaskId))
+                            .to(Tasks::Table, (Tasks::TenantId, Tasks::Id))
                             .on_delete(ForeignKeyAction::Cascade),
                     )
                     .to_owned(),
@@ -66,5 +66,6 @@ enum Comments {
 #[derive(DeriveIden)]
 enum Tasks {
     Table,
+    TenantId,
     Id,
 }
