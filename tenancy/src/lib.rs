@@ -270,10 +270,10 @@ pub use crate::provision::{
 };
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
 pub use crate::rls::{RowSecurityReport, enable_row_security};
-pub use crate::scoped::{Scope, ScopedModel, TenantScoped, scoped_models};
+pub use crate::scoped::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
 pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 pub use crate::transaction::TenantTransaction;
-pub use tenancy_macros::tenant_scoped;
+pub use tenancy_macros::{shared, tenant_scoped};
 
 /// Not public API: what `#[tenant_scoped]`'s generated code calls (semver exempt).
 #[doc(hidden)]
