@@ -116,8 +116,8 @@ fn check(cx: &mut Ctxt, item: &DeriveInput) -> Option<(String, Span)> {
     if let Some(scoped) =
         item.attrs.iter().find(|attr| attr.path().segments.last().is_some_and(|s| s.ident == "tenant_scoped"))
     {
-        cx.error(
-            scoped.path().span(),
+        cx.error_spanned_by(
+            scoped.path(),
             "a model cannot be both #[tenant_scoped] and #[tenancy::shared]: its table either belongs to one \
              tenant per row or to every tenant; keep one of the attributes",
         );

@@ -117,17 +117,35 @@ pub enum TenantBinding {
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
-/// - [`Isolation::Table`] on a SQLite master, which has no row-level security: the handle
-///   runs statements on the master's shared tables and rewrites every statement that
-///   names a table-scoped table ([`crate::scoped_models`]) so it reaches only the
-///   tenant's rows: reads (joins, subqueries, counts included) see them alone, updates
-///   and deletes are confined to them, inserts get the tenant stamped, and a statement
-///   that would assign another tenant is refused. Raw SQL on those tables is scoped the
-///   same way when it can be proved safe and refused otherwise (DDL, triggers, views,
-///   `INSERT OR REPLACE`, ...) with a [`DbErr::Custom`] naming the table and the reason.
-///   Statements on other tables pass unchanged. Transactions and streams work on the
-///   handle and inside its transactions, scoped alike. (A SQLite master cannot have
-///   schema tenants at all.)
+/// - [`Isolation::Table`] on a SQLite master, which has no row-level security or
+///   privileges: the handle runs statements on the master's tables, and checks every
+///   statement against an allowlist first. A table-isolated tenant may run only
+///   `SELECT`, `INSERT`, `UPDATE` and `DELETE` (with common table expressions), and only
+///   on the tables the linked models declare: its `#[tenant_scoped]` tables
+///   ([`crate::scoped_models`]), rewritten so they reach only its rows (reads, joins,
+///   subqueries and counts see them alone, updates and deletes are confined to them,
+///   inserts get the tenant stamped, a statement that would assign another tenant is
+///   refused), and the [`shared`](macro@crate::shared) tables ([`crate::shared_models`]),
+///   read as they are and written only when declared `#[tenancy::shared(writable)]`.
+///   Everything else is refused with a [`DbErr::Custom`] naming the table or statement
+///   and why ([`crate::Error::UnscopableStatement`]): the registry `tenancy_tenants`,
+///   tables no linked model declares (so a binary that links none of the app's models
+///   reaches no table at all), views, `sqlite_master`, another schema than `main`,
+///   pragma functions, `load_extension`, `ATTACH`, `PRAGMA`, DDL and temporary objects,
+///   transaction control, and SQL tenancy cannot parse. The statements share the master
+///   pool with the library's own registry queries: no statement the allowlist passes can
+///   change a connection's state (no temporary object to shadow the registry, no
+///   attached file, no pragma, no transaction left open), so what a tenant runs cannot
+///   reach the library's next query on that connection. Transactions and streams work
+///   on the handle and inside its transactions, checked alike. (A SQLite master cannot
+///   have schema tenants at all.)
+/// - Any other SQLite tenant (database isolation, its own file): `ATTACH` and `DETACH`
+///   (and `VACUUM ... INTO`) are refused on the handle, in its transactions, in
+///   multi-statement `execute_unprepared` calls and for streams, so a tenant's connection
+///   never reaches the master's registry or another tenant's file, and no attachment
+///   stays on a pooled connection. sqlx exposes no authorizer or attached-database limit
+///   without `unsafe`, so the statement's tokens are inspected: the keyword refused
+///   wherever it appears unquoted (SQLite attaches only through that statement).
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
 /// mode only, never a credential.

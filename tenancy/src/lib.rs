@@ -119,6 +119,35 @@
 //! A compile error points at the mistake: an unknown option, a model without a
 //! `tenant_id` field, a tenant column that is not a `String`, or `cache` with `column`.
 //!
+//! Tables every tenant shares (plans, countries) are declared with
+//! [`shared`](macro@shared), and listed by [`shared_models`]. They matter on a SQLite
+//! master, where a table-isolated tenant's handle reaches only the tables the linked
+//! models declare (see "Working with a tenant's data"):
+//!
+//! ```
+//! mod plan {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[tenancy::shared] // `#[tenancy::shared(writable)]` lets tenants write it too
+//!     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+//!     #[sea_orm(table_name = "plans")]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub code: String,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     impl ActiveModelBehavior for ActiveModel {}
+//! }
+//!
+//! let shared = tenancy::shared_models()?;
+//! assert!(shared.iter().any(|model| model.table() == "plans" && !model.writable()));
+//! # Ok::<(), tenancy::Error>(())
+//! ```
+//!
 //! ## Working with a tenant's data
 //!
 //! [`Tenancy::tenant`] returns a [`TenantConnection`]: a handle that implements
@@ -143,8 +172,14 @@
 //! bound to a tenant stays on a connection another tenant can get, so both are safe
 //! behind a transaction-mode pooler such as PgBouncer.
 //! On a SQLite master, which has no row-level security, a table-isolated tenant's handle
-//! rewrites every statement on a table-scoped table (parsed with `sqlparser`) to reach
-//! the tenant's rows alone, stamps inserts, and refuses SQL it cannot scope safely.
+//! checks every statement (parsed with `sqlparser`) against an allowlist: `SELECT`,
+//! `INSERT`, `UPDATE` and `DELETE` on the `#[tenant_scoped]` tables, rewritten to reach
+//! the tenant's rows alone (inserts stamped), and on the tables the app declares
+//! [`shared`](macro@shared) (read-only unless `#[tenancy::shared(writable)]`). Every
+//! other table (the registry, undeclared tables, views, `sqlite_master`) and every other
+//! statement (`ATTACH`, `PRAGMA`, DDL, temporary objects, transaction control) is
+//! refused, so a program that links none of the app's models reaches no table at all.
+//! No SQLite tenant, database isolation included, can `ATTACH` another file.
 //!
 //! Code deep inside a request reads the tenant from a task-local scope instead of taking
 //! the handle as a parameter: [`scope`] sets it, [`current`] reads it, and [`spawn`]
