@@ -117,6 +117,8 @@ mod feature_flag {
 
 /// Shared, read-only for tenants.
 mod country {
+    #![allow(unreachable_pub, reason = "`#[sea_orm::model]` generates `pub` items next to the model")]
+
     use sea_orm::entity::prelude::*;
 
     #[tenancy::shared]
@@ -199,6 +201,7 @@ async fn a_sqlite_table_tenant_reaches_no_table_the_linked_models_do_not_declare
              INSERT INTO projects (tenant_id, name) VALUES ('{a}', 'a-project'), ('{b}', 'b-project');
              CREATE TABLE invoices (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, total_cents INTEGER NOT NULL);
              CREATE TABLE countries (code TEXT PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE announcements (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
              INSERT INTO countries VALUES ('fr', 'France');",
             a = a.id(),
             b = b.id(),
@@ -217,6 +220,10 @@ async fn a_sqlite_table_tenant_reaches_no_table_the_linked_models_do_not_declare
     assert_eq!(invoice::Entity::find().count(b).await.unwrap(), 0);
     assert_eq!(country::Entity::find().all(b).await.unwrap().len(), 1);
     assert!(b.execute_unprepared("DELETE FROM countries").await.unwrap_err().to_string().contains("read-only"));
+    let posted = announcement::ActiveModel { body: sea_orm::Set("hello".to_owned()), ..Default::default() };
+    sea_orm::ActiveModelTrait::insert(posted, b).await.unwrap();
+    let seen = announcement::Entity::find().all(a).await.unwrap();
+    assert_eq!(seen.iter().map(|row| row.body.as_str()).collect::<Vec<_>>(), ["hello"], "shared with every tenant");
     let rows = "SELECT COUNT(*) AS n FROM projects";
     let count = master.query_one_raw(sql(rows)).await.unwrap().unwrap().try_get::<i64>("", "n").unwrap();
     assert_eq!(count, 2, "both tenants' projects are still there");
