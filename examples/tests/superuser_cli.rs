@@ -331,3 +331,26 @@ async fn a_wrong_secret_key_is_reported_as_such() {
     let master = pg.connect().await;
     assert!(users(&master, &format!("\"{id}\".tenant_users")).await.is_empty());
 }
+
+/// Table tenants on a SQLite master: the command reaches `tenant_users` through the
+/// handle's allowlist (the binary links the app's models and the accounts model), one
+/// administrator per tenant, and the same username in another tenant is no clash.
+#[tokio::test]
+async fn sqlite_table_mode() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_master_url();
+    let tenancy = Tenancy::builder(url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
+    let ta = create(&tenancy, "ta", Isolation::Table, None).await;
+    let tb = create(&tenancy, "tb", Isolation::Table, None).await;
+    for tenant in [&ta, &tb] {
+        let out = superuser(&dir, &url, &flags(tenant.as_str(), "admin", "admin@example.com"), Some(PASSWORD));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = superuser(&dir, &url, &flags(ta.as_str(), "admin", "admin@example.com"), Some(PASSWORD));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let master = Database::connect(&url).await.unwrap();
+    let rows = users(&master, "tenant_users").await;
+    assert_eq!(rows.len(), 2);
+    assert_admin(&rows[0], "ta", "admin", PASSWORD);
+    assert_admin(&rows[1], "tb", "admin", PASSWORD);
+}

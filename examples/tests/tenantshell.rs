@@ -291,6 +291,57 @@ async fn dash_c_on_a_sqlite_database_tenant() {
     assert_eq!(tables, ["comments", "projects", "seaql_migrations", "tasks", "tenant_users", "(5 rows)"]);
 }
 
+/// The shell of a table tenant on a SQLite master, where no row-level security backs the
+/// handle: it sees its own rows only, reaches no table the app's models do not declare,
+/// and lists the declared ones. (Before the shell took the app's models, it linked none,
+/// and every statement ran unscoped: both tenants' rows were shown.)
+#[tokio::test]
+async fn dash_c_on_a_sqlite_table_tenant_reaches_only_its_rows_and_the_declared_tables() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_master_url();
+    let tenancy = Tenancy::builder(url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
+    let ta = create(&tenancy, "ta", Isolation::Table, None).await;
+    let tb = create(&tenancy, "tb", Isolation::Table, None).await;
+    add_projects(&tenancy, &ta).await;
+    add_projects(&tenancy, &tb).await;
+
+    let out = shell(&dir, &url, &["ta", "-c", "SELECT name FROM projects ORDER BY name"]);
+    assert_eq!(text(&out.stdout), " name\n--------\n ta-one\n ta-two\n(2 rows)\n", "{}", text(&out.stderr));
+    let out = shell(&dir, &url, &["tb", "-c", "UPDATE projects SET name = 'mine'"]);
+    assert_eq!(text(&out.stdout), "OK, 2 rows affected\n", "{}", text(&out.stderr));
+    for sql in [
+        "SELECT * FROM tenancy_tenants",
+        "UPDATE tenancy_tenants SET status = 'provisioning'",
+        "SELECT sql FROM sqlite_master",
+        "SELECT * FROM seaql_migrations",
+        "ATTACH DATABASE 'master.db' AS m",
+        "PRAGMA foreign_keys = OFF",
+    ] {
+        let out = shell(&dir, &url, &["ta", "-c", sql]);
+        assert_eq!(out.status.code(), Some(1), "{sql}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("refusing"), "{sql}: {}", text(&out.stderr));
+    }
+    let out = shell(&dir, &url, &["ta", "-c", "\\dt"]);
+    let tables: Vec<String> = text(&out.stdout).lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        tables,
+        [
+            "comments|scoped",
+            "plans|shared,read-only",
+            "projects|scoped",
+            "tasks|scoped",
+            "tenant_users|scoped",
+            "(5rows)"
+        ]
+    );
+    // The master afterwards: ta's rows untouched by tb's update, the registry intact.
+    let master = tenancy.master();
+    let names = tenancy_tests::column_strings(master, "SELECT name FROM projects ORDER BY name", vec![]).await;
+    assert_eq!(names, ["mine", "mine", "ta-one", "ta-two"]);
+    let ready = "SELECT COUNT(*) FROM tenancy_tenants WHERE status = 'ready'";
+    assert_eq!(tenancy_tests::count(master, ready, vec![]).await, 2);
+}
+
 fn spawn(f: &Fleet, tenant: &TenantId, history: &std::path::Path) -> PtySession {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantshell"));
     cmd.current_dir(f.dir.path())

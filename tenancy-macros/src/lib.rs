@@ -1,4 +1,5 @@
-//! Procedural macros of [`tenancy`](https://docs.rs/tenancy): `#[tenant_scoped]`.
+//! Procedural macros of [`tenancy`](https://docs.rs/tenancy): `#[tenant_scoped]` and
+//! `#[tenancy::shared]`.
 //!
 //! Implementation detail of the `tenancy` crate: use the macro through `tenancy`, whose
 //! crate docs ("Scoped models") have the tested example. This crate's API is semver
@@ -11,6 +12,7 @@ mod attr;
 mod ctxt;
 mod expand;
 mod model;
+mod shared;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -52,4 +54,37 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn tenant_scoped(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::tenant_scoped(args.into(), input.into()).into()
+}
+
+/// Marks a sea-orm model's table as shared by every tenant and registers it with
+/// `tenancy`, which lists it in `tenancy::shared_models()`.
+///
+/// | attribute | what a table-isolated tenant's handle on a SQLite master may do with the table |
+/// | --- | --- |
+/// | `#[tenancy::shared]` | read it (`SELECT`, joins, subqueries) |
+/// | `#[tenancy::shared(writable)]` | read and write it (`INSERT`, `UPDATE`, `DELETE`) |
+///
+/// Put it on the `Model` struct like `#[tenant_scoped]` (above `#[sea_orm::model]` if the
+/// model uses it); `crate = "path"` names the `tenancy` crate for crates that re-export
+/// it. On a SQLite master, which has no privileges to fall back on, such a handle reaches
+/// only the `#[tenant_scoped]` tables (scoped to its rows) and the shared tables: a table
+/// declared neither way is refused, so declare the shared ones here. Declaring the same
+/// table shared twice, or shared and `#[tenant_scoped]`, is an error
+/// (`tenancy::Error::ConflictingTableDeclaration`, and a compile error when both
+/// attributes are on one model).
+///
+/// # Generated code
+///
+/// Next to the unchanged struct: a check that sea-orm generated an `Entity` for it, and a
+/// registration with the table name, whether it is writable, the entity's path, and the
+/// file and line of the attribute.
+///
+/// # Errors
+///
+/// An unknown or repeated option, a `writable` with a value, a model without
+/// `#[sea_orm(table_name = "...")]`, a struct that is not a model, and `#[tenant_scoped]`
+/// on the same model.
+#[proc_macro_attribute]
+pub fn shared(args: TokenStream, input: TokenStream) -> TokenStream {
+    shared::shared(args.into(), input.into()).into()
 }

@@ -173,7 +173,7 @@ fn convert_case_fn(style: &str) -> Option<fn(&str) -> String> {
 
 /// Calls `f(key, string value)` for each `key = "value"` or bare `key` in the
 /// `#[sea_orm(...)]` attributes.
-fn for_each_sea_orm_meta(attrs: &[Attribute], mut f: impl FnMut(&str, Option<String>)) {
+pub(crate) fn for_each_sea_orm_meta(attrs: &[Attribute], mut f: impl FnMut(&str, Option<String>)) {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("sea_orm")) {
         let _ = attr.parse_nested_meta(|meta| {
             let Some(key) = meta.path.get_ident().map(Ident::to_string) else {

@@ -257,6 +257,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A table is declared twice among the `#[tenant_scoped]` and `#[tenancy::shared]`
+    /// models: by two shared models, or as shared and as scoped.
+    #[error(
+        "Table '{table}' is declared by both {first} and {second}; a table is either scoped to \
+         its tenants or shared by all of them, declared once: keep one of the attributes"
+    )]
+    ConflictingTableDeclaration {
+        /// The table name.
+        table: &'static str,
+        /// The declaration that sorts first, with its attribute.
+        first: String,
+        /// The other declaration.
+        second: String,
+    },
+
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
     #[error(
@@ -284,19 +299,26 @@ pub enum Error {
         isolation: crate::Isolation,
     },
 
-    /// A statement given to a table-isolated tenant's handle on a SQLite master touches a
-    /// table-scoped table in a way tenancy cannot restrict to the tenant's rows (SQLite has
-    /// no row-level security, so such statements are refused rather than run unscoped).
-    #[error(
-        "Tenant '{tenant}': refusing to run a statement on table-scoped table \"{table}\" that tenancy \
-         cannot scope ({reason}); use sea-orm queries or a statement on unscoped tables"
-    )]
+    /// A statement given to a tenant's handle on SQLite that tenancy refuses, because SQLite
+    /// has no row-level security or privileges to fall back on:
+    ///
+    /// - a table-isolated tenant on a SQLite master may run only `SELECT`, `INSERT`,
+    ///   `UPDATE` and `DELETE` (with common table expressions) on its `#[tenant_scoped]`
+    ///   tables (scoped to its rows) and the `#[tenancy::shared]` ones (read-only unless
+    ///   declared `writable`); everything else is refused: the registry, undeclared
+    ///   tables, `sqlite_master`, other schemas, pragma functions, DDL, `PRAGMA`,
+    ///   `ATTACH`, transaction control, SQL tenancy cannot parse, and statements on a
+    ///   scoped table it cannot restrict to the tenant's rows;
+    /// - any SQLite tenant (database isolation too) may not `ATTACH` or `DETACH` a
+    ///   database, nor write a copy of its database elsewhere (`VACUUM INTO`).
+    #[error("Tenant '{tenant}': refusing {table} ({reason})")]
     UnscopableStatement {
         /// The tenant id.
         tenant: String,
-        /// The table-scoped table the statement touches.
+        /// What was refused: a table (`table "tenancy_tenants"`) or a statement
+        /// (`PRAGMA`, `ATTACH`).
         table: String,
-        /// What was refused and why (for example `CREATE TRIGGER`).
+        /// Why, and what is allowed instead.
         reason: String,
     },
 

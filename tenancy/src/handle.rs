@@ -170,17 +170,35 @@ pub enum TenantBinding {
 /// - [`Isolation::Cache`]: nothing relational. Every call returns a [`DbErr::Custom`]
 ///   saying that the tenant uses cache isolation and has no relational storage.
 ///
-/// - [`Isolation::Table`] on a SQLite master, which has no row-level security: the handle
-///   runs statements on the master's shared tables and rewrites every statement that
-///   names a table-scoped table ([`crate::scoped_models`]) so it reaches only the
-///   tenant's rows: reads (joins, subqueries, counts included) see them alone, updates
-///   and deletes are confined to them, inserts get the tenant stamped, and a statement
-///   that would assign another tenant is refused. Raw SQL on those tables is scoped the
-///   same way when it can be proved safe and refused otherwise (DDL, triggers, views,
-///   `INSERT OR REPLACE`, ...) with a [`DbErr::Custom`] naming the table and the reason.
-///   Statements on other tables pass unchanged. Transactions and streams work on the
-///   handle and inside its transactions, scoped alike. (A SQLite master cannot have
-///   schema tenants at all.)
+/// - [`Isolation::Table`] on a SQLite master, which has no row-level security or
+///   privileges: the handle runs statements on the master's tables, and checks every
+///   statement against an allowlist first. A table-isolated tenant may run only
+///   `SELECT`, `INSERT`, `UPDATE` and `DELETE` (with common table expressions), and only
+///   on the tables the linked models declare: its `#[tenant_scoped]` tables
+///   ([`crate::scoped_models`]), rewritten so they reach only its rows (reads, joins,
+///   subqueries and counts see them alone, updates and deletes are confined to them,
+///   inserts get the tenant stamped, a statement that would assign another tenant is
+///   refused), and the [`shared`](macro@crate::shared) tables ([`crate::shared_models`]),
+///   read as they are and written only when declared `#[tenancy::shared(writable)]`.
+///   Everything else is refused with a [`DbErr::Custom`] naming the table or statement
+///   and why ([`crate::Error::UnscopableStatement`]): the registry `tenancy_tenants`,
+///   tables no linked model declares (so a binary that links none of the app's models
+///   reaches no table at all), views, `sqlite_master`, another schema than `main`,
+///   pragma functions, `load_extension`, `ATTACH`, `PRAGMA`, DDL and temporary objects,
+///   transaction control, and SQL tenancy cannot parse. The statements share the master
+///   pool with the library's own registry queries: no statement the allowlist passes can
+///   change a connection's state (no temporary object to shadow the registry, no
+///   attached file, no pragma, no transaction left open), so what a tenant runs cannot
+///   reach the library's next query on that connection. Transactions and streams work
+///   on the handle and inside its transactions, checked alike. (A SQLite master cannot
+///   have schema tenants at all.)
+/// - Any other SQLite tenant (database isolation, its own file): `ATTACH` and `DETACH`
+///   (and `VACUUM ... INTO`) are refused on the handle, in its transactions, in
+///   multi-statement `execute_unprepared` calls and for streams, so a tenant's connection
+///   never reaches the master's registry or another tenant's file, and no attachment
+///   stays on a pooled connection. sqlx exposes no authorizer or attached-database limit
+///   without `unsafe`, so the statement's tokens are inspected: the keyword refused
+///   wherever it appears unquoted (SQLite attaches only through that statement).
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the tenant and its
 /// mode only, never a credential.
@@ -439,37 +457,45 @@ impl TenantConnection {
 }
 
 impl TenantConnection {
-    /// `stmt` as it may run for this tenant: on a SQLite master, statements on
-    /// table-scoped tables of a table-isolated tenant are rewritten to reach only the
-    /// tenant's rows, or refused; everything else is returned as it is.
+    /// `stmt` as it may run for this tenant: on a SQLite master, a table-isolated
+    /// tenant's statement is checked against the allowlist of [`crate::sqlite_scope`] and
+    /// rewritten to reach only the tenant's rows, or refused; any other SQLite tenant's
+    /// statement is refused if it would attach a database; everything else is returned as
+    /// it is.
     pub(crate) fn scope_statement(&self, stmt: Statement) -> Result<Statement, DbErr> {
-        if !self.sqlite_scoped() {
-            return Ok(stmt);
+        if self.sqlite_scoped() {
+            let catalog = catalog()?;
+            return crate::sqlite_scope::scope_statement(stmt, self.id().as_str(), &catalog).map_err(to_db_err);
         }
-        let tables = scoped_tables()?;
-        crate::sqlite_scope::scope_statement(stmt, self.id().as_str(), &tables).map_err(to_db_err)
+        if self.inner.backend == DbBackend::Sqlite {
+            crate::sqlite_scope::refuse_attach(&stmt.sql, self.id().as_str()).map_err(to_db_err)?;
+        }
+        Ok(stmt)
     }
 
     /// [`Self::scope_statement`] for `execute_unprepared`: `Some` statements to run (in
     /// order, with `execute_raw`) instead of `sql`, or `None` to run `sql` as it is.
     pub(crate) fn scope_unprepared(&self, sql: &str) -> Result<Option<Vec<Statement>>, DbErr> {
-        if !self.sqlite_scoped() {
-            return Ok(None);
+        if self.sqlite_scoped() {
+            let catalog = catalog()?;
+            let statements =
+                crate::sqlite_scope::scope_unprepared(sql, self.id().as_str(), &catalog).map_err(to_db_err)?;
+            return Ok(Some(statements));
         }
-        let tables = scoped_tables()?;
-        match crate::sqlite_scope::scope_unprepared(sql, self.id().as_str(), &tables).map_err(to_db_err)? {
-            crate::sqlite_scope::Unprepared::Unchanged => Ok(None),
-            crate::sqlite_scope::Unprepared::Scoped(statements) => Ok(Some(statements)),
+        if self.inner.backend == DbBackend::Sqlite {
+            crate::sqlite_scope::refuse_attach(sql, self.id().as_str()).map_err(to_db_err)?;
         }
+        Ok(None)
     }
 
-    /// Whether statements are scoped by rewriting: table isolation on a SQLite master.
+    /// Whether statements are checked and scoped by rewriting: table isolation on a
+    /// SQLite master.
     fn sqlite_scoped(&self) -> bool {
         self.inner.tenant.isolation == Isolation::Table && self.inner.backend == DbBackend::Sqlite
     }
 
-    /// Runs `sql` through `db`, scoped as [`Self::scope_unprepared`] says; the result of
-    /// the last statement.
+    /// Runs `sql` through `db`, checked and scoped as [`Self::scope_unprepared`] says; the
+    /// result of the last statement.
     pub(crate) async fn run_unprepared<C: ConnectionTrait>(&self, db: &C, sql: &str) -> Result<ExecResult, DbErr> {
         match self.scope_unprepared(sql)? {
             None => db.execute_unprepared(sql).await,
@@ -484,21 +510,35 @@ impl TenantConnection {
     }
 }
 
-/// The table-scoped models' tables and tenant columns, read from the registry once.
-fn scoped_tables() -> Result<Vec<crate::sqlite_scope::ScopedTable<'static>>, DbErr> {
-    static TABLES: std::sync::OnceLock<Result<Vec<crate::sqlite_scope::ScopedTable<'static>>, String>> =
-        std::sync::OnceLock::new();
+/// The tables a table-isolated tenant on a SQLite master may reach: the table-scoped
+/// models' tables and tenant columns and the shared models' tables, read from the
+/// registries once. A model that is not linked into the program is not there, so its
+/// table is refused: an incomplete registry fails closed.
+fn catalog() -> Result<crate::sqlite_scope::Catalog<'static>, DbErr> {
+    type Tables = (Vec<crate::sqlite_scope::ScopedTable<'static>>, Vec<crate::sqlite_scope::SharedTable<'static>>);
+    static TABLES: std::sync::OnceLock<Result<Tables, String>> = std::sync::OnceLock::new();
     let tables = TABLES.get_or_init(|| {
-        let models = crate::scoped_models().map_err(|err| err.to_string())?;
-        Ok(models
+        let scoped = crate::scoped_models().map_err(|err| err.to_string())?;
+        let shared = crate::shared_models().map_err(|err| err.to_string())?;
+        let scoped = scoped
             .iter()
             .filter_map(|model| {
+                // A cache-scoped model without a tenant column has none: its table, if
+                // any, is not a tenant's (and is refused like any undeclared table).
                 let column = model.scope().table_column()?;
                 Some(crate::sqlite_scope::ScopedTable { table: model.table(), column })
             })
-            .collect())
+            .collect();
+        let shared = shared
+            .iter()
+            .map(|model| crate::sqlite_scope::SharedTable { table: model.table(), writable: model.writable() })
+            .collect();
+        Ok((scoped, shared))
     });
-    tables.clone().map_err(DbErr::Custom)
+    match tables {
+        Ok((scoped, shared)) => Ok(crate::sqlite_scope::Catalog { scoped, shared }),
+        Err(message) => Err(DbErr::Custom(message.clone())),
+    }
 }
 
 /// A `tenancy` error met while opening a tenant pool, as the `DbErr` sea-orm's traits
@@ -523,8 +563,9 @@ impl ConnectionTrait for TenantConnection {
             end_bound(txn).await?;
             return Ok(result);
         }
+        let stmt = self.scope_statement(stmt)?;
         if self.sqlite_scoped() {
-            return self.inner.tenancy.master().execute_raw(self.scope_statement(stmt)?).await;
+            return self.inner.tenancy.master().execute_raw(stmt).await;
         }
         let result = self.lease().await?.connection().execute_raw(stmt.clone()).await;
         match result {
@@ -540,8 +581,13 @@ impl ConnectionTrait for TenantConnection {
             end_bound(txn).await?;
             return Ok(result);
         }
-        if self.sqlite_scoped() {
-            return self.run_unprepared(self.inner.tenancy.master(), sql).await;
+        if let Some(statements) = self.scope_unprepared(sql)? {
+            // Table isolation on a SQLite master: the checked, scoped statements.
+            let mut last = None;
+            for stmt in statements {
+                last = Some(self.inner.tenancy.master().execute_raw(stmt).await?);
+            }
+            return last.ok_or_else(|| DbErr::Custom("no statement to run".to_owned()));
         }
         let result = self.lease().await?.connection().execute_unprepared(sql).await;
         match result {
@@ -557,8 +603,9 @@ impl ConnectionTrait for TenantConnection {
             end_bound(txn).await?;
             return Ok(result);
         }
+        let stmt = self.scope_statement(stmt)?;
         if self.sqlite_scoped() {
-            return self.inner.tenancy.master().query_one_raw(self.scope_statement(stmt)?).await;
+            return self.inner.tenancy.master().query_one_raw(stmt).await;
         }
         let result = self.lease().await?.connection().query_one_raw(stmt.clone()).await;
         match result {
@@ -574,8 +621,9 @@ impl ConnectionTrait for TenantConnection {
             end_bound(txn).await?;
             return Ok(result);
         }
+        let stmt = self.scope_statement(stmt)?;
         if self.sqlite_scoped() {
-            return self.inner.tenancy.master().query_all_raw(self.scope_statement(stmt)?).await;
+            return self.inner.tenancy.master().query_all_raw(stmt).await;
         }
         let result = self.lease().await?.connection().query_all_raw(stmt.clone()).await;
         match result {
@@ -606,8 +654,9 @@ impl StreamTrait for TenantConnection {
                     self.inner.tenant.id, self.inner.tenant.isolation
                 )));
             }
+            let stmt = self.scope_statement(stmt)?;
             if self.sqlite_scoped() {
-                return self.inner.tenancy.master().stream_raw(self.scope_statement(stmt)?).await;
+                return self.inner.tenancy.master().stream_raw(stmt).await;
             }
             let lease = self.lease().await?;
             lease.connection().stream_raw(stmt).await

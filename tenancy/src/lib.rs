@@ -121,6 +121,35 @@
 //! A cache-scoped model read through to a table names that table's tenant column with
 //! `#[tenant_scoped(cache, column = "tenant_id")]`, so table isolation scopes it too.
 //!
+//! Tables every tenant shares (plans, countries) are declared with
+//! [`shared`](macro@shared), and listed by [`shared_models`]. They matter on a SQLite
+//! master, where a table-isolated tenant's handle reaches only the tables the linked
+//! models declare (see "Working with a tenant's data"):
+//!
+//! ```
+//! mod plan {
+//!     use sea_orm::entity::prelude::*;
+//!
+//!     #[tenancy::shared] // `#[tenancy::shared(writable)]` lets tenants write it too
+//!     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+//!     #[sea_orm(table_name = "plans")]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub code: String,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     impl ActiveModelBehavior for ActiveModel {}
+//! }
+//!
+//! let shared = tenancy::shared_models()?;
+//! assert!(shared.iter().any(|model| model.table() == "plans" && !model.writable()));
+//! # Ok::<(), tenancy::Error>(())
+//! ```
+//!
 //! ## Working with a tenant's data
 //!
 //! [`Tenancy::tenant`] returns a [`TenantConnection`]: a handle that implements
@@ -145,8 +174,14 @@
 //! bound to a tenant stays on a connection another tenant can get, so both are safe
 //! behind a transaction-mode pooler such as PgBouncer.
 //! On a SQLite master, which has no row-level security, a table-isolated tenant's handle
-//! rewrites every statement on a table-scoped table (parsed with `sqlparser`) to reach
-//! the tenant's rows alone, stamps inserts, and refuses SQL it cannot scope safely.
+//! checks every statement (parsed with `sqlparser`) against an allowlist: `SELECT`,
+//! `INSERT`, `UPDATE` and `DELETE` on the `#[tenant_scoped]` tables, rewritten to reach
+//! the tenant's rows alone (inserts stamped), and on the tables the app declares
+//! [`shared`](macro@shared) (read-only unless `#[tenancy::shared(writable)]`). Every
+//! other table (the registry, undeclared tables, views, `sqlite_master`) and every other
+//! statement (`ATTACH`, `PRAGMA`, DDL, temporary objects, transaction control) is
+//! refused, so a program that links none of the app's models reaches no table at all.
+//! No SQLite tenant, database isolation included, can `ATTACH` another file.
 //!
 //! Code deep inside a request reads the tenant from a task-local scope instead of taking
 //! the handle as a parameter: [`scope`] sets it, [`current`] reads it, and [`spawn`]
@@ -272,10 +307,10 @@ pub use crate::provision::{
 };
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
 pub use crate::rls::{RowSecurityReport, enable_row_security};
-pub use crate::scoped::{Scope, ScopedModel, TenantScoped, scoped_models};
+pub use crate::scoped::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
 pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 pub use crate::transaction::TenantTransaction;
-pub use tenancy_macros::tenant_scoped;
+pub use tenancy_macros::{shared, tenant_scoped};
 
 /// Not public API: what `#[tenant_scoped]`'s generated code calls (semver exempt).
 #[doc(hidden)]

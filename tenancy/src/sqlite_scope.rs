@@ -1,13 +1,30 @@
-//! Statement scoping for table-isolated tenants on a SQLite master.
+//! Statement checking and scoping for tenants on SQLite.
 //!
-//! PostgreSQL keeps a table-isolated tenant to its rows with row-level security; SQLite
-//! has none, so the tenant's handle rewrites each statement instead. This module is that
-//! rewrite, pure (no I/O): it parses a statement with `sqlparser`'s SQLite dialect,
-//! restricts every use of a *scoped table* (a table with a tenant column) to the tenant's
-//! rows, and re-serializes it, or refuses the statement when it cannot prove the result
-//! safe. Statements that touch no scoped table pass through byte for byte.
+//! PostgreSQL keeps a table-isolated tenant to its rows with row-level security and
+//! privileges; SQLite has neither, so the handle of a table-isolated tenant on a SQLite
+//! master checks and rewrites each statement instead. This module is that check and
+//! rewrite, pure (no I/O). It is an **allowlist**: it parses the statement with
+//! `sqlparser`'s SQLite dialect and lets through only
 //!
-//! What it does, by statement:
+//! - `SELECT`, `INSERT`, `UPDATE` and `DELETE` (with common table expressions), and
+//! - only on the *scoped tables* (`#[tenant_scoped]`, a tenant column; rewritten below),
+//!   the *shared tables* (`#[tenancy::shared]`: read-only, or also written when declared
+//!   `#[tenancy::shared(writable)]`), the common table expressions the statement itself
+//!   defines, and the pure table-valued functions `json_each` and `json_tree`.
+//!
+//! Everything else is refused with [`Error::UnscopableStatement`] naming what and why:
+//! the registry (`tenancy_tenants`) and every other `tenancy_*` table, tables no model
+//! declares, `sqlite_master` / `sqlite_schema` / `sqlite_temp_master` and every other
+//! `sqlite_*` name, a schema other than `main` (`temp.x`, attached databases), other
+//! table-valued functions and the pragma functions (`pragma_table_info(...)`),
+//! `load_extension`, a common table expression named like a real table, and every other
+//! statement: `ATTACH`, `DETACH`, `PRAGMA`, `VACUUM`, DDL (`CREATE TEMP TABLE`, views,
+//! triggers, indexes), transaction control (`BEGIN`, `SAVEPOINT`), `EXPLAIN`. SQL the
+//! parser cannot read is refused too. So an empty (or incomplete) registry of models
+//! means *refuse*, never "scope nothing": a table is reachable only when a linked model
+//! declares it.
+//!
+//! The scoped tables are rewritten:
 //!
 //! - **Reads** (`SELECT` anywhere: top level, subqueries, CTE bodies, joins, compound
 //!   parts, `EXISTS`, `IN (...)`, `x IN table`): each reference to a scoped table becomes
@@ -26,22 +43,28 @@
 //!   nothing (the row is neither inserted nor changed, as with `DO NOTHING`).
 //!   `INSERT OR REPLACE` / `REPLACE INTO` are refused: they delete the conflicting row,
 //!   whoever owns it. `RETURNING` is kept.
-//! - **Everything else** (DDL, `PRAGMA`, `ATTACH`, `CREATE TRIGGER`, `CREATE VIEW`, ...)
-//!   that names a scoped table is refused, as is SQL the parser cannot read that names
-//!   one, a common table expression named like a scoped table, a scoped table reached
-//!   through another schema than `main`, and any reference to a scoped table left in a
-//!   place the rewrite does not handle (checked by counting references afterwards).
+//! - Any reference to a scoped table left in a place the rewrite does not handle is
+//!   refused (checked by counting references afterwards).
+//!
+//! What runs is the re-serialized statement SQLite was checked as, never the text as
+//! given. Tokens SQLite and `sqlparser` could read differently (dollar-quoted and other
+//! non-SQLite string syntaxes, a `[bracketed]` name containing `]`) are refused before
+//! parsing, and the output is tokenized again and must be one statement.
 //!
 //! The tenant is always bound (`?N`, one value appended), never written into SQL. sea-orm
 //! writes anonymous `?` placeholders; sqlx binds anonymous placeholders in text order
 //! (SQLite numbers them so), so they are renumbered `?1..?n` in text order and the tenant
 //! takes `?{values + 1}`. Numbered `?NNN` / `$NNN` placeholders keep their numbers.
 //!
-//! Limits: views and triggers that already exist over scoped tables (created by
-//! migrations, not through the handle) are not scoped; `rowid` is not visible through the
-//! rewritten table references.
-
-// The tenant handle (the lead's `handle.rs`) wires this in; until then only tests use it.
+//! For every SQLite tenant connection, database isolation included, [`refuse_attach`]
+//! checks the statement's tokens: `ATTACH` and `DETACH` are refused wherever they appear
+//! unquoted (SQLite attaches a file only through that statement, and sqlx 0.9 exposes
+//! neither an authorizer nor `SQLITE_LIMIT_ATTACHED` without `unsafe`), as is
+//! `VACUUM ... INTO`, which writes a copy of the database to any path.
+//!
+//! Limits: views and triggers that exist over scoped tables are unreachable (a view is
+//! not a declared table); `rowid` is not visible through the rewritten table references.
+//! Every statement is parsed (a few microseconds for sea-orm's statements).
 
 use std::ops::ControlFlow;
 
@@ -50,7 +73,8 @@ use sqlparser::ast::{
     Assignment, AssignmentTarget, BinaryOperator, Expr, GroupByExpr, Ident, InTarget, Insert, ObjectName,
     ObjectNamePart, OnConflict, OnConflictAction, OnInsert, Parens, Query, Select, SelectFlavor, SelectItem, SetExpr,
     SqliteOnConflict, Statement as SqlStatement, TableAlias, TableFactor, TableIndexDirective, TableObject,
-    TableWithJoins, Update, Value as SqlValue, Values as ValuesClause, VisitMut, VisitorMut, visit_relations,
+    TableWithJoins, Update, Value as SqlValue, Values as ValuesClause, Visit, VisitMut, Visitor, VisitorMut,
+    visit_relations,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
@@ -67,125 +91,209 @@ pub(crate) struct ScopedTable<'a> {
     pub(crate) column: &'a str,
 }
 
-/// What to run for an `execute_unprepared` call.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Unprepared {
-    /// No statement touches a scoped table: run the SQL as given.
-    Unchanged,
-    /// Run these statements in order, each with its own values (the tenant, for those
-    /// that were scoped; `None` for the others).
-    Scoped(Vec<Statement>),
+/// A table every tenant shares (`#[tenancy::shared]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedTable<'a> {
+    /// The table's name (matched case-insensitively, as SQLite does).
+    pub(crate) table: &'a str,
+    /// Whether tenants may write it, not only read it.
+    pub(crate) writable: bool,
 }
 
-/// Rewrites one statement (SQLite backend, `?` placeholders) so it reaches only `tenant`'s
-/// rows of the scoped `tables`, or refuses it with [`Error::UnscopableStatement`].
-///
-/// A statement that touches no scoped table comes back unchanged (same SQL, same values);
-/// when the SQL text does not even contain a scoped table's name, without being parsed.
-pub(crate) fn scope_statement(stmt: Statement, tenant: &str, tables: &[ScopedTable<'_>]) -> Result<Statement> {
-    if !mentions_any(&stmt.sql, tables) {
-        return Ok(stmt);
+/// The tables a table-isolated tenant may reach: everything else is refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Catalog<'a> {
+    /// The scoped tables, rewritten to the tenant's rows.
+    pub(crate) scoped: &'a [ScopedTable<'a>],
+    /// The shared tables, reached as they are.
+    pub(crate) shared: &'a [SharedTable<'a>],
+}
+
+impl Catalog<'_> {
+    fn scoped(&self, name: &str) -> Option<&ScopedTable<'_>> {
+        self.scoped.iter().find(|table| table.table.eq_ignore_ascii_case(name))
     }
-    let Some(mut scoped) = scope_sql(&stmt.sql, tenant, tables, stmt.values.as_ref(), true)? else {
-        return Ok(stmt);
-    };
-    // `scope_sql` with `single` yields exactly one statement when it yields any.
-    let Some((sql, _)) = scoped.pop() else {
-        return Ok(stmt);
-    };
-    let mut values = stmt.values.unwrap_or_else(|| Values(Vec::new()));
-    values.0.push(Value::String(Some(tenant.to_owned())));
-    Ok(Statement { sql, values: Some(values), db_backend: stmt.db_backend })
-}
 
-/// Scopes the SQL of an `execute_unprepared` call (no values; possibly several
-/// statements). See [`Unprepared`] for what to run.
-pub(crate) fn scope_unprepared(sql: &str, tenant: &str, tables: &[ScopedTable<'_>]) -> Result<Unprepared> {
-    if !mentions_any(sql, tables) {
-        return Ok(Unprepared::Unchanged);
+    fn shared(&self, name: &str) -> Option<&SharedTable<'_>> {
+        self.shared.iter().find(|table| table.table.eq_ignore_ascii_case(name))
     }
-    let Some(scoped) = scope_sql(sql, tenant, tables, None, false)? else {
-        return Ok(Unprepared::Unchanged);
-    };
-    let statements = scoped
-        .into_iter()
-        .map(|(sql, touched)| Statement {
-            sql,
-            values: touched.then(|| Values(vec![Value::String(Some(tenant.to_owned()))])),
-            db_backend: DbBackend::Sqlite,
-        })
-        .collect();
-    Ok(Unprepared::Scoped(statements))
+
+    fn declares(&self, name: &str) -> bool {
+        self.scoped(name).is_some() || self.shared(name).is_some()
+    }
 }
 
-/// Whether `sql` contains a scoped table's name anywhere (ASCII case-insensitively, as
-/// SQLite compares identifiers). The fast path: most statements stop here.
-fn mentions_any(sql: &str, tables: &[ScopedTable<'_>]) -> bool {
-    let sql = sql.as_bytes();
-    tables.iter().any(|table| {
-        let name = table.table.as_bytes();
-        !name.is_empty() && sql.windows(name.len()).any(|window| window.eq_ignore_ascii_case(name))
-    })
-}
+/// The table-valued functions a tenant may call: pure functions of their arguments.
+const TABLE_FUNCTIONS: [&str; 2] = ["json_each", "json_tree"];
 
-/// The first scoped table named by an identifier or string token (SQLite accepts a
-/// string literal where it expects a table name).
-fn mentioned_table<'s, 't>(tokens: &[TokenWithSpan], tables: &'s [ScopedTable<'t>]) -> Option<&'s ScopedTable<'t>> {
-    tokens.iter().find_map(|token| match &token.token {
-        Token::Word(word) => table_named(tables, &word.value),
-        Token::SingleQuotedString(text) | Token::DoubleQuotedString(text) => table_named(tables, text),
-        _ => None,
-    })
+/// Scalar functions no tenant may call.
+const REFUSED_FUNCTIONS: [(&str, &str); 6] = [
+    ("load_extension", "it loads code into the database connection"),
+    ("fts3_tokenizer", "it registers code with the database connection"),
+    ("readfile", "it reads files"),
+    ("writefile", "it writes files"),
+    ("edit", "it runs an editor"),
+    ("fsdir", "it lists files"),
+];
+
+/// Why a table name is never a tenant's, whatever the models declare.
+fn reserved(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if lower == crate::REGISTRY_TABLE {
+        Some("the tenancy registry is not a tenant's table")
+    } else if lower.starts_with("tenancy_") {
+        Some("tables named tenancy_* belong to tenancy itself")
+    } else if matches!(lower.as_str(), "sqlite_master" | "sqlite_schema" | "sqlite_temp_master" | "sqlite_temp_schema")
+    {
+        Some("SQLite's schema table describes every tenant's tables")
+    } else if lower.starts_with("sqlite_") {
+        Some("tables named sqlite_* are SQLite's own")
+    } else if lower.starts_with("pragma_") {
+        Some("a pragma function reads and changes the connection's settings and schema")
+    } else {
+        None
+    }
 }
 
 fn table_named<'s, 't>(tables: &'s [ScopedTable<'t>], name: &str) -> Option<&'s ScopedTable<'t>> {
     tables.iter().find(|table| table.table.eq_ignore_ascii_case(name))
 }
 
-fn refusal(tenant: &str, table: &str, reason: impl Into<String>) -> Error {
-    Error::UnscopableStatement { tenant: tenant.to_owned(), table: table.to_owned(), reason: reason.into() }
+fn is_table_function(name: &str) -> bool {
+    TABLE_FUNCTIONS.iter().any(|function| function.eq_ignore_ascii_case(name))
 }
 
-/// Tokenizes, parses and scopes `sql`. `None` when no statement needed scoping (the
-/// caller then runs the original text); otherwise every statement re-serialized, with
+/// Rewrites one statement (SQLite backend, `?` placeholders) so it reaches only `tenant`'s
+/// rows of the scoped tables and only the tables `catalog` declares, or refuses it with
+/// [`Error::UnscopableStatement`]. Exactly one statement is accepted.
+pub(crate) fn scope_statement(stmt: Statement, tenant: &str, catalog: &Catalog<'_>) -> Result<Statement> {
+    let mut scoped = scope_sql(&stmt.sql, tenant, catalog, stmt.values.as_ref(), true)?;
+    let Some((sql, touched)) = scoped.pop() else {
+        return Err(statement_refusal(tenant, "an empty statement", "there is no SQL statement to run"));
+    };
+    let mut values = stmt.values.unwrap_or_else(|| Values(Vec::new()));
+    if touched {
+        values.0.push(Value::String(Some(tenant.to_owned())));
+    }
+    Ok(Statement { sql, values: Some(values), db_backend: stmt.db_backend })
+}
+
+/// Checks and scopes the SQL of an `execute_unprepared` call (no values; possibly
+/// several statements): the statements to run in order, each with its own values (the
+/// tenant, for those that were scoped; `None` for the others).
+pub(crate) fn scope_unprepared(sql: &str, tenant: &str, catalog: &Catalog<'_>) -> Result<Vec<Statement>> {
+    let scoped = scope_sql(sql, tenant, catalog, None, false)?;
+    Ok(scoped
+        .into_iter()
+        .map(|(sql, touched)| Statement {
+            sql,
+            values: touched.then(|| Values(vec![Value::String(Some(tenant.to_owned()))])),
+            db_backend: DbBackend::Sqlite,
+        })
+        .collect())
+}
+
+/// Refuses SQL that would attach or detach a database, or write the database to a file,
+/// on any SQLite tenant connection (database isolation included): `ATTACH` or `DETACH`
+/// anywhere as an unquoted word, `VACUUM ... INTO`, and SQL whose tokens SQLite could read
+/// differently (see [`vet_tokens`]). SQLite attaches only through the `ATTACH` statement,
+/// so refusing the keyword refuses every attachment; quoted (`"attach"`) it is a name.
+pub(crate) fn refuse_attach(sql: &str, tenant: &str) -> Result<()> {
+    let tokens = Tokenizer::new(&SQLiteDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read: {error}")))?;
+    vet_tokens(&tokens, tenant)
+}
+
+fn refusal(tenant: &str, table: &str, reason: impl Into<String>) -> Error {
+    Error::UnscopableStatement { tenant: tenant.to_owned(), table: format!("table \"{table}\""), reason: reason.into() }
+}
+
+fn statement_refusal(tenant: &str, what: &str, reason: impl Into<String>) -> Error {
+    Error::UnscopableStatement { tenant: tenant.to_owned(), table: what.to_owned(), reason: reason.into() }
+}
+
+/// Refuses tokens that let SQLite read the text differently from `sqlparser` (so that
+/// what is checked is what runs) and the words that attach files.
+fn vet_tokens(tokens: &[TokenWithSpan], tenant: &str) -> Result<()> {
+    let word = |token: &Token, keyword: &str| matches!(token, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(keyword));
+    for token in tokens {
+        match &token.token {
+            Token::Word(_) if word(&token.token, "ATTACH") || word(&token.token, "DETACH") => {
+                return Err(statement_refusal(
+                    tenant,
+                    "ATTACH/DETACH",
+                    "a tenant's connection reaches its own data only, never another database file",
+                ));
+            }
+            Token::Word(name) if name.quote_style == Some('[') && name.value.contains(']') => {
+                return Err(statement_refusal(tenant, "a statement", "a [bracketed] name containing ]"));
+            }
+            Token::DollarQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::CopyData { .. } => {
+                return Err(statement_refusal(
+                    tenant,
+                    "a statement",
+                    format!("the token {} is not SQLite syntax", token.token),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let vacuum = tokens.iter().any(|token| word(&token.token, "VACUUM"));
+    if vacuum && tokens.iter().any(|token| word(&token.token, "INTO")) {
+        return Err(statement_refusal(tenant, "VACUUM INTO", "it writes a copy of the database to a file"));
+    }
+    Ok(())
+}
+
+/// Tokenizes, checks, parses and scopes `sql`: every statement re-serialized, with
 /// whether it was scoped (and so takes the tenant as its last value).
 fn scope_sql(
     sql: &str,
     tenant: &str,
-    tables: &[ScopedTable<'_>],
+    catalog: &Catalog<'_>,
     values: Option<&Values>,
     single: bool,
-) -> Result<Option<Vec<(String, bool)>>> {
+) -> Result<Vec<(String, bool)>> {
     let dialect = SQLiteDialect {};
-    let mut tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            let table = tables.iter().find(|table| mentions_any(sql, std::slice::from_ref(table)));
-            let name = table.map_or("", |table| table.table);
-            return Err(refusal(tenant, name, format!("SQL tenancy cannot read: {error}")));
-        }
-    };
-    let Some(mentioned) = mentioned_table(&tokens, tables) else {
-        // The name was only part of another word (`projects_archive`) or a comment.
-        return Ok(None);
-    };
+    let mut tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read: {error}")))?;
+    vet_tokens(&tokens, tenant)?;
     let values_len = values.map_or(0, |values| values.0.len());
-    let placeholder_problem = renumber_placeholders(&mut tokens, values_len).err();
+    if let Err(problem) = renumber_placeholders(&mut tokens, values_len) {
+        return Err(statement_refusal(tenant, "a statement", problem));
+    }
     let mut statements = Parser::new(&dialect)
         .with_tokens_with_locations(tokens)
         .parse_statements()
-        .map_err(|error| refusal(tenant, mentioned.table, format!("SQL tenancy cannot parse: {error}")))?;
+        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot parse: {error}")))?;
     if single && statements.len() > 1 {
-        return Err(refusal(
+        return Err(statement_refusal(
             tenant,
-            mentioned.table,
+            "a statement",
             format!("{} statements in one prepared statement; send them one at a time", statements.len()),
         ));
     }
 
     let mut scoper = Scoper {
         tenant,
-        tables,
+        tables: catalog.scoped,
         values,
         placeholder: format!("?{}", values_len + 1),
         wrapped: 0,
@@ -193,21 +301,280 @@ fn scope_sql(
         odd_placeholder: None,
     };
     let mut out = Vec::with_capacity(statements.len());
-    let mut any = false;
     for statement in &mut statements {
+        allow(statement, tenant, catalog)?;
         let touched = scoper.scope(statement)?;
-        let odd = scoper
-            .odd_placeholder
-            .take()
-            .map(|placeholder| format!("the placeholder {placeholder}: sqlx binds only ?, ?NNN and $NNN"));
-        if touched && let Some(problem) = placeholder_problem.as_ref().or(odd.as_ref()) {
-            let table = scoper.first_scoped_relation(statement).unwrap_or(mentioned.table);
-            return Err(refusal(tenant, table, problem.clone()));
+        if let Some(placeholder) = scoper.odd_placeholder.take() {
+            return Err(statement_refusal(
+                tenant,
+                "a statement",
+                format!("the placeholder {placeholder}: sqlx binds only ?, ?NNN and $NNN"),
+            ));
         }
-        any |= touched;
-        out.push((statement.to_string(), touched));
+        let text = statement.to_string();
+        // What runs must be the one statement that was checked, read the same way.
+        let tokens = Tokenizer::new(&dialect, &text).tokenize_with_location().map_err(|error| {
+            statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read its rewrite: {error}"))
+        })?;
+        vet_tokens(&tokens, tenant)?;
+        if tokens.iter().any(|token| token.token == Token::SemiColon) {
+            return Err(statement_refusal(tenant, "a statement", "its rewrite would be several statements"));
+        }
+        out.push((text, touched));
     }
-    Ok(any.then_some(out))
+    Ok(out)
+}
+
+/// Checks one statement against the allowlist (see the module docs).
+fn allow(statement: &SqlStatement, tenant: &str, catalog: &Catalog<'_>) -> Result<()> {
+    let write = match statement {
+        SqlStatement::Query(query) => match &*query.body {
+            SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner) => Some(inner),
+            _ => None,
+        },
+        SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => Some(statement),
+        other => {
+            let text = other.to_string();
+            return Err(statement_refusal(
+                tenant,
+                &statement_kind(&text),
+                "a table-isolated tenant on a SQLite master may run only SELECT, INSERT, UPDATE and DELETE",
+            ));
+        }
+    };
+    if let Some(write) = write {
+        check_write_target(write, tenant, catalog)?;
+    }
+    let mut allowlist = Allowlist { tenant, catalog, ctes: Vec::new() };
+    match statement.visit(&mut allowlist) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(error) => Err(error),
+    }
+}
+
+/// The table an `INSERT`, `UPDATE` or `DELETE` writes must be a scoped table or a
+/// writable shared one, in `main`. SQLite resolves a written table among real tables
+/// only (never a common table expression), so neither does this check.
+fn check_write_target(statement: &SqlStatement, tenant: &str, catalog: &Catalog<'_>) -> Result<()> {
+    let name = match statement {
+        SqlStatement::Insert(insert) => match &insert.table {
+            TableObject::TableName(name) => name,
+            _ => return Err(statement_refusal(tenant, "INSERT", "it inserts into a table function")),
+        },
+        SqlStatement::Update(update) => match &update.table {
+            TableWithJoins { relation: TableFactor::Table { name, args: None, .. }, joins } if joins.is_empty() => name,
+            _ => return Err(statement_refusal(tenant, "UPDATE", "it updates something other than one table")),
+        },
+        SqlStatement::Delete(delete) => {
+            let from = match &delete.from {
+                sqlparser::ast::FromTable::WithFromKeyword(from) | sqlparser::ast::FromTable::WithoutKeyword(from) => {
+                    from
+                }
+            };
+            match from.as_slice() {
+                [TableWithJoins { relation: TableFactor::Table { name, args: None, .. }, joins }]
+                    if joins.is_empty() && delete.tables.is_empty() && delete.using.is_none() =>
+                {
+                    name
+                }
+                _ => return Err(statement_refusal(tenant, "DELETE", "it deletes from something other than one table")),
+            }
+        }
+        _ => return Err(statement_refusal(tenant, "a statement", "a statement inside a statement")),
+    };
+    let parts: Option<Vec<&str>> =
+        name.0.iter().map(|part| part.as_ident().map(|ident| ident.value.as_str())).collect();
+    let table = match parts.as_deref() {
+        Some([table]) => *table,
+        Some([schema, table]) if schema.eq_ignore_ascii_case("main") => *table,
+        _ => {
+            let last = parts.as_deref().and_then(<[&str]>::last).copied().unwrap_or_default();
+            return Err(refusal(tenant, last, format!("{name} names a table through a schema other than main")));
+        }
+    };
+    if let Some(reason) = reserved(table) {
+        return Err(refusal(tenant, table, reason));
+    }
+    if catalog.scoped(table).is_some() {
+        return Ok(());
+    }
+    match catalog.shared(table) {
+        Some(shared) if shared.writable => Ok(()),
+        Some(_) => Err(refusal(
+            tenant,
+            table,
+            "a #[tenancy::shared] table is read-only for tenants; declare it #[tenancy::shared(writable)] to let \
+             them write it",
+        )),
+        None => Err(undeclared(tenant, table)),
+    }
+}
+
+fn undeclared(tenant: &str, table: &str) -> Error {
+    refusal(
+        tenant,
+        table,
+        "no linked model declares it: a table-isolated tenant on a SQLite master reaches only #[tenant_scoped] \
+         tables (its rows) and #[tenancy::shared] tables, so declare the model and link the crate defining it",
+    )
+}
+
+/// Walks a statement and refuses every table, function and construct the allowlist does
+/// not name. Common table expressions are in scope where SQLite has them in scope: in the
+/// query that defines them (all of its `WITH` clause at once) and below it.
+struct Allowlist<'c, 'a> {
+    tenant: &'c str,
+    catalog: &'c Catalog<'a>,
+    /// The common table expressions in scope, lower-cased, one list per enclosing query.
+    ctes: Vec<Vec<String>>,
+}
+
+impl Allowlist<'_, '_> {
+    fn in_cte_scope(&self, name: &str) -> bool {
+        self.ctes.iter().flatten().any(|cte| cte.eq_ignore_ascii_case(name))
+    }
+
+    fn check_relation(&self, name: &ObjectName) -> Result<()> {
+        let parts: Option<Vec<&str>> =
+            name.0.iter().map(|part| part.as_ident().map(|ident| ident.value.as_str())).collect();
+        match parts.as_deref() {
+            Some([table]) => {
+                if let Some(reason) = reserved(table) {
+                    return Err(refusal(self.tenant, table, reason));
+                }
+                if self.in_cte_scope(table) || self.catalog.declares(table) || is_table_function(table) {
+                    return Ok(());
+                }
+                Err(undeclared(self.tenant, table))
+            }
+            Some([schema, table]) if schema.eq_ignore_ascii_case("main") => {
+                if let Some(reason) = reserved(table) {
+                    return Err(refusal(self.tenant, table, reason));
+                }
+                if self.catalog.declares(table) {
+                    return Ok(());
+                }
+                Err(undeclared(self.tenant, table))
+            }
+            _ => {
+                let last = parts.as_deref().and_then(<[&str]>::last).copied().unwrap_or_default();
+                Err(refusal(self.tenant, last, format!("{name} names a table through a schema other than main")))
+            }
+        }
+    }
+
+    fn check_table_function(&self, name: &ObjectName) -> Result<()> {
+        let plain = match name.0.as_slice() {
+            [part] => part.as_ident().map(|ident| ident.value.as_str()),
+            _ => None,
+        };
+        match plain {
+            Some(function) if is_table_function(function) => Ok(()),
+            _ => Err(statement_refusal(
+                self.tenant,
+                &format!("the table-valued function {name}"),
+                "only json_each and json_tree are allowed",
+            )),
+        }
+    }
+}
+
+impl Visitor for Allowlist<'_, '_> {
+    type Break = Error;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Error> {
+        let refused = match &*query.body {
+            SetExpr::Table(_) => Some(statement_refusal(self.tenant, "TABLE", "not SQLite syntax")),
+            // A data-changing statement is only allowed as the statement itself.
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+                if !self.ctes.is_empty() =>
+            {
+                Some(statement_refusal(self.tenant, "a statement", "a data-changing statement inside a query"))
+            }
+            _ => None,
+        };
+        if let Some(error) = refused {
+            return ControlFlow::Break(error);
+        }
+        let mut names = Vec::new();
+        for cte in query.with.iter().flat_map(|with| &with.cte_tables) {
+            let name = &cte.alias.name.value;
+            if self.catalog.declares(name) || reserved(name).is_some() || is_table_function(name) {
+                return ControlFlow::Break(refusal(
+                    self.tenant,
+                    name,
+                    format!("a WITH clause defines a table named {}, which would hide the real one", cte.alias.name),
+                ));
+            }
+            names.push(name.to_ascii_lowercase());
+        }
+        self.ctes.push(names);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<Error> {
+        self.ctes.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Error> {
+        match self.check_relation(relation) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => ControlFlow::Break(error),
+        }
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Error> {
+        let checked = match factor {
+            TableFactor::Table { name, args: Some(_), .. } => self.check_table_function(name),
+            TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => Ok(()),
+            other => Err(statement_refusal(
+                self.tenant,
+                "a statement",
+                format!("the table expression {other} is not SQLite syntax"),
+            )),
+        };
+        match checked {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => ControlFlow::Break(error),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Error> {
+        let checked = match expr {
+            Expr::Function(function) => {
+                let plain = match function.name.0.as_slice() {
+                    [part] => part.as_ident().map(|ident| ident.value.as_str()),
+                    _ => None,
+                };
+                match plain {
+                    None => Err(statement_refusal(
+                        self.tenant,
+                        &format!("the function {}", function.name),
+                        "a schema-qualified function",
+                    )),
+                    Some(name) => {
+                        match REFUSED_FUNCTIONS.iter().find(|(refused, _)| refused.eq_ignore_ascii_case(name)) {
+                            Some((refused, why)) => Err(statement_refusal(self.tenant, &format!("{refused}()"), *why)),
+                            None if name.to_ascii_lowercase().starts_with("pragma_") => {
+                                Err(refusal(self.tenant, name, reserved(name).unwrap_or_default()))
+                            }
+                            None => Ok(()),
+                        }
+                    }
+                }
+            }
+            Expr::In { target: InTarget::Table { name, args: Some(_) }, .. } => self.check_table_function(name),
+            Expr::In { target: InTarget::Unnest(_), .. } => {
+                Err(statement_refusal(self.tenant, "UNNEST", "not SQLite syntax"))
+            }
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => ControlFlow::Break(error),
+        }
+    }
 }
 
 /// Rewrites the placeholders to explicit `?N`, binding as sqlx binds them: anonymous `?`
@@ -290,15 +657,14 @@ impl<'s, 't> Scoper<'s, 't> {
             SqlStatement::Insert(insert) => self.insert(insert)?,
             SqlStatement::Update(update) => self.update(update)?,
             SqlStatement::Delete(delete) => self.delete(delete)?,
+            // The allowlist refused every other statement before the rewrite.
             other => {
-                // Re-tokenizing the statement alone tells whether *it* names a scoped
-                // table (a batch may mix statements); only this slow path pays for it.
                 let text = other.to_string();
-                let tokens = Tokenizer::new(&SQLiteDialect {}, &text).tokenize_with_location().unwrap_or_default();
-                if let Some(table) = mentioned_table(&tokens, self.tables) {
-                    return Err(self.refuse(table.table, statement_kind(&text)));
-                }
-                return Ok(false);
+                return Err(statement_refusal(
+                    self.tenant,
+                    &statement_kind(&text),
+                    "not a SELECT, INSERT, UPDATE or DELETE",
+                ));
             }
         }
         // Proof by counting: every reference to a scoped table left in the statement
@@ -834,13 +1200,16 @@ mod tests {
 
     const TABLES: &[ScopedTable<'static>] =
         &[ScopedTable { table: "projects", column: "tenant_id" }, ScopedTable { table: "tasks", column: "tenant_id" }];
+    const SHARED: &[SharedTable<'static>] =
+        &[SharedTable { table: "plans", writable: false }, SharedTable { table: "feedback", writable: true }];
+    const CATALOG: &Catalog<'static> = &Catalog { scoped: TABLES, shared: SHARED };
 
     fn stmt(sql: &str, values: Vec<Value>) -> Statement {
         Statement { sql: sql.to_owned(), values: Some(Values(values)), db_backend: DbBackend::Sqlite }
     }
 
     fn scoped(sql: &str, values: Vec<Value>) -> Result<Statement> {
-        scope_statement(stmt(sql, values), "a", TABLES)
+        scope_statement(stmt(sql, values), "a", CATALOG)
     }
 
     /// The scoped SQL, with the tenant checked to be the last value.
@@ -870,20 +1239,127 @@ mod tests {
     const FILTERED_PROJECTS: &str = r#"(SELECT * FROM "projects" WHERE "projects"."tenant_id" = ?"#;
 
     #[test]
-    fn statements_on_other_tables_pass_through_unchanged() {
-        for input in [
-            "SELECT 1",
-            r#"SELECT "tenant_id", "name" FROM "tenancy_tenants" WHERE "tenant_id" = ?"#,
-            "SELECT name FROM sqlite_master WHERE type = 'table'",
-            // Contains the name only inside longer words, a comment or a string.
-            "SELECT projects_count FROM projects_archive -- projects",
-            "CREATE TABLE projects_archive (id INTEGER)",
-            // Not even valid SQL: never parsed, since it names no scoped table.
-            "THIS IS NOT SQL ?",
+    fn statements_on_shared_tables_and_no_table_run_as_checked() {
+        for (input, expected) in [
+            ("SELECT 1", "SELECT 1"),
+            ("SELECT code FROM plans WHERE id = ?", "SELECT code FROM plans WHERE id = ?1"),
+            ("SELECT * FROM main.plans -- comment", "SELECT * FROM main.plans"),
+            ("WITH c AS (SELECT 1 AS x) SELECT x FROM c", "WITH c AS (SELECT 1 AS x) SELECT x FROM c"),
+            ("SELECT value FROM json_each(?)", "SELECT value FROM json_each(?1)"),
+            ("INSERT INTO feedback (body) VALUES (?)", "INSERT INTO feedback (body) VALUES (?1)"),
+            ("DELETE FROM Feedback WHERE id = ?", "DELETE FROM Feedback WHERE id = ?1"),
         ] {
-            let original = stmt(input, vec![text("x")]);
-            assert_eq!(scope_statement(original.clone(), "a", TABLES).unwrap(), original, "{input}");
-            assert_eq!(scope_unprepared(input, "a", TABLES).unwrap(), Unprepared::Unchanged);
+            let out = scope_statement(stmt(input, vec![text("x")]), "a", CATALOG).unwrap();
+            assert_eq!(out.sql, expected, "{input}");
+            assert_eq!(out.values, Some(Values(vec![text("x")])), "{input}: no tenant value is added");
+        }
+        let statements = scope_unprepared("SELECT 1; SELECT name FROM plans", "a", CATALOG).unwrap();
+        assert!(statements.iter().all(|statement| statement.values.is_none()));
+        assert_eq!(statements.len(), 2);
+    }
+
+    #[test]
+    fn everything_the_allowlist_does_not_name_is_refused() {
+        let cases: &[(&str, &str, &str)] = &[
+            // The registry and tenancy's own tables, undeclared tables, SQLite's schema.
+            (r#"SELECT * FROM "tenancy_tenants""#, "table \"tenancy_tenants\"", "registry"),
+            ("UPDATE tenancy_tenants SET status = 'x'", "table \"tenancy_tenants\"", "registry"),
+            ("SELECT * FROM projects WHERE id IN (SELECT 1 FROM tenancy_tenants)", "tenancy_tenants", "registry"),
+            ("SELECT * FROM tenancy_migrations", "tenancy_migrations", "tenancy itself"),
+            ("SELECT * FROM secrets", "table \"secrets\"", "no linked model declares it"),
+            ("DELETE FROM secrets", "table \"secrets\"", "no linked model declares it"),
+            ("SELECT 1 WHERE 1 IN secrets", "secrets", "no linked model"),
+            ("SELECT * FROM projects JOIN secrets ON 1", "secrets", "no linked model"),
+            ("SELECT sql FROM sqlite_master", "sqlite_master", "schema table"),
+            ("SELECT sql FROM SQLITE_SCHEMA", "SQLITE_SCHEMA", "schema table"),
+            ("SELECT sql FROM sqlite_temp_master", "sqlite_temp_master", "schema table"),
+            ("SELECT * FROM sqlite_sequence", "sqlite_sequence", "SQLite's own"),
+            // Other schemas, even for declared tables.
+            ("SELECT * FROM temp.plans", "plans", "schema other than main"),
+            ("SELECT * FROM other.projects", "projects", "schema other than main"),
+            ("INSERT INTO temp.feedback (body) VALUES ('x')", "feedback", "schema other than main"),
+            ("SELECT * FROM main.secrets", "secrets", "no linked model"),
+            // Read-only shared tables.
+            ("INSERT INTO plans (code) VALUES ('x')", "plans", "read-only"),
+            ("UPDATE plans SET code = 'x'", "plans", "read-only"),
+            ("DELETE FROM plans", "plans", "read-only"),
+            ("WITH c AS (SELECT 1) DELETE FROM plans", "plans", "read-only"),
+            // A CTE cannot stand for a table it is written through, nor hide one.
+            ("WITH secrets AS (SELECT 1) DELETE FROM secrets", "secrets", "no linked model"),
+            ("WITH tenancy_tenants AS (SELECT 1) SELECT * FROM tenancy_tenants", "tenancy_tenants", "WITH clause"),
+            ("WITH plans AS (SELECT 1) SELECT * FROM plans", "plans", "WITH clause"),
+            ("SELECT * FROM (WITH c AS (SELECT 1) SELECT * FROM c), c", "table \"c\"", "no linked model"),
+            // Functions.
+            ("SELECT * FROM pragma_table_info('projects')", "pragma_table_info", ""),
+            ("SELECT name FROM pragma_database_list", "pragma_database_list", "pragma"),
+            ("SELECT pragma_user_version()", "pragma_user_version", "pragma"),
+            ("SELECT load_extension('x')", "load_extension()", "loads code"),
+            ("SELECT * FROM generate_series(1, 3)", "generate_series", "json_each"),
+            ("SELECT 1 WHERE 1 IN generate_series(1, 3)", "generate_series", "json_each"),
+            ("SELECT main.abs(1)", "main.abs", "schema-qualified"),
+            // Statements other than SELECT / INSERT / UPDATE / DELETE.
+            ("ATTACH DATABASE 'other.db' AS other", "ATTACH/DETACH", "another database file"),
+            ("aTtAcH/**/DATABASE 'x' AS y", "ATTACH/DETACH", ""),
+            ("DETACH other", "ATTACH/DETACH", ""),
+            ("PRAGMA user_version = 3", "PRAGMA", "only SELECT"),
+            ("VACUUM", "VACUUM", "only SELECT"),
+            ("VACUUM INTO 'copy.db'", "VACUUM INTO", "copy"),
+            ("CREATE TEMP TABLE tenancy_tenants (tenant_id TEXT)", "CREATE TEMPORARY TABLE", "only SELECT"),
+            ("CREATE VIEW v AS SELECT * FROM plans", "CREATE VIEW", "only SELECT"),
+            ("CREATE INDEX i ON plans (code)", "CREATE INDEX", "only SELECT"),
+            ("BEGIN", "BEGIN", "only SELECT"),
+            ("SAVEPOINT s", "SAVEPOINT", "only SELECT"),
+            ("EXPLAIN SELECT 1", "EXPLAIN", "only SELECT"),
+            // What tenancy cannot read, and text SQLite could read differently.
+            ("THIS IS NOT SQL", "a statement", "cannot parse"),
+            ("SELECT 'unterminated", "a statement", "cannot read"),
+            ("SELECT $$; DELETE FROM plans; --$$", "a statement", ""),
+            ("SELECT 1 AS [a]]; DELETE FROM plans; --]", "a statement", "containing ]"),
+            ("", "an empty statement", "no SQL"),
+            ("-- only a comment", "an empty statement", "no SQL"),
+        ];
+        for (input, subject, reason) in cases {
+            match scoped(input, vec![]) {
+                Err(Error::UnscopableStatement { tenant, table, reason: why }) => {
+                    assert_eq!(tenant, "a");
+                    assert!(table.contains(subject), "{input}: refused {table} ({why}), expected {subject}");
+                    assert!(why.contains(reason), "{input}: refused {table} ({why}), expected {reason}");
+                }
+                other => panic!("{input}: expected a refusal, got {other:?}"),
+            }
+        }
+        // An empty registry of models refuses every table.
+        let empty = Catalog { scoped: &[], shared: &[] };
+        for input in ["SELECT * FROM projects", "DELETE FROM tasks", "SELECT * FROM plans"] {
+            let refused = scope_statement(stmt(input, vec![]), "a", &empty).unwrap_err();
+            assert!(refused.to_string().contains("no linked model declares it"), "{input}: {refused}");
+        }
+        assert!(scope_unprepared("SELECT 1; DROP TABLE x", "a", CATALOG).is_err());
+    }
+
+    #[test]
+    fn attach_is_refused_for_every_sqlite_tenant() {
+        for sql in [
+            "ATTACH DATABASE 'master.db' AS m",
+            "attach 'master.db' as m",
+            "SELECT 1; aTtAcH/**/DATABASE 'x' AS y",
+            "  -- note\n\tAttach\n'x' AS y",
+            "DETACH DATABASE m",
+            "VACUUM INTO '/tmp/copy.db'",
+            "SELECT $$; ATTACH 'x' AS y; --$$",
+            "SELECT 'unterminated",
+        ] {
+            let refused = refuse_attach(sql, "a").unwrap_err();
+            assert!(matches!(refused, Error::UnscopableStatement { .. }), "{sql}: {refused}");
+        }
+        for sql in [
+            "SELECT 'attach' AS word",
+            r#"SELECT "attach" FROM t"#,
+            "SELECT 1 -- attach in a comment",
+            "VACUUM",
+            "INSERT INTO t (a) VALUES (1)",
+        ] {
+            refuse_attach(sql, "a").unwrap();
         }
     }
 
@@ -1018,15 +1494,15 @@ mod tests {
             ("INSERT OR REPLACE INTO projects (id, name) VALUES (1, 'x')", vec![], "REPLACE"),
             ("REPLACE INTO projects (id, name) VALUES (1, 'x')", vec![], "REPLACE"),
             ("UPDATE OR REPLACE projects SET name = 'x'", vec![], "REPLACE"),
-            ("CREATE TRIGGER t AFTER INSERT ON other BEGIN DELETE FROM projects; END", vec![], "CREATE TRIGGER"),
-            ("CREATE TEMP TRIGGER t AFTER INSERT ON projects BEGIN SELECT 1; END", vec![], "CREATE TEMPORARY TRIGGER"),
-            ("CREATE VIEW all_projects AS SELECT * FROM projects", vec![], "CREATE VIEW"),
-            ("CREATE TEMP TABLE projects (id INTEGER)", vec![], "CREATE TEMPORARY TABLE"),
-            ("DROP TABLE projects", vec![], "DROP TABLE"),
-            ("ALTER TABLE projects ADD COLUMN x INTEGER", vec![], "ALTER TABLE"),
-            ("PRAGMA table_info('projects')", vec![], "PRAGMA"),
+            ("CREATE TRIGGER t AFTER INSERT ON other BEGIN DELETE FROM projects; END", vec![], "only SELECT"),
+            ("CREATE TEMP TRIGGER t AFTER INSERT ON projects BEGIN SELECT 1; END", vec![], "only SELECT"),
+            ("CREATE VIEW all_projects AS SELECT * FROM projects", vec![], "only SELECT"),
+            ("CREATE TEMP TABLE projects (id INTEGER)", vec![], "only SELECT"),
+            ("DROP TABLE projects", vec![], "only SELECT"),
+            ("ALTER TABLE projects ADD COLUMN x INTEGER", vec![], "only SELECT"),
+            ("PRAGMA table_info('projects')", vec![], "only SELECT"),
             ("PRAGMA table_info(projects)", vec![], "cannot parse"),
-            ("ATTACH DATABASE 'other.db' AS projects", vec![], "ATTACH"),
+            ("ATTACH DATABASE 'other.db' AS projects", vec![], "another database file"),
             ("SELECT * FROM temp.projects", vec![], "schema other than main"),
             ("WITH projects AS (SELECT 1) SELECT * FROM projects", vec![], "WITH clause"),
             (
@@ -1045,30 +1521,32 @@ mod tests {
         let message = scoped("CREATE TRIGGER t AFTER INSERT ON projects BEGIN SELECT 1; END", vec![]).unwrap_err();
         assert_eq!(
             message.to_string(),
-            "Tenant 'a': refusing to run a statement on table-scoped table \"projects\" that tenancy cannot \
-             scope (CREATE TRIGGER); use sea-orm queries or a statement on unscoped tables"
+            "Tenant 'a': refusing CREATE TRIGGER (a table-isolated tenant on a SQLite master may run only SELECT, \
+             INSERT, UPDATE and DELETE)"
+        );
+        let message = scoped("UPDATE projects SET tenant_id = 'b'", vec![]).unwrap_err();
+        assert_eq!(
+            message.to_string(),
+            "Tenant 'a': refusing table \"projects\" (it sets the tenant column \"tenant_id\" to a value other than \
+             the tenant's)"
         );
     }
 
     #[test]
     fn unprepared_batches_are_scoped_statement_by_statement() {
-        let Unprepared::Scoped(statements) =
-            scope_unprepared("CREATE TABLE notes (id INTEGER); DELETE FROM tasks; SELECT 1", "a", TABLES).unwrap()
-        else {
-            panic!("expected scoped statements");
-        };
+        let statements = scope_unprepared("SELECT 1; DELETE FROM tasks; SELECT code FROM plans", "a", CATALOG).unwrap();
         let shown: Vec<_> = statements.iter().map(|s| (s.sql.as_str(), s.values.clone())).collect();
         assert_eq!(
             shown,
             [
-                ("CREATE TABLE notes (id INTEGER)", None),
-                (r#"DELETE FROM tasks WHERE "tasks"."tenant_id" = ?1"#, Some(Values(vec![text("a")]))),
                 ("SELECT 1", None),
+                (r#"DELETE FROM tasks WHERE "tasks"."tenant_id" = ?1"#, Some(Values(vec![text("a")]))),
+                ("SELECT code FROM plans", None),
             ]
         );
         assert!(matches!(
-            scope_unprepared("DELETE FROM tasks; DROP TABLE projects", "a", TABLES),
-            Err(Error::UnscopableStatement { table, .. }) if table == "projects"
+            scope_unprepared("DELETE FROM tasks; DROP TABLE projects", "a", CATALOG),
+            Err(Error::UnscopableStatement { table, .. }) if table == "DROP TABLE"
         ));
     }
 
@@ -1145,7 +1623,7 @@ mod tests {
 
     impl ScopedConnection {
         fn scope(&self, stmt: Statement) -> std::result::Result<Statement, sea_orm::DbErr> {
-            scope_statement(stmt, self.tenant, TABLES).map_err(|error| sea_orm::DbErr::Custom(error.to_string()))
+            scope_statement(stmt, self.tenant, CATALOG).map_err(|error| sea_orm::DbErr::Custom(error.to_string()))
         }
     }
 
@@ -1160,16 +1638,13 @@ mod tests {
         }
 
         async fn execute_unprepared(&self, sql: &str) -> std::result::Result<sea_orm::ExecResult, sea_orm::DbErr> {
-            match scope_unprepared(sql, self.tenant, TABLES).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))? {
-                Unprepared::Unchanged => self.db.execute_unprepared(sql).await,
-                Unprepared::Scoped(statements) => {
-                    let mut last = None;
-                    for statement in statements {
-                        last = Some(self.db.execute_raw(statement).await?);
-                    }
-                    last.ok_or_else(|| sea_orm::DbErr::Custom("no statement".to_owned()))
-                }
+            let statements =
+                scope_unprepared(sql, self.tenant, CATALOG).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            let mut last = None;
+            for statement in statements {
+                last = Some(self.db.execute_raw(statement).await?);
             }
+            last.ok_or_else(|| sea_orm::DbErr::Custom("no statement".to_owned()))
         }
 
         async fn query_one_raw(
@@ -1239,7 +1714,7 @@ mod tests {
         assert_eq!(task::Entity::find().count(&b).await.unwrap(), 2);
         // The statements really are sea-orm's: the count wraps the select in a subquery.
         let built = project::Entity::find().filter(project::Column::Id.gt(0)).build(DbBackend::Sqlite);
-        let scoped = scope_statement(built.clone(), "a", TABLES).unwrap();
+        let scoped = scope_statement(built.clone(), "a", CATALOG).unwrap();
         assert_ne!(scoped.sql, built.sql);
         assert_eq!(db.query_all_raw(scoped).await.unwrap().len(), 2);
 
@@ -1323,7 +1798,7 @@ mod tests {
             .execute_unprepared("CREATE TRIGGER t AFTER INSERT ON projects BEGIN DELETE FROM tasks; END")
             .await
             .unwrap_err();
-        assert!(trigger.to_string().contains("(CREATE TRIGGER)"), "{trigger}");
+        assert!(trigger.to_string().contains("refusing CREATE TRIGGER"), "{trigger}");
         // The handle's statements through the query builder are refused the same way.
         let query =
             sea_orm::sea_query::Query::update().table(project::Entity).value(project::Column::TenantId, "b").to_owned();
@@ -1362,13 +1837,12 @@ mod tests {
             r#"SELECT "projects"."id", "projects"."tenant_id", "projects"."name" FROM "projects" WHERE "projects"."name" LIKE ? ORDER BY "projects"."id" ASC LIMIT ?"#,
             vec![text("a%"), 10.into()],
         );
-        let unrelated =
-            stmt(r#"SELECT "tenant_id", "name" FROM "tenancy_tenants" WHERE "tenant_id" = ?"#, vec![text("a")]);
-        for (label, statement) in [("scoped SELECT", &select), ("unrelated SELECT (fast path)", &unrelated)] {
+        let unrelated = stmt(r#"SELECT "code", "name" FROM "plans" WHERE "code" = ?"#, vec![text("a")]);
+        for (label, statement) in [("scoped SELECT", &select), ("shared-table SELECT", &unrelated)] {
             let iterations = 10_000u32;
             let started = std::time::Instant::now();
             for _ in 0..iterations {
-                std::hint::black_box(scope_statement(statement.clone(), "a", TABLES).unwrap());
+                std::hint::black_box(scope_statement(statement.clone(), "a", CATALOG).unwrap());
             }
             let per_call = started.elapsed() / iterations;
             println!("{label}: {} ns per call ({iterations} calls)", per_call.as_nanos());

@@ -18,8 +18,9 @@ use crate::TenantConnection;
 ///
 /// It wraps sea-orm's [`DatabaseTransaction`] on the tenant's storage, bound to the tenant
 /// for its whole life like the handle, and keeps the handle's guarantees for every
-/// statement inside it: on a SQLite master, statements on table-scoped tables are scoped
-/// to the tenant (or refused) exactly as on the handle; a statement PostgreSQL refuses
+/// statement inside it: on a SQLite master, a table-isolated tenant's statements are
+/// checked against the allowlist and scoped to the tenant (or refused) exactly as on the
+/// handle, and no SQLite tenant's statement may `ATTACH` a database; a statement PostgreSQL refuses
 /// because the tenant's tables changed shape since the driver cached it makes the
 /// tenant's pool reopen, so the next transaction runs on fresh connections. Nested
 /// [`begin`](TransactionTrait::begin) calls are savepoints, as in sea-orm. The inner

@@ -1,6 +1,10 @@
 //! `#[tenant_scoped]` models register themselves: `tenancy::scoped_models()` lists them
 //! sorted by table with their scopes, and each entity's `tenant_column()` is the
-//! `Column` sea-orm generated for the tenant field.
+//! `Column` sea-orm generated for the tenant field. `#[tenancy::shared]` models register
+//! likewise in `tenancy::shared_models()`.
+//!
+//! This binary links no other crate's models (not the example app's): a table tenant's
+//! handle on a SQLite master here shows what an incomplete registry does. It refuses.
 
 use std::time::Duration;
 
@@ -109,6 +113,120 @@ mod feature_flag {
     pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Shared, read-only for tenants.
+mod country {
+    #![allow(unreachable_pub, reason = "`#[sea_orm::model]` generates `pub` items next to the model")]
+
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::shared]
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "countries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub code: String,
+        pub name: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Shared and writable, through a re-exported `tenancy`.
+mod announcement {
+    use sea_orm::entity::prelude::*;
+
+    #[tenancy::shared(writable, crate = "crate::app::framework")]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "announcements")]
+    pub(crate) struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub body: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub(crate) enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[test]
+fn registry_lists_every_shared_model_sorted_by_table() {
+    let models = tenancy::shared_models().expect("no table is declared twice");
+    let listed: Vec<(&str, &str, bool)> =
+        models.iter().map(|model| (model.table(), model.entity(), model.writable())).collect();
+    assert_eq!(
+        listed,
+        [
+            ("announcements", "scoped_registry::announcement::Entity", true),
+            ("countries", "scoped_registry::country::Entity", false),
+        ]
+    );
+    assert!(models[1].file().ends_with("scoped_registry.rs"));
+    assert!(models[1].to_string().starts_with("scoped_registry::country::Entity ("));
+}
+
+/// A table tenant on a SQLite master (one pooled connection) whose app has tables this
+/// binary's models do not declare, as a command binary linking no models would: every
+/// undeclared table is refused (it used to run unscoped and show every tenant's rows),
+/// the declared ones work, and the next statement on the connection is unaffected.
+#[tokio::test]
+async fn a_sqlite_table_tenant_reaches_no_table_the_linked_models_do_not_declare() {
+    use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, Statement};
+    use tenancy::{Isolation, NewTenant, Tenancy};
+
+    let dir = tenancy_tests::TempDir::new();
+    let tenancy = Tenancy::builder(dir.sqlite_master_url())
+        .secret_key_file(dir.path().join("key"))
+        .max_connections(1)
+        .connect()
+        .await
+        .unwrap();
+    let master = tenancy.master();
+    let mut handles = Vec::new();
+    for prefix in ["acme", "globex"] {
+        let id: tenancy::TenantId = tenancy_tests::unique_name(prefix).parse().unwrap();
+        let new =
+            NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: false };
+        tenancy.create_tenant(new, &()).await.unwrap();
+        handles.push(tenancy.tenant(&id).await.unwrap());
+    }
+    let (a, b) = (&handles[0], &handles[1]);
+    master
+        .execute_unprepared(&format!(
+            "CREATE TABLE projects (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL);
+             INSERT INTO projects (tenant_id, name) VALUES ('{a}', 'a-project'), ('{b}', 'b-project');
+             CREATE TABLE invoices (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, total_cents INTEGER NOT NULL);
+             CREATE TABLE countries (code TEXT PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE announcements (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+             INSERT INTO countries VALUES ('fr', 'France');",
+            a = a.id(),
+            b = b.id(),
+        ))
+        .await
+        .unwrap();
+    let sql = |text: &str| Statement::from_string(DbBackend::Sqlite, text.to_owned());
+    for text in ["SELECT * FROM projects", "SELECT name FROM projects WHERE tenant_id <> ''", "DELETE FROM projects"] {
+        let refused = a.query_all_raw(sql(text)).await.unwrap_err().to_string();
+        assert!(refused.contains("table \"projects\"") && refused.contains("no linked model declares it"), "{refused}");
+        assert!(a.execute_unprepared(text).await.is_err(), "{text}");
+        // The next statement on the one connection: a declared table, scoped.
+        a.execute_unprepared("INSERT INTO invoices (total_cents) VALUES (5)").await.unwrap();
+    }
+    assert_eq!(invoice::Entity::find().count(a).await.unwrap(), 3);
+    assert_eq!(invoice::Entity::find().count(b).await.unwrap(), 0);
+    assert_eq!(country::Entity::find().all(b).await.unwrap().len(), 1);
+    assert!(b.execute_unprepared("DELETE FROM countries").await.unwrap_err().to_string().contains("read-only"));
+    let posted = announcement::ActiveModel { body: sea_orm::Set("hello".to_owned()), ..Default::default() };
+    sea_orm::ActiveModelTrait::insert(posted, b).await.unwrap();
+    let seen = announcement::Entity::find().all(a).await.unwrap();
+    assert_eq!(seen.iter().map(|row| row.body.as_str()).collect::<Vec<_>>(), ["hello"], "shared with every tenant");
+    let rows = "SELECT COUNT(*) AS n FROM projects";
+    let count = master.query_one_raw(sql(rows)).await.unwrap().unwrap().try_get::<i64>("", "n").unwrap();
+    assert_eq!(count, 2, "both tenants' projects are still there");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Compile-time behaviour of `#[tenant_scoped]`: the accepted forms build and run
+//! Compile-time behaviour of `#[tenant_scoped]` and `#[tenancy::shared]`: the accepted forms build and run
 //! (`ui/pass`), and each mistake fails with its errors at the offending tokens
 //! (`ui/fail`, expected output in the `.stderr` files).
 //!

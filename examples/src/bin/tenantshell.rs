@@ -1,7 +1,9 @@
 //! `tenantshell` for the example app: an SQL prompt bound to one tenant.
+//! It takes the app's migrators so that the binary links the app's models: a table tenant's
+//! handle on a SQLite master reaches only the tables they declare.
 //! Run `cargo run --bin tenantshell -- --help` for the flags.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tenancy_migrate::cli::tenantshell().await
+    tenancy_migrate::cli::tenantshell(example_app::migrators()).await
 }

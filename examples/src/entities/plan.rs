@@ -2,10 +2,13 @@
 //!
 //! This table is untenanted (no `tenant_id`) and only exists in the master
 //! database/schema; it is created by [`SharedMigrator`](crate::SharedMigrator).
+//! `#[tenancy::shared]` declares it shared: a table-isolated tenant's handle on a SQLite
+//! master may read it (and not write it), where every undeclared table is refused.
 
 use sea_orm::entity::prelude::*;
 
 /// A billing plan.
+#[tenancy::shared]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
 #[sea_orm(table_name = "plans")]
 pub struct Model {

@@ -9,6 +9,7 @@ use tenancy::{Isolation, Tenancy, TenantId, TenantStatus};
 
 use super::prompt::Prompter;
 use crate::accounts::{self, Accounts, NewSuperuser, SuperuserStore};
+use crate::migrator::Migrators;
 use crate::{Error, Result};
 
 /// Environment variable holding the new administrator's password for scripts
@@ -61,18 +62,28 @@ pub struct CreateTenantSuperuserArgs {
     pub master: super::MasterArgs,
 }
 
-/// Runs `createtenantsuperuser` with the process's arguments, storing the administrator
-/// in the accounts module's `tenant_users` table.
-pub async fn createtenantsuperuser() -> ExitCode {
-    createtenantsuperuser_with_store(CreateTenantSuperuserArgs::parse(), Accounts).await
+/// Runs `createtenantsuperuser` with the process's arguments, for the application whose
+/// [`Migrators`] are given, storing the administrator in the accounts module's
+/// `tenant_users` table.
+///
+/// Nothing is migrated: taking the application's migrators makes the binary link the
+/// application's crate, and with it the registrations of its `#[tenant_scoped]` and
+/// `#[tenancy::shared]` models, which a table-isolated tenant's handle on a SQLite master
+/// needs to reach any table (see [`super::tenantshell`]).
+pub async fn createtenantsuperuser(migrators: Migrators) -> ExitCode {
+    createtenantsuperuser_with_store(CreateTenantSuperuserArgs::parse(), migrators, Accounts).await
 }
 
-/// Runs `createtenantsuperuser` with parsed arguments and the application's own
-/// [`SuperuserStore`]; returns the exit code.
+/// Runs `createtenantsuperuser` with parsed arguments, the application's [`Migrators`]
+/// (see [`createtenantsuperuser`] for why) and its own [`SuperuserStore`]; returns the
+/// exit code.
 pub async fn createtenantsuperuser_with_store<S: SuperuserStore>(
     args: CreateTenantSuperuserArgs,
+    migrators: Migrators,
     store: S,
 ) -> ExitCode {
+    // Held, not used: the value is what links the application's models.
+    let _linked = migrators;
     match run(args, &store).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => super::report_error(&err),

@@ -14,6 +14,25 @@
 //! }
 //! ```
 //!
+//! The commands that reach a tenant's data through its handle, `tenantshell` and
+//! `createtenantsuperuser`, take the application's [`Migrators`](crate::Migrators) too,
+//! like `migratetenant` and `showtenants`, although they migrate nothing: the value makes
+//! the binary link the application's crate, and so the registrations of its
+//! `#[tenant_scoped]` and `#[tenancy::shared]` models (a crate a binary never names is not
+//! linked, and neither are its registrations). A table-isolated tenant's handle on a
+//! SQLite master reaches only the tables those models declare, so with no models linked
+//! it refuses every table rather than run anything unscoped:
+//!
+//! ```no_run
+//! # use sea_orm_migration::prelude::*;
+//! # struct Migrator;
+//! # impl MigratorTrait for Migrator { fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] } }
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     tenancy_migrate::cli::tenantshell(tenancy_migrate::Migrators::new(Migrator)).await
+//! }
+//! ```
+//!
 //! # Exit codes
 //!
 //! | code | meaning |

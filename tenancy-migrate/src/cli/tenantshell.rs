@@ -4,7 +4,9 @@
 //! Every statement runs through the tenant's handle ([`tenancy::TenantConnection`]), the
 //! same one the application uses: the tenant's own database, its schema as the only
 //! `search_path` entry, or (table isolation) the shared tables under row-level security
-//! with the tenant bound. So a plain `SELECT * FROM projects` shows that tenant's
+//! with the tenant bound (on a SQLite master: checked and rewritten by the handle's
+//! allowlist, which knows the app's models only when the binary links them, hence the
+//! [`Migrators`] argument). So a plain `SELECT * FROM projects` shows that tenant's
 //! projects only.
 //!
 //! # What keeps the shell to its tenant
@@ -46,6 +48,7 @@ use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
 use tenancy::{Isolation, Tenancy, TenantConnection, TenantId};
 
+use crate::migrator::Migrators;
 use crate::{Error, Result};
 
 /// Environment variable naming the history file (`--history-file`).
@@ -103,13 +106,24 @@ pub struct TenantShellArgs {
     pub master: super::MasterArgs,
 }
 
-/// Runs `tenantshell` with the process's arguments.
-pub async fn tenantshell() -> ExitCode {
-    tenantshell_with_args(TenantShellArgs::parse()).await
+/// Runs `tenantshell` with the process's arguments, for the application whose
+/// [`Migrators`] are given.
+///
+/// The shell does not migrate anything: taking the application's migrators makes the
+/// binary link the application's crate, and with it the registrations of its
+/// `#[tenant_scoped]` and `#[tenancy::shared]` models. A table-isolated tenant's handle on
+/// a SQLite master reaches only the tables those models declare, so a shell that linked
+/// no models could reach no table at all (it refuses; it never runs a statement
+/// unscoped).
+pub async fn tenantshell(migrators: Migrators) -> ExitCode {
+    tenantshell_with_args(TenantShellArgs::parse(), migrators).await
 }
 
-/// Runs `tenantshell` with parsed arguments; returns the exit code.
-pub async fn tenantshell_with_args(args: TenantShellArgs) -> ExitCode {
+/// Runs `tenantshell` with parsed arguments; returns the exit code. See [`tenantshell`]
+/// for why it takes the application's [`Migrators`].
+pub async fn tenantshell_with_args(args: TenantShellArgs, migrators: Migrators) -> ExitCode {
+    // Held, not used: the value is what links the application's models (see above).
+    let _linked = migrators;
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => super::report_error(&err),
@@ -308,6 +322,8 @@ fn returns_rows(first: &str, sql: &str) -> bool {
 /// tables its rows are kept apart in, which are exactly those under the tenancy policy.
 async fn list_tables(db: &TenantConnection) -> std::result::Result<String, String> {
     let sql = match (db.isolation(), db.get_database_backend()) {
+        // The handle reaches exactly the tables the linked models declare.
+        (Isolation::Table, DbBackend::Sqlite) => return declared_tables(),
         (_, DbBackend::Sqlite) => {
             "SELECT name AS \"table\" FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
              ORDER BY name"
@@ -329,6 +345,27 @@ async fn list_tables(db: &TenantConnection) -> std::result::Result<String, Strin
     Ok(format_rows(&rows))
 }
 
+/// The tables a table-isolated tenant on a SQLite master can reach: its scoped tables
+/// and the shared ones the linked models declare.
+fn declared_tables() -> std::result::Result<String, String> {
+    let scoped = tenancy::scoped_models().map_err(|e| e.to_string())?;
+    let shared = tenancy::shared_models().map_err(|e| e.to_string())?;
+    let mut rows: Vec<Vec<String>> = scoped
+        .iter()
+        .filter(|model| matches!(model.scope(), tenancy::Scope::Table { .. }))
+        .map(|model| vec![model.table().to_owned(), "scoped".to_owned()])
+        .chain(shared.iter().map(|model| {
+            let access = if model.writable() { "shared" } else { "shared, read-only" };
+            vec![model.table().to_owned(), access.to_owned()]
+        }))
+        .collect();
+    rows.sort();
+    if rows.is_empty() {
+        return Ok("(0 rows: this binary links no #[tenant_scoped] or #[tenancy::shared] model)\n".to_owned());
+    }
+    Ok(format_table(&["table".to_owned(), "access".to_owned()], &rows))
+}
+
 /// The database's own message where there is one (`relation "x" does not exist`), without
 /// sea-orm's wrapping.
 fn message(err: &DbErr) -> String {
@@ -347,8 +384,13 @@ fn format_rows(rows: &[QueryResult]) -> String {
     };
     let header = first.column_names();
     let cells: Vec<Vec<String>> = rows.iter().map(|row| (0..header.len()).map(|i| cell(row, i)).collect()).collect();
+    format_table(&header, &cells)
+}
+
+/// Cells under a header, aligned psql style, followed by the row count.
+fn format_table(header: &[String], cells: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &cells {
+    for row in cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -357,13 +399,13 @@ fn format_rows(rows: &[QueryResult]) -> String {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!(" {cell:<width$} ")).collect();
         format!("{}\n", cells.join("|").trim_end())
     };
-    let mut out = line(&header);
+    let mut out = line(header);
     out.push_str(&widths.iter().map(|width| "-".repeat(width + 2)).collect::<Vec<_>>().join("+"));
     out.push('\n');
-    for row in &cells {
+    for row in cells {
         out.push_str(&line(row));
     }
-    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!("({} row{})\n", cells.len(), if cells.len() == 1 { "" } else { "s" }));
     out
 }
 
