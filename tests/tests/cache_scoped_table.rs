@@ -52,7 +52,8 @@ mod flag {
 
 async fn table_tenant(tenancy: &Tenancy, prefix: &str) -> TenantConnection {
     let id: tenancy::TenantId = unique_name(prefix).parse().unwrap();
-    let new = NewTenant { id: id.clone(), name: prefix.into(), isolation: Isolation::Table, database: None, migrate: false };
+    let new =
+        NewTenant { id: id.clone(), name: prefix.into(), isolation: Isolation::Table, database: None, migrate: false };
     tenancy.create_tenant(new, &()).await.expect("create table tenant");
     tenancy.tenant(&id).await.expect("handle")
 }
@@ -108,7 +109,9 @@ async fn probe(tenancy: &Tenancy, master: &sea_orm::DatabaseConnection) {
 
     // Without a tenant column the table is one table of all table tenants: refused.
     let err = a.read_through::<flag::Entity>().expect_err("a shared table behind a cache model");
-    assert!(matches!(&err, Error::SharedCacheTable { table, tenant } if table == "cached_flags" && tenant == a.id().as_str()));
+    assert!(
+        matches!(&err, Error::SharedCacheTable { table, tenant } if table == "cached_flags" && tenant == a.id().as_str())
+    );
     let message = err.to_string();
     assert!(message.contains("cached_flags") && message.contains("column = \"tenant_id\""), "{message}");
 

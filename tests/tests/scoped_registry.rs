@@ -241,7 +241,11 @@ fn registry_lists_every_scoped_model_sorted_by_table() {
             ("feature_flags", "scoped_registry::feature_flag::Entity", Scope::Cache { ttl: None, column: None }),
             ("invoices", "scoped_registry::invoice::Entity", Scope::Table { column: "tenant_id" }),
             ("members", "scoped_registry::member::Entity", Scope::Table { column: "organisation" }),
-            ("sessions", "scoped_registry::session::Entity", Scope::Cache { ttl: Some(Duration::from_secs(300)), column: None }),
+            (
+                "sessions",
+                "scoped_registry::session::Entity",
+                Scope::Cache { ttl: Some(Duration::from_secs(300)), column: None }
+            ),
         ]
     );
 }
