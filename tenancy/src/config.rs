@@ -31,7 +31,8 @@ pub struct TenantConfig {
 /// reach another tenant (a transaction-mode pooler such as PgBouncer keeps one pool per
 /// user). Schema isolation: the role's `search_path` default is the tenant's schema, and
 /// it may use that schema only. Table isolation: the role name itself names the tenant
-/// to the row-level security policies ([`crate::rls`]), and the role inherits the
+/// to the row-level security policies, read as the session's login role (`session_user`,
+/// which `SET ROLE` cannot change; see [`crate::rls`]), and the role inherits the
 /// application role's privileges.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TenantLogin {

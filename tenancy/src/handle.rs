@@ -133,7 +133,9 @@ pub enum TenantBinding {
 ///   database, under the row-level security [`enable_row_security`] sets up (the
 ///   migrator of `tenancy-migrate` runs it). With [`TenantBinding::TenantPools`] (the
 ///   default) the handle uses the tenant's own pool, logged in as its login role: the
-///   policies see the tenant in the role name, the role has no way around them, and
+///   policies read the tenant from the session's login role (`session_user`, which no
+///   statement can change: `SET ROLE` and `set_config` do not rebind it), the role has
+///   no way around them, and
 ///   single statements cost no extra round trip. With
 ///   [`TenantBinding::SharedTransactions`] (or for a tenant without a login role) every
 ///   statement runs in a transaction of the master pool that first binds the tenant with
