@@ -41,17 +41,7 @@ impl Options {
     /// with the options that did parse.
     pub(crate) fn parse(cx: &mut Ctxt, args: TokenStream) -> Self {
         let mut options = Self::default();
-        let parser = syn::meta::parser(|meta| {
-            if let Err(error) = options.parse_one(cx, &meta) {
-                cx.syn_error(error);
-                // Skip the rest of this option so the ones after it are still checked.
-                skip_to_comma(meta.input)?;
-            }
-            Ok(())
-        });
-        if let Err(error) = parser.parse2(args) {
-            cx.syn_error(error);
-        }
+        parse_each(cx, args, |cx, meta| options.parse_one(cx, meta));
         options
     }
 
@@ -85,6 +75,26 @@ impl Options {
             )));
         }
         Ok(())
+    }
+}
+
+/// Parses an attribute's comma-separated options with `parse_one`, recording every
+/// mistake in `cx` and carrying on with the next option, so one build reports them all.
+pub(crate) fn parse_each(
+    cx: &mut Ctxt,
+    args: TokenStream,
+    mut parse_one: impl FnMut(&mut Ctxt, &ParseNestedMeta<'_>) -> syn::Result<()>,
+) {
+    let parser = syn::meta::parser(|meta| {
+        if let Err(error) = parse_one(cx, &meta) {
+            cx.syn_error(error);
+            // Skip the rest of this option so the ones after it are still checked.
+            skip_to_comma(meta.input)?;
+        }
+        Ok(())
+    });
+    if let Err(error) = parser.parse2(args) {
+        cx.syn_error(error);
     }
 }
 

@@ -4,11 +4,10 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
 use syn::meta::ParseNestedMeta;
-use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Ident, LitStr, Token, parse_quote};
 
-use crate::attr::skip_to_comma;
+use crate::attr::parse_each;
 use crate::ctxt::Ctxt;
 use crate::model::for_each_sea_orm_meta;
 
@@ -27,16 +26,7 @@ struct Options {
 impl Options {
     fn parse(cx: &mut Ctxt, args: TokenStream) -> Self {
         let mut options = Self::default();
-        let parser = syn::meta::parser(|meta| {
-            if let Err(error) = options.parse_one(cx, &meta) {
-                cx.syn_error(error);
-                skip_to_comma(meta.input)?;
-            }
-            Ok(())
-        });
-        if let Err(error) = parser.parse2(args) {
-            cx.syn_error(error);
-        }
+        parse_each(cx, args, |cx, meta| options.parse_one(cx, meta));
         options
     }
 
