@@ -256,6 +256,22 @@ async fn set_config_and_do_blocks_cannot_reach_another_tenant() {
                 tenancy::sql::quote_ident(other.as_str())
             ),
         ];
+        let mut attempts = attempts.to_vec();
+        if isolation == Isolation::Table {
+            // Become the application role the tenant's role is a member of, then name the
+            // other tenant in the setting the policies fall back to for non-tenant
+            // sessions: the policies go by the session's login role, so nothing changes.
+            let app_role = tenancy::rls::app_role(&master).await.unwrap();
+            attempts.push(format!(
+                "DO $$ BEGIN EXECUTE 'SET ROLE ' || quote_ident({}); \
+                 EXECUTE 'SET tenancy.tenant_id = ' || quote_literal({}); \
+                 UPDATE projects SET name = 'pwned'; INSERT INTO projects (tenant_id, name, created_at) \
+                 VALUES ({}, 'planted', now()); END $$",
+                q(&app_role),
+                q(other.as_str()),
+                q(other.as_str())
+            ));
+        }
         for sql in &attempts {
             let out = shell(&f.dir, &f.pg.url, &[own.as_str(), "-c", sql]);
             let said = format!("{isolation}: {sql}: {}{}", text(&out.stdout), text(&out.stderr));
