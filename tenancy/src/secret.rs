@@ -606,7 +606,8 @@ pub(crate) fn scram_sha256_verifier_of_generated(password: &Password) -> String 
 const GENERATED_PASSWORD_SCRAM_ITERATIONS: u32 = 64;
 
 /// The SCRAM-SHA-256 verifier of a human-chosen `password`, with PostgreSQL's default
-/// 4,096 iterations (see [`scram_sha256_verifier_of_generated`] for generated ones).
+/// 4,096 iterations (passwords that [`Password::generate`] made get fewer: stretching
+/// 256 random bits buys nothing).
 pub fn scram_sha256_verifier(password: &Password) -> String {
     let mut salt = [0u8; SCRAM_SALT_LEN];
     fill_random(&mut salt);
