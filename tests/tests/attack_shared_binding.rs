@@ -20,11 +20,7 @@ use common::project_names as names;
 use example_app::Migrator;
 use example_app::entities::project;
 use futures_util::StreamExt;
-use sea_orm::prelude::ChronoUtc;
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, NotSet, Set, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement, TransactionTrait};
 use tenancy::sql::{quote_ident, quote_literal};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
@@ -72,20 +68,6 @@ async fn ctx(isolation: Isolation) -> Option<Ctx> {
     Some(ctx)
 }
 
-/// Inserts a project through `db` (a handle or its transaction): the tenant column set
-/// for a schema tenant, left to the column default (`None`) for a table tenant.
-async fn add_project_for<C: ConnectionTrait>(db: &C, schema_tenant: Option<&TenantId>, name: &str) -> project::Model {
-    project::ActiveModel {
-        tenant_id: schema_tenant.map_or(NotSet, |id| Set(id.to_string())),
-        name: Set(name.to_owned()),
-        created_at: Set(ChronoUtc::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .expect("insert project")
-}
-
 fn pg(sql: impl Into<String>) -> Statement {
     Statement::from_string(DbBackend::Postgres, sql.into())
 }
@@ -111,7 +93,7 @@ impl Ctx {
     /// A project for `tenant` through `db`.
     async fn add(&self, db: &impl ConnectionTrait, tenant: &TenantConnection, name: &str) {
         let id = (self.isolation == Isolation::Schema).then(|| tenant.id());
-        add_project_for(db, id, name).await;
+        common::add_project(db, id.map(TenantId::as_str), name).await;
     }
 
     /// The victim writes and reads after an attack: it sees exactly its own rows (through

@@ -200,18 +200,6 @@ impl Ctx {
     }
 }
 
-async fn add_project<C: ConnectionTrait>(db: &C, name: &str) -> project::Model {
-    project::ActiveModel {
-        tenant_id: NotSet,
-        name: Set(name.to_owned()),
-        created_at: Set(ChronoUtc::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .expect("insert project")
-}
-
 async fn add_task<C: ConnectionTrait>(db: &C, project_id: i32, title: &str) -> Result<task::Model, DbErr> {
     task::ActiveModel {
         tenant_id: NotSet,
@@ -246,7 +234,7 @@ async fn add_label<C: ConnectionTrait>(db: &C, board_id: i32, project_id: Option
 
 /// Seeds a tenant with a project, a task on it, a board and a label on both.
 async fn seed(db: &TenantConnection, prefix: &str) -> (project::Model, board::Model) {
-    let project = add_project(db, &format!("{prefix}-project")).await;
+    let project = common::add_project(db, None, &format!("{prefix}-project")).await;
     add_task(db, project.id, &format!("{prefix}-task")).await.expect("insert task");
     let board = add_board(db, &format!("{prefix}-board")).await;
     add_label(db, board.id, Some(project.id)).await.expect("insert label");
@@ -410,7 +398,7 @@ async fn a_table_tenant_cannot_become_the_app_role_and_rebind_itself() {
         .unwrap();
     let fresh = ctx._pg.builder(&ctx._dir).connect().await.unwrap();
     let a_again = fresh.tenant(a.id()).await.unwrap();
-    add_project(&a_again, "acme-later").await;
+    common::add_project(&a_again, None, "acme-later").await;
     assert_eq!(names(&a_again).await, ["acme-later", "acme-project"]);
     for view in ["pg_roles", "pg_namespace", "pg_stat_all_tables"] {
         let sql = format!("SELECT count(*) FROM pg_catalog.{view}");

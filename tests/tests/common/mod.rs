@@ -2,7 +2,8 @@
 
 use example_app::Migrator;
 use example_app::entities::project;
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+use sea_orm::prelude::ChronoUtc;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, NotSet, QueryOrder, Set};
 use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
 use tenancy_migrate::MigrateOnCreate;
 
@@ -36,4 +37,19 @@ pub(crate) async fn project_names<C: ConnectionTrait>(db: &C) -> Vec<String> {
         .into_iter()
         .map(|p| p.name)
         .collect()
+}
+
+/// Inserts a project named `name` through `db` (a handle or a transaction of one): with
+/// the tenant column set to `tenant`, or, given `None`, left to the column default, which
+/// table isolation on PostgreSQL fills with the bound tenant.
+pub(crate) async fn add_project<C: ConnectionTrait>(db: &C, tenant: Option<&str>, name: &str) -> project::Model {
+    project::ActiveModel {
+        tenant_id: tenant.map_or(NotSet, |id| Set(id.to_owned())),
+        name: Set(name.to_owned()),
+        created_at: Set(ChronoUtc::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .expect("insert project")
 }
