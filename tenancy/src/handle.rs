@@ -501,15 +501,18 @@ impl TenantConnection {
     pub(crate) async fn run_unprepared<C: ConnectionTrait>(&self, db: &C, sql: &str) -> Result<ExecResult, DbErr> {
         match self.scope_unprepared(sql)? {
             None => db.execute_unprepared(sql).await,
-            Some(statements) => {
-                let mut last = None;
-                for stmt in statements {
-                    last = Some(db.execute_raw(stmt).await?);
-                }
-                last.ok_or_else(|| DbErr::Custom("no statement to run".to_owned()))
-            }
+            Some(statements) => run_in_order(db, statements).await,
         }
     }
+}
+
+/// Runs `statements` one after the other on `db`; the result of the last.
+async fn run_in_order<C: ConnectionTrait>(db: &C, statements: Vec<Statement>) -> Result<ExecResult, DbErr> {
+    let mut last = None;
+    for stmt in statements {
+        last = Some(db.execute_raw(stmt).await?);
+    }
+    last.ok_or_else(|| DbErr::Custom("no statement to run".to_owned()))
 }
 
 /// The tables a table-isolated tenant on a SQLite master may reach: the table-scoped
@@ -585,11 +588,7 @@ impl ConnectionTrait for TenantConnection {
         }
         if let Some(statements) = self.scope_unprepared(sql)? {
             // Table isolation on a SQLite master: the checked, scoped statements.
-            let mut last = None;
-            for stmt in statements {
-                last = Some(self.inner.tenancy.master().execute_raw(stmt).await?);
-            }
-            return last.ok_or_else(|| DbErr::Custom("no statement to run".to_owned()));
+            return run_in_order(self.inner.tenancy.master(), statements).await;
         }
         let result = self.lease().await?.connection().execute_unprepared(sql).await;
         match result {
