@@ -199,10 +199,15 @@ pub(crate) fn scope_unprepared(sql: &str, tenant: &str, catalog: &Catalog<'_>) -
 /// differently (see [`vet_tokens`]). SQLite attaches only through the `ATTACH` statement,
 /// so refusing the keyword refuses every attachment; quoted (`"attach"`) it is a name.
 pub(crate) fn refuse_attach(sql: &str, tenant: &str) -> Result<()> {
-    let tokens = Tokenizer::new(&SQLiteDialect {}, sql)
+    vet_tokens(&tokenize(sql, tenant, "")?, tenant)
+}
+
+/// `sql`'s tokens as the SQLite dialect reads them, or a refusal: SQL the tokenizer cannot
+/// read is not run. `whose` completes "SQL tenancy cannot read" in the refusal.
+fn tokenize(sql: &str, tenant: &str, whose: &str) -> Result<Vec<TokenWithSpan>> {
+    Tokenizer::new(&SQLiteDialect {}, sql)
         .tokenize_with_location()
-        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read: {error}")))?;
-    vet_tokens(&tokens, tenant)
+        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read{whose}: {error}")))
 }
 
 fn refusal(tenant: &str, table: &str, reason: impl Into<String>) -> Error {
@@ -271,9 +276,7 @@ fn scope_sql(
     single: bool,
 ) -> Result<Vec<(String, bool)>> {
     let dialect = SQLiteDialect {};
-    let mut tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|error| statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read: {error}")))?;
+    let mut tokens = tokenize(sql, tenant, "")?;
     vet_tokens(&tokens, tenant)?;
     let values_len = values.map_or(0, |values| values.0.len());
     if let Err(problem) = renumber_placeholders(&mut tokens, values_len) {
@@ -313,9 +316,7 @@ fn scope_sql(
         }
         let text = statement.to_string();
         // What runs must be the one statement that was checked, read the same way.
-        let tokens = Tokenizer::new(&dialect, &text).tokenize_with_location().map_err(|error| {
-            statement_refusal(tenant, "a statement", format!("SQL tenancy cannot read its rewrite: {error}"))
-        })?;
+        let tokens = tokenize(&text, tenant, " its rewrite")?;
         vet_tokens(&tokens, tenant)?;
         if tokens.iter().any(|token| token.token == Token::SemiColon) {
             return Err(statement_refusal(tenant, "a statement", "its rewrite would be several statements"));
