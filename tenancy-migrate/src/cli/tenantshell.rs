@@ -248,18 +248,11 @@ async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<Stri
                  bound to the tenant"
                 .to_owned());
         }
-        "SET" | "RESET" | "DISCARD" => {
-            return Err(format!(
-                "{first} is not available: a session setting would stay on one of the tenant's pooled connections \
-                 and apply to some later statements only"
-            ));
-        }
+        "SET" | "RESET" | "DISCARD" => return Err(format!("{first} {SESSION_SETTING_REFUSED}")),
         _ => {}
     }
     if calls_set_config(sql) {
-        return Err("set_config() is not available: a session setting would stay on one of the tenant's pooled \
-                    connections and apply to some later statements only"
-            .to_owned());
+        return Err(format!("set_config() {SESSION_SETTING_REFUSED}"));
     }
     let backend = db.get_database_backend();
     if returns_rows(&first, sql) {
@@ -297,6 +290,10 @@ fn first_keyword(sql: &str) -> String {
     }
     rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
 }
+
+/// Why a statement that changes session settings is refused, after its first word.
+const SESSION_SETTING_REFUSED: &str = "is not available: a session setting would stay on one of the tenant's \
+                                       pooled connections and apply to some later statements only";
 
 /// Whether `sql` calls `set_config` (any case, quoted or schema-qualified, anywhere in the
 /// text, string literals and `DO` bodies included): the guard errs on the side of
@@ -352,7 +349,8 @@ fn declared_tables() -> std::result::Result<String, String> {
     let shared = tenancy::shared_models().map_err(|e| e.to_string())?;
     let mut rows: Vec<Vec<String>> = scoped
         .iter()
-        .filter(|model| matches!(model.scope(), tenancy::Scope::Table { .. }))
+        // Cache-scoped models that name a tenant column are scoped tables too.
+        .filter(|model| model.scope().table_column().is_some())
         .map(|model| vec![model.table().to_owned(), "scoped".to_owned()])
         .chain(shared.iter().map(|model| {
             let access = if model.writable() { "shared" } else { "shared, read-only" };
