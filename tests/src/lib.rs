@@ -238,6 +238,37 @@ impl TempDir {
     pub fn sqlite_master_url(&self) -> String {
         format!("sqlite://{}/master.db?mode=rwc", self.0.display())
     }
+
+    /// A builder for the SQLite master of [`TempDir::sqlite_master_url`], with its secret
+    /// key file in this folder too.
+    pub fn sqlite_builder(&self) -> tenancy::TenancyBuilder {
+        tenancy::Tenancy::builder(self.sqlite_master_url()).secret_key_file(self.0.join("key"))
+    }
+}
+
+/// Creates one ready table-isolated tenant per prefix (ids made unique with
+/// [`unique_name`]), migrated with `hooks` when `migrate` (`&()` and `false` for none), and
+/// returns their handles in the same order.
+pub async fn table_tenants<H: tenancy::ProvisionHooks>(
+    tenancy: &tenancy::Tenancy,
+    hooks: &H,
+    migrate: bool,
+    prefixes: &[&str],
+) -> Vec<tenancy::TenantConnection> {
+    let mut handles = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        let id: tenancy::TenantId = unique_name(prefix).parse().expect("a valid tenant id");
+        let new = tenancy::NewTenant {
+            id: id.clone(),
+            name: (*prefix).to_owned(),
+            isolation: tenancy::Isolation::Table,
+            database: None,
+            migrate,
+        };
+        tenancy.create_tenant(new, hooks).await.expect("create table tenant");
+        handles.push(tenancy.tenant(&id).await.expect("table tenant handle"));
+    }
+    handles
 }
 
 impl Default for TempDir {

@@ -18,7 +18,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{TempDir, column_strings, count, unique_name};
+use tenancy_tests::{TempDir, column_strings, count, table_tenants, unique_name};
 
 /// A table every tenant may write (`#[tenancy::shared(writable)]`), beside the example
 /// app's read-only `plans`.
@@ -52,12 +52,7 @@ struct Master {
 /// no model declares (`internal_notes`).
 async fn master() -> Master {
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(dir.sqlite_master_url())
-        .secret_key_file(dir.path().join("key"))
-        .max_connections(1)
-        .connect()
-        .await
-        .unwrap();
+    let tenancy = dir.sqlite_builder().max_connections(1).connect().await.unwrap();
     SharedMigrator::up(tenancy.master(), None).await.unwrap();
     tenancy
         .master()
@@ -68,18 +63,13 @@ async fn master() -> Master {
         )
         .await
         .unwrap();
-    let mut handles = Vec::new();
-    for prefix in ["acme", "globex"] {
-        let id: TenantId = unique_name(prefix).parse().unwrap();
-        let new =
-            NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: true };
-        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap();
-        let handle = tenancy.tenant(&id).await.unwrap();
+    let prefixes = ["acme", "globex"];
+    let mut handles = table_tenants(&tenancy, &MigrateOnCreate::new(&Migrator), true, &prefixes).await;
+    for (handle, prefix) in handles.iter().zip(prefixes) {
         project::ActiveModel { name: Set(format!("{prefix}-project")), ..Default::default() }
-            .insert(&handle)
+            .insert(handle)
             .await
             .unwrap();
-        handles.push(handle);
     }
     let b = handles.pop().unwrap();
     let a = handles.pop().unwrap();
@@ -324,8 +314,8 @@ async fn a_table_tenant_cannot_attach_a_file() {
 #[tokio::test]
 async fn a_database_tenant_cannot_attach_the_master_or_another_tenants_file() {
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(dir.sqlite_master_url())
-        .secret_key_file(dir.path().join("key"))
+    let tenancy = dir
+        .sqlite_builder()
         .max_connections(1)
         .tenant_connection_budget(1)
         .connections_per_tenant_pool(1)

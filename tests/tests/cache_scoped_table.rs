@@ -6,8 +6,8 @@
 //! other tenant's primary key.
 
 use sea_orm::{ConnectionTrait, DbBackend, Set, Statement};
-use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection};
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy::{Error, Tenancy, TenantConnection};
+use tenancy_tests::{PgMaster, TempDir, count, table_tenants};
 
 /// A cache-scoped model read through to the `cached_sessions` table, which has a tenant
 /// column.
@@ -50,14 +50,6 @@ mod flag {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-async fn table_tenant(tenancy: &Tenancy, prefix: &str) -> TenantConnection {
-    let id: tenancy::TenantId = unique_name(prefix).parse().unwrap();
-    let new =
-        NewTenant { id: id.clone(), name: prefix.into(), isolation: Isolation::Table, database: None, migrate: false };
-    tenancy.create_tenant(new, &()).await.expect("create table tenant");
-    tenancy.tenant(&id).await.expect("handle")
-}
-
 /// The tables, created on the master as a migration would (`sql` in the master's dialect).
 async fn create_tables(master: &sea_orm::DatabaseConnection) {
     master
@@ -73,8 +65,8 @@ async fn create_tables(master: &sea_orm::DatabaseConnection) {
 /// neither from the database nor (afterwards) from the cache; an insert is stamped with
 /// the tenant; the model without a column is refused.
 async fn probe(tenancy: &Tenancy, master: &sea_orm::DatabaseConnection) {
-    let a = table_tenant(tenancy, "rta").await;
-    let b = table_tenant(tenancy, "rtb").await;
+    let [a, b]: [TenantConnection; 2] =
+        table_tenants(tenancy, &(), false, &["rta", "rtb"]).await.try_into().expect("two tenants");
     let sessions_a = a.read_through::<session::Entity>().expect("a column: allowed");
     let sessions_b = b.read_through::<session::Entity>().expect("a column: allowed");
 
@@ -124,12 +116,7 @@ async fn probe(tenancy: &Tenancy, master: &sea_orm::DatabaseConnection) {
 #[tokio::test]
 async fn cache_models_backed_by_a_table_are_scoped_on_a_sqlite_master() {
     let dir = TempDir::new();
-    let tenancy = Tenancy::builder(dir.sqlite_master_url())
-        .secret_key_file(dir.path().join("key"))
-        .tenant_connection_budget(1)
-        .connect()
-        .await
-        .unwrap();
+    let tenancy = dir.sqlite_builder().tenant_connection_budget(1).connect().await.unwrap();
     create_tables(tenancy.master()).await;
     let master = tenancy.master().clone();
     probe(&tenancy, &master).await;

@@ -348,16 +348,9 @@ async fn row_security_is_forced_and_the_app_role_is_unprivileged() {
 #[tokio::test]
 async fn table_tenants_on_a_sqlite_master_see_only_their_rows() {
     let dir = TempDir::new();
-    let tenancy =
-        Tenancy::builder(dir.sqlite_master_url()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
-    let mut handles = Vec::new();
-    for prefix in ["acme", "globex"] {
-        let id: TenantId = unique_name(prefix).parse().unwrap();
-        let new =
-            NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: true };
-        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap();
-        handles.push(tenancy.tenant(&id).await.unwrap());
-    }
+    let tenancy = dir.sqlite_builder().connect().await.unwrap();
+    let handles =
+        tenancy_tests::table_tenants(&tenancy, &MigrateOnCreate::new(&Migrator), true, &["acme", "globex"]).await;
     let (a, b) = (&handles[0], &handles[1]);
     assert_eq!(a.get_database_backend(), DbBackend::Sqlite);
     let a_projects = seed(a, "acme").await;

@@ -176,24 +176,11 @@ fn registry_lists_every_shared_model_sorted_by_table() {
 #[tokio::test]
 async fn a_sqlite_table_tenant_reaches_no_table_the_linked_models_do_not_declare() {
     use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, Statement};
-    use tenancy::{Isolation, NewTenant, Tenancy};
 
     let dir = tenancy_tests::TempDir::new();
-    let tenancy = Tenancy::builder(dir.sqlite_master_url())
-        .secret_key_file(dir.path().join("key"))
-        .max_connections(1)
-        .connect()
-        .await
-        .unwrap();
+    let tenancy = dir.sqlite_builder().max_connections(1).connect().await.unwrap();
     let master = tenancy.master();
-    let mut handles = Vec::new();
-    for prefix in ["acme", "globex"] {
-        let id: tenancy::TenantId = tenancy_tests::unique_name(prefix).parse().unwrap();
-        let new =
-            NewTenant { id: id.clone(), name: "T".into(), isolation: Isolation::Table, database: None, migrate: false };
-        tenancy.create_tenant(new, &()).await.unwrap();
-        handles.push(tenancy.tenant(&id).await.unwrap());
-    }
+    let handles = tenancy_tests::table_tenants(&tenancy, &(), false, &["acme", "globex"]).await;
     let (a, b) = (&handles[0], &handles[1]);
     master
         .execute_unprepared(&format!(
