@@ -97,18 +97,6 @@ impl Ctx {
     }
 }
 
-async fn add_project(db: &TenantConnection, name: &str) -> project::Model {
-    project::ActiveModel {
-        tenant_id: Set(db.id().to_string()),
-        name: Set(name.to_owned()),
-        created_at: Set(ChronoUtc::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .expect("insert project")
-}
-
 async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) {
     task::ActiveModel {
         tenant_id: Set(db.id().to_string()),
@@ -137,11 +125,11 @@ async fn each_database_tenant_sees_only_its_own_rows() {
     assert!(debug.contains(a_id.as_str()) && !debug.contains("pa ss") && !debug.contains("v1:"), "{debug}");
 
     // ActiveModel inserts through each handle.
-    let alpha = add_project(&a, "alpha").await;
-    add_project(&a, "beta").await;
-    add_project(&a, "gamma").await;
-    let one = add_project(&b, "one").await;
-    add_project(&b, "two").await;
+    let alpha = common::add_project(&a, Some(a.id().as_str()), "alpha").await;
+    common::add_project(&a, Some(a.id().as_str()), "beta").await;
+    common::add_project(&a, Some(a.id().as_str()), "gamma").await;
+    let one = common::add_project(&b, Some(b.id().as_str()), "one").await;
+    common::add_project(&b, Some(b.id().as_str()), "two").await;
     add_task(&a, &alpha, "write spec").await;
     add_task(&a, &alpha, "review spec").await;
     add_task(&b, &one, "unrelated").await;
@@ -346,7 +334,7 @@ async fn sqlite_database_file_tenants_work_through_the_handle() {
     // Three tenants, room for two pools: every lap evicts and reopens.
     for lap in 0..2 {
         for (i, handle) in handles.iter().enumerate() {
-            add_project(handle, &format!("{}-{lap}", handle.id())).await;
+            common::add_project(handle, Some(handle.id().as_str()), &format!("{}-{lap}", handle.id())).await;
             assert_eq!(project::Entity::find().count(handle).await.unwrap(), lap + 1, "tenant {i}");
         }
     }

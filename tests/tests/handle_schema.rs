@@ -78,18 +78,6 @@ async fn search_path(db: &DatabaseConnection) -> String {
     row.try_get_by_index::<String>(0).unwrap()
 }
 
-async fn add_project<C: ConnectionTrait>(db: &C, tenant: &TenantConnection, name: &str) -> project::Model {
-    project::ActiveModel {
-        tenant_id: Set(tenant.id().to_string()),
-        name: Set(name.to_owned()),
-        created_at: Set(ChronoUtc::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .expect("insert project")
-}
-
 async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) -> task::Model {
     task::ActiveModel {
         tenant_id: Set(db.id().to_string()),
@@ -107,7 +95,7 @@ async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) 
 /// Seeds two projects (`shared`, `<prefix>-only`) with a task each.
 async fn seed(db: &TenantConnection, prefix: &str) {
     for name in ["shared".to_owned(), format!("{prefix}-only")] {
-        let project = add_project(db, db, &name).await;
+        let project = common::add_project(db, Some(db.id().as_str()), &name).await;
         add_task(db, &project, &format!("{name} task")).await;
     }
 }
@@ -130,7 +118,7 @@ async fn leak_probe(binding: TenantBinding) {
     assert_eq!(a.get_database_backend(), DbBackend::Postgres);
     seed(&a, "acme").await;
     seed(&b, "globex").await;
-    add_project(&b, &b, "globex-extra").await;
+    common::add_project(&b, Some(b.id().as_str()), "globex-extra").await;
 
     // Stored in each tenant's schema, nothing in public.
     assert_eq!(ctx.rows_in(&a, "projects").await, 2);
@@ -174,9 +162,9 @@ async fn leak_probe(binding: TenantBinding) {
 
     // Transactions with a savepoint rolled back, and streams inside them.
     let txn = a.begin().await.unwrap();
-    add_project(&txn, &a, "kept").await;
+    common::add_project(&txn, Some(a.id().as_str()), "kept").await;
     let nested = txn.begin().await.unwrap();
-    add_project(&nested, &a, "dropped").await;
+    common::add_project(&nested, Some(a.id().as_str()), "dropped").await;
     assert_eq!(names(&nested).await, ["acme-only", "dropped", "kept", "renamed"]);
     nested.rollback().await.unwrap();
     assert_eq!(names(&txn).await, ["acme-only", "kept", "renamed"], "still the tenant's schema after the savepoint");
@@ -235,13 +223,13 @@ async fn one_connection_in_turn(binding: TenantBinding) {
         .expect("connect");
     let a = single.tenant(&a_id).await.unwrap();
     let b = single.tenant(&b_id).await.unwrap();
-    add_project(&a, &a, "a1").await;
-    add_project(&b, &b, "b1").await;
+    common::add_project(&a, Some(a.id().as_str()), "a1").await;
+    common::add_project(&b, Some(b.id().as_str()), "b1").await;
     for round in 0..3 {
         assert_eq!(names(&a).await, ["a1"], "round {round}");
         let txn = b.begin().await.unwrap();
         assert_eq!(names(&txn).await, ["b1"]);
-        add_project(&txn, &b, "b-rolled-back").await;
+        common::add_project(&txn, Some(b.id().as_str()), "b-rolled-back").await;
         txn.rollback().await.unwrap();
         assert_eq!(project::Entity::find().count(&a).await.unwrap(), 1);
         let txn = a.begin().await.unwrap();
@@ -265,7 +253,7 @@ async fn schema_handles_never_see_the_public_tables() {
 async fn public_tables_unseen(binding: TenantBinding) {
     let Some(ctx) = ctx(binding).await else { return };
     let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.unwrap();
-    add_project(&a, &a, "mine").await;
+    common::add_project(&a, Some(a.id().as_str()), "mine").await;
     // Shared tables in public, as table isolation keeps them, with another tenant's row.
     ctx.superuser
         .execute_unprepared(
@@ -279,7 +267,7 @@ async fn public_tables_unseen(binding: TenantBinding) {
     let rows = a.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT * FROM projects")).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(project::Entity::find().count(&a).await.unwrap(), 1);
-    add_project(&a, &a, "also mine").await;
+    common::add_project(&a, Some(a.id().as_str()), "also mine").await;
     assert_eq!(count(&ctx.superuser, "SELECT COUNT(*) FROM public.projects", vec![]).await, 1);
     assert_eq!(ctx.rows_in(&a, "projects").await, 2);
 }
@@ -289,7 +277,7 @@ async fn a_schema_tenants_login_role_reaches_its_own_schema_only() {
     let Some(ctx) = ctx(TenantBinding::TenantPools).await else { return };
     let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.unwrap();
     let b = ctx.tenancy.tenant(&ctx.schema_tenant("globex").await).await.unwrap();
-    add_project(&b, &b, "theirs").await;
+    common::add_project(&b, Some(b.id().as_str()), "theirs").await;
     let login = a.tenant().config.login.clone().expect("a login role");
     let prefix = tenancy::rls::tenant_role_prefix(&ctx.superuser).await.unwrap();
     assert_eq!(login.user, format!("{prefix}{}", a.id()));
@@ -343,8 +331,8 @@ async fn tables_of_different_shapes(binding: TenantBinding) {
         .expect("connect");
     let a = single.tenant(&a_id).await.unwrap();
     let b = single.tenant(&b_id).await.unwrap();
-    add_project(&a, &a, "a1").await;
-    add_project(&b, &b, "b1").await;
+    common::add_project(&a, Some(a.id().as_str()), "a1").await;
+    common::add_project(&b, Some(b.id().as_str()), "b1").await;
     let select_all = || Statement::from_string(DbBackend::Postgres, "SELECT * FROM projects");
     let columns = |rows: &[sea_orm::QueryResult]| rows[0].column_names().join(",");
     let before = "id,tenant_id,name,created_at";

@@ -65,19 +65,6 @@ impl Ctx {
     }
 }
 
-/// Inserts a project without setting its tenant: the column default stamps it.
-async fn add_project<C: ConnectionTrait>(db: &C, name: &str) -> project::Model {
-    project::ActiveModel {
-        tenant_id: NotSet,
-        name: Set(name.to_owned()),
-        created_at: Set(ChronoUtc::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .expect("insert project")
-}
-
 async fn add_task(db: &TenantConnection, project: &project::Model, title: &str) -> task::Model {
     task::ActiveModel {
         tenant_id: NotSet,
@@ -110,7 +97,7 @@ async fn add_comment(db: &TenantConnection, task: &task::Model, body: &str) -> c
 async fn seed(db: &TenantConnection, prefix: &str) -> Vec<project::Model> {
     let mut projects = Vec::new();
     for name in ["shared".to_owned(), format!("{prefix}-only")] {
-        let project = add_project(db, &name).await;
+        let project = common::add_project(db, None, &name).await;
         assert_eq!(project.tenant_id, db.id().as_str(), "the default stamps the tenant");
         let task = add_task(db, &project, &format!("{name} task")).await;
         assert_eq!(task.tenant_id, db.id().as_str());
@@ -241,9 +228,9 @@ async fn transactions(binding: TenantBinding) {
 
     // A transaction with a savepoint rolled back.
     let txn = a.begin().await.unwrap();
-    add_project(&txn, "kept").await;
+    common::add_project(&txn, None, "kept").await;
     let nested = txn.begin().await.unwrap();
-    add_project(&nested, "dropped").await;
+    common::add_project(&nested, None, "dropped").await;
     assert_eq!(names(&nested).await, ["dropped", "kept"]);
     nested.rollback().await.unwrap();
     assert_eq!(names(&txn).await, ["kept"], "only the tenant's rows, inside the transaction");
@@ -252,13 +239,15 @@ async fn transactions(binding: TenantBinding) {
     assert_eq!(ctx.rows_of("projects", &b).await, 2);
 
     // The closure form commits on success and rolls back on failure.
-    a.transaction::<_, _, sea_orm::DbErr>(|txn| Box::pin(async move { Ok(add_project(txn, "closure").await) }))
-        .await
-        .unwrap();
+    a.transaction::<_, _, sea_orm::DbErr>(|txn| {
+        Box::pin(async move { Ok(common::add_project(txn, None, "closure").await) })
+    })
+    .await
+    .unwrap();
     let failed = a
         .transaction::<_, (), String>(|txn| {
             Box::pin(async move {
-                add_project(txn, "undone").await;
+                common::add_project(txn, None, "undone").await;
                 Err("changed my mind".to_owned())
             })
         })
@@ -355,7 +344,7 @@ async fn table_tenants_on_a_sqlite_master_see_only_their_rows() {
     assert_eq!(a.get_database_backend(), DbBackend::Sqlite);
     let a_projects = seed(a, "acme").await;
     seed(b, "globex").await;
-    add_project(b, "globex-extra").await;
+    common::add_project(b, None, "globex-extra").await;
     let report = tenancy::enable_row_security(tenancy.master()).await.unwrap();
     assert!(report.secured.is_empty(), "SQLite has no row-level security");
 
@@ -410,9 +399,9 @@ async fn table_tenants_on_a_sqlite_master_see_only_their_rows() {
 
     // Transactions and savepoints are scoped alike.
     let txn = a.begin().await.unwrap();
-    add_project(&txn, "kept").await;
+    common::add_project(&txn, None, "kept").await;
     let nested = txn.begin().await.unwrap();
-    add_project(&nested, "dropped").await;
+    common::add_project(&nested, None, "dropped").await;
     assert_eq!(names(&nested).await, ["dropped", "kept", "renamed", "renamed"]);
     nested.rollback().await.unwrap();
     assert_eq!(project::Entity::find().count(&txn).await.unwrap(), 3);
@@ -472,18 +461,18 @@ async fn one_connection_in_turn(binding: TenantBinding) {
         .expect("connect");
     let a = single.tenant(&a_id).await.unwrap();
     let b = single.tenant(&b_id).await.unwrap();
-    add_project(&a, "a1").await;
-    add_project(&b, "b1").await;
+    common::add_project(&a, None, "a1").await;
+    common::add_project(&b, None, "b1").await;
     for round in 0..3 {
         assert_eq!(names(&a).await, ["a1"], "round {round}");
         let txn = b.begin().await.unwrap();
-        add_project(&txn, "b-rolled-back").await;
+        common::add_project(&txn, None, "b-rolled-back").await;
         assert_eq!(names(&txn).await, ["b-rolled-back", "b1"]);
         txn.rollback().await.unwrap();
         assert_eq!(project::Entity::find().count(&a).await.unwrap(), 1);
         let txn = a.begin().await.unwrap();
         let savepoint = txn.begin().await.unwrap();
-        add_project(&savepoint, "a-savepoint").await;
+        common::add_project(&savepoint, None, "a-savepoint").await;
         savepoint.rollback().await.unwrap();
         assert_eq!(names(&txn).await, ["a1"]);
         txn.commit().await.unwrap();
