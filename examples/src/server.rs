@@ -206,7 +206,7 @@ struct TenantInfo {
 /// `GET /tenant`: who the request's tenant is; served in every isolation mode.
 async fn show_tenant(Extension(db): Extension<TenantConnection>) -> Json<TenantInfo> {
     let tenant = db.tenant();
-    Json(TenantInfo { id: tenant.id.to_string(), name: tenant.name.clone(), isolation: tenant.isolation })
+    Json(TenantInfo { id: tenant.id().to_string(), name: tenant.name().to_owned(), isolation: tenant.isolation() })
 }
 
 /// Refuses a cache-isolated tenant, which has no tables, before any relational call.

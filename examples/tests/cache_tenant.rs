@@ -55,7 +55,7 @@ async fn a_cache_tenant_created_by_the_cli_works_at_once() {
     // The in-process default: usable at once, no storage to create.
     let tenancy =
         Tenancy::builder(url.clone()).secret_key_file(dir.path().join("secret.key")).connect().await.expect("connect");
-    let handle = tenancy.tenant(&id.parse().unwrap()).await.expect("handle");
+    let handle = tenancy.tenant(&id).await.expect("handle");
     assert_eq!(handle.isolation(), Isolation::Cache);
     let key = TenantKey::new("carts", "user-7");
     handle.cache().set(&key, &["sku-1", "sku-2"], None).await.expect("set");
@@ -71,7 +71,7 @@ async fn a_cache_tenant_created_by_the_cli_works_at_once() {
         .connect()
         .await
         .expect("connect");
-    let cache = tenancy.tenant(&id.parse().unwrap()).await.expect("handle").cache();
+    let cache = tenancy.tenant(&id).await.expect("handle").cache();
     cache.set(&key, &["sku-3"], None).await.expect("set on Redis");
     let store_key = cache.store_key(&key);
     assert_eq!(store_key, format!("{}:{{{id}}}:carts:user-7", redis.prefix.replace(':', "%3A")));

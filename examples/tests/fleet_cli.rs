@@ -28,33 +28,16 @@ fn text(bytes: &[u8]) -> String {
 async fn setup(pg: &PgMaster, dir: &TempDir) -> Tenancy {
     let tenancy = Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
     for id in ["f1", "f2", "f3"] {
-        let new = NewTenant {
-            id: id.parse().unwrap(),
-            name: id.into(),
-            isolation: Isolation::Schema,
-            database: None,
-            migrate: false,
-        };
+        let new = NewTenant::new(id.parse::<tenancy::TenantId>().unwrap(), id.to_owned(), Isolation::Schema)
+            .expect("a valid new tenant");
         tenancy.create_tenant(new, &()).await.unwrap();
     }
     let (db, user) = (unique_name("db"), unique_name("u"));
     pg.track_database(&db);
     pg.track_role(&user);
-    let database = NewDatabase {
-        name: db,
-        create: true,
-        user: Some(user),
-        password: Some(Password::new("very secret pw")),
-        host: Some("127.0.0.1".into()),
-        port: Some(5432),
-    };
-    let new = NewTenant {
-        id: "f0db".parse().unwrap(),
-        name: "Database Co".into(),
-        isolation: Isolation::Database,
-        database: Some(database),
-        migrate: false,
-    };
+    let database = NewDatabase::create(db).login(user, Password::new("very secret pw")).server("127.0.0.1", 5432);
+    let new =
+        NewTenant::new("f0db", "Database Co", Isolation::Database).expect("a valid new tenant").database(database);
     tenancy.create_tenant(new, &()).await.unwrap();
     tenancy
 }
@@ -135,7 +118,7 @@ async fn fleet_commands_end_to_end() {
     assert_eq!(report["succeeded"], true);
     let ids: Vec<&str> = report["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
     assert_eq!(ids, ["f2", "f3"]);
-    let last = tenancy.last_migration_run().await.unwrap().unwrap();
+    let last = tenancy.ledger().last_run().await.unwrap().unwrap();
     assert_eq!(report["run_id"], last.id);
 
     // Everything is up to date now.
@@ -182,13 +165,8 @@ async fn two_migratealltenants_processes_at_once() {
     let tenancy = Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
     let ids: Vec<String> = (0..10).map(|i| format!("twin{i}")).collect();
     for id in &ids {
-        let new = NewTenant {
-            id: id.parse().unwrap(),
-            name: id.clone(),
-            isolation: Isolation::Schema,
-            database: None,
-            migrate: false,
-        };
+        let new = NewTenant::new(id.parse::<tenancy::TenantId>().unwrap(), id.clone(), Isolation::Schema)
+            .expect("a valid new tenant");
         tenancy.create_tenant(new, &()).await.unwrap();
     }
     let spawn = || {

@@ -364,7 +364,7 @@ async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<(String, String)> {
 /// storage with its tenant's id, and a storage holds rows of no tenant that does not share it.
 async fn assert_storage(tenancy: &Tenancy, tenants: &[(&str, &Created)], sharing: &[&str]) {
     for (id, created) in tenants {
-        let tenant = tenancy.get_tenant(&id.parse().unwrap()).await.unwrap();
+        let tenant = tenancy.get_tenant(*id).await.unwrap();
         let db = tenancy.connect_storage(&tenant).await.unwrap().expect("relational storage");
         for (sql, expected) in [
             ("SELECT tenant_id, name FROM projects ORDER BY id", &created.projects),
@@ -376,7 +376,7 @@ async fn assert_storage(tenancy: &Tenancy, tenants: &[(&str, &Created)], sharing
             let own: Vec<_> = found.into_iter().filter(|(owner, _)| owner == id).map(|(_, value)| value).collect();
             assert_eq!(&own, expected, "{id}: {sql}");
         }
-        if tenant.isolation != Isolation::Table {
+        if tenant.isolation() != Isolation::Table {
             // Table tenants get the shared master pool, which stays open.
             db.close().await.unwrap();
         }
@@ -456,7 +456,10 @@ async fn postgres_master_serves_all_four_modes_side_by_side() {
         ("cache_globex", Isolation::Cache),
     ] {
         let database = (isolation == Isolation::Database).then(|| pg.new_database("pw"));
-        let new = NewTenant { id: id.parse().unwrap(), name: format!("{id} Ltd"), isolation, database, migrate: true };
+        let new = NewTenant::new(id, format!("{id} Ltd"), isolation)
+            .expect("a valid new tenant")
+            .database(database)
+            .migrate(true);
         tenancy.create_tenant(new, &migrator).await.unwrap();
     }
     run(env!("CARGO_BIN_EXE_migratealltenants"), &dir, &[("DATABASE_URL", &pg.url)], &[]);

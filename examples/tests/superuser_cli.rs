@@ -84,7 +84,10 @@ fn assert_admin(row: &UserRow, tenant: &str, username: &str, password: &str) {
 async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Option<NewDatabase>) -> TenantId {
     let id: TenantId = id.parse().unwrap();
     let hooks = tenancy_migrate::MigrateOnCreate::new(&example_app::Migrator);
-    let new = NewTenant { id: id.clone(), name: format!("Tenant {id}"), isolation, database, migrate: true };
+    let new = NewTenant::new(id.clone(), format!("Tenant {id}"), isolation)
+        .expect("a valid new tenant")
+        .database(database)
+        .migrate(true);
     tenancy.create_tenant(new, &hooks).await.expect("create tenant");
     id
 }
@@ -95,7 +98,7 @@ async fn postgres_database_schema_and_table_modes() {
     let dir = TempDir::new();
     let tenancy = pg.tenancy(&dir).await;
     let new_db = pg.new_database("tenant db password");
-    let db_name = new_db.name.clone();
+    let db_name = new_db.name().to_owned();
     let dbt = create(&tenancy, &unique_name("dbt"), Isolation::Database, Some(new_db)).await;
     let sch = create(&tenancy, &unique_name("sch"), Isolation::Schema, None).await;
     let ta = create(&tenancy, &unique_name("ta"), Isolation::Table, None).await;
@@ -241,8 +244,7 @@ async fn sqlite_database_mode() {
     let dir = TempDir::new();
     let url = dir.sqlite_master_url();
     let tenancy = Tenancy::builder(url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
-    let database =
-        NewDatabase { name: "acme_db".into(), create: true, user: None, password: None, host: None, port: None };
+    let database = NewDatabase::create("acme_db");
     let acme = create(&tenancy, "acme", Isolation::Database, Some(database)).await;
 
     let out = superuser(&dir, &url, &flags(acme.as_str(), "admin", "admin@example.com"), Some(PASSWORD));
@@ -266,15 +268,8 @@ async fn sqlite_database_mode() {
 
     // A tenant whose migrations never ran has no user table: said so, with the fix, before
     // any password is hashed.
-    let database =
-        NewDatabase { name: "bare_db".into(), create: true, user: None, password: None, host: None, port: None };
-    let new = NewTenant {
-        id: "bare".parse().unwrap(),
-        name: "Bare".into(),
-        isolation: Isolation::Database,
-        database: Some(database),
-        migrate: false,
-    };
+    let database = NewDatabase::create("bare_db");
+    let new = NewTenant::new("bare", "Bare", Isolation::Database).expect("a valid new tenant").database(database);
     tenancy.create_tenant(new, &()).await.unwrap();
     let out = superuser(&dir, &url, &flags("bare", "admin", "admin@example.com"), Some(PASSWORD));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

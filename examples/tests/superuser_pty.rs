@@ -31,7 +31,7 @@ fn spawn(dir: &TempDir, database_url: &str) -> PtySession {
 async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation) -> TenantId {
     let id: TenantId = id.parse().unwrap();
     let hooks = tenancy_migrate::MigrateOnCreate::new(&example_app::Migrator);
-    let new = NewTenant { id: id.clone(), name: format!("Tenant {id}"), isolation, database: None, migrate: true };
+    let new = NewTenant::new(id.clone(), format!("Tenant {id}"), isolation).expect("a valid new tenant").migrate(true);
     tenancy.create_tenant(new, &hooks).await.expect("create tenant");
     id
 }

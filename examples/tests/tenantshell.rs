@@ -38,7 +38,10 @@ fn text(bytes: &[u8]) -> String {
 async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Option<NewDatabase>) -> TenantId {
     let id: TenantId = id.parse().unwrap();
     let hooks = tenancy_migrate::MigrateOnCreate::new(&example_app::Migrator);
-    let new = NewTenant { id: id.clone(), name: format!("Tenant {id}"), isolation, database, migrate: true };
+    let new = NewTenant::new(id.clone(), format!("Tenant {id}"), isolation)
+        .expect("a valid new tenant")
+        .database(database)
+        .migrate(true);
     tenancy.create_tenant(new, &hooks).await.expect("create tenant");
     id
 }
@@ -209,7 +212,7 @@ async fn set_config_and_do_blocks_cannot_reach_another_tenant() {
         tenancy_tests::column_strings(&master, &sql, vec![tenant.as_str().into()]).await
     };
     let login = async |tenant: &TenantId| {
-        f.tenancy.tenant(tenant).await.unwrap().tenant().config.login.clone().expect("a login role").user
+        f.tenancy.tenant(tenant).await.unwrap().tenant().placement().login().expect("a login role").user.clone()
     };
     let q = tenancy::sql::quote_literal;
     for (isolation, [own, other]) in [(Isolation::Schema, &f.schema), (Isolation::Table, &f.table)] {
@@ -296,8 +299,7 @@ async fn dash_c_on_a_sqlite_database_tenant() {
     let dir = TempDir::new();
     let url = dir.sqlite_master_url();
     let tenancy = Tenancy::builder(url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
-    let database =
-        NewDatabase { name: "acme_db".into(), create: true, user: None, password: None, host: None, port: None };
+    let database = NewDatabase::create("acme_db");
     let acme = create(&tenancy, "acme", Isolation::Database, Some(database)).await;
     add_projects(&tenancy, &acme).await;
     let out = shell(&dir, &url, &["acme", "-c", "SELECT name FROM projects ORDER BY name"]);

@@ -97,26 +97,27 @@ pub enum FleetEvent<'a> {
 async fn select(tenancy: &Tenancy, options: &FleetOptions) -> Result<Vec<Tenant>> {
     let mut tenants = tenancy.tenants().await?;
     if let Some(wanted) = &options.tenants {
-        let known: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+        let known: HashSet<&str> = tenants.iter().map(|t| t.id().as_str()).collect();
         if let Some(missing) = wanted.iter().find(|id| !known.contains(id.as_str())) {
             return Err(tenancy::Error::TenantNotFound { id: missing.to_string() }.into());
         }
         let wanted: HashSet<&str> = wanted.iter().map(TenantId::as_str).collect();
-        tenants.retain(|t| wanted.contains(t.id.as_str()));
+        tenants.retain(|t| wanted.contains(t.id().as_str()));
     }
     if let Some(isolation) = options.isolation {
-        tenants.retain(|t| t.isolation == isolation);
+        tenants.retain(|t| t.isolation() == isolation);
     }
     if options.resume {
-        let last = tenancy.last_migration_run().await?.ok_or(Error::NothingToResume)?;
+        let last = tenancy.ledger().last_run().await?.ok_or(Error::NothingToResume)?;
         let unfinished: HashSet<String> = tenancy
-            .migration_ledger(last.id)
+            .ledger()
+            .entries(last.id)
             .await?
             .into_iter()
             .filter(|entry| entry.outcome.is_unfinished())
             .map(|entry| entry.tenant_id)
             .collect();
-        tenants.retain(|t| unfinished.contains(t.id.as_str()));
+        tenants.retain(|t| unfinished.contains(t.id().as_str()));
     }
     Ok(tenants)
 }
@@ -141,9 +142,10 @@ pub async fn migrate_all(
 ) -> Result<FleetReport> {
     let tenants = select(tenancy, options).await?;
     let jobs = if options.jobs == 0 { default_jobs(tenancy) } else { options.jobs };
-    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
+    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id().clone()).collect();
     let run_id = tenancy
-        .start_migration_run(
+        .ledger()
+        .start_run(
             &ids,
             serde_json::json!({
                 "jobs": jobs,
@@ -165,7 +167,7 @@ pub async fn migrate_all(
             }
             Ok(_) => {}
             Err(source) => {
-                tenancy.finish_migration_run(run_id, false).await?;
+                tenancy.ledger().finish_run(run_id, false).await?;
                 let source = Box::new(Error::Migration {
                     tenant: "(master: shared tables)".to_owned(),
                     migration: None,
@@ -183,15 +185,15 @@ pub async fn migrate_all(
     let mut runnable = Vec::new();
     let mut table_tenants = Vec::new();
     for tenant in tenants {
-        let skip = match (tenant.status, tenant.isolation) {
+        let skip = match (tenant.status(), tenant.isolation()) {
             (TenantStatus::Ready, Isolation::Cache) => Some("cache tenant: nothing to migrate".to_owned()),
             (TenantStatus::Ready, _) => None,
             (status, _) => Some(format!("status is '{status}', not 'ready'")),
         };
-        match (skip, tenant.isolation) {
+        match (skip, tenant.isolation()) {
             (Some(reason), isolation) => {
                 let tenant_report = TenantReport {
-                    tenant: tenant.id,
+                    tenant: tenant.id().clone(),
                     isolation,
                     outcome: TenantOutcome::Skipped,
                     migrations: Vec::new(),
@@ -248,8 +250,8 @@ pub async fn migrate_all(
     // Whatever was never started stays `not_attempted` in the ledger.
     for tenant in queue {
         let tenant_report = TenantReport {
-            tenant: tenant.id,
-            isolation: tenant.isolation,
+            tenant: tenant.id().clone(),
+            isolation: tenant.isolation(),
             outcome: TenantOutcome::NotAttempted,
             migrations: Vec::new(),
             detail: Some("not started: an earlier tenant failed".to_owned()),
@@ -262,7 +264,7 @@ pub async fn migrate_all(
     let mut done = ledger.done;
     done.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     report.tenants = done;
-    tenancy.finish_migration_run(run_id, report.succeeded()).await?;
+    tenancy.ledger().finish_run(run_id, report.succeeded()).await?;
     Ok(report)
 }
 
@@ -306,7 +308,7 @@ impl LedgerBuffer {
     }
 
     async fn flush(&mut self, tenancy: &Tenancy) -> Result<()> {
-        tenancy.record_migration_outcomes(self.run_id, &self.pending).await?;
+        tenancy.ledger().record_outcomes(self.run_id, &self.pending).await?;
         self.pending.clear();
         self.last_flush = Instant::now();
         Ok(())
@@ -322,7 +324,7 @@ fn to_report(tenant: &Tenant, result: &Result<MigrationOutcome>, duration: Durat
         }
         Err(err) => (TenantOutcome::Failed, Vec::new(), Some(error_chain(err))),
     };
-    TenantReport { tenant: tenant.id.clone(), isolation: tenant.isolation, outcome, migrations, detail, duration }
+    TenantReport { tenant: tenant.id().clone(), isolation: tenant.isolation(), outcome, migrations, detail, duration }
 }
 
 /// An error and its causes on one line, for the ledger and per-tenant output.
@@ -376,13 +378,13 @@ pub async fn plan(tenancy: &Tenancy, migrators: &Migrators, options: &FleetOptio
             Ok(pending) => (pending, None),
             Err(err) => (Vec::new(), Some(error_chain(&err))),
         };
-        let applied = if tenant.isolation == Isolation::Cache || error.is_some() { 0 } else { total - pending.len() };
+        let applied = if tenant.isolation() == Isolation::Cache || error.is_some() { 0 } else { total - pending.len() };
         plans.push(TenantPlan {
             location: tenancy.describe_location(&tenant),
-            status: tenant.status.to_string(),
-            name: tenant.name,
-            isolation: tenant.isolation,
-            tenant: tenant.id,
+            status: tenant.status().to_string(),
+            name: tenant.name().to_owned(),
+            isolation: tenant.isolation(),
+            tenant: tenant.id().clone(),
             applied,
             pending,
             error,

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use sea_orm_migration::{MigrationTrait, MigratorTraitSelf, SchemaManager, seaql_migrations};
 use tenancy::sql::quote_ident;
-use tenancy::{BoxFuture, Isolation, Tenancy, Tenant};
+use tenancy::{BoxFuture, Isolation, Placement, Tenancy, Tenant};
 
 use crate::{Error, MigrationOutcome, Result};
 
@@ -105,23 +105,15 @@ pub(crate) async fn migrate_one(
     migrator: &dyn DynMigrator,
     fresh: bool,
 ) -> Result<MigrationOutcome> {
-    let (target, lock) = match tenant.isolation {
-        Isolation::Cache => return Ok(MigrationOutcome::NothingToMigrate),
-        Isolation::Table => (Target::Master { db: tenancy.master(), schema: None }, SHARED_TABLES_LOCK),
-        Isolation::Schema => {
-            let schema = tenant.config.schema.as_deref().ok_or_else(|| tenancy::Error::CorruptRegistry {
-                tenant: tenant.id.to_string(),
-                reason: "schema tenant without a schema".to_owned(),
-            })?;
-            (Target::Master { db: tenancy.master(), schema: Some(schema) }, tenant.id.as_str())
+    let (target, lock) = match tenant.placement() {
+        Placement::Table { .. } => (Target::Master { db: tenancy.master(), schema: None }, SHARED_TABLES_LOCK),
+        Placement::Schema { schema, .. } => {
+            (Target::Master { db: tenancy.master(), schema: Some(schema) }, tenant.id().as_str())
         }
-        Isolation::Database => {
-            let conn = tenancy.connect_storage(tenant).await?.ok_or_else(|| tenancy::Error::CorruptRegistry {
-                tenant: tenant.id.to_string(),
-                reason: "database tenant without storage".to_owned(),
-            })?;
-            (Target::Own(conn), tenant.id.as_str())
-        }
+        _ => match tenancy.connect_storage(tenant).await? {
+            Some(conn) => (Target::Own(conn), tenant.id().as_str()),
+            None => return Ok(MigrationOutcome::NothingToMigrate),
+        },
     };
     let (db, schema) = match &target {
         Target::Master { db, schema } => (*db, *schema),
@@ -130,10 +122,10 @@ pub(crate) async fn migrate_one(
     // Table tenants' migrations change the shared tables: the row-security step secures
     // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
     // a migration and its securing commit together or not at all.
-    let secure = tenant.isolation == Isolation::Table;
+    let secure = tenant.isolation() == Isolation::Table;
     let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure)
         .await
-        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source });
+        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id().to_string(), migration, source });
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
@@ -150,14 +142,14 @@ pub(crate) async fn migrate_one(
     // ("cached plan must not change result type"): the tenant's next use opens new
     // connections. (Table tenants share tables: a change reaches every tenant's pool.)
     if matches!(result, Ok(MigrationOutcome::Applied(_))) {
-        match tenant.isolation {
+        match tenant.isolation() {
             Isolation::Table => {
-                for other in tenancy.tenants().await?.iter().filter(|t| t.isolation == Isolation::Table) {
-                    tenancy.reset_tenant_pool(&other.id);
+                for other in tenancy.tenants().await?.iter().filter(|t| t.isolation() == Isolation::Table) {
+                    tenancy.reset_tenant_pool(other.id());
                 }
             }
             _ => {
-                tenancy.reset_tenant_pool(&tenant.id);
+                tenancy.reset_tenant_pool(tenant.id());
             }
         }
     }
@@ -189,9 +181,9 @@ pub(crate) async fn migrate_within(
     tenant: &Tenant,
     migrator: &dyn DynMigrator,
 ) -> Result<MigrationOutcome> {
-    run_migrations(Conn::Within(txn), tenant.config.schema.as_deref(), tenant.id.as_str(), migrator, true, false)
+    run_migrations(Conn::Within(txn), tenant.placement().schema(), tenant.id().as_str(), migrator, true, false)
         .await
-        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id.to_string(), migration, source })
+        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id().to_string(), migration, source })
 }
 
 /// The fast path reads the applied versions with one query and returns when nothing is
@@ -385,11 +377,11 @@ pub(crate) async fn pending_read_only(
     migrator: &dyn DynMigrator,
 ) -> Result<Vec<String>> {
     let names = migrator.names();
-    let applied = match tenant.isolation {
+    let applied = match tenant.isolation() {
         Isolation::Cache => return Ok(Vec::new()),
         Isolation::Table => applied_versions(tenancy.master(), None, &migrator.table_name()).await,
         Isolation::Schema => {
-            applied_versions(tenancy.master(), tenant.config.schema.as_deref(), &migrator.table_name()).await
+            applied_versions(tenancy.master(), tenant.placement().schema(), &migrator.table_name()).await
         }
         Isolation::Database => {
             let conn = tenancy.connect_storage(tenant).await?;
@@ -397,7 +389,7 @@ pub(crate) async fn pending_read_only(
             let pending = migrator.pending_read_only(&conn).await;
             let _ = conn.close().await;
             return pending.map_err(|source| Error::Migration {
-                tenant: tenant.id.to_string(),
+                tenant: tenant.id().to_string(),
                 migration: None,
                 source,
             });

@@ -419,3 +419,11 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Lets APIs that take `impl TryInto<TenantId>` take an already valid [`crate::TenantId`],
+/// whose conversion cannot fail.
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}

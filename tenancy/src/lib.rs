@@ -27,19 +27,9 @@
 //!
 //! # async fn demo() -> tenancy::Result<()> {
 //! let tenancy = Tenancy::connect(tenancy::master_url_from_env()).await?;
-//! let created = tenancy
-//!     .create_tenant(
-//!         NewTenant {
-//!             id: "globex".parse()?,
-//!             name: "Globex Corporation".into(),
-//!             isolation: Isolation::Table,
-//!             database: None,
-//!             migrate: false,
-//!         },
-//!         &(),
-//!     )
-//!     .await?;
-//! assert_eq!(created.tenant.status, tenancy::TenantStatus::Ready);
+//! let new = NewTenant::new("globex", "Globex Corporation", Isolation::Table)?;
+//! let created = tenancy.create_tenant(new, &()).await?;
+//! assert_eq!(created.tenant.status(), tenancy::TenantStatus::Ready);
 //! # Ok(()) }
 //! ```
 //!
@@ -197,7 +187,7 @@
 //!     .connections_per_tenant_pool(2)
 //!     .connect()
 //!     .await?;
-//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! let acme = tenancy.tenant("acme").await?;
 //! tenancy::scope(acme, async {
 //!     let db = tenancy::current()?;
 //!     db.execute_unprepared("DELETE FROM sessions").await?;
@@ -228,7 +218,7 @@
 //!     .cache(CacheConfig::redis_from_env()) // TENANCY_CACHE_URL, default redis://127.0.0.1:6379
 //!     .connect()
 //!     .await?;
-//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! let acme = tenancy.tenant("acme").await?;
 //! tenancy::scope(acme, async {
 //!     let cache = tenancy::cache::current()?; // acme's namespace
 //!     let key = TenantKey::new("carts", "user-7");
@@ -266,55 +256,61 @@
 //! | `TENANCY_CACHE_URL` | the Redis cache, read by `CacheConfig::redis_from_env` (feature `redis`); default `redis://127.0.0.1:6379` |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// A library never prints (errors carry the data; the commands print) and never panics on
+// a value it could report, as sea-orm's root says too. Unit tests may unwrap.
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+// The layout is the architecture: the registry (what a tenant is and where its data
+// lives), the storage drivers (one file per isolation mode), provisioning (the
+// orchestration over a driver), the connection (handles, transactions, pools, context),
+// table isolation (row security on PostgreSQL, statement rewriting on SQLite), secrets
+// and the cache. `Tenancy`, the entry point, ties them together in `entry`.
 pub mod cache;
-mod config;
-pub mod context;
-mod dburl;
+mod connection;
+pub mod prelude;
+mod entry;
 mod error;
-mod handle;
-mod id;
-mod isolation;
-#[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub mod layer;
-pub mod ledger;
-mod pools;
-mod provision;
+mod models;
+mod provisioning;
 mod registry;
-pub mod rls;
-mod scoped;
 pub mod secret;
 pub mod sql;
-pub(crate) mod sqlite_scope;
-mod tenancy;
-mod transaction;
+mod storage;
+mod table_isolation;
 
-pub use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantConfig, TenantLogin};
-pub use crate::context::{current, scope, spawn};
-pub use crate::dburl::{Backend, DEFAULT_MASTER_URL, master_url_from_env, redact_url};
-pub use crate::error::{BoxError, Error, Result};
-pub use crate::handle::{TenantBinding, TenantConnection};
-pub use crate::id::{TenantId, validate_sql_name};
-pub use crate::isolation::Isolation;
+pub use crate::connection::context;
 #[cfg(feature = "tower")]
-pub use crate::layer::{TenantLayer, TenantResolver, TenantService};
-pub use crate::pools::{
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use crate::connection::layer;
+pub use crate::registry::ledger;
+pub use crate::table_isolation::row_security as rls;
+
+pub use crate::connection::context::{current, scope, spawn};
+#[cfg(feature = "tower")]
+pub use crate::connection::layer::{TenantLayer, TenantResolver, TenantService};
+pub use crate::connection::pools::{
     DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
 };
-pub use crate::provision::{
-    BoxFuture, Created, DEFAULT_POSTGRES_PORT, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
+pub use crate::connection::transaction::TenantTransaction;
+pub use crate::connection::url::{Backend, DEFAULT_MASTER_URL, DEFAULT_POSTGRES_PORT, master_url_from_env, redact_url};
+pub use crate::connection::{TenantBinding, TenantConnection};
+pub use crate::entry::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
+pub use crate::error::{BoxError, Error, Result};
+pub use crate::models::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
+pub use crate::provisioning::{
+    BoxFuture, Created, DatabaseLogin, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
 };
+pub use crate::registry::id::{TenantId, validate_sql_name};
+pub use crate::registry::isolation::Isolation;
+pub use crate::registry::placement::{Placement, PostgresDatabase, SqliteDatabase, TenantDatabase, TenantLogin};
 pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
-pub use crate::rls::{RowSecurityReport, enable_row_security};
-pub use crate::scoped::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
-pub use crate::tenancy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
-pub use crate::transaction::TenantTransaction;
+pub use crate::table_isolation::row_security::{RowSecurityReport, enable_row_security};
 pub use tenancy_macros::{shared, tenant_scoped};
 
 /// Not public API: what `#[tenant_scoped]`'s generated code calls (semver exempt).
 #[doc(hidden)]
-pub use crate::scoped::__private;
+pub use crate::models::__private;
 
 /// Re-exports for the application's convenience, so it names one version of each.
 pub use sea_orm;

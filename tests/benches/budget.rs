@@ -46,17 +46,16 @@ async fn main() {
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let mut database = pg.new_database("pw");
-        database.name = format!("{prefix}_{i}");
-        pg.track_database(&database.name);
+        let (name, user) = (format!("{prefix}_{i}"), tenancy_tests::unique_name("u"));
+        pg.track_database(&name);
+        pg.track_role(&user);
+        let database = tenancy::NewDatabase::create(name)
+            .login(user, tenancy::secret::Password::new("pw"))
+            .server("127.0.0.1", 5432);
         let id = format!("t{i}");
-        let new = NewTenant {
-            id: id.parse().unwrap(),
-            name: id.clone(),
-            isolation: Isolation::Database,
-            database: Some(database),
-            migrate: false,
-        };
+        let new = NewTenant::new(id.parse::<tenancy::TenantId>().unwrap(), id.clone(), Isolation::Database)
+            .expect("a valid new tenant")
+            .database(database);
         tenancy.create_tenant(new, &()).await.expect("create tenant");
         ids.push(id);
     }
@@ -67,7 +66,7 @@ async fn main() {
     let (mut max_open, started) = (0_i64, Instant::now());
     for _round in 0..2 {
         for id in &ids {
-            let handle = tenancy.tenant(&id.parse().unwrap()).await.expect("handle");
+            let handle = tenancy.tenant(id).await.expect("handle");
             handle
                 .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1".to_owned()))
                 .await

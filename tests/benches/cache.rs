@@ -81,13 +81,7 @@ async fn tenant_caches(tenancy: &Tenancy, n: usize) -> Vec<TenantCache> {
     let mut caches = Vec::new();
     for i in 0..n {
         let id: tenancy::TenantId = unique_name(&format!("bench{i}")).parse().expect("id");
-        let new = NewTenant {
-            id: id.clone(),
-            name: id.to_string(),
-            isolation: Isolation::Cache,
-            database: None,
-            migrate: false,
-        };
+        let new = NewTenant::new(id.clone(), id.to_string(), Isolation::Cache).expect("a valid new tenant");
         tenancy.create_tenant(new, &()).await.expect("create tenant");
         caches.push(tenancy.tenant(&id).await.expect("handle").cache());
     }

@@ -149,13 +149,9 @@ async fn main() {
             floor_total += started.elapsed();
 
             let started = Instant::now();
-            let new = NewTenant {
-                id: format!("t_{i}").parse().unwrap(),
-                name: format!("Tenant {i}"),
-                isolation: Isolation::Schema,
-                database: None,
-                migrate: true,
-            };
+            let new = NewTenant::new(format!("t_{i}"), format!("Tenant {i}"), Isolation::Schema)
+                .expect("a valid new tenant")
+                .migrate(true);
             tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
             tenancy_total += started.elapsed();
         }

@@ -121,7 +121,7 @@ async fn plain_pool(url: String, search_path: Option<&str>) -> DatabaseConnectio
 }
 
 async fn new_tenant(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Option<NewDatabase>) {
-    let new = NewTenant { id: id.parse().unwrap(), name: id.into(), isolation, database, migrate: true };
+    let new = NewTenant::new(id, id, isolation).expect("a valid new tenant").database(database).migrate(true);
     tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
 }
 
@@ -142,21 +142,15 @@ async fn main() {
     let (db, user) = (unique_name("bench_db"), unique_name("bench_u"));
     pg.track_database(&db);
     pg.track_role(&user);
-    let database = NewDatabase {
-        name: db.clone(),
-        create: true,
-        user: Some(user.clone()),
-        password: Some(Password::new("bench-pw")),
-        host: Some("127.0.0.1".into()),
-        port: Some(5432),
-    };
+    let database =
+        NewDatabase::create(db.clone()).login(user.clone(), Password::new("bench-pw")).server("127.0.0.1", 5432);
     new_tenant(&tenancy, "bench", Isolation::Database, Some(database)).await;
     new_tenant(&tenancy, "bench_schema", Isolation::Schema, None).await;
     new_tenant(&tenancy, "bench_table", Isolation::Table, None).await;
 
     println!("tenant handle benchmark, {ROUNDS} rounds each, medians; plain pools use the handle's pool options");
     // Database isolation: plain = a pool on the tenant's database as its role.
-    let handle = tenancy.tenant(&"bench".parse().unwrap()).await.unwrap();
+    let handle = tenancy.tenant("bench").await.unwrap();
     let plain = plain_pool(format!("postgres://{user}:bench-pw@127.0.0.1:5432/{db}"), None).await;
     for i in 0..1_000 {
         insert(&plain, i, "seed").await;
@@ -171,7 +165,7 @@ async fn main() {
         insert(&plain, i, "seed").await;
     }
     for (binding, tenancy) in [("tenant pools", &tenancy), ("shared transactions", &shared)] {
-        let handle = tenancy.tenant(&"bench_schema".parse().unwrap()).await.unwrap();
+        let handle = tenancy.tenant("bench_schema").await.unwrap();
         println!(" schema isolation, {binding} (target <= 1.3 single statements, <= 1.1 in a transaction):");
         compare(&plain, &handle, 1).await;
     }
@@ -179,7 +173,7 @@ async fn main() {
 
     // Table isolation: plain = the shared tables on the master, no binding (the master
     // user bypasses row security), rows stamped with the tenant by hand.
-    let handle = tenancy.tenant(&"bench_table".parse().unwrap()).await.unwrap();
+    let handle = tenancy.tenant("bench_table").await.unwrap();
     let plain = plain_pool(pg.url.clone(), None).await;
     for i in 0..1_000 {
         insert(&handle, i, "bench_table").await;
@@ -200,7 +194,7 @@ async fn main() {
     plain.execute_unprepared("ANALYZE projects").await.unwrap();
     println!(" table isolation, tenant pools (target <= 1.3 single statements, <= 1.1 in a transaction):");
     compare(&plain, &handle, first).await;
-    let handle = shared.tenant(&"bench_table".parse().unwrap()).await.unwrap();
+    let handle = shared.tenant("bench_table").await.unwrap();
     println!(" table isolation, shared transactions:");
     compare(&plain, &handle, first).await;
     let _ = plain.close().await;

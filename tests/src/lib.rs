@@ -107,14 +107,7 @@ impl PgMaster {
         let (db, user) = (unique_name("db"), unique_name("u"));
         self.track_database(&db);
         self.track_role(&user);
-        tenancy::NewDatabase {
-            name: db,
-            create: true,
-            user: Some(user),
-            password: Some(tenancy::secret::Password::new(password)),
-            host: Some("127.0.0.1".into()),
-            port: Some(5432),
-        }
+        tenancy::NewDatabase::create(db).login(user, tenancy::secret::Password::new(password)).server("127.0.0.1", 5432)
     }
 
     /// A superuser connection to the master database itself.
@@ -258,13 +251,9 @@ pub async fn table_tenants<H: tenancy::ProvisionHooks>(
     let mut handles = Vec::with_capacity(prefixes.len());
     for prefix in prefixes {
         let id: tenancy::TenantId = unique_name(prefix).parse().expect("a valid tenant id");
-        let new = tenancy::NewTenant {
-            id: id.clone(),
-            name: (*prefix).to_owned(),
-            isolation: tenancy::Isolation::Table,
-            database: None,
-            migrate,
-        };
+        let new = tenancy::NewTenant::new(id.clone(), (*prefix).to_owned(), tenancy::Isolation::Table)
+            .expect("a valid new tenant")
+            .migrate(migrate);
         tenancy.create_tenant(new, hooks).await.expect("create table tenant");
         handles.push(tenancy.tenant(&id).await.expect("table tenant handle"));
     }

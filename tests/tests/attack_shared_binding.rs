@@ -48,7 +48,8 @@ async fn ctx(isolation: Isolation) -> Option<Ctx> {
     let mut ids = Vec::new();
     for prefix in ["acme", "globex"] {
         let id: TenantId = unique_name(prefix).parse().unwrap();
-        let new = NewTenant { id: id.clone(), name: format!("{id} Inc."), isolation, database: None, migrate: true };
+        let new =
+            NewTenant::new(id.clone(), format!("{id} Inc."), isolation).expect("a valid new tenant").migrate(true);
         setup.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
         ids.push(id);
     }
@@ -77,7 +78,7 @@ impl Ctx {
     fn real_table(&self, tenant: &TenantConnection, table: &str) -> String {
         match self.isolation {
             Isolation::Schema => {
-                format!("{}.{}", quote_ident(tenant.tenant().config.schema.as_deref().unwrap()), quote_ident(table))
+                format!("{}.{}", quote_ident(tenant.tenant().placement().schema().unwrap()), quote_ident(table))
             }
             _ => format!("public.{}", quote_ident(table)),
         }
@@ -123,12 +124,12 @@ impl Ctx {
 
     /// The library's registry reads, on the one master connection, find the real rows.
     async fn registry_intact(&self, variant: &str) {
-        let ids: Vec<String> = self.single.tenants().await.unwrap().into_iter().map(|t| t.id.to_string()).collect();
+        let ids: Vec<String> = self.single.tenants().await.unwrap().into_iter().map(|t| t.id().to_string()).collect();
         let mut expected = vec![self.a.id().to_string(), self.b.id().to_string()];
         expected.sort();
         assert_eq!(ids, expected, "{variant}: the registry as the library reads it");
         let b = self.single.tenant(self.b.id()).await.unwrap_or_else(|e| panic!("{variant}: {e}"));
-        assert_eq!(b.tenant().config, self.b.tenant().config, "{variant}: the victim's registry row");
+        assert_eq!(b.tenant().placement(), self.b.tenant().placement(), "{variant}: the victim's registry row");
         let mut expected = names(&self.b).await;
         expected.sort();
         assert_eq!(names(&b).await, expected, "{variant}: a fresh handle of the victim");
@@ -248,7 +249,7 @@ async fn the_registry_cannot_be_shadowed(isolation: Isolation) {
             "INSERT INTO pg_temp.tenancy_tenants SELECT * FROM public.tenancy_tenants; \
              UPDATE pg_temp.tenancy_tenants SET config = jsonb_set(config, '{{schema}}', to_jsonb({}::text)) \
              WHERE tenant_id = {}",
-            quote_literal(a.tenant().config.schema.as_deref().unwrap()),
+            quote_literal(a.tenant().placement().schema().unwrap()),
             quote_literal(b.id().as_str())
         ),
         _ => format!(
@@ -270,7 +271,7 @@ async fn the_registry_cannot_be_shadowed(isolation: Isolation) {
         // pointed at it (`set_config(..., false)` outlives the transaction by design).
         a.execute_unprepared(&format!(
             "CREATE TABLE tenancy_tenants {columns}; SELECT set_config('search_path', {}, false)",
-            quote_literal(&quote_ident(a.tenant().config.schema.as_deref().unwrap()))
+            quote_literal(&quote_ident(a.tenant().placement().schema().unwrap()))
         ))
         .await
         .unwrap();

@@ -325,20 +325,10 @@ async fn a_database_tenant_cannot_attach_the_master_or_another_tenants_file() {
     let mut handles = Vec::new();
     for prefix in ["acme", "globex"] {
         let id: TenantId = unique_name(prefix).parse().unwrap();
-        let new = NewTenant {
-            id: id.clone(),
-            name: "T".into(),
-            isolation: Isolation::Database,
-            database: Some(NewDatabase {
-                name: format!("{id}_db"),
-                create: true,
-                user: None,
-                password: None,
-                host: None,
-                port: None,
-            }),
-            migrate: true,
-        };
+        let new = NewTenant::new(id.clone(), "T", Isolation::Database)
+            .expect("a valid new tenant")
+            .database(NewDatabase::create(format!("{id}_db")))
+            .migrate(true);
         tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap();
         let handle = tenancy.tenant(&id).await.unwrap();
         let name = Set(format!("{prefix}-project"));

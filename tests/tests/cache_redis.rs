@@ -101,13 +101,7 @@ async fn redis_down_is_a_clear_error_and_never_a_panic() {
         .await
         .expect("connect without Redis");
     let id: tenancy::TenantId = unique_name("down").parse().unwrap();
-    let new = tenancy::NewTenant {
-        id: id.clone(),
-        name: "Down".into(),
-        isolation: tenancy::Isolation::Cache,
-        database: None,
-        migrate: false,
-    };
+    let new = tenancy::NewTenant::new(id.clone(), "Down", tenancy::Isolation::Cache).expect("a valid new tenant");
     tenancy.create_tenant(new, &()).await.unwrap();
     let cache = tenancy.tenant(&id).await.unwrap().cache();
     let key = TenantKey::new("m", "k");

@@ -26,13 +26,11 @@ impl Ctx {
     async fn tenant(&self, prefix: &str, database: bool) -> TenantConnection {
         let id: TenantId = unique_name(prefix).parse().expect("valid id");
         let new_database = database.then(|| self.pg.new_database("secret"));
-        let new = NewTenant {
-            id: id.clone(),
-            name: id.to_string(),
-            isolation: if database { Isolation::Database } else { Isolation::Cache },
-            database: new_database,
-            migrate: database,
-        };
+        let new =
+            NewTenant::new(id.clone(), id.to_string(), if database { Isolation::Database } else { Isolation::Cache })
+                .expect("a valid new tenant")
+                .database(new_database)
+                .migrate(database);
         self.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
         self.tenancy.tenant(&id).await.expect("handle")
     }

@@ -33,7 +33,7 @@ impl Ctx {
     /// Registers a tenant without migrating it.
     async fn tenant(&self, id: &str, isolation: Isolation) {
         let database = (isolation == Isolation::Database).then(|| self.pg.new_database("pw"));
-        let new = NewTenant { id: id.parse().unwrap(), name: id.into(), isolation, database, migrate: false };
+        let new = NewTenant::new(id, id, isolation).expect("a valid new tenant").database(database);
         self.tenancy.create_tenant(new, &()).await.expect("create tenant");
     }
 
@@ -82,7 +82,7 @@ async fn every_mode_migrates_then_reports_nothing_pending() {
     assert!(ctx.schema_table_exists("b_schema", "seaql_migrations").await);
     assert!(ctx.schema_table_exists("public", "projects").await, "table tenants use the shared tables");
     assert!(ctx.schema_table_exists("public", "plans").await, "shared migrations ran on the master");
-    let a = ctx.tenancy.get_tenant(&"a_db".parse().unwrap()).await.unwrap();
+    let a = ctx.tenancy.get_tenant("a_db").await.unwrap();
     let a_db = ctx.tenancy.connect_storage(&a).await.unwrap().unwrap();
     assert_eq!(count(&a_db, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await, 3);
     a_db.close().await.unwrap();
@@ -92,11 +92,11 @@ async fn every_mode_migrates_then_reports_nothing_pending() {
     assert_eq!(second.count(TenantOutcome::Migrated), 0);
     assert!(second.shared.is_empty());
     // Both runs are in the ledger.
-    let ledger = ctx.tenancy.migration_ledger(first.run_id).await.unwrap();
+    let ledger = ctx.tenancy.ledger().entries(first.run_id).await.unwrap();
     assert_eq!(ledger.len(), 4);
     let b = ledger.iter().find(|e| e.tenant_id == "b_schema").unwrap();
     assert_eq!(b.migrations.len(), 3);
-    assert_eq!(ctx.tenancy.last_migration_run().await.unwrap().unwrap().id, second.run_id);
+    assert_eq!(ctx.tenancy.ledger().last_run().await.unwrap().unwrap().id, second.run_id);
 }
 
 /// The example migrations, plus one that fails where a tenant already has an
@@ -164,7 +164,7 @@ async fn a_failing_tenant_is_in_the_ledger_and_resume_finishes_the_job() {
     // The failed tenant's transaction rolled back whole: none of its migrations applied.
     assert!(!ctx.schema_table_exists("t2", "projects").await);
     assert!(!ctx.schema_table_exists("t2", "seaql_migrations").await);
-    let ledger = ctx.tenancy.migration_ledger(report.run_id).await.unwrap();
+    let ledger = ctx.tenancy.ledger().entries(report.run_id).await.unwrap();
     let by_id: Vec<(String, TenantOutcome)> = ledger.iter().map(|e| (e.tenant_id.clone(), e.outcome)).collect();
     assert_eq!(by_id, outcomes(&report));
     assert!(ledger[1].detail.as_deref().unwrap().contains("tenant_id"));
@@ -303,7 +303,7 @@ async fn failing_shared_migrations_touch_no_tenant_and_plan_touches_nothing() {
     let err = migrate_all(&ctx.tenancy, &migrators, &FleetOptions::default(), &|_| {}).await.unwrap_err();
     assert!(matches!(err, tenancy_migrate::Error::SharedMigration { .. }), "{err}");
     assert!(!ctx.schema_table_exists("s1", "projects").await, "a tenant was touched");
-    let last = ctx.tenancy.last_migration_run().await.unwrap().unwrap();
+    let last = ctx.tenancy.ledger().last_run().await.unwrap().unwrap();
     assert_eq!(last.status, "failed");
 }
 

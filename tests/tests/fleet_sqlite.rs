@@ -13,15 +13,8 @@ async fn sqlite_fleet_migrates_each_mode_once() {
         Tenancy::builder(dir.sqlite_master_url()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
     for (id, isolation) in [("filed", Isolation::Database), ("tabled", Isolation::Table), ("cached", Isolation::Cache)]
     {
-        let database = (isolation == Isolation::Database).then(|| NewDatabase {
-            name: format!("{id}_db"),
-            create: true,
-            user: None,
-            password: None,
-            host: None,
-            port: None,
-        });
-        let new = NewTenant { id: id.parse().unwrap(), name: id.into(), isolation, database, migrate: false };
+        let database = (isolation == Isolation::Database).then(|| NewDatabase::create(format!("{id}_db")));
+        let new = NewTenant::new(id, id, isolation).expect("a valid new tenant").database(database);
         tenancy.create_tenant(new, &()).await.unwrap();
     }
     let migrators = example_app::migrators();

@@ -46,20 +46,12 @@ impl Ctx {
         let user = unique_name("u");
         self.pg.track_database(&db);
         self.pg.track_role(&user);
-        let new = NewTenant {
-            id: id.clone(),
-            name: format!("{id} Inc."),
-            isolation: Isolation::Database,
-            database: Some(NewDatabase {
-                name: db.clone(),
-                create: true,
-                user: Some(user),
-                password: Some(Password::new("pa ss'word")),
-                host: Some("127.0.0.1".into()),
-                port: Some(5432),
-            }),
-            migrate,
-        };
+        let new = NewTenant::new(id.clone(), format!("{id} Inc."), Isolation::Database)
+            .expect("a valid new tenant")
+            .database(
+                NewDatabase::create(db.clone()).login(user, Password::new("pa ss'word")).server("127.0.0.1", 5432),
+            )
+            .migrate(migrate);
         self.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create database tenant");
         (id, db)
     }
@@ -313,22 +305,12 @@ async fn sqlite_database_file_tenants_work_through_the_handle() {
         .expect("connect master");
     let mut handles = Vec::new();
     for name in ["acme", "globex", "initech"] {
-        let new = NewTenant {
-            id: name.parse().unwrap(),
-            name: name.into(),
-            isolation: Isolation::Database,
-            database: Some(NewDatabase {
-                name: format!("{name}_db"),
-                create: true,
-                user: None,
-                password: None,
-                host: None,
-                port: None,
-            }),
-            migrate: true,
-        };
+        let new = NewTenant::new(name.parse::<tenancy::TenantId>().unwrap(), name.to_owned(), Isolation::Database)
+            .expect("a valid new tenant")
+            .database(NewDatabase::create(format!("{name}_db")))
+            .migrate(true);
         tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
-        handles.push(tenancy.tenant(&name.parse().unwrap()).await.expect("handle"));
+        handles.push(tenancy.tenant(name).await.expect("handle"));
     }
     assert_eq!(handles[0].get_database_backend(), DbBackend::Sqlite);
     // Three tenants, room for two pools: every lap evicts and reopens.
@@ -354,16 +336,10 @@ async fn sqlite_database_file_tenants_work_through_the_handle() {
 #[tokio::test]
 async fn cache_schema_table_unready_and_unknown_tenants_are_refused_clearly() {
     let Some(ctx) = ctx(20, 2).await else { return };
-    let new = |id: &str, isolation| NewTenant {
-        id: id.parse().unwrap(),
-        name: id.into(),
-        isolation,
-        database: None,
-        migrate: false,
-    };
+    let new = |id: &str, isolation| NewTenant::new(id, id, isolation).expect("a valid new tenant");
     let cache_id = unique_name("sessions");
     ctx.tenancy.create_tenant(new(&cache_id, Isolation::Cache), &()).await.unwrap();
-    let cache = ctx.tenancy.tenant(&cache_id.parse().unwrap()).await.expect("cache handle");
+    let cache = ctx.tenancy.tenant(cache_id.as_str()).await.expect("cache handle");
     assert_eq!(cache.isolation(), Isolation::Cache);
     let expected = format!("tenant '{cache_id}' uses cache isolation and has no relational storage");
     let err = project::Entity::find().all(&cache).await.unwrap_err();
@@ -378,8 +354,8 @@ async fn cache_schema_table_unready_and_unknown_tenants_are_refused_clearly() {
     ctx.tenancy.create_tenant(new(&schema_id, Isolation::Schema), &()).await.unwrap();
     let table_id = unique_name("tably");
     ctx.tenancy.create_tenant(new(&table_id, Isolation::Table), &()).await.unwrap();
-    assert_eq!(ctx.tenancy.tenant(&schema_id.parse().unwrap()).await.unwrap().isolation(), Isolation::Schema);
-    assert_eq!(ctx.tenancy.tenant(&table_id.parse().unwrap()).await.unwrap().isolation(), Isolation::Table);
+    assert_eq!(ctx.tenancy.tenant(schema_id.as_str()).await.unwrap().isolation(), Isolation::Schema);
+    assert_eq!(ctx.tenancy.tenant(table_id.as_str()).await.unwrap().isolation(), Isolation::Table);
 
     // A tenant still being provisioned is not served.
     let (busy, _) = ctx.database_tenant("half", false).await;
@@ -396,6 +372,6 @@ async fn cache_schema_table_unready_and_unknown_tenants_are_refused_clearly() {
     assert!(matches!(err, Error::TenantNotReady { .. }), "{err}");
     assert!(err.to_string().contains("is not ready (status 'provisioning')"), "{err}");
 
-    let err = ctx.tenancy.tenant(&"nobody_here".parse().unwrap()).await.unwrap_err();
+    let err = ctx.tenancy.tenant("nobody_here").await.unwrap_err();
     assert!(matches!(err, Error::TenantNotFound { .. }), "{err}");
 }

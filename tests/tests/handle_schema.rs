@@ -42,20 +42,16 @@ impl Ctx {
     /// Creates a migrated schema tenant and returns its id.
     async fn schema_tenant(&self, prefix: &str) -> TenantId {
         let id: TenantId = unique_name(prefix).parse().expect("valid id");
-        let new = NewTenant {
-            id: id.clone(),
-            name: format!("{id} Inc."),
-            isolation: Isolation::Schema,
-            database: None,
-            migrate: true,
-        };
+        let new = NewTenant::new(id.clone(), format!("{id} Inc."), Isolation::Schema)
+            .expect("a valid new tenant")
+            .migrate(true);
         self.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create schema tenant");
         id
     }
 
     /// Rows of `table` in the tenant's schema, as the superuser sees them.
     async fn rows_in(&self, tenant: &TenantConnection, table: &str) -> i64 {
-        let schema = tenant.tenant().config.schema.as_deref().expect("schema");
+        let schema = tenant.tenant().placement().schema().expect("schema");
         let sql = format!("SELECT COUNT(*) FROM {}.{}", quote_ident(schema), quote_ident(table));
         count(&self.superuser, &sql, vec![]).await
     }
@@ -278,7 +274,7 @@ async fn a_schema_tenants_login_role_reaches_its_own_schema_only() {
     let a = ctx.tenancy.tenant(&ctx.schema_tenant("acme").await).await.unwrap();
     let b = ctx.tenancy.tenant(&ctx.schema_tenant("globex").await).await.unwrap();
     common::add_project(&b, Some(b.id().as_str()), "theirs").await;
-    let login = a.tenant().config.login.clone().expect("a login role");
+    let login = a.tenant().placement().login().cloned().expect("a login role");
     let prefix = tenancy::rls::tenant_role_prefix(&ctx.superuser).await.unwrap();
     assert_eq!(login.user, format!("{prefix}{}", a.id()));
     // Its password is stored encrypted only.
@@ -298,7 +294,7 @@ async fn a_schema_tenants_login_role_reaches_its_own_schema_only() {
     assert_eq!(search_path(&ctx.tenancy.master().clone()).await, ctx.default_search_path().await);
 
     // Even a schema-qualified name or a changed search_path cannot reach b's schema.
-    let b_schema = quote_ident(b.tenant().config.schema.as_deref().unwrap());
+    let b_schema = quote_ident(b.tenant().placement().schema().unwrap());
     let sql = format!("SELECT COUNT(*) FROM {b_schema}.projects");
     let err = a.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
@@ -342,7 +338,7 @@ async fn tables_of_different_shapes(binding: TenantBinding) {
         assert_eq!(columns(&b.query_all_raw(select_all()).await.unwrap()), before);
     }
     // `a` is migrated, `b` not yet.
-    let schema = quote_ident(a.tenant().config.schema.as_deref().unwrap());
+    let schema = quote_ident(a.tenant().placement().schema().unwrap());
     ctx.superuser
         .execute_unprepared(&format!("ALTER TABLE {schema}.projects ADD COLUMN priority integer NOT NULL DEFAULT 3"))
         .await

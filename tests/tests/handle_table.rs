@@ -41,13 +41,9 @@ impl Ctx {
     /// Creates a migrated table tenant and returns its handle.
     async fn table_tenant(&self, prefix: &str) -> TenantConnection {
         let id: TenantId = unique_name(prefix).parse().expect("valid id");
-        let new = NewTenant {
-            id: id.clone(),
-            name: format!("{id} Inc."),
-            isolation: Isolation::Table,
-            database: None,
-            migrate: true,
-        };
+        let new = NewTenant::new(id.clone(), format!("{id} Inc."), Isolation::Table)
+            .expect("a valid new tenant")
+            .migrate(true);
         self.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create table tenant");
         self.tenancy.tenant(&id).await.expect("table handle")
     }
@@ -417,7 +413,7 @@ async fn a_table_tenants_login_role_is_unprivileged_and_cannot_rebind_itself() {
     let b = ctx.table_tenant("globex").await;
     seed(&a, "acme").await;
     seed(&b, "globex").await;
-    let login = a.tenant().config.login.clone().expect("a login role");
+    let login = a.tenant().placement().login().cloned().expect("a login role");
 
     // No superuser, no BYPASSRLS, owns nothing; its privileges come from the app role.
     let attributes = "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin \
@@ -436,7 +432,7 @@ async fn a_table_tenants_login_role_is_unprivileged_and_cannot_rebind_itself() {
     a.execute_unprepared(&format!("SET tenancy.tenant_id = '{}'", b.id())).await.unwrap();
     assert_eq!(names(&a).await, ["acme-only", "shared"]);
     a.execute_unprepared("RESET tenancy.tenant_id").await.unwrap();
-    let b_role = b.tenant().config.login.clone().unwrap().user;
+    let b_role = b.tenant().placement().login().cloned().unwrap().user;
     let err = a.execute_unprepared(&format!("SET ROLE {}", tenancy::sql::quote_ident(&b_role))).await.unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
     assert_eq!(names(&b).await, ["globex-only", "shared"]);

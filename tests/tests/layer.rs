@@ -82,13 +82,10 @@ fn dechunk(mut body: &str) -> String {
 }
 
 async fn database_tenant(pg: &PgMaster, tenancy: &Tenancy, id: &TenantId, project: &str) {
-    let new = NewTenant {
-        id: id.clone(),
-        name: format!("{id} Inc."),
-        isolation: Isolation::Database,
-        database: Some(pg.new_database("pw")),
-        migrate: true,
-    };
+    let new = NewTenant::new(id.clone(), format!("{id} Inc."), Isolation::Database)
+        .expect("a valid new tenant")
+        .database(pg.new_database("pw"))
+        .migrate(true);
     tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
     let db = tenancy.tenant(id).await.expect("handle");
     project::ActiveModel {

@@ -36,7 +36,7 @@ async fn add_project(db: &TenantConnection, name: &str) {
 
 async fn create(tenancy: &Tenancy, prefix: &str, isolation: Isolation) -> TenantId {
     let id: TenantId = unique_name(prefix).parse().expect("id");
-    let new = NewTenant { id: id.clone(), name: id.to_string(), isolation, database: None, migrate: true };
+    let new = NewTenant::new(id.clone(), id.to_string(), isolation).expect("a valid new tenant").migrate(true);
     tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant as the owner");
     id
 }

@@ -26,13 +26,7 @@ async fn ctx() -> Option<Ctx> {
 }
 
 fn tenant(id: &str, isolation: Isolation) -> NewTenant {
-    NewTenant {
-        id: id.parse().expect("valid id"),
-        name: format!("{id} Corporation"),
-        isolation,
-        database: None,
-        migrate: true,
-    }
+    NewTenant::new(id, format!("{id} Corporation"), isolation).expect("a valid new tenant").migrate(true)
 }
 
 impl Ctx {
@@ -43,14 +37,9 @@ impl Ctx {
         self.pg.track_database(&db);
         self.pg.track_role(&user);
         (
-            NewDatabase {
-                name: db.clone(),
-                create,
-                user: Some(user.clone()),
-                password: Some(Password::new("s3cret pass'word")),
-                host: Some("127.0.0.1".into()),
-                port: Some(5432),
-            },
+            (if create { NewDatabase::create(db.clone()) } else { NewDatabase::existing(db.clone()) })
+                .login(user.clone(), Password::new("s3cret pass'word"))
+                .server("127.0.0.1", 5432),
             db,
             user,
         )
@@ -76,7 +65,7 @@ impl Ctx {
     }
 
     async fn registry_ids(&self) -> Vec<String> {
-        self.tenancy.tenants().await.unwrap().into_iter().map(|t| t.id.to_string()).collect()
+        self.tenancy.tenants().await.unwrap().into_iter().map(|t| t.id().to_string()).collect()
     }
 }
 
@@ -86,7 +75,7 @@ async fn database_tenant_gets_role_database_grants_and_migrations() {
     let id = unique_name("acme");
     let (db, name, user) = ctx.database(true);
     let mut new = tenant(&id, Isolation::Database);
-    new.database = Some(db);
+    new = new.database(db);
     let created = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
     assert!(created.migrated);
     assert_eq!(created.created.len(), 2, "{:?}", created.created);
@@ -168,17 +157,16 @@ async fn existing_database_is_adopted_after_a_connection_check() {
     // Credentials the server refuses (this server trusts loopback passwords, so the
     // refusal is for a role that does not exist): the connection error, nothing
     // registered, nothing dropped.
-    let mut wrong = db.clone();
-    wrong.user = Some(unique_name("nobody"));
+    let wrong = db.clone().login(unique_name("nobody"), Password::new("s3cret pass'word"));
     let mut new = tenant("adopter", Isolation::Database);
-    new.database = Some(wrong);
+    new = new.database(wrong);
     let err = ctx.tenancy.create_tenant(new.clone(), &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
     assert_eq!(err.to_string(), "Cannot connect to database server");
     assert!(ctx.registry_ids().await.is_empty());
     assert!(ctx.database_exists(&name).await && ctx.role_exists(&user).await);
 
-    db.password = Some(Password::new("right"));
-    new.database = Some(db);
+    db = db.login(user.clone(), Password::new("right"));
+    new = new.database(db);
     let created = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("adopt");
     assert!(created.created.is_empty(), "adopting creates nothing: {:?}", created.created);
     let tenant_db = Database::connect(format!("postgres://{user}:right@127.0.0.1:5432/{name}")).await.unwrap();
@@ -203,7 +191,7 @@ async fn schema_tenant_gets_its_schema_and_migrations_inside_it() {
             tenancy::Created::Schema { name: id.clone() }
         ]
     );
-    assert_eq!(created.tenant.config.login.as_ref().map(|login| login.user.as_str()), Some(role.as_str()));
+    assert_eq!(created.tenant.placement().login().map(|login| login.user.as_str()), Some(role.as_str()));
     assert!(ctx.schema_exists(&id).await);
     let master = ctx.pg.connect().await;
     // The login role: its schema as search_path, rows of the migrated tables and nothing else.
@@ -273,8 +261,8 @@ async fn table_and_cache_tenants_on_postgres() {
     let member =
         "SELECT COUNT(*) FROM pg_roles WHERE rolname = $1 AND rolinherit AND pg_has_role(rolname, $2, 'MEMBER')";
     assert_eq!(count(&master, member, vec![role.into(), app_role.into()]).await, 1);
-    let cached = ctx.tenancy.get_tenant(&"cached".parse().unwrap()).await.unwrap();
-    assert!(cached.config.login.is_none());
+    let cached = ctx.tenancy.get_tenant("cached").await.unwrap();
+    assert!(cached.placement().login().is_none());
     assert!(!ctx.role_exists(&ctx.login_role("cached").await).await);
 }
 
@@ -292,7 +280,7 @@ async fn database_mode_failure_after_each_step_leaves_nothing() {
         let id = unique_name("f");
         let (db, name, user) = ctx.database(true);
         let mut new = tenant(&id, Isolation::Database);
-        new.database = Some(db);
+        new = new.database(db);
         let err = ctx.tenancy.create_tenant(new.clone(), &FailAfter(step)).await.unwrap_err();
         assert!(matches!(&err, Error::ProvisioningFailed { step: s, .. } if *s == step), "{step:?}: {err}");
         assert!(!ctx.registry_ids().await.contains(&id), "{step:?} left a registry row");
@@ -360,7 +348,7 @@ async fn pre_existing_role_database_and_schema_are_refused_and_kept() {
     let (db, name, user) = ctx.database(true);
     ctx.pg.admin.execute_unprepared(&format!("CREATE ROLE \"{user}\"")).await.unwrap();
     let mut new = tenant("rolecheck", Isolation::Database);
-    new.database = Some(db.clone());
+    new = new.database(db.clone());
     let err = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
     assert!(matches!(err, Error::RoleExists { .. }), "{err}");
     assert!(err.to_string().starts_with(&format!("Database user '{user}' already exists")), "{err}");
@@ -371,7 +359,7 @@ async fn pre_existing_role_database_and_schema_are_refused_and_kept() {
     let (db, name, _) = ctx.database(true);
     ctx.pg.admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
     let mut new = tenant("dbcheck", Isolation::Database);
-    new.database = Some(db);
+    new = new.database(db);
     let err = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
     assert!(matches!(err, Error::DatabaseExists { .. }), "{err}");
     assert!(ctx.database_exists(&name).await, "the pre-existing database was dropped");
@@ -393,9 +381,9 @@ async fn pre_existing_role_database_and_schema_are_refused_and_kept() {
 async fn unreachable_server_is_a_connection_error_with_nothing_created() {
     let Some(ctx) = ctx().await else { return };
     let (mut db, _, _) = ctx.database(true);
-    db.port = Some(1);
+    db = db.server("127.0.0.1", 1);
     let mut new = tenant("faraway", Isolation::Database);
-    new.database = Some(db);
+    new = new.database(db);
     let err = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
     assert_eq!(err.to_string(), "Cannot connect to database server");
     assert!(ctx.registry_ids().await.is_empty());
@@ -458,7 +446,7 @@ async fn admin_url_supplies_credentials_and_the_tenant_config_the_server() {
         .unwrap();
     let (db, name, user) = ctx.database(true);
     let mut new = tenant("viaadmin", Isolation::Database);
-    new.database = Some(db);
+    new = new.database(db);
     let err = refused.create_tenant(new.clone(), &()).await.unwrap_err();
     assert!(matches!(&err, Error::CannotConnect { target, .. } if target.contains("127.0.0.1:5432")), "{err:?}");
     assert!(!ctx.role_exists(&user).await && !ctx.database_exists(&name).await);
@@ -469,7 +457,7 @@ async fn admin_url_supplies_credentials_and_the_tenant_config_the_server() {
         .connect()
         .await
         .unwrap();
-    new.migrate = false;
+    new = new.migrate(false);
     admin.create_tenant(new, &()).await.expect("created with the admin URL's credentials");
     assert!(ctx.role_exists(&user).await && ctx.database_exists(&name).await);
 }

@@ -19,17 +19,11 @@ async fn master(dir: &TempDir) -> Tenancy {
 }
 
 fn new_tenant(id: &str, isolation: Isolation) -> NewTenant {
-    NewTenant {
-        id: id.parse().expect("valid id"),
-        name: format!("{id} Inc."),
-        isolation,
-        database: None,
-        migrate: true,
-    }
+    NewTenant::new(id, format!("{id} Inc."), isolation).expect("a valid new tenant").migrate(true)
 }
 
 fn sqlite_db(name: &str, create: bool) -> Option<NewDatabase> {
-    Some(NewDatabase { name: name.to_owned(), create, user: None, password: None, host: None, port: None })
+    Some(if create { NewDatabase::create(name) } else { NewDatabase::existing(name) })
 }
 
 async fn table_names(db: &sea_orm::DatabaseConnection) -> Vec<String> {
@@ -88,9 +82,9 @@ async fn cache_tenant_is_a_row_and_nothing_else() {
         .expect("create");
     assert!(!created.migrated, "cache tenants have nothing to migrate");
     assert_eq!(table_names(tenancy.master()).await, before);
-    let tenant = tenancy.get_tenant(&"cachey".parse().unwrap()).await.unwrap();
-    assert_eq!(tenant.isolation, Isolation::Cache);
-    assert_eq!(tenant.status, TenantStatus::Ready);
+    let tenant = tenancy.get_tenant("cachey").await.unwrap();
+    assert_eq!(tenant.isolation(), Isolation::Cache);
+    assert_eq!(tenant.status(), TenantStatus::Ready);
     let outcome = tenancy_migrate::migrate_tenant(&tenancy, &tenant, &Migrator).await.unwrap();
     assert_eq!(outcome, tenancy_migrate::MigrationOutcome::NothingToMigrate);
 }
@@ -100,7 +94,7 @@ async fn database_tenant_gets_its_own_file_beside_the_master() {
     let dir = TempDir::new();
     let tenancy = master(&dir).await;
     let mut new = new_tenant("acme", Isolation::Database);
-    new.database = sqlite_db("acme_db", true);
+    new = new.database(sqlite_db("acme_db", true));
     let created = tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
     let file = dir.path().join("acme_db.db");
     assert!(file.exists());
@@ -119,11 +113,11 @@ async fn database_tenant_gets_its_own_file_beside_the_master() {
 
     // Creating over the existing file is refused; adopting it works.
     let mut again = new_tenant("acme2", Isolation::Database);
-    again.database = sqlite_db("acme_db", true);
+    again = again.database(sqlite_db("acme_db", true));
     let err = tenancy.create_tenant(again, &MigrateOnCreate::new(&Migrator)).await.unwrap_err();
     assert!(matches!(err, Error::DatabaseFileExists { .. }), "{err}");
     let mut adopt = new_tenant("acme3", Isolation::Database);
-    adopt.database = sqlite_db("acme_db", false);
+    adopt = adopt.database(sqlite_db("acme_db", false));
     tenancy.create_tenant(adopt, &MigrateOnCreate::new(&Migrator)).await.expect("adopt existing file");
     assert!(file.exists());
 }
@@ -147,13 +141,13 @@ async fn duplicate_ids_are_refused_and_change_nothing() {
     let tenancy = master(&dir).await;
     tenancy.create_tenant(new_tenant("acme", Isolation::Cache), &()).await.unwrap();
     let mut dup = new_tenant("acme", Isolation::Database);
-    dup.database = sqlite_db("other_db", true);
+    dup = dup.database(sqlite_db("other_db", true));
     let err = tenancy.create_tenant(dup, &()).await.unwrap_err();
     assert_eq!(err.to_string(), "Tenant with ID 'acme' already exists");
     assert!(!dir.path().join("other_db.db").exists());
     let tenants = tenancy.tenants().await.unwrap();
     assert_eq!(tenants.len(), 1);
-    assert_eq!(tenants[0].isolation, Isolation::Cache);
+    assert_eq!(tenants[0].isolation(), Isolation::Cache);
 }
 
 #[tokio::test]
@@ -165,7 +159,7 @@ async fn a_failure_after_any_step_leaves_nothing_behind() {
     {
         let id = unique_name("t");
         let mut new = new_tenant(&id, Isolation::Database);
-        new.database = sqlite_db(&id, true);
+        new = new.database(sqlite_db(&id, true));
         let err = tenancy.create_tenant(new.clone(), &FailAfter(step)).await.unwrap_err();
         match &err {
             Error::ProvisioningFailed { step: failed, .. } => assert_eq!(*failed, step),
@@ -195,9 +189,7 @@ async fn concurrent_creates_of_one_id_have_one_winner() {
     let runs = (0..3).map(|i| {
         let tenancy = tenancy.clone();
         async move {
-            let mut new = new_tenant("race", Isolation::Table);
-            new.name = format!("racer {i}");
-            new.migrate = false;
+            let new = NewTenant::new("race", format!("racer {i}"), Isolation::Table).expect("a valid new tenant");
             tenancy.create_tenant(new, &()).await
         }
     });

@@ -168,7 +168,7 @@ impl Ctx {
     /// budget of one.
     async fn tenant(&self, prefix: &str, isolation: Isolation) -> TenantConnection {
         let id: TenantId = unique_name(prefix).parse().expect("valid id");
-        let new = NewTenant { id: id.clone(), name: id.to_string(), isolation, database: None, migrate: true };
+        let new = NewTenant::new(id.clone(), id.to_string(), isolation).expect("a valid new tenant").migrate(true);
         self.tenancy.create_tenant(new, &MigrateOnCreate::new(&OutsideMigrator)).await.expect("create tenant");
         self.single.tenant(&id).await.expect("handle")
     }
@@ -306,7 +306,7 @@ async fn a_table_tenant_cannot_become_the_app_role_and_rebind_itself() {
     let b_before = ctx.state_of(&b).await;
     let app = ctx.app_role().await;
     let (app_ident, app_literal, b_literal) = (quote_ident(&app), quote_literal(&app), quote_literal(b.id().as_str()));
-    let login = a.tenant().config.login.clone().expect("a login role").user;
+    let login = a.tenant().placement().login().cloned().expect("a login role").user;
 
     // SET ROLE to the application role (allowed or not), then the setting for the session.
     let _ = a.execute_unprepared(&format!("SET ROLE {app_ident}")).await;
@@ -349,7 +349,7 @@ async fn a_table_tenant_cannot_become_the_app_role_and_rebind_itself() {
     reset(&a).await;
 
     // Becoming someone else for good: refused, and nothing changes.
-    let b_role = b.tenant().config.login.clone().expect("b's login role").user;
+    let b_role = b.tenant().placement().login().cloned().expect("b's login role").user;
     for sql in [
         format!("SET SESSION AUTHORIZATION {}", quote_ident(&b_role)),
         "SET SESSION AUTHORIZATION postgres".to_owned(),
@@ -626,16 +626,14 @@ async fn a_sqlite_master_refuses_a_foreign_key_between_scoped_tables_without_the
         Tenancy::builder(dir.sqlite_master_url()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
     // The example app's own composite keys pass.
     let ok: TenantId = unique_name("acme").parse().unwrap();
-    let new =
-        NewTenant { id: ok.clone(), name: "A".into(), isolation: Isolation::Table, database: None, migrate: true };
+    let new = NewTenant::new(ok.clone(), "A", Isolation::Table).expect("a valid new tenant").migrate(true);
     tenancy.create_tenant(new, &MigrateOnCreate::new(&example_app::Migrator)).await.expect("composite keys pass");
 
     // The outside app's plain keys are refused, naming the table, the key and the fix; the
     // migration is rolled back with the refusal, so a second attempt is refused again.
     for attempt in 0..2 {
         let id: TenantId = unique_name("globex").parse().unwrap();
-        let new =
-            NewTenant { id: id.clone(), name: "G".into(), isolation: Isolation::Table, database: None, migrate: true };
+        let new = NewTenant::new(id.clone(), "G", Isolation::Table).expect("a valid new tenant").migrate(true);
         let err = tenancy.create_tenant(new, &MigrateOnCreate::new(&OutsideMigrator)).await.unwrap_err();
         let mut message = err.to_string();
         let mut source = std::error::Error::source(&err);
@@ -684,8 +682,8 @@ async fn the_catalog_audit_finds_nothing_after_migration_and_finds_what_an_opera
 
     // What an operator (a superuser) breaks by hand, the audit finds.
     let (a_role, b_role) = (
-        quote_ident(&a.tenant().config.login.clone().unwrap().user),
-        quote_ident(&b.tenant().config.login.clone().unwrap().user),
+        quote_ident(&a.tenant().placement().login().cloned().unwrap().user),
+        quote_ident(&b.tenant().placement().login().cloned().unwrap().user),
     );
     let app = quote_ident(&ctx.app_role().await);
     for sql in [
@@ -747,7 +745,7 @@ async fn a_master_secured_by_the_previous_version_is_brought_up_to_date_by_the_n
     seed(&a, "acme").await;
     seed(&b, "globex").await;
     // The previous version's policies: one permissive policy on current_user, no guard.
-    let prefix = a.tenant().config.login.clone().unwrap().user.trim_end_matches(a.id().as_str()).to_owned();
+    let prefix = a.tenant().placement().login().cloned().unwrap().user.trim_end_matches(a.id().as_str()).to_owned();
     let old = format!(
         "(SELECT CASE WHEN left(current_user::text, {len}) = {p} THEN substr(current_user::text, {start}) \
          ELSE current_setting('tenancy.tenant_id', true) END)",

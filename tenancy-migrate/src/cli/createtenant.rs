@@ -171,7 +171,7 @@ where
     };
 
     let tenant = &provisioned.tenant;
-    println!("✓ Tenant '{}' created successfully", tenant.id);
+    println!("✓ Tenant '{}' created successfully", tenant.id());
     for created in &provisioned.created {
         match created {
             Created::Database { name, .. } => println!("✓ Database '{name}' created"),
@@ -184,14 +184,14 @@ where
         }
     }
     if provisioned.created.is_empty()
-        && let Some(db) = &tenant.config.database
+        && let Some(db) = tenant.placement().database()
     {
         println!("✓ Using existing database '{}'", db.name());
     }
-    match tenant.isolation {
-        Isolation::Table => println!("✓ Shared tables: rows are scoped by tenant_id '{}'", tenant.id),
+    match tenant.isolation() {
+        Isolation::Table => println!("✓ Shared tables: rows are scoped by tenant_id '{}'", tenant.id()),
         Isolation::Cache => {
-            println!("✓ Cache namespace '{}' ready", tenant.id);
+            println!("✓ Cache namespace '{}' ready", tenant.id());
             println!("Nothing to migrate: cache tenants have no relational storage");
         }
         _ => {}
@@ -256,7 +256,13 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
         false
     };
 
-    Ok(Answers { new: NewTenant { id, name, isolation, database, migrate } })
+    let new = NewTenant::new(id, name, isolation)?.migrate(migrate);
+    Ok(Answers {
+        new: match database {
+            Some(database) => new.database(database),
+            None => new,
+        },
+    })
 }
 
 fn ask_database(
@@ -280,7 +286,7 @@ fn ask_database(
     })?;
     if backend == Backend::Sqlite {
         // On SQLite the tenant's database is a file beside the master: nothing else to ask.
-        return Ok(NewDatabase { name, create, user: None, password: None, host: None, port: None });
+        return Ok(new_database(name, create));
     }
     let user = given_or_asked(args.db_user.as_deref(), "database user", || {
         prompter.text("Enter database user:", "--db-user <USER>", "database user", |input| {
@@ -307,7 +313,11 @@ fn ask_database(
             |input| parse_port(input).map(drop).map_err(|e| e.to_string()),
         )?)?,
     };
-    Ok(NewDatabase { name, create, user: Some(user), password: Some(password), host: Some(host), port: Some(port) })
+    Ok(new_database(name, create).login(user, password).server(host, port))
+}
+
+fn new_database(name: String, create: bool) -> NewDatabase {
+    if create { NewDatabase::create(name) } else { NewDatabase::existing(name) }
 }
 
 fn given_or_asked(given: Option<&str>, what: &'static str, ask: impl FnOnce() -> Result<String>) -> Result<String> {

@@ -195,7 +195,7 @@ struct Choice(tenancy::Tenant);
 
 impl std::fmt::Display for Choice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {})", self.0.id, self.0.name, self.0.isolation)
+        write!(f, "{} ({}, {})", self.0.id(), self.0.name(), self.0.isolation())
     }
 }
 
@@ -209,12 +209,12 @@ async fn choose_tenant(tenancy: &Tenancy, prompter: Prompter) -> Result<TenantId
         .tenants()
         .await?
         .into_iter()
-        .filter(|t| t.status == TenantStatus::Ready && t.isolation.has_relational_storage())
+        .filter(|t| t.status() == TenantStatus::Ready && t.isolation().has_relational_storage())
         .map(Choice)
         .collect();
     if choices.is_empty() {
         return Err(Error::NoTenants);
     }
     let choice = ask(move || prompter.select("Select tenant:", "--tenant <ID>", "tenant", choices)).await?;
-    Ok(choice.0.id)
+    Ok(choice.0.id().clone())
 }

@@ -43,10 +43,10 @@ async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
     let id: TenantId = args.tenant_id.parse()?;
     let tenancy = Tenancy::connect(args.master.database_url).await?;
     let tenant = tenancy.get_tenant(&id).await?;
-    if tenant.status != TenantStatus::Ready {
-        return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status.to_string() });
+    if tenant.status() != TenantStatus::Ready {
+        return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status().to_string() });
     }
-    println!("Migrating tenant '{id}' ({}, {})...", tenant.isolation, tenancy.describe_location(&tenant));
+    println!("Migrating tenant '{id}' ({}, {})...", tenant.isolation(), tenancy.describe_location(&tenant));
     match migrate_one(&tenancy, &tenant, migrators.tenant.as_ref(), false).await? {
         MigrationOutcome::Applied(names) => {
             println!("✓ Applied {} migration(s): {}", names.len(), names.join(", "));

@@ -17,7 +17,7 @@
 //!     .cache(CacheConfig::redis_from_env()) // TENANCY_CACHE_URL, default redis://127.0.0.1:6379
 //!     .connect()
 //!     .await?;
-//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! let acme = tenancy.tenant("acme").await?;
 //! let cache = acme.cache();
 //! let key = TenantKey::new("carts", "user-7");
 //! cache.set(&key, &vec![3, 1, 4], Some(Duration::from_secs(600))).await?;
@@ -91,7 +91,9 @@ pub use self::read_through::ReadThrough;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
-use crate::{Error, Result, Tenancy, TenancyBuilder, TenantConnection, TenantId};
+use crate::{Error, Result, TenantId};
+#[cfg(doc)]
+use crate::{Tenancy, TenancyBuilder, TenantConnection};
 
 /// The key prefix used unless [`CacheConfig::prefix`] sets another.
 pub const DEFAULT_PREFIX: &str = "tenancy";
@@ -229,56 +231,23 @@ pub(crate) struct SharedCache {
     prefix: Arc<str>,
 }
 
-impl TenancyBuilder {
-    /// The cache tenants' namespaces live in (default: [`CacheConfig::memory`]).
-    ///
-    /// [`connect`](TenancyBuilder::connect) then fails with [`Error::InvalidCacheUrl`]
-    /// for a Redis URL it cannot use; it does not contact Redis (that happens on the first
-    /// cache call), so a Redis outage does not stop the application from starting.
-    ///
-    /// ```no_run
-    /// # #[cfg(feature = "redis")]
-    /// # async fn demo() -> tenancy::Result<()> {
-    /// use tenancy::cache::CacheConfig;
-    /// let tenancy = tenancy::Tenancy::builder(tenancy::master_url_from_env())
-    ///     .cache(CacheConfig::redis("redis://127.0.0.1:6379").prefix("shop"))
-    ///     .connect()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn cache(mut self, config: CacheConfig) -> Self {
-        self.cache = config;
-        self
-    }
-}
-
-impl Tenancy {
-    /// The shared, tenant-less part of the cache, for data that belongs to no tenant
-    /// (plans, feature flags). It takes [`GlobalKey`]s only.
-    pub fn global_cache(&self) -> GlobalCache {
-        GlobalCache {
-            store: Arc::clone(&self.cache.store),
-            namespace: key::global_namespace(&self.cache.prefix).into(),
-        }
+impl SharedCache {
+    /// The shared, tenant-less part of the cache (see [`Tenancy::global_cache`]).
+    pub(crate) fn global(&self) -> GlobalCache {
+        GlobalCache { store: Arc::clone(&self.store), namespace: key::global_namespace(&self.prefix).into() }
     }
 
-    /// The cache store itself, below the key layout: for operations and tests.
-    pub fn cache_store(&self) -> &Arc<dyn CacheStore> {
-        &self.cache.store
+    /// The store itself, below the key layout.
+    pub(crate) fn store(&self) -> &Arc<dyn CacheStore> {
+        &self.store
     }
-}
 
-impl TenantConnection {
-    /// The tenant's namespace in the cache: the same for every handle of the tenant.
-    ///
-    /// Works for every isolation mode; for an [`Isolation::Cache`](crate::Isolation::Cache)
-    /// tenant it is the tenant's only storage.
-    pub fn cache(&self) -> TenantCache {
-        let shared = &self.tenancy().cache;
+    /// A tenant's namespace (see [`TenantConnection::cache`]).
+    pub(crate) fn tenant(&self, id: &TenantId) -> TenantCache {
         TenantCache {
-            store: Arc::clone(&shared.store),
-            namespace: key::tenant_namespace(&shared.prefix, self.id().as_str()).into(),
-            tenant: self.id().clone(),
+            store: Arc::clone(&self.store),
+            namespace: key::tenant_namespace(&self.prefix, id.as_str()).into(),
+            tenant: id.clone(),
         }
     }
 }

@@ -57,13 +57,7 @@ impl Fixture {
     /// Registers a cache-isolated tenant and returns its handle.
     pub(crate) async fn cache_tenant(&self, id: &str) -> TenantConnection {
         let id: TenantId = id.parse().expect("valid id");
-        let new = NewTenant {
-            id: id.clone(),
-            name: id.to_string(),
-            isolation: Isolation::Cache,
-            database: None,
-            migrate: false,
-        };
+        let new = NewTenant::new(id.clone(), id.to_string(), Isolation::Cache).expect("a valid new tenant");
         self.tenancy.create_tenant(new, &()).await.expect("create cache tenant");
         self.tenancy.tenant(&id).await.expect("handle")
     }
@@ -395,13 +389,9 @@ async fn reads(db: &TenantConnection) -> i32 {
 pub(crate) async fn read_through_hits_the_database_once_then_the_cache(kind: Kind) {
     let Some((f, pg)) = Fixture::with_postgres(kind).await else { return };
     let id: TenantId = unique_name("rt").parse().unwrap();
-    let new = NewTenant {
-        id: id.clone(),
-        name: "Read-through".into(),
-        isolation: Isolation::Database,
-        database: Some(pg.new_database("secret")),
-        migrate: false,
-    };
+    let new = NewTenant::new(id.clone(), "Read-through", Isolation::Database)
+        .expect("a valid new tenant")
+        .database(pg.new_database("secret"));
     f.tenancy.create_tenant(new, &()).await.expect("create database tenant");
     let db = f.tenancy.tenant(&id).await.expect("handle");
     db.execute_unprepared(COUNTING_SESSIONS).await.expect("counting sessions");

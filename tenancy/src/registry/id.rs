@@ -82,6 +82,29 @@ impl TryFrom<String> for TenantId {
     }
 }
 
+impl TryFrom<&str> for TenantId {
+    type Error = Error;
+
+    fn try_from(id: &str) -> Result<Self> {
+        TenantId::new(id)
+    }
+}
+
+impl TryFrom<&String> for TenantId {
+    type Error = Error;
+
+    fn try_from(id: &String) -> Result<Self> {
+        TenantId::new(id.as_str())
+    }
+}
+
+/// So that APIs taking `impl TryInto<TenantId>` take `&TenantId` too.
+impl From<&TenantId> for TenantId {
+    fn from(id: &TenantId) -> Self {
+        id.clone()
+    }
+}
+
 impl From<TenantId> for String {
     fn from(id: TenantId) -> Self {
         id.0

@@ -1830,7 +1830,7 @@ mod tests {
     }
 
     /// Measures the cost of scoping a typical sea-orm SELECT; run with
-    /// `cargo test -p tenancy --release --lib sqlite_scope::tests::measure -- --ignored --nocapture`.
+    /// `cargo test -p tenancy --release --lib table_isolation::sqlite_rewrite::tests::measure -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement, not a test"]
     fn measure_scoping_cost() {

@@ -7,9 +7,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::{Error, Result, Tenancy, TenantId};
+#[cfg(doc)]
+use crate::Tenancy;
+use crate::{Error, Result, TenantId};
 
 /// The ledger's run table.
 pub const RUNS_TABLE: &str = "tenancy_migration_runs";
@@ -173,14 +175,24 @@ pub(crate) mod entries {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-impl Tenancy {
+/// The fleet migration ledger of a master database, from [`Tenancy::ledger`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ledger<'a> {
+    master: &'a DatabaseConnection,
+}
+
+impl<'a> Ledger<'a> {
+    pub(crate) fn new(master: &'a DatabaseConnection) -> Self {
+        Ledger { master }
+    }
+
     /// Opens a run in the ledger and returns its id. The selected tenants are kept with
     /// the run: until an outcome is recorded for one, it reads as `not_attempted` (also
     /// after a crash). `options` is free-form JSON describing the run (jobs, filters).
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn start_migration_run(&self, tenants: &[TenantId], options: serde_json::Value) -> Result<i64> {
+    pub async fn start_run(&self, tenants: &[TenantId], options: serde_json::Value) -> Result<i64> {
         let run = runs::ActiveModel {
             started_at: Set(Utc::now()),
             finished_at: Set(None),
@@ -188,15 +200,15 @@ impl Tenancy {
             options: Set(serde_json::json!({ "selected": tenants, "options": options })),
             ..Default::default()
         };
-        Ok(runs::Entity::insert(run).exec(self.master()).await?.last_insert_id)
+        Ok(runs::Entity::insert(run).exec(self.master).await?.last_insert_id)
     }
 
     /// Records what a run did to one tenant.
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn record_migration_outcome(&self, run_id: i64, record: &OutcomeRecord) -> Result<()> {
-        self.record_migration_outcomes(run_id, std::slice::from_ref(record)).await
+    pub async fn record_outcome(&self, run_id: i64, record: &OutcomeRecord) -> Result<()> {
+        self.record_outcomes(run_id, std::slice::from_ref(record)).await
     }
 
     /// Records several outcomes with one multi-row insert per 500 (one round trip and
@@ -205,7 +217,7 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn record_migration_outcomes(&self, run_id: i64, records: &[OutcomeRecord]) -> Result<()> {
+    pub async fn record_outcomes(&self, run_id: i64, records: &[OutcomeRecord]) -> Result<()> {
         let now = Utc::now();
         for chunk in records.chunks(500) {
             let rows = chunk.iter().map(|record| entries::ActiveModel {
@@ -229,7 +241,7 @@ impl Tenancy {
                         ])
                         .to_owned(),
                 )
-                .exec_without_returning(self.master())
+                .exec_without_returning(self.master)
                 .await?;
         }
         Ok(())
@@ -239,12 +251,12 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn finish_migration_run(&self, run_id: i64, succeeded: bool) -> Result<()> {
+    pub async fn finish_run(&self, run_id: i64, succeeded: bool) -> Result<()> {
         runs::Entity::update_many()
             .col_expr(runs::Column::FinishedAt, Expr::value(Some(Utc::now())))
             .col_expr(runs::Column::Status, Expr::value(if succeeded { "succeeded" } else { "failed" }))
             .filter(runs::Column::Id.eq(run_id))
-            .exec(self.master())
+            .exec(self.master)
             .await?;
         Ok(())
     }
@@ -253,8 +265,8 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`Error::Database`].
-    pub async fn last_migration_run(&self) -> Result<Option<MigrationRun>> {
-        Ok(runs::Entity::find().order_by_desc(runs::Column::Id).limit(1).one(self.master()).await?.map(|run| {
+    pub async fn last_run(&self) -> Result<Option<MigrationRun>> {
+        Ok(runs::Entity::find().order_by_desc(runs::Column::Id).limit(1).one(self.master).await?.map(|run| {
             MigrationRun { id: run.id, started_at: run.started_at, finished_at: run.finished_at, status: run.status }
         }))
     }
@@ -264,14 +276,14 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`Error::Database`], [`Error::CorruptRegistry`] for an unknown outcome.
-    pub async fn migration_ledger(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
-        let selected: Vec<String> = match runs::Entity::find_by_id(run_id).one(self.master()).await? {
+    pub async fn entries(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
+        let selected: Vec<String> = match runs::Entity::find_by_id(run_id).one(self.master).await? {
             Some(run) => serde_json::from_value(run.options["selected"].clone()).unwrap_or_default(),
             None => return Ok(Vec::new()),
         };
         let mut recorded: std::collections::HashMap<String, LedgerEntry> = entries::Entity::find()
             .filter(entries::Column::RunId.eq(run_id))
-            .all(self.master())
+            .all(self.master)
             .await?
             .into_iter()
             .map(|row| {

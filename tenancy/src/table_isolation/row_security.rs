@@ -151,46 +151,6 @@ fn bound_tenant_sql(role_prefix: &str) -> String {
     )
 }
 
-/// Creates the login role of a table-isolated tenant on the master `txn` runs on: no
-/// superuser, no `BYPASSRLS`, owning nothing, inheriting the application role's
-/// privileges on the scoped tables (and creating that role if missing), allowed to
-/// connect to the master database. `verifier` is the password's SCRAM verifier, so the
-/// password itself never reaches the server's statement log.
-pub(crate) async fn create_table_tenant_role(
-    txn: &sea_orm::DatabaseTransaction,
-    role: &str,
-    verifier: &str,
-    database: &str,
-) -> Result<()> {
-    let app_role = app_role(txn).await?;
-    ensure_app_role(txn, &app_role).await?;
-    let grant = format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role));
-    create_login_role(txn, role, verifier, true, database, &grant).await
-}
-
-/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, `CONNECT` on the
-/// master database `database` (in case it was revoked from `PUBLIC`), then `and_then`
-/// (a statement without values, or empty): one round trip.
-pub(crate) async fn create_login_role<C: ConnectionTrait>(
-    db: &C,
-    role: &str,
-    verifier: &str,
-    inherit: bool,
-    database: &str,
-    and_then: &str,
-) -> Result<()> {
-    let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
-    let role = quote_ident(role);
-    db.execute_unprepared(&format!(
-        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
-         PASSWORD {verifier}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
-        verifier = quote_literal(verifier),
-        database = quote_ident(database),
-    ))
-    .await?;
-    Ok(())
-}
-
 /// The name of the policy [`enable_row_security`] creates on every scoped table.
 pub const POLICY_NAME: &str = "tenancy_tenant_isolation";
 
@@ -852,7 +812,7 @@ async fn check_sqlite_foreign_keys(txn: &DatabaseTransaction, scoped: &[(&str, &
 /// Roles belong to the whole cluster, so masters in other databases may create it at the
 /// same moment (their advisory locks are per database): a concurrent creator's role is
 /// as good as ours.
-async fn ensure_app_role(txn: &sea_orm::DatabaseTransaction, app_role: &str) -> Result<()> {
+pub(crate) async fn ensure_app_role(txn: &sea_orm::DatabaseTransaction, app_role: &str) -> Result<()> {
     let role = quote_ident(app_role);
     let name = quote_literal(app_role);
     // The exception block is a subtransaction: losing the race leaves ours intact.

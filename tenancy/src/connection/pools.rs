@@ -26,7 +26,8 @@ use std::time::Duration;
 use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::{Error, Result, Tenancy, Tenant, TenantId};
+use super::url::connect_pool;
+use crate::{Error, Result, TenantId};
 
 /// The default global budget of connections all tenant database pools may hold together.
 pub const DEFAULT_TENANT_CONNECTION_BUDGET: u32 = 20;
@@ -67,7 +68,7 @@ impl PoolSettings {
     }
 }
 
-/// The cache of open tenant pools, shared by the clones of one [`Tenancy`].
+/// The cache of open tenant pools, shared by the clones of one [`crate::Tenancy`].
 pub(crate) struct TenantPools {
     settings: PoolSettings,
     budget: Arc<Semaphore>,
@@ -194,29 +195,33 @@ impl TenantPools {
 
     /// A lease on the pool of a database-isolated tenant, opening it (and evicting the
     /// least recently used pool if the budget is full) when it is not cached.
-    pub(crate) async fn lease(&self, tenancy: &Tenancy, tenant: &Tenant) -> Result<Arc<PoolEntry>> {
-        if let Some(entry) = self.cached(&tenant.id) {
+    ///
+    /// `url` gives the URL to open the pool with (it may decrypt a password, so it is
+    /// called only when a pool is opened).
+    pub(crate) async fn lease(&self, id: &TenantId, url: impl FnOnce() -> Result<String>) -> Result<Arc<PoolEntry>> {
+        if let Some(entry) = self.cached(id) {
             return Ok(entry);
         }
-        let gate = Arc::clone(self.lock().opening.entry(tenant.id.clone()).or_default());
+        let gate = Arc::clone(self.lock().opening.entry(id.clone()).or_default());
         let result = {
             let _opening = gate.lock().await;
-            self.open(tenancy, tenant).await
+            self.open(id, url).await
         };
         let mut state = self.lock();
-        if state.opening.get(&tenant.id).is_some_and(|current| Arc::ptr_eq(current, &gate)) {
-            state.opening.remove(&tenant.id);
+        if state.opening.get(id).is_some_and(|current| Arc::ptr_eq(current, &gate)) {
+            state.opening.remove(id);
         }
         result
     }
 
-    async fn open(&self, tenancy: &Tenancy, tenant: &Tenant) -> Result<Arc<PoolEntry>> {
+    async fn open(&self, id: &TenantId, url: impl FnOnce() -> Result<String>) -> Result<Arc<PoolEntry>> {
         // Another task may have opened it while this one waited at the gate.
-        if let Some(entry) = self.cached(&tenant.id) {
+        if let Some(entry) = self.cached(id) {
             return Ok(entry);
         }
+        let url = url()?;
         let permits = self.reserve().await?;
-        let pool = tenancy.open_tenant_pool(tenant, self.settings.per_pool, self.settings.idle_timeout).await?;
+        let pool = connect_pool(&url, None, self.settings.per_pool, Some(self.settings.idle_timeout), true).await?;
         let entry = Arc::new(PoolEntry {
             pool,
             permits: Some(permits),
@@ -227,8 +232,7 @@ impl TenantPools {
             let mut state = self.lock();
             state.tick += 1;
             let tick = state.tick;
-            let slot =
-                state.pools.entry(tenant.id.clone()).or_insert(Slot { entry: Arc::clone(&entry), last_used: tick });
+            let slot = state.pools.entry(id.clone()).or_insert(Slot { entry: Arc::clone(&entry), last_used: tick });
             // Should two pools of one tenant ever race in, the first stays cached and the
             // second is closed once its caller is done with it.
             slot.last_used = tick;

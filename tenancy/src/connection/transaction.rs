@@ -9,6 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use super::call::{Call, Execute, QueryAll, QueryOne, Unprepared};
 use crate::TenantConnection;
 
 /// A transaction of a [`TenantConnection`], from `handle.begin()` or
@@ -30,7 +31,7 @@ pub struct TenantTransaction {
     handle: TenantConnection,
     /// An outermost transaction bound to the tenant on the shared master pool
     /// ([`crate::TenantBinding::SharedTransactions`]): its commit resets the session
-    /// first (`handle::end_bound`). Savepoints nested in it leave that to it.
+    /// first (`binding::end_bound`). Savepoints nested in it leave that to it.
     bound: bool,
 }
 
@@ -64,7 +65,7 @@ impl TenantTransaction {
     /// transaction is then rolled back.
     pub async fn commit(self) -> Result<(), DbErr> {
         if self.bound {
-            return crate::handle::end_bound(self.txn).await;
+            return super::binding::end_bound(self.txn).await;
         }
         self.txn.commit().await
     }
@@ -82,10 +83,12 @@ impl TenantTransaction {
         &self.handle
     }
 
-    /// `err`, after letting the handle react to a stale cached plan.
-    fn checked(&self, err: DbErr) -> DbErr {
-        self.handle.stale_plan(&err);
-        err
+    /// Runs one call in the transaction, checked as the handle checks it; a stale cached
+    /// plan makes the handle's pool reopen for the next transaction.
+    async fn run<Q: Call>(&self, call: Q) -> Result<Q::Output, DbErr> {
+        call.checked(self.handle.check())?.run(&self.txn).await.inspect_err(|err| {
+            self.handle.stale_plan(err);
+        })
     }
 }
 
@@ -96,22 +99,19 @@ impl ConnectionTrait for TenantTransaction {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let stmt = self.handle.scope_statement(stmt)?;
-        self.txn.execute_raw(stmt).await.map_err(|err| self.checked(err))
+        self.run(Execute(stmt)).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.handle.run_unprepared(&self.txn, sql).await.map_err(|err| self.checked(err))
+        self.run(Unprepared::Sql(sql)).await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let stmt = self.handle.scope_statement(stmt)?;
-        self.txn.query_one_raw(stmt).await.map_err(|err| self.checked(err))
+        self.run(QueryOne(stmt)).await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let stmt = self.handle.scope_statement(stmt)?;
-        self.txn.query_all_raw(stmt).await.map_err(|err| self.checked(err))
+        self.run(QueryAll(stmt)).await
     }
 }
 
@@ -126,10 +126,7 @@ impl StreamTrait for TenantTransaction {
         &'a self,
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
-        Box::pin(async move {
-            let stmt = self.handle.scope_statement(stmt)?;
-            self.txn.stream_raw(stmt).await
-        })
+        Box::pin(async move { self.txn.stream_raw(self.handle.check().statement(stmt)?).await })
     }
 }
 

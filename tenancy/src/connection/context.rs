@@ -19,7 +19,7 @@
 //! }
 //!
 //! # async fn demo(tenancy: tenancy::Tenancy) -> Result<(), Box<dyn std::error::Error>> {
-//! let acme = tenancy.tenant(&"acme".parse()?).await?;
+//! let acme = tenancy.tenant("acme").await?;
 //! tenancy::scope(acme, deep_inside_the_request()).await?;
 //! # Ok(()) }
 //! ```

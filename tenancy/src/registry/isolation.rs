@@ -6,8 +6,23 @@ use std::str::FromStr;
 use crate::{Error, Result};
 
 /// How a tenant's data is kept apart from other tenants' data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+///
+/// Stored in the registry's `isolation_type` column as its lower-case name (a sea-orm
+/// active enum).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    sea_orm::EnumIter,
+    sea_orm::DeriveActiveEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)", rename_all = "lowercase")]
 pub enum Isolation {
     /// The tenant has a database of its own, owned by a role of its own, on the server
     /// its config names (a separate file beside the master on SQLite).

@@ -237,7 +237,7 @@ pub fn shared_models() -> Result<Vec<&'static SharedModel>> {
 /// semver; anything here may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::scoped::{ScopedModel, SharedModel};
+    pub use crate::models::{ScopedModel, SharedModel};
     pub use inventory;
     pub use sea_orm::EntityTrait;
 }

@@ -1,0 +1,219 @@
+//! [`TenancyBuilder`]: the options of [`Tenancy`], and connecting to the master database.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm_migration::MigratorTrait;
+
+use super::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Parts, Tenancy};
+use crate::cache::CacheConfig;
+use crate::connection::TenantBinding;
+use crate::connection::pools::{PoolSettings, TenantPools};
+use crate::connection::url::{AdminUrl, MasterUrl, connect_pool};
+use crate::{RegistryMigrator, Result};
+
+/// Options for [`Tenancy`]; start from [`Tenancy::builder`].
+#[derive(Debug, Clone)]
+pub struct TenancyBuilder {
+    url: String,
+    max_connections: u32,
+    admin_url: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    tenant_pools: PoolSettings,
+    binding: TenantBinding,
+    cache: CacheConfig,
+}
+
+impl TenancyBuilder {
+    /// The connection used to create roles and databases for database-isolated tenants.
+    ///
+    /// Its user, password, database (the maintenance database, normally `postgres`) and
+    /// options are used; host and port always come from the tenant's own config, so one
+    /// admin URL serves every server. Defaults to `TENANCY_ADMIN_URL`, then to the master
+    /// URL's credentials with the database `postgres`.
+    pub fn admin_url(mut self, url: impl Into<String>) -> Self {
+        self.admin_url = Some(url.into());
+        self
+    }
+
+    /// The key file used when `TENANCY_SECRET_KEY` and `TENANCY_SECRET_KEY_FILE` are
+    /// unset. Defaults to [`DEFAULT_SECRET_KEY_FILE`] in the working folder.
+    pub fn secret_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secret_key_file = Some(path.into());
+        self
+    }
+
+    /// The most connections the master pool opens (default 10): the connection budget that
+    /// fleet operations size their concurrency by.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The most connections all database-isolated tenants' pools may hold together
+    /// (default [`DEFAULT_TENANT_CONNECTION_BUDGET`](crate::DEFAULT_TENANT_CONNECTION_BUDGET)),
+    /// on top of the master pool's [`max_connections`](Self::max_connections).
+    ///
+    /// Tenant pools are cached, least recently used first out: at most
+    /// `budget / connections_per_tenant_pool` are open at once, and a pool is closed
+    /// before its connections are counted as free. Raised to one pool's size if smaller.
+    pub fn tenant_connection_budget(mut self, budget: u32) -> Self {
+        self.tenant_pools.budget = budget;
+        self
+    }
+
+    /// The most connections one tenant's database pool opens (default
+    /// [`DEFAULT_CONNECTIONS_PER_TENANT_POOL`](crate::DEFAULT_CONNECTIONS_PER_TENANT_POOL),
+    /// at least 1).
+    pub fn connections_per_tenant_pool(mut self, connections: u32) -> Self {
+        self.tenant_pools.per_pool = connections.max(1);
+        self
+    }
+
+    /// How long a tenant pool's connection may stay idle before it is closed (default
+    /// [`DEFAULT_TENANT_POOL_IDLE_TIMEOUT`](crate::DEFAULT_TENANT_POOL_IDLE_TIMEOUT)), so
+    /// quiet tenants hold no server connections even while their pool stays cached.
+    pub fn tenant_pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.tenant_pools.idle_timeout = timeout;
+        self
+    }
+
+    /// How handles of schema- and table-isolated tenants on a PostgreSQL master reach
+    /// their data (default [`TenantBinding::TenantPools`]); see [`TenantBinding`].
+    ///
+    /// The two differ in their threat model. [`TenantBinding::TenantPools`] logs each
+    /// tenant in as its own role, so the database contains whatever SQL reaches a handle,
+    /// hostile raw SQL included. [`TenantBinding::SharedTransactions`] binds each
+    /// transaction of the master pool with settings and resets the session before it
+    /// commits: it contains sea-orm code and leaves nothing behind for the next tenant,
+    /// but **not** hostile raw SQL, which runs as the master URL's user (often a
+    /// superuser) and can change the settings that bind it (`RESET ROLE`,
+    /// `set_config('tenancy.tenant_id', ...)`, `set_config('search_path', ...)`). Choose
+    /// it only when no SQL from tenants or their users reaches a handle.
+    pub fn tenant_binding(mut self, binding: TenantBinding) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// The cache tenants' namespaces live in (default: [`CacheConfig::memory`]).
+    ///
+    /// [`connect`](TenancyBuilder::connect) then fails with [`Error::InvalidCacheUrl`]
+    /// for a Redis URL it cannot use; it does not contact Redis (that happens on the first
+    /// cache call), so a Redis outage does not stop the application from starting.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn demo() -> tenancy::Result<()> {
+    /// use tenancy::cache::CacheConfig;
+    /// let tenancy = tenancy::Tenancy::builder(tenancy::master_url_from_env())
+    ///     .cache(CacheConfig::redis("redis://127.0.0.1:6379").prefix("shop"))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Error::InvalidCacheUrl`]: crate::Error::InvalidCacheUrl
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = config;
+        self
+    }
+
+    /// Connects to the master database and applies the framework's own migrations
+    /// (creating `tenancy_tenants` on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedUrl`] for a URL that is neither PostgreSQL nor SQLite,
+    /// [`Error::CannotConnect`] when the server cannot be reached, [`Error::Database`]
+    /// when the registry migration fails.
+    pub async fn connect(self) -> Result<Tenancy> {
+        let url = MasterUrl::parse(&self.url)?;
+        let cache = self.cache.open()?;
+        // Shared transactions bind tenants on the master pool's connections, where a
+        // statement prepared under one tenant's `search_path` must never run for another
+        // (PostgreSQL would re-plan it and fail with "cached plan must not change result
+        // type" where the tenants' tables differ): that pool prepares unnamed statements.
+        let named_statements = self.binding == TenantBinding::TenantPools;
+        let master = connect_pool(url.as_str(), None, self.max_connections, None, named_statements).await?;
+        migrate_registry(&master).await?;
+        let admin_url =
+            self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
+        let admin_url = AdminUrl::new(admin_url.as_deref(), &url)?;
+        Ok(Tenancy::from_parts(Parts {
+            master,
+            max_connections: self.max_connections,
+            url,
+            admin_url,
+            secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
+            pools: TenantPools::new(self.tenant_pools),
+            binding: self.binding,
+            cache,
+        }))
+    }
+}
+
+impl Tenancy {
+    /// Starts a [`TenancyBuilder`] for the master database at `url`.
+    ///
+    /// Its defaults bind schema and table tenants' handles through pools of their own
+    /// login roles ([`TenantBinding::TenantPools`]), which contain hostile SQL; see
+    /// [`TenancyBuilder::tenant_binding`] for the faster-to-scale alternative and the
+    /// threats it does not cover.
+    pub fn builder(url: impl Into<String>) -> TenancyBuilder {
+        TenancyBuilder {
+            url: url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            admin_url: None,
+            secret_key_file: None,
+            tenant_pools: PoolSettings::default(),
+            binding: TenantBinding::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// Applies [`RegistryMigrator`] so that concurrent first runs cannot trip over each other.
+async fn migrate_registry(master: &DatabaseConnection) -> Result<()> {
+    match master.get_database_backend() {
+        DbBackend::Postgres => {
+            // Concurrent `CREATE TABLE IF NOT EXISTS` can still fail on PostgreSQL's
+            // catalog unique indexes, so the first run takes a transaction-scoped
+            // advisory lock; it is released at commit even behind a pooler.
+            let txn = master.begin().await?;
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [REGISTRY_LOCK_KEY.into()],
+            ))
+            .await?;
+            RegistryMigrator::up(&txn, None).await?;
+            txn.commit().await?;
+            Ok(())
+        }
+        _ => {
+            // SQLite serialises writers; a racing process may insert the same migration
+            // record first, after which nothing is pending and the failure is moot.
+            let mut attempt = 0;
+            loop {
+                match RegistryMigrator::up(master, None).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) => {
+                        attempt += 1;
+                        let pending = RegistryMigrator::get_pending_migrations(master).await;
+                        if matches!(&pending, Ok(p) if p.is_empty()) {
+                            return Ok(());
+                        }
+                        if attempt >= 3 {
+                            return Err(err.into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The advisory lock key guarding the framework's master-database migrations
+/// (`'tenancy'` as ASCII bytes, so it is recognisable in `pg_locks`).
+const REGISTRY_LOCK_KEY: i64 = 0x0074_656e_616e_6379;

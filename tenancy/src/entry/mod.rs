@@ -1,0 +1,386 @@
+//! [`Tenancy`]: the entry point, holding the master database connection. Every public
+//! method of `Tenancy` is here; each delegates to the module that owns the work.
+
+mod builder;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement};
+
+pub use self::builder::TenancyBuilder;
+use crate::cache::{CacheStore, GlobalCache, SharedCache};
+use crate::connection::TenantBinding;
+use crate::connection::pools::TenantPools;
+use crate::connection::url::{AdminUrl, Backend, MasterUrl};
+use crate::provisioning::{NewTenant, ProvisionHooks, Provisioned};
+use crate::registry::entity;
+use crate::registry::ledger::Ledger;
+use crate::secret::{KeySource, SecretKey};
+use crate::{Error, Result, Tenant, TenantConnection, TenantId};
+
+/// The default key file, in the working folder, used when neither `TENANCY_SECRET_KEY`
+/// nor `TENANCY_SECRET_KEY_FILE` is set.
+pub const DEFAULT_SECRET_KEY_FILE: &str = ".tenancy-secret.key";
+
+/// The master pool's default connection budget.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The multi-tenancy entry point: a connection to the master database, which holds the
+/// tenant registry, plus what is needed to reach each tenant's storage.
+///
+/// Cheap to clone: clones share the master connection pool, the tenant pools and the
+/// cache.
+#[derive(Clone)]
+pub struct Tenancy {
+    master: DatabaseConnection,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of one [`Tenancy`] share.
+struct Shared {
+    max_connections: u32,
+    url: MasterUrl,
+    /// `None` on a SQLite master without `TENANCY_ADMIN_URL`: nothing to administer.
+    admin_url: Option<AdminUrl>,
+    secret_key_file: PathBuf,
+    secret_key: OnceLock<(SecretKey, KeySource)>,
+    /// The tenant pools (database tenants and tenant logins).
+    pools: TenantPools,
+    /// The table-isolation application role of this master database, read once.
+    app_role: tokio::sync::OnceCell<String>,
+    /// How schema and table tenants' handles reach their data.
+    binding: TenantBinding,
+    /// The tenant login role prefix and the name of the master database, read once.
+    master_identity: tokio::sync::OnceCell<(String, String)>,
+    /// The cache tenants' namespaces live in.
+    cache: SharedCache,
+}
+
+/// What [`TenancyBuilder::connect`] gathered.
+struct Parts {
+    master: DatabaseConnection,
+    max_connections: u32,
+    url: MasterUrl,
+    admin_url: Option<AdminUrl>,
+    secret_key_file: PathBuf,
+    pools: TenantPools,
+    binding: TenantBinding,
+    cache: SharedCache,
+}
+
+impl std::fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("master", &self.shared.url)
+            .field("admin_url", &self.shared.admin_url)
+            .field("secret_key_file", &self.shared.secret_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenancy {
+    fn from_parts(parts: Parts) -> Tenancy {
+        Tenancy {
+            master: parts.master,
+            shared: Arc::new(Shared {
+                max_connections: parts.max_connections,
+                url: parts.url,
+                admin_url: parts.admin_url,
+                secret_key_file: parts.secret_key_file,
+                secret_key: OnceLock::new(),
+                pools: parts.pools,
+                app_role: tokio::sync::OnceCell::new(),
+                binding: parts.binding,
+                master_identity: tokio::sync::OnceCell::new(),
+                cache: parts.cache,
+            }),
+        }
+    }
+
+    /// Connects to the master database at `url` with default options.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenancy::Result<()> {
+    /// let tenancy = tenancy::Tenancy::connect(tenancy::master_url_from_env()).await?;
+    /// for tenant in tenancy.tenants().await? {
+    ///     println!("{} ({})", tenant.id(), tenant.isolation());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TenancyBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Tenancy> {
+        Self::builder(url).connect().await
+    }
+
+    // --- The registry -------------------------------------------------------------------
+
+    /// Every registered tenant, ordered by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on a query failure, [`Error::CorruptRegistry`] for a row this
+    /// version cannot read.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
+        entity::Entity::find()
+            .order_by_asc(entity::Column::TenantId)
+            .all(&self.master)
+            .await?
+            .into_iter()
+            .map(Tenant::from_row)
+            .collect()
+    }
+
+    /// The registered tenant with this id, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantId`] for an id that is not one, otherwise as
+    /// [`Tenancy::tenants`].
+    pub async fn find_tenant<I>(&self, id: I) -> Result<Option<Tenant>>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        self.find_by_id(&id.try_into()?).await
+    }
+
+    async fn find_by_id(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        entity::Entity::find_by_id(id.as_str()).one(&self.master).await?.map(Tenant::from_row).transpose()
+    }
+
+    /// The registered tenant with this id.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`] when there is none, otherwise as [`Tenancy::find_tenant`].
+    pub async fn get_tenant<I>(&self, id: I) -> Result<Tenant>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        let id = id.try_into()?;
+        self.find_by_id(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })
+    }
+
+    /// Creates a tenant: the registry row, its storage, optionally its migrations (see
+    /// [`NewTenant`] and the crate docs' "Creating a tenant").
+    ///
+    /// Everything that can be checked is checked before anything is created (the id is
+    /// free, the role, database or schema do not exist yet, or an existing database
+    /// accepts the given credentials; the secret key is readable). Then the id is claimed
+    /// by inserting the registry row in state `provisioning` (the primary key settles
+    /// races between concurrent runs), the storage is created, migrations run, and the
+    /// row is marked `ready`. If any step fails, what this run created is removed again,
+    /// in reverse order, together with the row, so the same call can simply be retried.
+    /// Nothing that existed before the run is ever dropped.
+    ///
+    /// # Errors
+    /// Validation errors ([`Error::TenantExists`], [`Error::RoleExists`],
+    /// [`Error::DatabaseExists`], [`Error::SchemaExists`], [`Error::CannotConnect`],
+    /// [`Error::SchemaNeedsPostgres`], [`Error::InvalidIdentifier`], ...) with nothing
+    /// created; [`Error::ProvisioningFailed`] after a failed step was undone;
+    /// [`Error::RollbackFailed`] when undoing failed too.
+    pub async fn create_tenant<H: ProvisionHooks>(&self, new: NewTenant, hooks: &H) -> Result<Provisioned> {
+        crate::provisioning::create(self, new, hooks).await
+    }
+
+    /// The fleet migration ledger (see [`crate::ledger`]).
+    pub fn ledger(&self) -> Ledger<'_> {
+        Ledger::new(&self.master)
+    }
+
+    // --- Tenants' data --------------------------------------------------------------------
+
+    /// The handle of a ready tenant: pass `&handle` wherever sea-orm takes a connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenancy::Tenancy) -> tenancy::Result<()> {
+    /// let acme = tenancy.tenant("acme").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Looks the tenant up in the registry on every call (a single-row query); the handle
+    /// itself can be kept and cloned freely, and picks its route to the tenant's storage
+    /// once, here. No connection to the tenant's database is opened yet: that happens on
+    /// the handle's first use.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidTenantId`] for an id that is not one;
+    /// - [`Error::TenantNotFound`] when no tenant has this id;
+    /// - [`Error::TenantNotReady`] when the tenant is still being provisioned;
+    /// - [`Error::HandleNotYetSupported`] for a schema tenant a SQLite master's registry
+    ///   claims to have (schema isolation needs PostgreSQL);
+    /// - [`Error::CorruptRegistry`] when the registry row cannot be read, or a database
+    ///   tenant's SQLite file is registered while the master is not a SQLite file;
+    /// - [`Error::Database`] when the registry cannot be read.
+    pub async fn tenant<I>(&self, id: I) -> Result<TenantConnection>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        let tenant = self.get_tenant(id).await?;
+        TenantConnection::open(self.clone(), tenant)
+    }
+
+    /// Where a tenant's data lives, for listings: never a password.
+    pub fn describe_location(&self, tenant: &Tenant) -> String {
+        crate::storage::describe(self, tenant)
+    }
+
+    /// A connection to a tenant's own relational storage, for running its migrations:
+    ///
+    /// - database isolation: the tenant's database, connected as the tenant's role;
+    /// - schema isolation: the master database with `search_path` set to the tenant's
+    ///   schema alone, so nothing falls through to `public`;
+    /// - table isolation: the master database, which holds the shared tables;
+    /// - cache isolation: `None`, there is nothing relational.
+    ///
+    /// The connection (except the shared master) is the caller's: close it when done.
+    ///
+    /// # Errors
+    /// [`Error::CannotConnect`], [`Error::Decrypt`], [`Error::SecretKey`].
+    pub async fn connect_storage(&self, tenant: &Tenant) -> Result<Option<DatabaseConnection>> {
+        crate::storage::migration_target(self, tenant).await
+    }
+
+    /// Closes the tenant's cached connection pool, if one is open (once the operations
+    /// using it are done), so that its next use opens new connections.
+    ///
+    /// Call it after changing the shape of a tenant's tables from this process:
+    /// PostgreSQL refuses to run a statement prepared (and cached by the driver) before a
+    /// change of its result columns ("cached plan must not change result type").
+    /// `tenancy-migrate` does so after migrating a tenant; a single statement through the
+    /// handle that meets the error also does it and retries once on fresh connections.
+    /// Returns whether a pool was open.
+    pub fn reset_tenant_pool(&self, id: &TenantId) -> bool {
+        self.shared.pools.evict(id)
+    }
+
+    // --- The cache ------------------------------------------------------------------------
+
+    /// The shared, tenant-less part of the cache, for data that belongs to no tenant
+    /// (plans, feature flags). It takes [`GlobalKey`](crate::cache::GlobalKey)s only.
+    pub fn global_cache(&self) -> GlobalCache {
+        self.shared.cache.global()
+    }
+
+    /// The cache store itself, below the key layout: for operations and tests.
+    pub fn cache_store(&self) -> &Arc<dyn CacheStore> {
+        self.shared.cache.store()
+    }
+
+    // --- The master database and its settings ------------------------------------------------
+
+    /// The master database connection (the registry and, in table isolation, the shared
+    /// tables).
+    pub fn master(&self) -> &DatabaseConnection {
+        &self.master
+    }
+
+    /// The master database's backend.
+    pub fn backend(&self) -> Backend {
+        self.shared.url.backend()
+    }
+
+    /// `host:port` of the master database server, for messages (`local file` for SQLite).
+    pub fn master_server(&self) -> String {
+        self.shared.url.server()
+    }
+
+    /// The folder holding the master SQLite file (and tenant database files), if the
+    /// master is a SQLite file.
+    pub fn sqlite_dir(&self) -> Option<&Path> {
+        self.shared.url.sqlite_dir()
+    }
+
+    /// How handles of schema and table tenants reach their data (see
+    /// [`TenancyBuilder::tenant_binding`]).
+    pub fn tenant_binding(&self) -> TenantBinding {
+        self.shared.binding
+    }
+
+    /// The master pool's connection budget (see [`TenancyBuilder::max_connections`]).
+    pub fn connection_budget(&self) -> u32 {
+        self.shared.max_connections
+    }
+
+    /// The application role table-isolated tenants' statements run as on this master
+    /// database ([`crate::rls::app_role`]), queried once and then cached.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails.
+    pub async fn app_role(&self) -> Result<&str> {
+        self.shared.app_role.get_or_try_init(|| crate::rls::app_role(&self.master)).await.map(String::as_str)
+    }
+
+    /// The operator's secret key, loaded (or generated) on first use.
+    ///
+    /// # Errors
+    /// [`Error::SecretKey`] when the key cannot be read or created.
+    pub fn secret_key(&self) -> Result<&(SecretKey, KeySource)> {
+        if let Some(loaded) = self.shared.secret_key.get() {
+            return Ok(loaded);
+        }
+        let loaded = SecretKey::load_or_create(&self.shared.secret_key_file)?;
+        // Another thread may have won the race; both loaded the same key material.
+        Ok(self.shared.secret_key.get_or_init(|| loaded))
+    }
+
+    /// The key file this instance generated because no key existed yet, if it did.
+    ///
+    /// Commands tell the operator where it is (and to back it up) whether or not the work
+    /// that needed the key succeeded.
+    pub fn generated_key_file(&self) -> Option<&Path> {
+        match self.shared.secret_key.get() {
+            Some((_, KeySource::Generated(path))) => Some(path),
+            _ => None,
+        }
+    }
+
+    // --- For the crate's modules ----------------------------------------------------------
+
+    /// The parsed master URL.
+    pub(crate) fn master_url(&self) -> &MasterUrl {
+        &self.shared.url
+    }
+
+    /// The admin credentials for the server at `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedUrl`] when there are none (a SQLite master without
+    /// `TENANCY_ADMIN_URL`) or the host makes no URL.
+    pub(crate) fn admin_url_for(&self, host: &str, port: u16) -> Result<url::Url> {
+        let admin = self.shared.admin_url.as_ref().ok_or(Error::UnsupportedUrl {
+            url: "TENANCY_ADMIN_URL".to_owned(),
+            reason: "a PostgreSQL tenant database needs admin credentials: set TENANCY_ADMIN_URL",
+        })?;
+        admin.for_server(host, port)
+    }
+
+    /// The tenant pools.
+    pub(crate) fn pools(&self) -> &TenantPools {
+        &self.shared.pools
+    }
+
+    /// The cache.
+    pub(crate) fn shared_cache(&self) -> &SharedCache {
+        &self.shared.cache
+    }
+
+    /// The tenant login role prefix ([`crate::rls::tenant_role_prefix`]) and the name of
+    /// the PostgreSQL master database, queried once and then cached.
+    pub(crate) async fn master_identity(&self) -> Result<&(String, String)> {
+        self.shared
+            .master_identity
+            .get_or_try_init(|| async {
+                let prefix = crate::rls::tenant_role_prefix(&self.master).await?;
+                let row = self
+                    .master
+                    .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+                    .await?;
+                let database = row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default();
+                Ok((prefix, database))
+            })
+            .await
+    }
+}

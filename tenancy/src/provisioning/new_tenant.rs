@@ -1,0 +1,177 @@
+//! [`NewTenant`]: what [`Tenancy::create_tenant`](crate::Tenancy::create_tenant) creates.
+
+use crate::connection::url::DEFAULT_POSTGRES_PORT;
+use crate::secret::Password;
+use crate::{Error, Isolation, Result, TenantId};
+
+/// What to create: the input of [`Tenancy::create_tenant`](crate::Tenancy::create_tenant).
+///
+/// ```
+/// use tenancy::{Isolation, NewDatabase, NewTenant};
+/// use tenancy::secret::Password;
+///
+/// let table = NewTenant::new("globex", "Globex Corporation", Isolation::Table)?.migrate(true);
+/// let database = NewTenant::new("acme", "ACME", Isolation::Database)?
+///     .database(NewDatabase::create("acme_db").login("acme_user", Password::new("s3cret".to_owned())));
+/// assert_eq!(database.id().as_str(), "acme");
+/// # Ok::<(), tenancy::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    id: TenantId,
+    name: String,
+    isolation: Isolation,
+    database: Option<NewDatabase>,
+    migrate: bool,
+}
+
+impl NewTenant {
+    /// A tenant with this id, human-readable name and isolation mode; not migrated unless
+    /// [`migrate`](Self::migrate) says so.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantId`] for an id that is not one, [`Error::Missing`] for a
+    /// blank name.
+    pub fn new<I>(id: I, name: impl Into<String>, isolation: Isolation) -> Result<NewTenant>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        let name = name.into().trim().to_owned();
+        if name.is_empty() {
+            return Err(Error::Missing { what: "tenant name: it must not be blank".to_owned() });
+        }
+        Ok(NewTenant { id: id.try_into()?, name, isolation, database: None, migrate: false })
+    }
+
+    /// The database of a database-isolated tenant (required for that mode, ignored by the
+    /// others); `None` takes a database given before away again.
+    pub fn database(mut self, database: impl Into<Option<NewDatabase>>) -> Self {
+        self.database = database.into();
+        self
+    }
+
+    /// Whether to run the application's migrations for the tenant before marking it
+    /// ready (through [`ProvisionHooks::migrate`](crate::ProvisionHooks::migrate)).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The new tenant's id.
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// Its name, trimmed.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its isolation mode.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// The database given with [`database`](Self::database).
+    pub fn database_spec(&self) -> Option<&NewDatabase> {
+        self.database.as_ref()
+    }
+
+    /// Whether migrations run before the tenant is marked ready.
+    pub fn migrates(&self) -> bool {
+        self.migrate
+    }
+}
+
+/// The database of a database-isolated tenant: created by the run, or an existing one
+/// adopted.
+///
+/// On a PostgreSQL master it needs the role the tenant connects as
+/// ([`login`](Self::login)); on a SQLite master the tenant's database is the file
+/// `<name>.db` beside the master file and only the name is used.
+#[derive(Debug, Clone)]
+pub struct NewDatabase {
+    name: String,
+    create: bool,
+    login: Option<DatabaseLogin>,
+    host: String,
+    port: u16,
+}
+
+impl NewDatabase {
+    /// A database to create, with its role: neither may exist yet.
+    pub fn create(name: impl Into<String>) -> Self {
+        NewDatabase {
+            name: name.into(),
+            create: true,
+            login: None,
+            host: "localhost".to_owned(),
+            port: DEFAULT_POSTGRES_PORT,
+        }
+    }
+
+    /// A database that exists already: the run checks that the credentials connect to
+    /// it, and creates nothing.
+    pub fn existing(name: impl Into<String>) -> Self {
+        NewDatabase { create: false, ..NewDatabase::create(name) }
+    }
+
+    /// The PostgreSQL role the tenant connects as. The password is stored only
+    /// encrypted.
+    pub fn login(mut self, user: impl Into<String>, password: Password) -> Self {
+        self.login = Some(DatabaseLogin { user: user.into(), password });
+        self
+    }
+
+    /// The PostgreSQL server of the database (default `localhost:5432`).
+    pub fn server(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.host = host.into();
+        self.port = port;
+        self
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the run creates the database (`false`: adopts an existing one).
+    pub fn creates(&self) -> bool {
+        self.create
+    }
+
+    /// The PostgreSQL credentials, if given.
+    pub fn postgres_login(&self) -> Option<&DatabaseLogin> {
+        self.login.as_ref()
+    }
+
+    /// The PostgreSQL server's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The PostgreSQL server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// The role of a PostgreSQL tenant database (see [`NewDatabase::login`]).
+#[derive(Debug, Clone)]
+pub struct DatabaseLogin {
+    user: String,
+    password: Password,
+}
+
+impl DatabaseLogin {
+    /// The role name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The role's password.
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+}

@@ -1,0 +1,253 @@
+//! Where a tenant's data lives: [`Placement`], parsed once from the registry's `config`
+//! column, in a shape that cannot express an invalid tenant.
+//!
+//! The JSON stored in `config` keeps the shape of the first version (`database`,
+//! `schema` and `login` keys, only those of the tenant's mode present), so masters
+//! written by it open unchanged; [`StoredConfig`] is that shape and nothing else reads it.
+
+use std::path::{Path, PathBuf};
+
+use crate::Isolation;
+use crate::secret::EncryptedSecret;
+
+/// Where a tenant's data lives, by isolation mode.
+///
+/// Read from the registry once ([`crate::Tenant::placement`]); every part a mode needs is
+/// there, so nothing checks it again.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// [`Isolation::Database`]: a database of its own.
+    Database(TenantDatabase),
+    /// [`Isolation::Schema`]: a schema of the PostgreSQL master database.
+    Schema {
+        /// The schema's name (the tenant id).
+        schema: String,
+        /// The login role its connections use; `None` only for a tenant registered
+        /// without one, whose handle binds transactions of the master pool instead.
+        login: Option<TenantLogin>,
+    },
+    /// [`Isolation::Table`]: rows in the master database's shared tables.
+    Table {
+        /// The login role the row-level security policies know the tenant by (PostgreSQL
+        /// master); `None` on a SQLite master, where statements are rewritten instead.
+        login: Option<TenantLogin>,
+    },
+    /// [`Isolation::Cache`]: a namespace of the shared cache, nothing relational.
+    Cache,
+}
+
+impl Placement {
+    /// The isolation mode this placement belongs to.
+    pub fn isolation(&self) -> Isolation {
+        match self {
+            Placement::Database(_) => Isolation::Database,
+            Placement::Schema { .. } => Isolation::Schema,
+            Placement::Table { .. } => Isolation::Table,
+            Placement::Cache => Isolation::Cache,
+        }
+    }
+
+    /// The tenant's own login role on the master database (schema and table tenants on
+    /// PostgreSQL).
+    pub fn login(&self) -> Option<&TenantLogin> {
+        match self {
+            Placement::Schema { login, .. } | Placement::Table { login } => login.as_ref(),
+            Placement::Database(_) | Placement::Cache => None,
+        }
+    }
+
+    /// The schema of a schema tenant.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            Placement::Schema { schema, .. } => Some(schema),
+            _ => None,
+        }
+    }
+
+    /// The database of a database tenant.
+    pub fn database(&self) -> Option<&TenantDatabase> {
+        match self {
+            Placement::Database(database) => Some(database),
+            _ => None,
+        }
+    }
+
+    /// Reads the stored `config` of a tenant of mode `isolation`.
+    ///
+    /// # Errors
+    /// Why the config cannot be the mode's: the registry row is corrupt.
+    pub(crate) fn from_stored(isolation: Isolation, config: serde_json::Value) -> Result<Self, String> {
+        let stored: StoredConfig = serde_json::from_value(config).map_err(|err| format!("config: {err}"))?;
+        let StoredConfig { database, schema, login } = stored;
+        let unexpected = |what: &str| Err(format!("a {isolation} tenant's config has {what}"));
+        match isolation {
+            Isolation::Database => {
+                let database = database.ok_or("a database tenant's config names no database")?;
+                if schema.is_some() {
+                    return unexpected("a schema");
+                }
+                if login.is_some() {
+                    return unexpected("a login role");
+                }
+                Ok(Placement::Database(database))
+            }
+            Isolation::Schema => {
+                let schema = schema.ok_or("a schema tenant's config names no schema")?;
+                if database.is_some() {
+                    return unexpected("a database");
+                }
+                Ok(Placement::Schema { schema, login })
+            }
+            Isolation::Table => match (database, schema) {
+                (None, None) => Ok(Placement::Table { login }),
+                (Some(_), _) => unexpected("a database"),
+                (_, Some(_)) => unexpected("a schema"),
+            },
+            Isolation::Cache => match (database, schema, login) {
+                (None, None, None) => Ok(Placement::Cache),
+                _ => unexpected("relational storage"),
+            },
+        }
+    }
+
+    /// The JSON stored in the registry's `config` column for this placement (the shape
+    /// of the first version, read back by the registry unchanged).
+    pub fn to_stored(&self) -> serde_json::Value {
+        let stored = match self {
+            Placement::Database(database) => {
+                StoredConfig { database: Some(database.clone()), ..StoredConfig::default() }
+            }
+            Placement::Schema { schema, login } => {
+                StoredConfig { schema: Some(schema.clone()), login: login.clone(), ..StoredConfig::default() }
+            }
+            Placement::Table { login } => StoredConfig { login: login.clone(), ..StoredConfig::default() },
+            Placement::Cache => StoredConfig::default(),
+        };
+        // A struct of strings, numbers and options: serializing it cannot fail.
+        serde_json::to_value(stored).unwrap_or_default()
+    }
+}
+
+/// The `config` column as stored: only the part of the tenant's mode is set.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StoredConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    database: Option<TenantDatabase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    login: Option<TenantLogin>,
+}
+
+/// The PostgreSQL login role of a schema- or table-isolated tenant, made when the tenant
+/// is created.
+///
+/// A connection logged in as this role belongs to the tenant for its whole life, so the
+/// tenant is bound without a statement of its own and without session state that could
+/// reach another tenant (a transaction-mode pooler such as PgBouncer keeps one pool per
+/// user). Schema isolation: the role's `search_path` default is the tenant's schema, and
+/// it may use that schema only. Table isolation: the role name itself names the tenant
+/// to the row-level security policies, read as the session's login role (`session_user`,
+/// which `SET ROLE` cannot change; see [`crate::rls`]), and the role inherits the
+/// application role's privileges.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TenantLogin {
+    /// The role name: [`crate::rls::tenant_role_prefix`] followed by the tenant id.
+    pub user: String,
+    /// The role's random password, encrypted with the operator's secret key.
+    pub password: EncryptedSecret,
+}
+
+/// Where a database-isolated tenant's database lives.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum TenantDatabase {
+    /// A PostgreSQL database on the server the config names.
+    Postgres(PostgresDatabase),
+    /// A SQLite file beside the master database file.
+    Sqlite(SqliteDatabase),
+}
+
+impl TenantDatabase {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        match self {
+            TenantDatabase::Postgres(db) => &db.name,
+            TenantDatabase::Sqlite(db) => &db.name,
+        }
+    }
+}
+
+/// A tenant's own PostgreSQL database and the role that owns it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PostgresDatabase {
+    /// Database name.
+    pub name: String,
+    /// The role the tenant connects as; it owns the database.
+    pub user: String,
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// The role's password, encrypted with the operator's secret key.
+    pub password: EncryptedSecret,
+}
+
+impl PostgresDatabase {
+    /// `host:port`, for messages.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A tenant's own SQLite database file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SqliteDatabase {
+    /// The database name; the file is `<name>.db` in the master database's folder.
+    pub name: String,
+}
+
+impl SqliteDatabase {
+    /// The file, given the folder of the master database.
+    pub fn file_in(&self, master_dir: &Path) -> PathBuf {
+        master_dir.join(format!("{}.db", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_shapes_of_the_first_version_round_trip() {
+        let login = serde_json::json!({"user": "tnt_x_acme", "password": format!("v1:{}", "A".repeat(64))});
+        let rows = [
+            (Isolation::Cache, serde_json::json!({})),
+            (Isolation::Table, serde_json::json!({})),
+            (Isolation::Table, serde_json::json!({ "login": login })),
+            (Isolation::Schema, serde_json::json!({ "schema": "acme", "login": login })),
+            (Isolation::Database, serde_json::json!({"database": {"engine": "sqlite", "name": "acme_db"}})),
+        ];
+        for (isolation, stored) in rows {
+            let placement =
+                Placement::from_stored(isolation, stored.clone()).unwrap_or_else(|err| panic!("{isolation}: {err}"));
+            assert_eq!(placement.isolation(), isolation);
+            assert_eq!(placement.to_stored(), stored);
+        }
+    }
+
+    #[test]
+    fn a_config_that_does_not_fit_its_mode_is_refused() {
+        let refused = [
+            (Isolation::Schema, serde_json::json!({})),
+            (Isolation::Database, serde_json::json!({})),
+            (Isolation::Cache, serde_json::json!({"schema": "acme"})),
+            (Isolation::Table, serde_json::json!({"database": {"engine": "sqlite", "name": "x"}})),
+            (Isolation::Database, serde_json::json!({"database": {"engine": "mysql", "name": "x"}})),
+        ];
+        for (isolation, stored) in refused {
+            assert!(Placement::from_stored(isolation, stored.clone()).is_err(), "{isolation} {stored}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The database driver: a database-isolated tenant has a database of its own, owned by a
+//! role of its own, on the PostgreSQL server its config names; on a SQLite master, a file
+//! beside the master file.
+
+use std::path::{Path, PathBuf};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::connection::Route;
+use crate::connection::url::{self, Backend, connect};
+use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure, Undo};
+use crate::registry::id::validate_sql_name;
+use crate::registry::placement::{PostgresDatabase, SqliteDatabase, TenantDatabase};
+use crate::secret::scram_sha256_verifier;
+use crate::sql::{quote_ident, quote_literal};
+use crate::storage::Plan;
+use crate::{BoxError, Error, Result, Tenancy, Tenant};
+
+/// A PostgreSQL database to create (or adopt), with the admin connection that does it.
+pub(crate) struct PostgresPlan {
+    pub(crate) config: PostgresDatabase,
+    admin: DatabaseConnection,
+    /// The SCRAM verifier of the role to create; `None` when adopting a database.
+    verifier: Option<String>,
+}
+
+/// A SQLite file to create (or adopt).
+pub(crate) struct SqlitePlan {
+    pub(crate) config: SqliteDatabase,
+    path: PathBuf,
+    create: bool,
+}
+
+pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
+    let db = new
+        .database_spec()
+        .ok_or_else(|| Error::Missing { what: "the database name of a database-isolated tenant".to_owned() })?;
+    validate_sql_name("database name", db.name())?;
+    match tenancy.backend() {
+        Backend::Sqlite => {
+            let dir = tenancy.sqlite_dir().ok_or(Error::UnsupportedUrl {
+                url: "sqlite::memory:".to_owned(),
+                reason: "database isolation on SQLite needs a master database file, not an in-memory one",
+            })?;
+            let config = SqliteDatabase { name: db.name().to_owned() };
+            let path = config.file_in(dir);
+            Ok(Plan::SqliteFile(SqlitePlan { config, path, create: db.creates() }))
+        }
+        Backend::Postgres => {
+            let login = db.postgres_login().ok_or_else(|| Error::Missing {
+                what: "the database user of a PostgreSQL tenant database".to_owned(),
+            })?;
+            validate_sql_name("database user", login.user())?;
+            url::check_host(db.host())?;
+            if db.port() == 0 {
+                return Err(Error::InvalidPort { given: "0".to_owned() });
+            }
+            let password = login.password();
+            if password.expose().is_empty() {
+                return Err(Error::MissingPassword);
+            }
+            let (key, _) = tenancy.secret_key()?;
+            let config = PostgresDatabase {
+                password: key.encrypt(password, new.id().as_str()),
+                name: db.name().to_owned(),
+                user: login.user().to_owned(),
+                host: db.host().to_owned(),
+                port: db.port(),
+            };
+            let admin = connect(tenancy.admin_url_for(&config.host, config.port)?.as_str(), None).await?;
+            let verifier = db.creates().then(|| scram_sha256_verifier(password));
+            if !db.creates() {
+                // Adopting an existing database: the credentials must work now.
+                let url =
+                    url::postgres_url(&config.user, Some(password.expose()), &config.host, config.port, &config.name)?;
+                match connect(url.as_str(), None).await {
+                    Ok(conn) => {
+                        let _ = conn.close().await;
+                    }
+                    Err(err) => {
+                        let _ = admin.close().await;
+                        return Err(err);
+                    }
+                }
+            }
+            Ok(Plan::PostgresDatabase(PostgresPlan { config, admin, verifier }))
+        }
+    }
+}
+
+impl PostgresPlan {
+    pub(crate) async fn check_free(&self) -> Result<()> {
+        if self.verifier.is_none() {
+            return Ok(());
+        }
+        let config = &self.config;
+        if super::exists(&self.admin, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &config.user).await? {
+            return Err(Error::RoleExists { name: config.user.clone(), server: config.server() });
+        }
+        if super::exists(&self.admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &config.name).await? {
+            return Err(Error::DatabaseExists { name: config.name.clone(), server: config.server() });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create(&self, run: &mut Run<'_>) -> Result<(), StepFailure> {
+        // Adopting: the database and its role exist already.
+        let Some(verifier) = &self.verifier else { return Ok(()) };
+        let (config, admin) = (&self.config, &self.admin);
+        let server = config.server();
+        let user = quote_ident(&config.user);
+        let database = quote_ident(&config.name);
+        run.step(ProvisionStep::CreateRole, async {
+            admin.execute_unprepared(&format!("CREATE ROLE {user} LOGIN PASSWORD {}", quote_literal(verifier))).await?;
+            Ok(Some(Undo::DropRole(config.user.clone())))
+        })
+        .await?;
+        run.created(Created::Role { name: config.user.clone(), server: server.clone() });
+        run.step(ProvisionStep::CreateDatabase, async {
+            admin.execute_unprepared(&format!("CREATE DATABASE {database} OWNER {user}")).await?;
+            Ok(Some(Undo::DropDatabase(config.name.clone())))
+        })
+        .await?;
+        run.created(Created::Database { name: config.name.clone(), server });
+        run.step(ProvisionStep::GrantPrivileges, async {
+            admin.execute_unprepared(&format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC")).await?;
+            admin
+                .execute_unprepared(&format!("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {database} TO {user}"))
+                .await?;
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Drops the role or database a failed run created.
+    pub(crate) async fn undo(&self, item: &Undo, name: &str) -> Result<(), BoxError> {
+        let sql = match item {
+            Undo::DropRole(_) => format!("DROP ROLE IF EXISTS {}", quote_ident(name)),
+            // FORCE ends sessions a failed migration may have left open.
+            _ => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+        };
+        self.admin.execute_unprepared(&sql).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        let _ = self.admin.close_by_ref().await;
+    }
+}
+
+impl SqlitePlan {
+    pub(crate) fn check_free(&self) -> Result<()> {
+        match (self.create, self.path.exists()) {
+            (true, true) => Err(Error::DatabaseFileExists { path: self.path.clone() }),
+            (false, false) => Err(Error::DatabaseMissing { name: self.path.display().to_string() }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn create(&self, run: &mut Run<'_>) -> Result<(), StepFailure> {
+        if !self.create {
+            return Ok(());
+        }
+        run.step(ProvisionStep::CreateDatabaseFile, async {
+            // Marked for removal before creating, so a half-written file goes too.
+            let conn = connect(&url::sqlite_url(&self.path, true), None).await?;
+            conn.close().await?;
+            Ok(Some(Undo::RemoveFile(self.path.clone())))
+        })
+        .await?;
+        run.created(Created::DatabaseFile { name: self.config.name.clone(), path: self.path.clone() });
+        Ok(())
+    }
+}
+
+/// Removes a SQLite database file and its side files.
+pub(crate) fn remove_sqlite_file(path: &Path) -> Result<(), BoxError> {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(side));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The tenant's own pool; a SQLite tenant's statements are checked for `ATTACH`.
+pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant, database: &TenantDatabase) -> Result<Route> {
+    match database {
+        TenantDatabase::Postgres(_) => Ok(Route::OwnPool { sqlite: false }),
+        TenantDatabase::Sqlite(_) if tenancy.sqlite_dir().is_some() => Ok(Route::OwnPool { sqlite: true }),
+        TenantDatabase::Sqlite(_) => Err(sqlite_without_master_file(tenant)),
+    }
+}
+
+fn sqlite_without_master_file(tenant: &Tenant) -> Error {
+    Error::CorruptRegistry {
+        tenant: tenant.id().to_string(),
+        reason: "a SQLite tenant database is registered but the master is not a SQLite file".to_owned(),
+    }
+}
+
+/// The tenant database's URL, its password decrypted.
+pub(crate) fn url(tenancy: &Tenancy, tenant: &Tenant, database: &TenantDatabase) -> Result<String> {
+    match database {
+        TenantDatabase::Postgres(db) => {
+            let password = tenancy.secret_key()?.0.decrypt(&db.password, tenant.id().as_str())?;
+            Ok(url::postgres_url(&db.user, Some(password.expose()), &db.host, db.port, &db.name)?.into())
+        }
+        TenantDatabase::Sqlite(db) => {
+            let dir = tenancy.sqlite_dir().ok_or_else(|| sqlite_without_master_file(tenant))?;
+            Ok(url::sqlite_url(&db.file_in(dir), false))
+        }
+    }
+}
+
+/// The tenant's database, connected as the tenant's role.
+pub(crate) async fn migration_target(
+    tenancy: &Tenancy,
+    tenant: &Tenant,
+    database: &TenantDatabase,
+) -> Result<DatabaseConnection> {
+    connect(&url(tenancy, tenant, database)?, None).await
+}
+
+pub(crate) fn describe(tenancy: &Tenancy, database: &TenantDatabase) -> String {
+    match database {
+        TenantDatabase::Postgres(db) => format!("database '{}' on {} as '{}'", db.name, db.server(), db.user),
+        TenantDatabase::Sqlite(db) => match tenancy.sqlite_dir() {
+            Some(dir) => format!("file '{}'", db.file_in(dir).display()),
+            None => format!("file '{}.db'", db.name),
+        },
+    }
+}

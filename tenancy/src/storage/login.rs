@@ -1,0 +1,114 @@
+//! Tenant login roles: the PostgreSQL roles schema and table tenants' own connections log
+//! in as ([`crate::TenantLogin`]). Made, and dropped again, by the schema and table drivers.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::provisioning::Undo;
+use crate::registry::id::TenantId;
+use crate::secret::{Password, scram_sha256_verifier_of_generated};
+use crate::sql::{quote_ident, quote_literal};
+use crate::table_isolation::row_security;
+use crate::{BoxError, Result, Tenancy, TenantLogin};
+
+/// A tenant login role to create: its registry record and its password's SCRAM verifier.
+pub(crate) struct PlannedLogin {
+    pub(crate) config: TenantLogin,
+    pub(crate) verifier: String,
+}
+
+impl PlannedLogin {
+    /// The login role of a new schema or table tenant on the PostgreSQL master, with a
+    /// random password that only the secret key can recover.
+    pub(crate) async fn new(tenancy: &Tenancy, id: &TenantId) -> Result<PlannedLogin> {
+        let (prefix, _) = tenancy.master_identity().await?;
+        let password = Password::generate();
+        let (key, _) = tenancy.secret_key()?;
+        Ok(PlannedLogin {
+            verifier: scram_sha256_verifier_of_generated(&password),
+            config: TenantLogin { user: format!("{prefix}{id}"), password: key.encrypt(&password, id.as_str()) },
+        })
+    }
+
+    /// Refuses a role name that exists already (left over, or another master's).
+    pub(crate) async fn check_free(&self, tenancy: &Tenancy) -> Result<()> {
+        let user = &self.config.user;
+        if super::exists(tenancy.master(), "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", user).await? {
+            return Err(crate::Error::LoginRoleExists { name: user.clone() });
+        }
+        Ok(())
+    }
+
+    /// What removes the role again.
+    pub(crate) fn undo(&self) -> Undo {
+        Undo::DropLoginRole(self.config.user.clone())
+    }
+}
+
+/// Creates the login role of a table-isolated tenant on the master `txn` runs on: no
+/// superuser, no `BYPASSRLS`, owning nothing, inheriting the application role's
+/// privileges on the scoped tables (and creating that role if missing), allowed to
+/// connect to the master database. `verifier` is the password's SCRAM verifier, so the
+/// password itself never reaches the server's statement log.
+pub(crate) async fn create_table_tenant_role(
+    txn: &sea_orm::DatabaseTransaction,
+    role: &str,
+    verifier: &str,
+    database: &str,
+) -> Result<()> {
+    let app_role = row_security::app_role(txn).await?;
+    row_security::ensure_app_role(txn, &app_role).await?;
+    let grant = format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role));
+    create_login_role(txn, role, verifier, true, database, &grant).await
+}
+
+/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, `CONNECT` on the
+/// master database `database` (in case it was revoked from `PUBLIC`), then `and_then`
+/// (a statement without values, or empty): one round trip.
+pub(crate) async fn create_login_role<C: ConnectionTrait>(
+    db: &C,
+    role: &str,
+    verifier: &str,
+    inherit: bool,
+    database: &str,
+    and_then: &str,
+) -> Result<()> {
+    let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
+    let role = quote_ident(role);
+    db.execute_unprepared(&format!(
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
+         PASSWORD {verifier}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
+        verifier = quote_literal(verifier),
+        database = quote_ident(database),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Drops a tenant login role on the master, revoking what was granted to it first.
+pub(crate) async fn drop_login_role(master: &DatabaseConnection, name: &str) -> Result<(), BoxError> {
+    let (role, literal) = (quote_ident(name), quote_literal(name));
+    let drop_owned = quote_literal(&format!("DROP OWNED BY {role}"));
+    let drop_role = quote_literal(&format!("DROP ROLE {role}"));
+    master
+        .execute_unprepared(&format!(
+            "DO $tenancy$ BEGIN \
+               IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal}) THEN \
+                 EXECUTE {drop_owned}; EXECUTE {drop_role}; \
+               END IF; \
+             END $tenancy$"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The master database's URL logged in as the tenant's role, its password decrypted.
+pub(crate) fn url(tenancy: &Tenancy, tenant: &crate::Tenant, login: &TenantLogin) -> Result<String> {
+    let password = tenancy.secret_key()?.0.decrypt(&login.password, tenant.id().as_str())?;
+    let url = tenancy.master_url().with_login(&login.user, password.expose()).ok_or_else(|| {
+        crate::Error::CorruptRegistry {
+            tenant: tenant.id().to_string(),
+            reason: "a tenant login role is registered but the master is not a PostgreSQL server".to_owned(),
+        }
+    })?;
+    Ok(url.into())
+}

@@ -1,0 +1,175 @@
+//! Storage drivers: one per isolation mode, each owning, for its mode, what the rest of
+//! the crate needs to know about a tenant's storage:
+//!
+//! | driver | provisioning plan and steps | undo | migration target | connection route |
+//! | --- | --- | --- | --- | --- |
+//! | [`database`] | role + database, or a SQLite file | drop them | the tenant's database | the tenant's own pool |
+//! | [`schema`] | login role + schema, in one master transaction | drop them | the master, `search_path` = the schema | the login's pool, or bound master transactions |
+//! | [`table`] | login role (PostgreSQL) | drop it | the master's shared tables | the login's pool, bound master transactions, or rewritten statements (SQLite) |
+//! | [`cache`] | nothing | nothing | none | none |
+//!
+//! Provisioning ([`crate::provisioning`]) is the orchestration over a driver's [`Plan`];
+//! the tenant connection asks [`route`] once, when a handle is made. Deleting, copying and
+//! moving tenants will be more functions of the same drivers.
+
+pub(crate) mod cache;
+pub(crate) mod database;
+pub(crate) mod login;
+pub(crate) mod schema;
+pub(crate) mod table;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+
+use crate::connection::Route;
+use crate::provisioning::{NewTenant, Run, StepFailure, Undo};
+use crate::registry::placement::{Placement, TenantDatabase};
+use crate::{BoxError, Isolation, Result, Tenancy, Tenant};
+
+/// How a new tenant's storage will be made: decided, and validated, before anything is
+/// created.
+pub(crate) enum Plan {
+    /// Database isolation on a PostgreSQL server.
+    PostgresDatabase(database::PostgresPlan),
+    /// Database isolation on a SQLite master.
+    SqliteFile(database::SqlitePlan),
+    /// Schema isolation.
+    Schema(schema::Plan),
+    /// Table isolation.
+    Table(table::Plan),
+    /// Cache isolation: nothing to make.
+    Cache,
+}
+
+impl Plan {
+    /// Validates the mode-specific input of `new` and plans its storage.
+    pub(crate) async fn new(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
+        match new.isolation() {
+            Isolation::Database => database::plan(tenancy, new).await,
+            Isolation::Schema => schema::plan(tenancy, new).await.map(Plan::Schema),
+            Isolation::Table => table::plan(tenancy, new).await.map(Plan::Table),
+            Isolation::Cache => Ok(Plan::Cache),
+        }
+    }
+
+    /// Where the tenant's data will live: what the registry row records.
+    pub(crate) fn placement(&self) -> Placement {
+        match self {
+            Plan::PostgresDatabase(plan) => Placement::Database(TenantDatabase::Postgres(plan.config.clone())),
+            Plan::SqliteFile(plan) => Placement::Database(TenantDatabase::Sqlite(plan.config.clone())),
+            Plan::Schema(plan) => plan.placement(),
+            Plan::Table(plan) => plan.placement(),
+            Plan::Cache => Placement::Cache,
+        }
+    }
+
+    /// Refuses to create over anything that exists already.
+    pub(crate) async fn check_free(&self, tenancy: &Tenancy) -> Result<()> {
+        match self {
+            Plan::PostgresDatabase(plan) => plan.check_free().await,
+            Plan::SqliteFile(plan) => plan.check_free(),
+            Plan::Schema(plan) => plan.check_free(tenancy).await,
+            Plan::Table(plan) => plan.check_free(tenancy).await,
+            Plan::Cache => Ok(()),
+        }
+    }
+
+    /// Whether the storage is made inside one transaction of the master database, which
+    /// then also migrates the tenant and marks it ready: one atomic step.
+    pub(crate) fn in_master_transaction(&self) -> bool {
+        matches!(self, Plan::Schema(_))
+    }
+
+    /// Creates the storage, recording what it made in `run`. `txn` is the master
+    /// transaction of [`Plan::in_master_transaction`].
+    pub(crate) async fn create(
+        &self,
+        tenancy: &Tenancy,
+        run: &mut Run<'_>,
+        txn: Option<&DatabaseTransaction>,
+    ) -> Result<(), StepFailure> {
+        match self {
+            Plan::PostgresDatabase(plan) => plan.create(run).await,
+            Plan::SqliteFile(plan) => plan.create(run).await,
+            Plan::Schema(plan) => plan.create(tenancy, run, txn).await,
+            Plan::Table(plan) => plan.create(tenancy, run).await,
+            Plan::Cache => Ok(()),
+        }
+    }
+
+    /// Undoes one step of a failed run.
+    pub(crate) async fn undo(&self, tenancy: &Tenancy, item: &Undo) -> Result<(), BoxError> {
+        match item {
+            Undo::DeleteRow => Ok(()),
+            Undo::DropRole(name) | Undo::DropDatabase(name) => match self {
+                Plan::PostgresDatabase(plan) => plan.undo(item, name).await,
+                _ => Err("no admin connection".into()),
+            },
+            Undo::RemoveFile(path) => database::remove_sqlite_file(path),
+            Undo::DropSchema(name) => schema::drop_schema(tenancy.master(), name).await,
+            Undo::DropLoginRole(name) => login::drop_login_role(tenancy.master(), name).await,
+        }
+    }
+
+    /// Releases what planning opened (the admin connection of a PostgreSQL database).
+    pub(crate) async fn close(&self) {
+        if let Plan::PostgresDatabase(plan) = self {
+            plan.close().await;
+        }
+    }
+}
+
+/// How a handle of `tenant` reaches its storage, decided once when it is made.
+///
+/// # Errors
+/// [`crate::Error::HandleNotYetSupported`] or [`crate::Error::CorruptRegistry`] when this
+/// master cannot serve the placement.
+pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant) -> Result<Route> {
+    match tenant.placement() {
+        Placement::Database(database) => database::route(tenancy, tenant, database),
+        Placement::Schema { schema, login } => schema::route(tenancy, tenant, schema, login.as_ref()),
+        Placement::Table { login } => Ok(table::route(tenancy, login.as_ref())),
+        Placement::Cache => Ok(Route::NoStorage),
+    }
+}
+
+/// The URL of the tenant's own pool: a database tenant's database, or the master
+/// database logged in as a schema or table tenant's role. Its password is decrypted: never
+/// print it.
+pub(crate) fn pool_url(tenancy: &Tenancy, tenant: &Tenant) -> Result<String> {
+    match tenant.placement() {
+        Placement::Database(database) => database::url(tenancy, tenant, database),
+        placement => match placement.login() {
+            Some(login) => login::url(tenancy, tenant, login),
+            None => Err(crate::Error::CorruptRegistry {
+                tenant: tenant.id().to_string(),
+                reason: format!("a {} tenant without a login role has no pool of its own", tenant.isolation()),
+            }),
+        },
+    }
+}
+
+/// A connection to the tenant's relational storage for its migrations (see
+/// [`Tenancy::connect_storage`]).
+pub(crate) async fn migration_target(tenancy: &Tenancy, tenant: &Tenant) -> Result<Option<DatabaseConnection>> {
+    match tenant.placement() {
+        Placement::Database(database) => database::migration_target(tenancy, tenant, database).await.map(Some),
+        Placement::Schema { schema, .. } => schema::migration_target(tenancy, schema).await.map(Some),
+        Placement::Table { .. } => Ok(Some(tenancy.master().clone())),
+        Placement::Cache => Ok(None),
+    }
+}
+
+/// Where a tenant's data lives, for listings: never a password.
+pub(crate) fn describe(tenancy: &Tenancy, tenant: &Tenant) -> String {
+    match tenant.placement() {
+        Placement::Database(database) => database::describe(tenancy, database),
+        Placement::Schema { schema, .. } => format!("schema '{schema}'"),
+        Placement::Table { .. } => "shared tables of the master database".to_owned(),
+        Placement::Cache => format!("cache namespace '{}'", tenant.id()),
+    }
+}
+
+/// Whether `sql` with one bound `value` returns a row.
+pub(crate) async fn exists(db: &DatabaseConnection, sql: &str, value: &str) -> Result<bool> {
+    Ok(db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [value.into()])).await?.is_some())
+}
