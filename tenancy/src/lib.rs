@@ -284,7 +284,10 @@ mod provision;
 mod registry;
 pub mod rls;
 mod scoped;
-pub mod secret;
+pub mod secrets;
+/// The former path of [`secrets`], kept so that code written against it (`tenancy::secret::Password`)
+/// compiles unchanged.
+pub use crate::secrets as secret;
 pub mod sql;
 pub(crate) mod sqlite_scope;
 mod tenancy;
