@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 
 use sea_orm::ConnectionTrait;
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy};
 use tenancy_tests::{PgMaster, TempDir, count, unique_name};
 

@@ -268,13 +268,13 @@
 // and the cache. `Tenancy`, the entry point, ties them together in `entry`.
 pub mod cache;
 mod connection;
-pub mod prelude;
 mod entry;
 mod error;
 mod models;
+pub mod prelude;
 mod provisioning;
 mod registry;
-pub mod secret;
+pub mod secrets;
 pub mod sql;
 mod storage;
 mod table_isolation;

@@ -50,7 +50,7 @@ async fn main() {
         pg.track_database(&name);
         pg.track_role(&user);
         let database = tenancy::NewDatabase::create(name)
-            .login(user, tenancy::secret::Password::new("pw"))
+            .login(user, tenancy::secrets::Password::new("pw"))
             .server("127.0.0.1", 5432);
         let id = format!("t{i}");
         let new = NewTenant::new(id.parse::<tenancy::TenantId>().unwrap(), id.clone(), Isolation::Database)

@@ -107,7 +107,9 @@ impl PgMaster {
         let (db, user) = (unique_name("db"), unique_name("u"));
         self.track_database(&db);
         self.track_role(&user);
-        tenancy::NewDatabase::create(db).login(user, tenancy::secret::Password::new(password)).server("127.0.0.1", 5432)
+        tenancy::NewDatabase::create(db)
+            .login(user, tenancy::secrets::Password::new(password))
+            .server("127.0.0.1", 5432)
     }
 
     /// A superuser connection to the master database itself.

@@ -14,7 +14,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, ModelTrait, PaginatorTrait,
     QueryFilter, QueryOrder, Set, Statement, TransactionError, TransactionTrait,
 };
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, count, unique_name, with_database};

@@ -7,7 +7,7 @@ mod common;
 use common::FailAfter;
 use example_app::Migrator;
 use sea_orm::{ConnectionTrait, Database};
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};

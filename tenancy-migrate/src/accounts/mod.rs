@@ -49,7 +49,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use sea_orm_migration::MigrationTrait;
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{BoxFuture, TenantConnection};
 
 use crate::{Error, Result};

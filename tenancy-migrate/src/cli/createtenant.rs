@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgAction, Parser};
 use sea_orm_migration::MigratorTraitSelf;
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{Backend, Created, Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 
 use super::prompt::Prompter;

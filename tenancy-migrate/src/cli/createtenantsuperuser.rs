@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sea_orm::SqlErr;
-use tenancy::secret::Password;
+use tenancy::secrets::Password;
 use tenancy::{Isolation, Tenancy, TenantId, TenantStatus};
 
 use super::prompt::Prompter;

@@ -115,7 +115,7 @@ impl Prompter {
     }
 
     /// A masked password prompt, asked once.
-    pub(crate) fn password(&self, message: &str, what: &str, env: &str) -> Result<tenancy::secret::Password> {
+    pub(crate) fn password(&self, message: &str, what: &str, env: &str) -> Result<tenancy::secrets::Password> {
         if !self.interactive {
             let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
             return Err(Error::Tenancy(tenancy::Error::Missing {
@@ -134,7 +134,7 @@ impl Prompter {
                 })
             })
             .prompt()
-            .map(tenancy::secret::Password::new)
+            .map(tenancy::secrets::Password::new)
             .map_err(|err| prompt_error(message, err))
     }
 
@@ -148,7 +148,7 @@ impl Prompter {
         what: &str,
         env: &str,
         validate: impl Fn(&str) -> std::result::Result<(), String> + Clone + 'static,
-    ) -> Result<tenancy::secret::Password> {
+    ) -> Result<tenancy::secrets::Password> {
         if !self.interactive {
             let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
             return Err(Error::Tenancy(tenancy::Error::Missing {
@@ -168,7 +168,7 @@ impl Prompter {
             .with_custom_confirmation_error_message("The passwords do not match; type it again")
             .with_validator(validator)
             .prompt()
-            .map(tenancy::secret::Password::new)
+            .map(tenancy::secrets::Password::new)
             .map_err(|err| prompt_error(message, err))
     }
 }

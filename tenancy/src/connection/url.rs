@@ -251,8 +251,8 @@ impl AdminUrl {
     pub(crate) fn for_server(&self, host: &str, port: u16) -> Result<url::Url> {
         let decode = |value: &str| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
         let user = decode(self.template.username());
-        let password = self.template.password().map(|password| crate::secret::Password::new(decode(password)));
-        let password = password.as_ref().map(crate::secret::Password::expose);
+        let password = self.template.password().map(|password| crate::secrets::Password::new(decode(password)));
+        let password = password.as_ref().map(crate::secrets::Password::expose);
         let mut url = postgres_url(&user, password, host, port, &self.database)?;
         url.set_query(self.template.query());
         Ok(url)

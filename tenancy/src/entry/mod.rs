@@ -16,7 +16,7 @@ use crate::connection::url::{AdminUrl, Backend, MasterUrl};
 use crate::provisioning::{NewTenant, ProvisionHooks, Provisioned};
 use crate::registry::entity;
 use crate::registry::ledger::Ledger;
-use crate::secret::{KeySource, SecretKey};
+use crate::secrets::{KeySource, SecretKey};
 use crate::{Error, Result, Tenant, TenantConnection, TenantId};
 
 /// The default key file, in the working folder, used when neither `TENANCY_SECRET_KEY`

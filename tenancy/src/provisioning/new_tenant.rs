@@ -1,14 +1,14 @@
 //! [`NewTenant`]: what [`Tenancy::create_tenant`](crate::Tenancy::create_tenant) creates.
 
 use crate::connection::url::DEFAULT_POSTGRES_PORT;
-use crate::secret::Password;
+use crate::secrets::Password;
 use crate::{Error, Isolation, Result, TenantId};
 
 /// What to create: the input of [`Tenancy::create_tenant`](crate::Tenancy::create_tenant).
 ///
 /// ```
 /// use tenancy::{Isolation, NewDatabase, NewTenant};
-/// use tenancy::secret::Password;
+/// use tenancy::secrets::Password;
 ///
 /// let table = NewTenant::new("globex", "Globex Corporation", Isolation::Table)?.migrate(true);
 /// let database = NewTenant::new("acme", "ACME", Isolation::Database)?

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::Isolation;
-use crate::secret::EncryptedSecret;
+use crate::secrets::EncryptedSecret;
 
 /// Where a tenant's data lives, by isolation mode.
 ///

@@ -11,7 +11,7 @@ use crate::connection::url::{self, Backend, connect};
 use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure, Undo};
 use crate::registry::id::validate_sql_name;
 use crate::registry::placement::{PostgresDatabase, SqliteDatabase, TenantDatabase};
-use crate::secret::scram_sha256_verifier;
+use crate::secrets::scram_sha256_verifier;
 use crate::sql::{quote_ident, quote_literal};
 use crate::storage::Plan;
 use crate::{BoxError, Error, Result, Tenancy, Tenant};

@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::provisioning::Undo;
 use crate::registry::id::TenantId;
-use crate::secret::{Password, scram_sha256_verifier_of_generated};
+use crate::secrets::{Password, scram_sha256_verifier_of_generated};
 use crate::sql::{quote_ident, quote_literal};
 use crate::table_isolation::row_security;
 use crate::{BoxError, Result, Tenancy, TenantLogin};
