@@ -293,7 +293,7 @@ mod transaction;
 pub use crate::config::{DatabaseConfig, PostgresDatabase, SqliteDatabase, TenantConfig, TenantLogin};
 pub use crate::context::{current, scope, spawn};
 pub use crate::dburl::{Backend, DEFAULT_MASTER_URL, master_url_from_env, redact_url};
-pub use crate::error::{BoxError, Error, Result};
+pub use crate::error::{BoxError, Error, MissingValue, Result};
 pub use crate::handle::{TenantBinding, TenantConnection};
 pub use crate::id::{TenantId, validate_sql_name};
 pub use crate::isolation::Isolation;

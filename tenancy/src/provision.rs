@@ -273,7 +273,7 @@ impl Tenancy {
     pub async fn create_tenant<H: ProvisionHooks>(&self, new: NewTenant, hooks: &H) -> Result<Provisioned> {
         let name = new.name.trim().to_owned();
         if name.is_empty() {
-            return Err(Error::Missing { what: "tenant name: it must not be blank".to_owned() });
+            return Err(Error::Missing { value: crate::MissingValue::TenantName });
         }
         let storage = self.plan_storage(&new).await?;
         if self.find_tenant(&new.id).await?.is_some() {
@@ -366,9 +366,7 @@ impl Tenancy {
                 other @ Backend::Sqlite => Err(Error::SchemaNeedsPostgres { backend: other.name() }),
             },
             Isolation::Database => {
-                let db = new.database.as_ref().ok_or_else(|| Error::Missing {
-                    what: "database name for a database-isolated tenant (--db-name)".to_owned(),
-                })?;
+                let db = new.database.as_ref().ok_or(Error::Missing { value: crate::MissingValue::DatabaseName })?;
                 validate_sql_name("database name", &db.name)?;
                 match self.backend() {
                     Backend::Sqlite => {
@@ -381,10 +379,8 @@ impl Tenancy {
                         Ok(Storage::SqliteFile { config, path, create: db.create })
                     }
                     Backend::Postgres => {
-                        let user = db
-                            .user
-                            .clone()
-                            .ok_or_else(|| Error::Missing { what: "database user (--db-user)".to_owned() })?;
+                        let user =
+                            db.user.clone().ok_or(Error::Missing { value: crate::MissingValue::DatabaseUser })?;
                         validate_sql_name("database user", &user)?;
                         let host = db.host.clone().unwrap_or_else(|| "localhost".to_owned());
                         dburl::check_host(&host)?;
@@ -392,9 +388,12 @@ impl Tenancy {
                         if port == 0 {
                             return Err(Error::InvalidPort { given: "0".to_owned() });
                         }
-                        let password = db.password.clone().ok_or(Error::MissingPassword)?;
+                        let password = db
+                            .password
+                            .clone()
+                            .ok_or(Error::Missing { value: crate::MissingValue::DatabasePassword })?;
                         if password.expose().is_empty() {
-                            return Err(Error::MissingPassword);
+                            return Err(Error::Missing { value: crate::MissingValue::DatabasePassword });
                         }
                         let (key, _) = self.secret_key()?;
                         let config = PostgresDatabase {
