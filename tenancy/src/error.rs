@@ -264,10 +264,7 @@ pub enum Error {
 
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
-    #[error(
-        "Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until createtenant \
-         finishes provisioning it"
-    )]
+    #[error("Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until its provisioning finishes")]
     TenantNotReady {
         /// The tenant id.
         tenant: String,

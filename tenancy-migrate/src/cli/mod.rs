@@ -26,8 +26,9 @@
 //! # Arguments
 //!
 //! Flags are typed by clap: a tenant id, an isolation type or a port that does not parse
-//! is refused before anything is connected to, with the same message (and exit code 2)
-//! as when it is typed at a prompt.
+//! is refused before anything is connected to, with exit code 2 and `tenancy`'s own
+//! message for it (the one a prompt shows when it asks again); `--jobs` below 1 gets
+//! clap's usage error, also exit code 2.
 //!
 //! # Exit codes
 //!
@@ -127,6 +128,7 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
             "answer 'n' to \"create the database now\" (--no-create-database) to use it, or choose another name"
         }
         T::DatabaseMissing { .. } => "answer 'y' to \"create the database now\" (--create-database) to create it",
+        T::TenantNotReady { .. } => "it is served once createtenant finishes provisioning it",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
         }
