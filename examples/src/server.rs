@@ -42,6 +42,7 @@ use sea_orm::{ActiveModelTrait, EntityTrait, ModelTrait, QueryOrder, Set, Transa
 use serde::{Deserialize, Serialize};
 use tenancy::cache::{CacheConfig, TenantKey};
 use tenancy::{Isolation, Tenancy, TenantConnection, TenantLayer, TenantResolver};
+use tenancy_migrate::cli::Exit;
 
 use crate::Error;
 use crate::entities::{comment, dashboard_stats, plan, project, task};
@@ -53,14 +54,20 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "serve",
-    after_help = "Environment:\n  \
+    after_help = Exit::after_help(
+        "Environment:\n  \
         DATABASE_URL         master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANCY_BIND         address to listen on (default: 127.0.0.1:8080)\n  \
         TENANCY_BASE_DOMAIN  domain the tenants' subdomains are under (default: localhost)\n  \
         TENANCY_CACHE_URL    Redis for the tenants' cache namespaces (default: in-process cache)\n  \
-        TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)\n\n\
-        Exit codes:\n  0 stopped by Ctrl-C or SIGTERM; 1 cannot listen, or the server failed;\n  \
-        2 invalid input; 4 cannot connect to the master database"
+        TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)",
+        &[
+            (Exit::Success, Some("stopped by Ctrl-C or SIGTERM")),
+            (Exit::Failed, Some("cannot listen, or the server failed")),
+            (Exit::InvalidInput, None),
+            (Exit::CannotConnect, Some("cannot connect to the master database")),
+        ],
+    )
 )]
 pub struct ServeArgs {
     /// Address to listen on, as IP:PORT (port 0 picks a free one; the address is printed)
@@ -107,7 +114,7 @@ pub async fn serve_with_args(args: ServeArgs) -> ExitCode {
             if !causes.is_empty() {
                 eprintln!("  caused by: {causes}");
             }
-            ExitCode::from(tenancy_migrate::exit_code::FAILED)
+            Exit::Failed.into()
         }
     }
 }

@@ -88,10 +88,11 @@ async fn every_mode_on_sqlite_by_flags() {
     // Schema isolation needs PostgreSQL: a clear error, exit 2, nothing created.
     let out = createtenant(&dir, Some(&url), &["--id", "globex", "--name", "G", "--isolation", "schema", "--migrate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).starts_with("Error: Schema isolation needs a PostgreSQL master database"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(
+        text(&out.stderr),
+        "Error: Schema isolation needs a PostgreSQL master database, and this master is SQLite; database, table \
+         and cache isolation work on any master\n  hint: use database, table or cache isolation, or set DATABASE_URL \
+         (--database-url) to a postgres:// URL\n",
     );
     assert_eq!(registry_rows(&url).await.len(), 2);
 }
@@ -193,6 +194,46 @@ async fn errors_are_one_clear_line_with_documented_exit_codes_and_no_state() {
     }
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files.len(), 1, "only the master file: {files:?}");
+}
+
+/// The core's errors say what is wrong in terms of values; the command adds the hint
+/// naming its own flag and prompt.
+#[tokio::test]
+async fn database_file_errors_end_with_the_flag_that_fixes_them() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_master_url();
+    let taken = dir.path().join("taken_db.db");
+    std::fs::write(&taken, b"").unwrap();
+    let database = |name: &str, create: &str| {
+        createtenant(
+            &dir,
+            Some(&url),
+            &["--id", "zeta", "--name", "Z", "--isolation", "database", create, "--db-name", name, "--no-migrate"],
+        )
+    };
+
+    let out = database("taken_db", "--create-database");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "Error: Database file '{}' already exists\n  hint: answer 'n' to \"create the database now\" \
+             (--no-create-database) to use it, or choose another name\n",
+            taken.display()
+        )
+    );
+
+    let out = database("absent_db", "--no-create-database");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "Error: Database '{}' does not exist, and this run was told to use an existing one\n  hint: answer 'y' \
+             to \"create the database now\" (--create-database) to create it\n",
+            dir.path().join("absent_db.db").display()
+        )
+    );
+    assert!(registry_rows(&url).await.is_empty());
 }
 
 #[tokio::test]
@@ -308,4 +349,127 @@ fn help_documents_every_flag_and_the_exit_codes() {
         assert!(help.contains(needle), "{needle} missing from --help:\n{help}");
     }
     assert!(!help.contains("--password"), "passwords are never taken from flags");
+}
+
+/// A tenant migrator whose one migration creates a table, then panics.
+struct Panicking;
+
+impl sea_orm_migration::MigratorTrait for Panicking {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(PanickingMigration)]
+    }
+}
+
+struct PanickingMigration;
+
+impl sea_orm_migration::MigrationName for PanickingMigration {
+    fn name(&self) -> &str {
+        "m20260101_000001_panics"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+#[allow(elided_lifetimes_in_paths, reason = "async_trait signatures must match sea-orm-migration's trait")]
+impl sea_orm_migration::MigrationTrait for PanickingMigration {
+    async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::ConnectionTrait as _;
+        manager.get_connection().execute_unprepared("CREATE TABLE half_done (id INTEGER)").await?;
+        panic!("boom: the migration's own bug");
+    }
+}
+
+/// Set to the arguments (a JSON array) for [`createtenant_with_a_panicking_migrator`].
+const PANICKING_CHILD: &str = "TENANCY_TEST_PANICKING_CREATETENANT";
+
+/// Not a test of its own: `createtenant` with [`Panicking`] as the app's migrator, run
+/// when this test binary is started again by [`createtenant_panicking`] with the
+/// command's arguments in [`PANICKING_CHILD`] (a command reports on its process's stderr
+/// and exit code, which only a process of its own shows). A no-op otherwise.
+#[test]
+fn createtenant_with_a_panicking_migrator() {
+    use clap::Parser as _;
+    let Ok(args) = std::env::var(PANICKING_CHILD) else { return };
+    let args: Vec<String> = serde_json::from_str(&args).expect("arguments");
+    let args =
+        tenancy_migrate::cli::CreateTenantArgs::try_parse_from(std::iter::once("createtenant".to_owned()).chain(args))
+            .expect("valid arguments");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let code = runtime
+        .block_on(tenancy_migrate::cli::createtenant_with_args(args, tenancy_migrate::Migrators::new(Panicking)));
+    // `ExitCode` has no number to read back; find the one it equals.
+    let code = (0..=u8::MAX).find(|n| std::process::ExitCode::from(*n) == code).expect("an exit code");
+    #[allow(clippy::exit, reason = "the child's exit code is what the parent test checks")]
+    std::process::exit(code.into());
+}
+
+/// Runs `createtenant` with a panicking migrator (see
+/// [`createtenant_with_a_panicking_migrator`]) in `dir`, its master at `url`.
+fn createtenant_panicking(dir: &TempDir, url: &str, args: &[&str]) -> Output {
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--database-url", url, "--migrate", "--no-input"]);
+    Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "createtenant_with_a_panicking_migrator", "--nocapture", "--test-threads", "1"])
+        .current_dir(dir.path())
+        .env(PANICKING_CHILD, serde_json::to_string(&args).expect("json"))
+        .env_remove("DATABASE_URL")
+        .env_remove("TENANCY_SECRET_KEY")
+        // The default key file in `dir`, generated when a schema tenant's login needs it.
+        .env_remove("TENANCY_SECRET_KEY_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run createtenant")
+}
+
+/// The stderr of a run whose migration panicked: a failure (not a cancellation) that
+/// says the migration panicked and that what the run created was removed.
+fn assert_reports_the_panic(out: &Output, id: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Error: Creating tenant '{id}' failed while running migrations; everything this run created was removed\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "  caused by: Migrating tenant '{id}' failed: migration m20260101_000001_panics panicked: boom: the \
+             migration's own bug\n"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Cancelled"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_panicking_migration_is_a_failure_and_leaves_nothing_on_sqlite() {
+    let dir = TempDir::new();
+    let url = dir.sqlite_master_url();
+    let out = createtenant_panicking(&dir, &url, &["--id", "tabled", "--name", "T", "--isolation", "table"]);
+    assert_reports_the_panic(&out, "tabled");
+    let out = createtenant_panicking(
+        &dir,
+        &url,
+        &["--id", "filed", "--name", "F", "--isolation", "database", "--create-database", "--db-name", "filed_db"],
+    );
+    assert_reports_the_panic(&out, "filed");
+
+    assert!(registry_rows(&url).await.is_empty());
+    let master = Database::connect(url.clone()).await.expect("master");
+    let half_done = column_strings(&master, "SELECT name FROM sqlite_master WHERE name = 'half_done'", vec![]).await;
+    assert!(half_done.is_empty(), "the panicking migration's table was rolled back");
+    assert!(!dir.path().join("filed_db.db").exists(), "the tenant's database file was removed");
+}
+
+#[tokio::test]
+async fn a_panicking_migration_is_a_failure_and_leaves_nothing_on_postgres() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let id = unique_name("boom");
+    let out = createtenant_panicking(&dir, &pg.url, &["--id", &id, "--name", "B", "--isolation", "schema"]);
+    assert_reports_the_panic(&out, &id);
+    assert!(registry_rows(&pg.url).await.is_empty());
+    let master = pg.connect().await;
+    assert!(!tenancy_tests::exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", &id).await);
+    assert!(!pg.admin_exists("SELECT 1 FROM pg_roles WHERE rolname LIKE '%' || $1", &id).await);
 }

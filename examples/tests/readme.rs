@@ -27,6 +27,20 @@ fn command_reference_covers_every_binary() {
     }
 }
 
+/// The README's table of exit codes is the one the commands' `--help` is made from.
+#[test]
+fn exit_code_table_is_the_commands_own() {
+    let readme = readme();
+    let section = readme.split_once("\n### Exit codes\n").expect("an exit codes section").1;
+    let table: String = section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(table, tenancy_migrate::cli::Exit::table(), "README.md's exit codes differ from cli::Exit");
+}
+
 /// The files of the tutorial's app: every code block after a `<!-- file: PATH -->` marker,
 /// as `(PATH, contents)`.
 fn tutorial_files(readme: &str) -> Vec<(String, String)> {

@@ -1,4 +1,5 @@
-//! The one error type of `tenancy-migrate`, and the exit codes of its commands.
+//! The one error type of `tenancy-migrate`. The exit code each error maps to is the
+//! CLI's business: see `crate::cli::Exit`.
 
 /// Everything that can go wrong in `tenancy-migrate`.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +21,32 @@ pub enum Error {
         source: sea_orm::DbErr,
     },
 
+    /// A migration of one tenant panicked. Its transaction was rolled back, as for a
+    /// failed migration.
+    #[error("Migrating tenant '{tenant}' failed: migration {migration} panicked: {message}")]
+    MigrationPanicked {
+        /// The tenant id.
+        tenant: String,
+        /// The migration that panicked.
+        migration: String,
+        /// The panic's message (`"(no message)"` when its payload is not text).
+        message: String,
+    },
+
+    /// A value was not given, and it cannot be asked for (no terminal, or `--no-input`).
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+    #[error("Missing {what}: {how}")]
+    MissingInput {
+        /// What is missing (`tenant ID`, `password`).
+        what: String,
+        /// How to give it, and why it was not asked for.
+        how: String,
+    },
+
     /// A prompt could not be shown or read.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
     #[error("Cannot read the answer to \"{prompt}\"")]
     Prompt {
         /// The prompt's message.
@@ -52,10 +78,14 @@ pub enum Error {
     NothingToResume,
 
     /// The person at the terminal pressed Esc or Ctrl-C.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
     #[error("Cancelled; nothing was created")]
     Cancelled,
 
     /// A username that the accounts rules refuse.
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error("Invalid username '{given}': {reason}")]
     InvalidUsername {
         /// The username given.
@@ -65,6 +95,8 @@ pub enum Error {
     },
 
     /// An email address that is not of the form `local@domain.tld`.
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error("Invalid email address '{given}': expected the form name@example.com")]
     InvalidEmail {
         /// The address given.
@@ -72,6 +104,8 @@ pub enum Error {
     },
 
     /// A password that the policy refuses (the password itself is never part of the message).
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error("The password is too weak: {reason}")]
     WeakPassword {
         /// The rule that failed.
@@ -79,6 +113,8 @@ pub enum Error {
     },
 
     /// The tenant has a user with this username already.
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error("A user named '{username}' already exists in tenant '{tenant}'")]
     UsernameTaken {
         /// The tenant id.
@@ -88,6 +124,8 @@ pub enum Error {
     },
 
     /// The tenant uses cache isolation: it has no tables, so no users and no SQL.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
     #[error(
         "Tenant '{tenant}' uses cache isolation and has no relational storage; {what} needs a database, schema or table tenant"
     )]
@@ -99,10 +137,14 @@ pub enum Error {
     },
 
     /// No tenant is ready to choose from.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
     #[error("No ready tenant with relational storage to choose from; create one with createtenant")]
     NoTenants,
 
     /// The tenant's user table could not be read or written.
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error(
         "Cannot use the user table of tenant '{tenant}' (with the accounts module: add \
          tenancy_migrate::accounts::migrations() to the tenant migrator and run migratetenant)"
@@ -116,6 +158,8 @@ pub enum Error {
     },
 
     /// Hashing the password failed (the system's random source or the hasher).
+    #[cfg(feature = "accounts")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
     #[error("Cannot hash the password: {reason}")]
     PasswordHash {
         /// The hasher's message (never containing the password).
@@ -123,6 +167,8 @@ pub enum Error {
     },
 
     /// A statement given to the tenant shell with `-c` failed.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
     #[error("{message}")]
     Statement {
         /// The database's message.
@@ -132,71 +178,3 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The exit codes of the commands, documented in `--help` and the README.
-pub mod exit_code {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// The work failed (a provisioning step or a migration failed; what the run created
-    /// was removed again).
-    pub const FAILED: u8 = 1;
-    /// Invalid input: a bad flag, tenant id, isolation type, port or name, or a value that
-    /// is missing with no terminal to ask on.
-    pub const INVALID_INPUT: u8 = 2;
-    /// Something to be created exists already: the tenant, its database, role or schema.
-    pub const ALREADY_EXISTS: u8 = 3;
-    /// A database server could not be reached or refused the credentials.
-    pub const CANNOT_CONNECT: u8 = 4;
-    /// The operator's secret key could not be read or created.
-    pub const SECRET_KEY: u8 = 5;
-    /// The tenant does not exist.
-    pub const NOT_FOUND: u8 = 6;
-    /// Cancelled at a prompt (Esc, Ctrl-C) or interrupted.
-    pub const CANCELLED: u8 = 130;
-}
-
-impl Error {
-    /// The process exit code this error maps to (see [`exit_code`]).
-    pub fn exit_code(&self) -> u8 {
-        use tenancy::Error as T;
-        match self {
-            Error::Tenancy(err) => match err {
-                T::InvalidTenantId { .. }
-                | T::InvalidIsolation { .. }
-                | T::InvalidIdentifier { .. }
-                | T::InvalidPort { .. }
-                | T::InvalidHost { .. }
-                | T::Missing { .. }
-                | T::UnsupportedUrl { .. }
-                | T::SchemaNeedsPostgres { .. }
-                | T::MissingPassword
-                | T::DatabaseMissing { .. } => exit_code::INVALID_INPUT,
-                T::TenantExists { .. }
-                | T::DatabaseExists { .. }
-                | T::DatabaseFileExists { .. }
-                | T::RoleExists { .. }
-                | T::SchemaExists { .. }
-                | T::LoginRoleExists { .. } => exit_code::ALREADY_EXISTS,
-                T::CannotConnect { .. } => exit_code::CANNOT_CONNECT,
-                T::SecretKey { .. } | T::Decrypt { .. } => exit_code::SECRET_KEY,
-                T::TenantNotFound { .. } => exit_code::NOT_FOUND,
-                _ => exit_code::FAILED,
-            },
-            Error::Cancelled => exit_code::CANCELLED,
-            Error::NothingToResume
-            | Error::NotReady { .. }
-            | Error::InvalidUsername { .. }
-            | Error::InvalidEmail { .. }
-            | Error::WeakPassword { .. }
-            | Error::NoRelationalStorage { .. } => exit_code::INVALID_INPUT,
-            Error::UsernameTaken { .. } => exit_code::ALREADY_EXISTS,
-            Error::NoTenants => exit_code::NOT_FOUND,
-            Error::Migration { .. }
-            | Error::Prompt { .. }
-            | Error::SharedMigration { .. }
-            | Error::Accounts { .. }
-            | Error::PasswordHash { .. }
-            | Error::Statement { .. } => exit_code::FAILED,
-        }
-    }
-}

@@ -168,12 +168,7 @@ pub async fn migrate_all(
             Ok(_) => {}
             Err(source) => {
                 tenancy.ledger().finish_run(run_id, false).await?;
-                let source = Box::new(Error::Migration {
-                    tenant: "(master: shared tables)".to_owned(),
-                    migration: None,
-                    source,
-                });
-                return Err(Error::SharedMigration { source });
+                return Err(Error::SharedMigration { source: Box::new(source) });
             }
         }
     }
@@ -226,7 +221,8 @@ pub async fn migrate_all(
         // Start tenants while permits are free and the run has not been stopped.
         while !stop.load(Ordering::SeqCst) && permits.available_permits() > 0 {
             let Some(tenant) = queue.next() else { break };
-            let permit = Arc::clone(&permits).acquire_owned().await.map_err(|_| Error::Cancelled)?;
+            // A permit is free (checked above) and the semaphore is never closed.
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else { break };
             let (tenancy, migrator, stop, continue_on_error) =
                 (tenancy.clone(), Arc::clone(&migrators.tenant), Arc::clone(&stop), options.continue_on_error);
             running.spawn(async move {
@@ -241,7 +237,9 @@ pub async fn migrate_all(
         }
         match running.join_next().await {
             Some(joined) => {
-                let tenant_report = joined.map_err(|_| Error::Cancelled)?;
+                // A migration's panic is caught and reported as the tenant's failure; a
+                // panic anywhere else in the task is a bug of this crate: let it surface.
+                let tenant_report = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
                 ledger.push(tenancy, tenant_report, on_event).await?;
             }
             None => break,

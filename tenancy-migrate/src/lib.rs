@@ -28,16 +28,31 @@
 //!
 //! ## Commands
 //!
-//! The application's binaries are thin shells over [`cli`]; see there for the commands,
-//! their flags and exit codes.
+//! The application's binaries are thin shells over `cli` (feature `cli`); see there for
+//! the commands, their flags and exit codes.
 //!
 //! ## Accounts
 //!
-//! [`accounts`] is an optional `tenant_users` table (a migration for the tenant migrator
-//! and a `#[tenant_scoped]` entity) that `createtenantsuperuser` writes administrators to;
-//! an application with its own user table implements [`accounts::SuperuserStore`] instead.
+//! `accounts` (feature `accounts`) is an optional `tenant_users` table (a migration for the
+//! tenant migrator and a `#[tenant_scoped]` entity) that `createtenantsuperuser` writes
+//! administrators to; an application with its own user table implements
+//! `accounts::SuperuserStore` instead.
+//!
+//! ## Features
+//!
+//! - `cli` (default): the commands, with what they need (clap, inquire, indicatif,
+//!   rustyline); turns on `accounts`.
+//! - `accounts`: the accounts module (argon2id password hashing).
+//!
+//! A server that only migrates tenants ([`migrate_tenant`], [`fleet`]) can leave both
+//! out: `tenancy-migrate = { version = "...", default-features = false }`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "accounts")]
+#[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]
 pub mod accounts;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod error;
 pub mod fleet;
@@ -49,7 +64,8 @@ use sea_orm::DatabaseTransaction;
 use sea_orm_migration::MigratorTraitSelf;
 use tenancy::{BoxError, BoxFuture, ProvisionHooks, ProvisionStep, Tenancy, Tenant};
 
-pub use crate::error::{Error, Result, exit_code};
+pub use crate::error::{Error, Result};
+use crate::migrator::DynMigrator;
 pub use crate::migrator::Migrators;
 
 /// What migrating one tenant did.
@@ -88,16 +104,27 @@ where
     migrator::migrate_one(tenancy, tenant, migrator, false).await
 }
 
-/// [`ProvisionHooks`] that migrate a new tenant with the application's migrator.
-#[derive(Debug)]
-pub struct MigrateOnCreate<'m, M> {
-    migrator: &'m M,
+/// [`ProvisionHooks`] that migrate a new tenant with the application's tenant migrator.
+///
+/// Made from the migrator ([`MigrateOnCreate::new`]) or from the application's
+/// [`Migrators`] (`MigrateOnCreate::from(&migrators)`, which takes the tenant migrator).
+pub struct MigrateOnCreate<'m> {
+    migrator: &'m dyn DynMigrator,
     interrupted: Option<&'m std::sync::atomic::AtomicBool>,
 }
 
-impl<'m, M> MigrateOnCreate<'m, M> {
+impl fmt::Debug for MigrateOnCreate<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MigrateOnCreate")
+            .field("migrations", &self.migrator.names())
+            .field("interrupted", &self.interrupted)
+            .finish()
+    }
+}
+
+impl<'m> MigrateOnCreate<'m> {
     /// Hooks that run `migrator` on the new tenant.
-    pub fn new(migrator: &'m M) -> Self {
+    pub fn new<M: MigratorTraitSelf + 'static>(migrator: &'m M) -> Self {
         Self { migrator, interrupted: None }
     }
 
@@ -109,7 +136,15 @@ impl<'m, M> MigrateOnCreate<'m, M> {
     }
 }
 
-impl<M: MigratorTraitSelf + 'static> ProvisionHooks for MigrateOnCreate<'_, M> {
+impl<'m> From<&'m Migrators> for MigrateOnCreate<'m> {
+    /// Hooks that run the tenant migrator of `migrators` on the new tenant (the shared
+    /// migrator is the master's, not the tenant's).
+    fn from(migrators: &'m Migrators) -> Self {
+        Self { migrator: migrators.tenant.as_ref(), interrupted: None }
+    }
+}
+
+impl ProvisionHooks for MigrateOnCreate<'_> {
     fn migrate<'a>(
         &'a self,
         tenancy: &'a Tenancy,

@@ -2,7 +2,10 @@
 //! tenant's storage under a per-tenant advisory lock.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use sea_orm::sea_query::{Alias, Query};
 use sea_orm::{
@@ -123,9 +126,7 @@ pub(crate) async fn migrate_one(
     // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
     // a migration and its securing commit together or not at all.
     let secure = tenant.isolation() == Isolation::Table;
-    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure)
-        .await
-        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id().to_string(), migration, source });
+    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure).await.map_err(|f| f.of(tenant));
     if let Target::Own(conn) = target {
         let _ = conn.close().await;
     }
@@ -156,12 +157,46 @@ pub(crate) async fn migrate_one(
     result
 }
 
+/// What the master's shared migrations are reported as (in place of a tenant id).
+pub(crate) const SHARED_MASTER_TARGET: &str = "(master: shared tables)";
+
 /// Applies the shared migrator to the master database's own tables.
-pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome, DbErr> {
+pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome> {
     // Scoped tables may come from the shared migrator too: secured in its transaction.
     run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false, true)
         .await
-        .map_err(|(_, source)| source)
+        .map_err(|failure| failure.into_error(SHARED_MASTER_TARGET.to_owned()))
+}
+
+/// Why [`run_migrations`] failed; [`Failure::of`] makes it the tenant's [`Error`].
+enum Failure {
+    /// A migration (`Some(name)`) or the bookkeeping around them (`None`) failed.
+    Db(Option<String>, DbErr),
+    /// A migration panicked; `message` is the panic's text.
+    Panicked { migration: String, message: String },
+}
+
+impl Failure {
+    fn of(self, tenant: &Tenant) -> Error {
+        self.into_error(tenant.id().to_string())
+    }
+
+    fn into_error(self, tenant: String) -> Error {
+        match self {
+            Failure::Db(migration, source) => Error::Migration { tenant, migration, source },
+            Failure::Panicked { migration, message } => Error::MigrationPanicked { tenant, migration, message },
+        }
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a literal gives a `&str`, with
+/// arguments a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => "(no message)".to_owned(),
+    }
 }
 
 /// The lock name of the master's shared migrations.
@@ -183,7 +218,7 @@ pub(crate) async fn migrate_within(
 ) -> Result<MigrationOutcome> {
     run_migrations(Conn::Within(txn), tenant.placement().schema(), tenant.id().as_str(), migrator, true, false)
         .await
-        .map_err(|(migration, source)| Error::Migration { tenant: tenant.id().to_string(), migration, source })
+        .map_err(|f| f.of(tenant))
 }
 
 /// The fast path reads the applied versions with one query and returns when nothing is
@@ -202,6 +237,10 @@ pub(crate) async fn migrate_within(
 /// transaction of its own: on PostgreSQL one outer transaction makes the whole tenant
 /// atomic, and the bookkeeping is one query to read and one to write. The bookkeeping
 /// table and its rows are the same as sea-orm-migration's, so its CLI still works.
+///
+/// A migration that panics fails like one that returns an error: the panic is caught
+/// and the transaction rolled back (dropped uncommitted), so a command reports it and
+/// provisioning undoes what it created, instead of the process dying half-way.
 async fn run_migrations(
     conn: Conn<'_>,
     schema: Option<&str>,
@@ -209,7 +248,7 @@ async fn run_migrations(
     migrator: &dyn DynMigrator,
     fresh: bool,
     secure: bool,
-) -> Result<MigrationOutcome, (Option<String>, DbErr)> {
+) -> Result<MigrationOutcome, Failure> {
     let table = migrator.table_name();
     let names = migrator.names();
     if !fresh
@@ -219,7 +258,7 @@ async fn run_migrations(
     {
         return Ok(MigrationOutcome::UpToDate);
     }
-    let bookkeeping = |source| (None, source);
+    let bookkeeping = |source| Failure::Db(None, source);
     let mut previous_search_path = None;
     // Inside a caller's transaction this is a savepoint: a failure rolls back only our part.
     let (backend, txn) = match conn {
@@ -308,7 +347,7 @@ async fn run_migrations(
         return Ok(MigrationOutcome::UpToDate);
     }
     if let Some(manual) = pending.iter().find(|m| m.use_transaction() == Some(false)) {
-        return Err((
+        return Err(Failure::Db(
             Some(manual.name().to_owned()),
             DbErr::Custom(
                 "this migration opts out of transactions (use_transaction = Some(false)); tenancy-migrate applies \
@@ -324,15 +363,25 @@ async fn run_migrations(
     let mut done = Vec::with_capacity(pending.len());
     for migration in &pending {
         let name = migration.name().to_owned();
-        migration.up(&manager).await.map_err(|source| (Some(name.clone()), source))?;
-        record.values([name.clone().into(), applied_at.into()]).map_err(|e| (None, DbErr::Custom(e.to_string())))?;
+        // The migration is the application's code: whatever state it panics in, the
+        // transaction it ran in is dropped without a commit below.
+        match AssertUnwindSafe(migration.up(&manager)).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(Failure::Db(Some(name), source)),
+            Err(payload) => {
+                return Err(Failure::Panicked { migration: name, message: panic_message(payload.as_ref()) });
+            }
+        }
+        record
+            .values([name.clone().into(), applied_at.into()])
+            .map_err(|e| bookkeeping(DbErr::Custom(e.to_string())))?;
         done.push(name);
     }
     txn.execute(&record).await.map_err(bookkeeping)?;
     if secure {
         tenancy::rls::enable_row_security_in(&txn).await.map_err(|err| match err {
-            tenancy::Error::Database(err) => (None, err),
-            other => (None, DbErr::Custom(other.to_string())),
+            tenancy::Error::Database(err) => bookkeeping(err),
+            other => bookkeeping(DbErr::Custom(other.to_string())),
         })?;
     }
     txn.commit().await.map_err(bookkeeping)?;

@@ -62,11 +62,11 @@ pub enum Error {
         given: String,
     },
 
-    /// A required value was not given and could not be asked for.
-    #[error("Missing {what}")]
+    /// A value that creating a tenant needs was not given (or was blank).
+    #[error("Missing {value}")]
     Missing {
-        /// What is missing, including how to give it (for example `--id <ID>`).
-        what: String,
+        /// Which value.
+        value: MissingValue,
     },
 
     /// The master database URL is not one `tenancy` can use.
@@ -103,10 +103,7 @@ pub enum Error {
     },
 
     /// The tenant's database already exists and this run was asked to create it.
-    #[error(
-        "Database '{name}' already exists on {server}; answer 'n' to \"create the database now\" \
-         (--no-create-database) to use it, or choose another name"
-    )]
+    #[error("Database '{name}' already exists on {server}")]
     DatabaseExists {
         /// The database name.
         name: String,
@@ -115,10 +112,7 @@ pub enum Error {
     },
 
     /// The tenant's database file (SQLite) already exists and this run was asked to create it.
-    #[error(
-        "Database file '{}' already exists; use --no-create-database to use it, or choose another name",
-        path.display()
-    )]
+    #[error("Database file '{}' already exists", path.display())]
     DatabaseFileExists {
         /// The file.
         path: PathBuf,
@@ -126,7 +120,7 @@ pub enum Error {
 
     /// The tenant's database (or SQLite file) does not exist, and this run was told not to
     /// create it.
-    #[error("Database '{name}' does not exist; answer 'y' to \"create the database now\" (--create-database)")]
+    #[error("Database '{name}' does not exist, and this run was told to use an existing one")]
     DatabaseMissing {
         /// The database name or file.
         name: String,
@@ -160,17 +154,13 @@ pub enum Error {
 
     /// Schema isolation was asked for on a master database that is not PostgreSQL.
     #[error(
-        "Schema isolation needs a PostgreSQL master database, and DATABASE_URL points at {backend}; \
-         use database, table or cache isolation, or set DATABASE_URL to a postgres:// URL"
+        "Schema isolation needs a PostgreSQL master database, and this master is {backend}; \
+         database, table and cache isolation work on any master"
     )]
     SchemaNeedsPostgres {
         /// The master's backend (`SQLite`).
         backend: &'static str,
     },
-
-    /// A database-isolated tenant on PostgreSQL needs a password.
-    #[error("Missing database password: type it at the prompt or set TENANT_DB_PASSWORD")]
-    MissingPassword,
 
     /// The operator's secret key could not be read, parsed or created.
     #[error("Cannot read the secret key from {location}: {reason}")]
@@ -274,10 +264,7 @@ pub enum Error {
 
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
-    #[error(
-        "Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until createtenant \
-         finishes provisioning it"
-    )]
+    #[error("Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until its provisioning finishes")]
     TenantNotReady {
         /// The tenant id.
         tenant: String,
@@ -419,6 +406,33 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A value that [`crate::Tenancy::create_tenant`] needs and was not given
+/// ([`Error::Missing`]). A front end maps it to its own way of giving the value (a flag,
+/// a prompt, a form field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MissingValue {
+    /// The tenant's human-readable name (a blank one counts as missing).
+    TenantName,
+    /// The database of a database-isolated tenant ([`crate::NewTenant::database`]).
+    DatabaseName,
+    /// The role a database-isolated tenant on PostgreSQL connects as.
+    DatabaseUser,
+    /// The password of that role.
+    DatabasePassword,
+}
+
+impl std::fmt::Display for MissingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MissingValue::TenantName => "tenant name",
+            MissingValue::DatabaseName => "database name of a database-isolated tenant",
+            MissingValue::DatabaseUser => "database user",
+            MissingValue::DatabasePassword => "database password",
+        })
+    }
+}
 
 /// Lets APIs that take `impl TryInto<TenantId>` take an already valid [`crate::TenantId`],
 /// whose conversion cannot fail.

@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tenancy_migrate::cli::createtenant(example_app::Migrator).await
+    tenancy_migrate::cli::createtenant(example_app::migrators()).await
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgAction, Parser};
-use sea_orm_migration::MigratorTraitSelf;
 use tenancy::secrets::Password;
 use tenancy::{Backend, Created, Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 
+use super::Exit;
 use super::prompt::Prompter;
-use crate::{Error, MigrateOnCreate, Result};
+use crate::{Error, MigrateOnCreate, Migrators, Result};
 
 /// Environment variable holding the tenant database password for scripts.
 pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
@@ -25,20 +25,28 @@ pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "createtenant",
-    after_help = "Environment:\n  \
+    after_help = Exit::after_help(
+        "Environment:\n  \
         DATABASE_URL             master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANT_DB_PASSWORD       password of the tenant's database user (database isolation)\n  \
         TENANCY_ADMIN_URL        credentials that create roles and databases (default: DATABASE_URL's, database 'postgres')\n  \
         TENANCY_SECRET_KEY       key that encrypts stored passwords (base64 of 32 bytes)\n  \
-        TENANCY_SECRET_KEY_FILE  file holding that key (default: .tenancy-secret.key, generated if missing)\n\n\
-        Exit codes:\n  \
-        0 created; 1 failed (what was created was removed); 2 invalid input; 3 already exists;\n  \
-        4 cannot connect to a database server; 5 secret key unreadable; 130 cancelled"
+        TENANCY_SECRET_KEY_FILE  file holding that key (default: .tenancy-secret.key, generated if missing)",
+        &[
+            (Exit::Success, Some("created")),
+            (Exit::Failed, Some("failed (what was created was removed)")),
+            (Exit::InvalidInput, None),
+            (Exit::AlreadyExists, None),
+            (Exit::CannotConnect, None),
+            (Exit::SecretKey, None),
+            (Exit::Cancelled, None),
+        ],
+    )
 )]
 pub struct CreateTenantArgs {
     /// Tenant ID: a lower-case letter, then lower-case letters, digits or '_' (at most 48 bytes)
     #[arg(long, value_name = "ID")]
-    pub id: Option<String>,
+    pub id: Option<TenantId>,
 
     /// Human-readable tenant name
     #[arg(long, value_name = "NAME")]
@@ -46,7 +54,7 @@ pub struct CreateTenantArgs {
 
     /// Isolation type: database, schema, table or cache
     #[arg(long, value_name = "TYPE")]
-    pub isolation: Option<String>,
+    pub isolation: Option<Isolation>,
 
     /// Create the tenant's database now (database isolation)
     #[arg(long, overrides_with = "no_create_database", action = ArgAction::SetTrue)]
@@ -69,8 +77,8 @@ pub struct CreateTenantArgs {
     pub db_host: Option<String>,
 
     /// Port of the tenant's database server [default: 5432]
-    #[arg(long, value_name = "PORT")]
-    pub db_port: Option<String>,
+    #[arg(long, value_name = "PORT", value_parser = super::value::port)]
+    pub db_port: Option<u16>,
 
     /// Run the application's migrations for the tenant now
     #[arg(long, overrides_with = "no_migrate", action = ArgAction::SetTrue)]
@@ -107,22 +115,21 @@ fn flag_pair(yes: bool, no: bool) -> Option<bool> {
     }
 }
 
-/// Runs `createtenant` with the process's arguments; see [`CreateTenantArgs`].
-pub async fn createtenant<M>(migrator: M) -> ExitCode
-where
-    M: MigratorTraitSelf + 'static,
-{
-    createtenant_with_args(CreateTenantArgs::parse(), migrator).await
+/// Runs `createtenant` with the process's arguments, for the application whose
+/// [`Migrators`] are given (`--migrate` runs their tenant migrator); see
+/// [`CreateTenantArgs`].
+pub async fn createtenant(migrators: Migrators) -> ExitCode {
+    match super::parse_args() {
+        Ok(args) => createtenant_with_args(args, migrators).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `createtenant` with parsed arguments, printing progress and errors; returns the
 /// exit code.
-pub async fn createtenant_with_args<M>(args: CreateTenantArgs, migrator: M) -> ExitCode
-where
-    M: MigratorTraitSelf + 'static,
-{
+pub async fn createtenant_with_args(args: CreateTenantArgs, migrators: Migrators) -> ExitCode {
     println!("Starting tenant creation...");
-    match run(args, migrator).await {
+    match run(args, migrators).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => super::report_error(&err),
     }
@@ -133,18 +140,13 @@ struct Answers {
     new: NewTenant,
 }
 
-async fn run<M>(args: CreateTenantArgs, migrator: M) -> Result<()>
-where
-    M: MigratorTraitSelf + 'static,
-{
+async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     let backend = Backend::of_url(&args.master.database_url)?;
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
     let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     // inquire blocks on the terminal; keep that off the async workers.
-    let answers = tokio::task::spawn_blocking(move || ask(&args, backend, password_env))
-        .await
-        .map_err(|_| Error::Cancelled)??;
+    let answers = super::blocking(move || ask(&args, backend, password_env)).await??;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
@@ -153,7 +155,7 @@ where
             flag.store(true, Ordering::SeqCst);
         }
     });
-    let hooks = MigrateOnCreate::new(&migrator).interrupt_on(&interrupted);
+    let hooks = MigrateOnCreate::from(&migrators).interrupt_on(&interrupted);
     let result = tenancy.create_tenant(answers.new, &hooks).await;
     watcher.abort();
     if let Some(path) = tenancy.generated_key_file() {
@@ -208,7 +210,7 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
     let prompter = Prompter::new(args.no_input);
 
     let id: TenantId = match &args.id {
-        Some(id) => id.parse()?,
+        Some(id) => id.clone(),
         None => prompter
             .text("Enter tenant ID (unique):", "--id <ID>", "tenant ID", |input| {
                 TenantId::new(input).map(drop).map_err(|e| e.to_string())
@@ -217,15 +219,18 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
     };
     let name = match &args.name {
         Some(name) if name.trim().is_empty() => {
-            return Err(tenancy::Error::Missing { what: "tenant name: --name must not be blank".to_owned() }.into());
+            return Err(Error::MissingInput {
+                what: "tenant name".to_owned(),
+                how: "--name must not be blank".to_owned(),
+            });
         }
         Some(name) => name.trim().to_owned(),
         None => prompter.text("Enter tenant name:", "--name <NAME>", "tenant name", |input| {
             if input.is_empty() { Err("The tenant name must not be empty".to_owned()) } else { Ok(()) }
         })?,
     };
-    let isolation: Isolation = match &args.isolation {
-        Some(isolation) => isolation.parse()?,
+    let isolation: Isolation = match args.isolation {
+        Some(isolation) => isolation,
         None => prompter.select(
             "Select isolation type (database/schema/table/cache):",
             "--isolation <TYPE>",
@@ -303,14 +308,14 @@ fn ask_database(
             if input.is_empty() { Err("The host must not be empty".to_owned()) } else { Ok(()) }
         })?,
     };
-    let port = match &args.db_port {
-        Some(port) => parse_port(port)?,
-        None => parse_port(&prompter.text_with_default(
+    let port = match args.db_port {
+        Some(port) => port,
+        None => super::value::port(&prompter.text_with_default(
             "Enter database port (default: 5432):",
             "--db-port <PORT>",
             "database port",
             "5432",
-            |input| parse_port(input).map(drop).map_err(|e| e.to_string()),
+            |input| super::value::port(input).map(drop).map_err(|e| e.to_string()),
         )?)?,
     };
     Ok(new_database(name, create).login(user, password).server(host, port))
@@ -331,12 +336,4 @@ fn given_or_asked(given: Option<&str>, what: &'static str, ask: impl FnOnce() ->
 
 fn check_name(what: &'static str, value: &str) -> std::result::Result<(), String> {
     tenancy::validate_sql_name(what, value).map_err(|e| e.to_string())
-}
-
-/// Parses a TCP port: a number from 1 to 65535.
-fn parse_port(input: &str) -> Result<u16> {
-    match input.trim().parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(tenancy::Error::InvalidPort { given: input.trim().to_owned() }.into()),
-    }
 }

@@ -7,6 +7,7 @@ use sea_orm::SqlErr;
 use tenancy::secrets::Password;
 use tenancy::{Isolation, Tenancy, TenantId, TenantStatus};
 
+use super::Exit;
 use super::prompt::Prompter;
 use crate::accounts::{self, Accounts, NewSuperuser, SuperuserStore};
 use crate::migrator::Migrators;
@@ -31,19 +32,27 @@ pub const SUPERUSER_PASSWORD_ENV: &str = "TENANT_SUPERUSER_PASSWORD";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "createtenantsuperuser",
-    after_help = "Environment:\n  \
+    after_help = Exit::after_help(
+        "Environment:\n  \
         DATABASE_URL               master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANT_SUPERUSER_PASSWORD  the administrator's password (read when --no-input is given or there is no terminal)\n  \
-        TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password\n\n\
-        Exit codes:\n  \
-        0 created; 1 failed (nothing written); 2 invalid input (username, email, weak password, missing value,\n  \
-        cache tenant); 3 username exists in the tenant; 4 cannot connect; 5 secret key unreadable;\n  \
-        6 no such tenant; 130 cancelled"
+        TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password",
+        &[
+            (Exit::Success, Some("created")),
+            (Exit::Failed, Some("failed (nothing written)")),
+            (Exit::InvalidInput, Some("invalid input (username, email, weak password, missing value, cache tenant)")),
+            (Exit::AlreadyExists, Some("username exists in the tenant")),
+            (Exit::CannotConnect, Some("cannot connect")),
+            (Exit::SecretKey, None),
+            (Exit::NotFound, None),
+            (Exit::Cancelled, None),
+        ],
+    )
 )]
 pub struct CreateTenantSuperuserArgs {
     /// The tenant to create the administrator in
     #[arg(long, value_name = "ID")]
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
 
     /// Login name: letters, digits and @ . + - _ (at most 150 characters), unique in the tenant
     #[arg(long, value_name = "NAME")]
@@ -71,7 +80,10 @@ pub struct CreateTenantSuperuserArgs {
 /// `#[tenancy::shared]` models, which a table-isolated tenant's handle on a SQLite master
 /// needs to reach any table (see [`super::tenantshell`]).
 pub async fn createtenantsuperuser(migrators: Migrators) -> ExitCode {
-    createtenantsuperuser_with_store(CreateTenantSuperuserArgs::parse(), migrators, Accounts).await
+    match super::parse_args() {
+        Ok(args) => createtenantsuperuser_with_store(args, migrators, Accounts).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `createtenantsuperuser` with parsed arguments, the application's [`Migrators`]
@@ -92,13 +104,13 @@ pub async fn createtenantsuperuser_with_store<S: SuperuserStore>(
 
 /// Runs a blocking prompt off the async workers (inquire blocks on the terminal).
 async fn ask<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| Error::Cancelled)?
+    super::blocking(f).await?
 }
 
 async fn run<S: SuperuserStore>(args: CreateTenantSuperuserArgs, store: &S) -> Result<()> {
     let prompter = Prompter::new(args.no_input);
     // Everything given on the command line is checked before anything is connected to.
-    let tenant_id: Option<TenantId> = args.tenant.as_deref().map(str::parse).transpose()?;
+    let tenant_id = args.tenant.clone();
     let username = args.username.as_deref().map(str::trim).map(str::to_owned);
     if let Some(username) = &username {
         accounts::check_username(username)?;
@@ -170,9 +182,7 @@ async fn run<S: SuperuserStore>(args: CreateTenantSuperuserArgs, store: &S) -> R
         }
     };
     // argon2id is deliberately slow: keep it off the async workers.
-    let password_hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
-        .await
-        .map_err(|_| Error::Cancelled)??;
+    let password_hash = super::blocking(move || accounts::hash_password(&password)).await??;
 
     let user = NewSuperuser { username, email, password_hash };
     store.insert_superuser(&db, &user).await.map_err(|err| match err.sql_err() {

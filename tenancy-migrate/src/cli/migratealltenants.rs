@@ -8,9 +8,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, Tenancy, TenantId};
 
+use super::Exit;
+use crate::Result;
 use crate::fleet::{self, FleetEvent, FleetOptions, FleetReport, TenantReport};
 use crate::migrator::Migrators;
-use crate::{Result, exit_code};
 
 /// Migrate every tenant (or a selection): bounded concurrency, one transaction and
 /// advisory lock per tenant, a run ledger in the master database, and a summary.
@@ -20,16 +21,21 @@ use crate::{Result, exit_code};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "migratealltenants",
-    after_help = "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)\n\n\
-        Exit codes:\n  0 every tenant migrated or up to date (skipped tenants are reported, not failures);\n  \
-        1 some tenants failed or were not attempted (see the summary; rerun with --resume);\n  \
-        2 the run could not start (bad flag, nothing to resume); 4 cannot connect;\n  \
-        6 a tenant given with --tenants does not exist"
+    after_help = Exit::after_help(
+        "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)",
+        &[
+            (Exit::Success, Some("every tenant migrated or up to date (skipped tenants are reported, not failures)")),
+            (Exit::Failed, Some("some tenants failed or were not attempted (see the summary; rerun with --resume)")),
+            (Exit::InvalidInput, Some("the run could not start (bad flag, nothing to resume)")),
+            (Exit::CannotConnect, Some("cannot connect")),
+            (Exit::NotFound, Some("a tenant given with --tenants does not exist")),
+        ],
+    )
 )]
 pub struct MigrateAllArgs {
-    /// Tenants migrated at once [default: half the master connection budget]
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
+    /// Tenants migrated at once, at least 1 [default: half the master connection budget]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
 
     /// Keep going after a tenant fails
     #[arg(long)]
@@ -44,12 +50,12 @@ pub struct MigrateAllArgs {
     pub plan: bool,
 
     /// Only these tenants (comma-separated ids)
-    #[arg(long, value_delimiter = ',', value_name = "IDS")]
-    pub tenants: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', value_name = "IDS", value_parser = super::value::listed_tenant_id)]
+    pub tenants: Option<Vec<TenantId>>,
 
     /// Only tenants of this isolation type: database, schema, table or cache
     #[arg(long, value_name = "TYPE")]
-    pub isolation: Option<String>,
+    pub isolation: Option<Isolation>,
 
     /// Print the result as JSON on stdout (per-tenant lines are left out)
     #[arg(long)]
@@ -62,37 +68,33 @@ pub struct MigrateAllArgs {
 
 /// Runs `migratealltenants` with the process's arguments.
 pub async fn migratealltenants(migrators: Migrators) -> ExitCode {
-    migratealltenants_with_args(MigrateAllArgs::parse(), migrators).await
+    match super::parse_args() {
+        Ok(args) => migratealltenants_with_args(args, migrators).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `migratealltenants` with parsed arguments; returns the exit code.
 pub async fn migratealltenants_with_args(args: MigrateAllArgs, migrators: Migrators) -> ExitCode {
     match run(args, migrators).await {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => exit.into(),
         Err(err) => super::report_error(&err),
     }
 }
 
-fn options(args: &MigrateAllArgs) -> Result<FleetOptions> {
-    let tenants = match &args.tenants {
-        Some(ids) => Some(ids.iter().map(|id| id.trim().parse::<TenantId>()).collect::<tenancy::Result<Vec<_>>>()?),
-        None => None,
-    };
-    let isolation = args.isolation.as_deref().map(str::parse::<Isolation>).transpose()?;
-    if args.jobs == Some(0) {
-        return Err(tenancy::Error::Missing { what: "a positive --jobs: it must be at least 1".to_owned() }.into());
-    }
-    Ok(FleetOptions {
-        jobs: args.jobs.unwrap_or(0),
+fn options(args: &MigrateAllArgs) -> FleetOptions {
+    FleetOptions {
+        // `0` is the default in `FleetOptions`; clap refuses a 0 given as --jobs.
+        jobs: args.jobs.map_or(0, |jobs| usize::try_from(jobs).unwrap_or(usize::MAX)),
         continue_on_error: args.continue_on_error,
         resume: args.resume,
-        tenants,
-        isolation,
-    })
+        tenants: args.tenants.clone(),
+        isolation: args.isolation,
+    }
 }
 
-async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<u8> {
-    let options = options(&args)?;
+async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<Exit> {
+    let options = options(&args);
     let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     if args.plan {
         let plans = fleet::plan(&tenancy, &migrators, &options).await?;
@@ -115,7 +117,7 @@ async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<u8> {
             let behind = plans.iter().filter(|p| !p.pending.is_empty()).count();
             println!("Plan: {behind} of {} tenant(s) have pending migrations; nothing was changed", plans.len());
         }
-        return Ok(exit_code::OK);
+        return Ok(Exit::Success);
     }
 
     let progress = Progress::new(args.json);
@@ -137,7 +139,7 @@ async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<u8> {
             println!("Fix the failures, then finish with: migratealltenants --resume");
         }
     }
-    Ok(if report.succeeded() { exit_code::OK } else { exit_code::FAILED })
+    Ok(if report.succeeded() { Exit::Success } else { Exit::Failed })
 }
 
 fn report_json(report: &FleetReport) -> serde_json::Value {

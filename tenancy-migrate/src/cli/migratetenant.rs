@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tenancy::{Tenancy, TenantId, TenantStatus};
 
+use super::Exit;
 use crate::migrator::{Migrators, migrate_one};
 use crate::{Error, MigrationOutcome, Result};
 
@@ -13,13 +14,21 @@ use crate::{Error, MigrationOutcome, Result};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "migratetenant",
-    after_help = "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)\n\n\
-        Exit codes:\n  0 migrated or up to date; 1 a migration failed (rolled back); 2 invalid input;\n  \
-        4 cannot connect to a database server; 5 secret key unreadable; 6 no such tenant"
+    after_help = Exit::after_help(
+        "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)",
+        &[
+            (Exit::Success, Some("migrated or up to date")),
+            (Exit::Failed, Some("a migration failed or panicked (rolled back)")),
+            (Exit::InvalidInput, None),
+            (Exit::CannotConnect, None),
+            (Exit::SecretKey, None),
+            (Exit::NotFound, None),
+        ],
+    )
 )]
 pub struct MigrateTenantArgs {
     /// The tenant to migrate
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
 
     /// The master database.
     #[command(flatten)]
@@ -28,7 +37,10 @@ pub struct MigrateTenantArgs {
 
 /// Runs `migratetenant` with the process's arguments.
 pub async fn migratetenant(migrators: Migrators) -> ExitCode {
-    migratetenant_with_args(MigrateTenantArgs::parse(), migrators).await
+    match super::parse_args() {
+        Ok(args) => migratetenant_with_args(args, migrators).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `migratetenant` with parsed arguments; returns the exit code.
@@ -40,7 +52,7 @@ pub async fn migratetenant_with_args(args: MigrateTenantArgs, migrators: Migrato
 }
 
 async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
-    let id: TenantId = args.tenant_id.parse()?;
+    let id = args.tenant_id;
     let tenancy = Tenancy::connect(args.master.database_url).await?;
     let tenant = tenancy.get_tenant(&id).await?;
     if tenant.status() != TenantStatus::Ready {

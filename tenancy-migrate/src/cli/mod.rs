@@ -1,8 +1,8 @@
 //! The library behind the tenant commands.
 //!
-//! Each command is one async function taking the application's migrator, so the
-//! application's binaries are three lines, the way sea-orm-migration's
-//! `cli::run_cli(Migrator)` works:
+//! Each command is one async function taking the application's
+//! [`Migrators`](crate::Migrators), so the application's binaries are three lines, the
+//! way sea-orm-migration's `cli::run_cli(Migrator)` works:
 //!
 //! ```no_run
 //! # use sea_orm_migration::prelude::*;
@@ -10,50 +10,48 @@
 //! # impl MigratorTrait for Migrator { fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] } }
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
-//!     tenancy_migrate::cli::createtenant(Migrator).await
+//!     tenancy_migrate::cli::createtenant(tenancy_migrate::Migrators::new(Migrator)).await
 //! }
 //! ```
 //!
-//! The commands that reach a tenant's data through its handle, `tenantshell` and
-//! `createtenantsuperuser`, take the application's [`Migrators`](crate::Migrators) too,
-//! like `migratetenant` and `showtenants`, although they migrate nothing: the value makes
-//! the binary link the application's crate, and so the registrations of its
-//! `#[tenant_scoped]` and `#[tenancy::shared]` models (a crate a binary never names is not
-//! linked, and neither are its registrations). A table-isolated tenant's handle on a
-//! SQLite master reaches only the tables those models declare, so with no models linked
-//! it refuses every table rather than run anything unscoped:
+//! Every command takes the same value, including those that migrate nothing
+//! (`tenantshell`, `createtenantsuperuser`): it makes the binary link the application's
+//! crate, and so the registrations of its `#[tenant_scoped]` and `#[tenancy::shared]`
+//! models (a crate a binary never names is not linked, and neither are its
+//! registrations). A table-isolated tenant's handle on a SQLite master reaches only the
+//! tables those models declare, so with no models linked it refuses every table rather
+//! than run anything unscoped. `createtenant --migrate` runs the tenant migrator;
+//! `migratealltenants` runs the shared one first.
 //!
-//! ```no_run
-//! # use sea_orm_migration::prelude::*;
-//! # struct Migrator;
-//! # impl MigratorTrait for Migrator { fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] } }
-//! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     tenancy_migrate::cli::tenantshell(tenancy_migrate::Migrators::new(Migrator)).await
-//! }
-//! ```
+//! # Arguments
+//!
+//! Flags are typed by clap: a tenant id, an isolation type or a port that does not parse
+//! is refused before anything is connected to, with exit code 2 and `tenancy`'s own
+//! message for it (the one a prompt shows when it asks again); `--jobs` below 1 gets
+//! clap's usage error, also exit code 2.
 //!
 //! # Exit codes
 //!
-//! | code | meaning |
-//! | --- | --- |
-//! | 0 | success |
-//! | 1 | the work failed; what the run created was removed again (`tenantshell -c`: the statement failed) |
-//! | 2 | invalid input (flag, id, isolation, name, port, username, email, weak password, a cache tenant where tables are needed), or a missing value with no terminal to ask on |
-//! | 3 | the tenant, its database, role or schema exists already; the username exists in the tenant |
-//! | 4 | a database server cannot be reached or refused the credentials |
-//! | 5 | the secret key cannot be read or created |
-//! | 6 | no such tenant |
-//! | 130 | cancelled at a prompt (Esc, Ctrl-C) or interrupted |
+//! Listed once, in [`Exit`]; each command's `--help` names the ones it can end with.
+//! [`Exit::table`] is the README's table.
+//!
+//! # Errors and hints
+//!
+//! [`report_error`] prints an error the same way for every command: `Error: <message>`,
+//! its causes, and for errors of the `tenancy` core (which speak of values, not of
+//! flags) a `hint:` line naming the flag, prompt or environment variable that gives what
+//! was missing or wrong.
 
 mod createtenant;
 mod createtenantsuperuser;
+mod exit;
 mod migratealltenants;
 mod migratetenant;
 mod prompt;
 mod showtenants;
 mod tenantshell;
 
+use std::error::Error as StdError;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -61,6 +59,7 @@ pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenan
 pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };
+pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
@@ -77,25 +76,29 @@ pub struct MasterArgs {
 }
 
 /// Prints `err` the way every command does: `Error: <message>` on stderr, then its causes
-/// indented, and returns the matching exit code.
+/// indented, then a hint naming the flag or prompt that gives what was missing or wrong
+/// (for the core's errors, whose messages name no flags); returns the matching exit code.
 pub fn report_error(err: &Error) -> ExitCode {
-    let mut stderr = std::io::stderr().lock();
-    if matches!(err, Error::Cancelled) {
-        let _ = writeln!(stderr, "{err}");
-        return ExitCode::from(err.exit_code());
+    match err {
+        Error::Cancelled => {
+            let _ = writeln!(std::io::stderr().lock(), "{err}");
+        }
+        // Reported as the core's own error: its message, causes and hint.
+        Error::Tenancy(inner) => write_report(inner),
+        other => write_report(other),
     }
+    Exit::of(err).into()
+}
+
+fn write_report(err: &(dyn StdError + 'static)) {
+    let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "Error: {err}");
-    if let Error::Tenancy(tenancy::Error::CannotConnect { target, .. }) = err {
+    let core = err.downcast_ref::<tenancy::Error>();
+    if let Some(tenancy::Error::CannotConnect { target, .. }) = core {
         let _ = writeln!(stderr, "  at {target}");
     }
-    let mut source = std::error::Error::source(err);
-    // `Tenancy` is transparent: its own message was printed above, skip it.
-    if let (Error::Tenancy(inner), Some(s)) = (err, source)
-        && std::ptr::addr_eq(s, inner)
-    {
-        source = s.source();
-    }
     let mut last = err.to_string();
+    let mut source = err.source();
     while let Some(cause) = source {
         let text = cause.to_string();
         // Wrappers often repeat their source's text ("Connection Error: <source>").
@@ -105,5 +108,75 @@ pub fn report_error(err: &Error) -> ExitCode {
         last = text;
         source = cause.source();
     }
-    ExitCode::from(err.exit_code())
+    if let Some(hint) = core.and_then(hint) {
+        let _ = writeln!(stderr, "  hint: {hint}");
+    }
+}
+
+/// What the commands' user can do about a core error, in the commands' words (flags,
+/// prompts, environment variables), which the core's messages leave out.
+fn hint(err: &tenancy::Error) -> Option<&'static str> {
+    use tenancy::{Error as T, MissingValue as V};
+    Some(match err {
+        T::Missing { value: V::TenantName } => "give it with --name <NAME> or at the prompt",
+        T::Missing { value: V::DatabaseName } => "give it with --db-name <NAME> or at the prompt",
+        T::Missing { value: V::DatabaseUser } => "give it with --db-user <USER> or at the prompt",
+        T::Missing { value: V::DatabasePassword } => {
+            "type it at the prompt or set TENANT_DB_PASSWORD (passwords are never taken from flags)"
+        }
+        T::DatabaseExists { .. } | T::DatabaseFileExists { .. } => {
+            "answer 'n' to \"create the database now\" (--no-create-database) to use it, or choose another name"
+        }
+        T::DatabaseMissing { .. } => "answer 'y' to \"create the database now\" (--create-database) to create it",
+        T::TenantNotReady { .. } => "it is served once createtenant finishes provisioning it",
+        T::SchemaNeedsPostgres { .. } => {
+            "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
+        }
+        _ => return None,
+    })
+}
+
+/// Parses the process's arguments. A value that one of the commands' own parsers refused
+/// (a tenant id, an isolation type, a port: `tenancy`'s errors) is reported as the
+/// commands report errors, with its exit code; anything else (an unknown flag, `--help`)
+/// as clap does.
+fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
+    A::try_parse().map_err(|err| {
+        if let Some(core) = err.source().and_then(|source| source.downcast_ref::<tenancy::Error>()) {
+            write_report(core);
+            return Exit::InvalidInput.into();
+        }
+        let _ = err.print();
+        // 0 for --help and --version, 2 for a usage error.
+        u8::try_from(err.exit_code()).map_or(Exit::InvalidInput.into(), ExitCode::from)
+    })
+}
+
+/// Value parsers for flags, reporting in `tenancy`'s words (see [`parse_args`]).
+mod value {
+    use tenancy::TenantId;
+
+    /// A TCP port: a number from 1 to 65535.
+    pub(super) fn port(input: &str) -> Result<u16, tenancy::Error> {
+        match input.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(tenancy::Error::InvalidPort { given: input.trim().to_owned() }),
+        }
+    }
+
+    /// A tenant id in a comma-separated list, where spaces around it are not part of it.
+    pub(super) fn listed_tenant_id(input: &str) -> Result<TenantId, tenancy::Error> {
+        input.trim().parse()
+    }
+}
+
+/// Waits for a blocking task (a prompt, the shell's line editor). A panic in it is a bug,
+/// not an answer: it goes on unwinding here.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Ok(value),
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down (the process is being stopped).
+        Err(_) => Err(Error::Cancelled),
+    }
 }

@@ -27,8 +27,19 @@ impl Prompter {
 
     /// The error for a value that is missing and cannot be asked for.
     pub(crate) fn missing(&self, what: &str, flag: &str) -> Error {
-        let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
-        Error::Tenancy(tenancy::Error::Missing { what: format!("{what}: pass {flag} ({why})") })
+        Error::MissingInput { what: what.to_owned(), how: format!("pass {flag} ({})", self.why_not_asked()) }
+    }
+
+    /// The error for a password that is missing and cannot be asked for.
+    fn missing_password(&self, what: &str, env: &str) -> Error {
+        Error::MissingInput {
+            what: what.to_owned(),
+            how: format!("set {env} ({}; passwords are never taken from flags)", self.why_not_asked()),
+        }
+    }
+
+    fn why_not_asked(&self) -> &'static str {
+        if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" }
     }
 
     pub(crate) fn text(
@@ -117,10 +128,7 @@ impl Prompter {
     /// A masked password prompt, asked once.
     pub(crate) fn password(&self, message: &str, what: &str, env: &str) -> Result<tenancy::secrets::Password> {
         if !self.interactive {
-            let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
-            return Err(Error::Tenancy(tenancy::Error::Missing {
-                what: format!("{what}: set {env} ({why}; passwords are never taken from flags)"),
-            }));
+            return Err(self.missing_password(what, env));
         }
         Password::new(message)
             .with_render_config(render_config())
@@ -150,10 +158,7 @@ impl Prompter {
         validate: impl Fn(&str) -> std::result::Result<(), String> + Clone + 'static,
     ) -> Result<tenancy::secrets::Password> {
         if !self.interactive {
-            let why = if self.no_input { "--no-input was given" } else { "there is no terminal to ask on" };
-            return Err(Error::Tenancy(tenancy::Error::Missing {
-                what: format!("{what}: set {env} ({why}; passwords are never taken from flags)"),
-            }));
+            return Err(self.missing_password(what, env));
         }
         let validator = move |input: &str| {
             Ok(match validate(input) {

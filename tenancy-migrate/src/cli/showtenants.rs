@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tenancy::Tenancy;
 
+use super::Exit;
 use crate::Result;
 use crate::fleet::{self, FleetOptions, TenantPlan};
 use crate::migrator::Migrators;
@@ -14,8 +15,10 @@ use crate::migrator::Migrators;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "showtenants",
-    after_help = "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)\n\n\
-        Exit codes:\n  0 listed; 2 invalid input; 4 cannot connect"
+    after_help = Exit::after_help(
+        "Environment:\n  DATABASE_URL  master database (default: sqlite://tenancy.db?mode=rwc)",
+        &[(Exit::Success, Some("listed")), (Exit::InvalidInput, None), (Exit::CannotConnect, Some("cannot connect"))],
+    )
 )]
 pub struct ShowTenantsArgs {
     /// Print JSON (an array of tenants) for scripts
@@ -33,7 +36,10 @@ pub struct ShowTenantsArgs {
 
 /// Runs `showtenants` with the process's arguments.
 pub async fn showtenants(migrators: Migrators) -> ExitCode {
-    showtenants_with_args(ShowTenantsArgs::parse(), migrators).await
+    match super::parse_args() {
+        Ok(args) => showtenants_with_args(args, migrators).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `showtenants` with parsed arguments; returns the exit code.

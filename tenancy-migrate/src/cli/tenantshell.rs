@@ -48,6 +48,7 @@ use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
 use tenancy::{Isolation, Tenancy, TenantConnection, TenantId};
 
+use super::Exit;
 use crate::migrator::Migrators;
 use crate::{Error, Result};
 
@@ -72,21 +73,28 @@ pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tenantshell",
-    after_help = "Isolation:\n  \
+    after_help = Exit::after_help(
+        "Isolation:\n  \
         Statements run as the tenant's own login role (schema and table tenants) or in the tenant's\n  \
         own database: the database keeps them to the tenant, DO blocks and functions included.\n  \
         The refusals above only prevent surprises on pooled connections; they are no security boundary.\n\n\
         Environment:\n  \
         DATABASE_URL               master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANCY_SHELL_HISTORY      history file (default: ~/.tenancy_shell_history)\n  \
-        TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password\n\n\
-        Exit codes:\n  \
-        0 done; 1 the -c statement failed; 2 invalid input (tenant id, cache tenant); 4 cannot connect;\n  \
-        5 secret key unreadable; 6 no such tenant"
+        TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password",
+        &[
+            (Exit::Success, Some("done")),
+            (Exit::Failed, Some("the -c statement failed")),
+            (Exit::InvalidInput, Some("invalid input (tenant id, cache tenant)")),
+            (Exit::CannotConnect, Some("cannot connect")),
+            (Exit::SecretKey, None),
+            (Exit::NotFound, None),
+        ],
+    )
 )]
 pub struct TenantShellArgs {
     /// The tenant whose data the shell works on
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
 
     /// Run this one statement (or backslash command), print its result and exit: 0 on
     /// success, 1 if it failed
@@ -116,7 +124,10 @@ pub struct TenantShellArgs {
 /// no models could reach no table at all (it refuses; it never runs a statement
 /// unscoped).
 pub async fn tenantshell(migrators: Migrators) -> ExitCode {
-    tenantshell_with_args(TenantShellArgs::parse(), migrators).await
+    match super::parse_args() {
+        Ok(args) => tenantshell_with_args(args, migrators).await,
+        Err(code) => code,
+    }
 }
 
 /// Runs `tenantshell` with parsed arguments; returns the exit code. See [`tenantshell`]
@@ -131,7 +142,7 @@ pub async fn tenantshell_with_args(args: TenantShellArgs, migrators: Migrators) 
 }
 
 async fn run(args: TenantShellArgs) -> Result<()> {
-    let id: TenantId = args.tenant_id.parse()?;
+    let id = args.tenant_id.clone();
     let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
     let db = tenancy.tenant(&id).await?;
     // A wrong secret key or an unreachable server is reported as such, with its exit code.
@@ -161,7 +172,7 @@ async fn run(args: TenantShellArgs) -> Result<()> {
     let runtime = tokio::runtime::Handle::current();
     // rustyline blocks on the terminal: the loop runs on a blocking thread and drives each
     // statement on the runtime from there.
-    tokio::task::spawn_blocking(move || repl(&runtime, &db, history)).await.map_err(|_| Error::Cancelled)?
+    super::blocking(move || repl(&runtime, &db, history)).await?
 }
 
 /// Reads lines until `\q` or end of input, running each complete statement.

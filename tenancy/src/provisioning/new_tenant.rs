@@ -39,7 +39,7 @@ impl NewTenant {
     {
         let name = name.into().trim().to_owned();
         if name.is_empty() {
-            return Err(Error::Missing { what: "tenant name: it must not be blank".to_owned() });
+            return Err(Error::Missing { value: crate::MissingValue::TenantName });
         }
         Ok(NewTenant { id: id.try_into()?, name, isolation, database: None, migrate: false })
     }

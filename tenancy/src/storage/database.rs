@@ -14,7 +14,7 @@ use crate::registry::placement::{PostgresDatabase, SqliteDatabase, TenantDatabas
 use crate::secrets::scram_sha256_verifier;
 use crate::sql::{quote_ident, quote_literal};
 use crate::storage::Plan;
-use crate::{BoxError, Error, Result, Tenancy, Tenant};
+use crate::{BoxError, Error, MissingValue, Result, Tenancy, Tenant};
 
 /// A PostgreSQL database to create (or adopt), with the admin connection that does it.
 pub(crate) struct PostgresPlan {
@@ -32,9 +32,7 @@ pub(crate) struct SqlitePlan {
 }
 
 pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
-    let db = new
-        .database_spec()
-        .ok_or_else(|| Error::Missing { what: "the database name of a database-isolated tenant".to_owned() })?;
+    let db = new.database_spec().ok_or(Error::Missing { value: MissingValue::DatabaseName })?;
     validate_sql_name("database name", db.name())?;
     match tenancy.backend() {
         Backend::Sqlite => {
@@ -47,9 +45,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
             Ok(Plan::SqliteFile(SqlitePlan { config, path, create: db.creates() }))
         }
         Backend::Postgres => {
-            let login = db.postgres_login().ok_or_else(|| Error::Missing {
-                what: "the database user of a PostgreSQL tenant database".to_owned(),
-            })?;
+            let login = db.postgres_login().ok_or(Error::Missing { value: MissingValue::DatabaseUser })?;
             validate_sql_name("database user", login.user())?;
             url::check_host(db.host())?;
             if db.port() == 0 {
@@ -57,7 +53,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
             }
             let password = login.password();
             if password.expose().is_empty() {
-                return Err(Error::MissingPassword);
+                return Err(Error::Missing { value: MissingValue::DatabasePassword });
             }
             let (key, _) = tenancy.secret_key()?;
             let config = PostgresDatabase {

@@ -1,0 +1,163 @@
+//! The exit codes of the commands, listed once: each command's `--help`, these docs and
+//! the README's table are made from [`Exit`].
+
+use std::fmt::Write as _;
+
+use crate::Error;
+
+/// Declares [`Exit`] from one line per code: the variant, the code, the short wording of
+/// `--help` and the meaning (which is also the variant's documentation).
+macro_rules! exit_codes {
+    ($($variant:ident = $code:literal, $short:literal, $meaning:literal;)*) => {
+        /// How a command ended: the process's exit code. Each variant's documentation is
+        /// its line of the README's table ([`Exit::table`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Exit {
+            $(#[doc = $meaning] $variant = $code,)*
+        }
+
+        impl Exit {
+            /// Every exit code, in increasing order.
+            pub const ALL: &'static [Exit] = &[$(Exit::$variant),*];
+
+            /// What the code means, for every command (the README's table).
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(Exit::$variant => $meaning,)*
+                }
+            }
+
+            /// The code's meaning in a few words (a command's `--help` uses these unless
+            /// it words a code for itself).
+            pub const fn short(self) -> &'static str {
+                match self {
+                    $(Exit::$variant => $short,)*
+                }
+            }
+        }
+    };
+}
+
+exit_codes! {
+    Success = 0, "success", "success";
+    Failed = 1, "failed",
+        "the work failed; what the run created was removed again (`tenantshell -c`: the statement failed)";
+    InvalidInput = 2, "invalid input",
+        "invalid input (flag, id, isolation, name, port, username, email, weak password, a cache tenant where \
+         tables are needed), or a missing value with no terminal to ask on";
+    AlreadyExists = 3, "already exists",
+        "the tenant, its database, role or schema exists already; the username exists in the tenant";
+    CannotConnect = 4, "cannot connect to a database server",
+        "a database server cannot be reached or refused the credentials";
+    SecretKey = 5, "secret key unreadable", "the secret key cannot be read or created";
+    NotFound = 6, "no such tenant", "no such tenant";
+    Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
+}
+
+impl Exit {
+    /// The process exit code.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The exit code `err` ends a command with.
+    pub fn of(err: &Error) -> Exit {
+        use tenancy::Error as T;
+        match err {
+            Error::Tenancy(err) => match err {
+                T::InvalidTenantId { .. }
+                | T::InvalidIsolation { .. }
+                | T::InvalidIdentifier { .. }
+                | T::InvalidPort { .. }
+                | T::InvalidHost { .. }
+                | T::Missing { .. }
+                | T::UnsupportedUrl { .. }
+                | T::SchemaNeedsPostgres { .. }
+                | T::DatabaseMissing { .. } => Exit::InvalidInput,
+                T::TenantExists { .. }
+                | T::DatabaseExists { .. }
+                | T::DatabaseFileExists { .. }
+                | T::RoleExists { .. }
+                | T::SchemaExists { .. }
+                | T::LoginRoleExists { .. } => Exit::AlreadyExists,
+                T::CannotConnect { .. } => Exit::CannotConnect,
+                T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
+                T::TenantNotFound { .. } => Exit::NotFound,
+                _ => Exit::Failed,
+            },
+            Error::Cancelled => Exit::Cancelled,
+            Error::NothingToResume
+            | Error::NotReady { .. }
+            | Error::MissingInput { .. }
+            | Error::InvalidUsername { .. }
+            | Error::InvalidEmail { .. }
+            | Error::WeakPassword { .. }
+            | Error::NoRelationalStorage { .. } => Exit::InvalidInput,
+            Error::UsernameTaken { .. } => Exit::AlreadyExists,
+            Error::NoTenants => Exit::NotFound,
+            Error::Migration { .. }
+            | Error::MigrationPanicked { .. }
+            | Error::Prompt { .. }
+            | Error::SharedMigration { .. }
+            | Error::Accounts { .. }
+            | Error::PasswordHash { .. }
+            | Error::Statement { .. } => Exit::Failed,
+        }
+    }
+
+    /// The README's table of every code and its meaning, as Markdown.
+    pub fn table() -> String {
+        let mut table = String::from("| code | meaning |\n| --- | --- |\n");
+        for exit in Exit::ALL {
+            let _ = writeln!(table, "| {} | {} |", exit.code(), exit.meaning());
+        }
+        table
+    }
+}
+
+impl Exit {
+    /// A command's `--help` epilogue (clap's `after_help`): its `environment` section (or
+    /// whatever comes before the codes), then the codes it can end with, one a line, each
+    /// worded by the command (`Some`) or with the code's [`Exit::short`] wording.
+    pub fn after_help(environment: &str, codes: &[(Exit, Option<&str>)]) -> String {
+        let mut help = format!("{}\n\nExit codes:", environment.trim_end());
+        for (exit, wording) in codes {
+            let _ = write!(help, "\n  {} {}", exit.code(), wording.unwrap_or(exit.short()));
+        }
+        help
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_in_order() {
+        let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
+        assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "{codes:?}");
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 130]);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_code() {
+        let table = Exit::table();
+        assert!(table.starts_with("| code | meaning |\n| --- | --- |\n| 0 | success |\n"), "{table}");
+        assert!(table.ends_with("| 130 | cancelled at a prompt (Esc, Ctrl-C) or interrupted |\n"), "{table}");
+        assert_eq!(table.lines().count(), 2 + Exit::ALL.len());
+    }
+
+    #[test]
+    fn help_lists_the_codes_given() {
+        let help =
+            Exit::after_help("Environment:\n  X  y\n", &[(Exit::Success, Some("created")), (Exit::Cancelled, None)]);
+        assert_eq!(help, "Environment:\n  X  y\n\nExit codes:\n  0 created\n  130 cancelled");
+    }
+}
