@@ -304,7 +304,7 @@ async fn failing_shared_migrations_touch_no_tenant_and_plan_touches_nothing() {
     assert!(matches!(err, tenancy_migrate::Error::SharedMigration { .. }), "{err}");
     assert!(!ctx.schema_table_exists("s1", "projects").await, "a tenant was touched");
     let last = ctx.tenancy.ledger().last_run().await.unwrap().unwrap();
-    assert_eq!(last.status, "failed");
+    assert_eq!(last.status, tenancy::ledger::RunStatus::Failed);
 }
 
 #[tokio::test]

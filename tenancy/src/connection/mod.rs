@@ -291,8 +291,13 @@ impl TenantConnection {
             Route::SqliteRewrite => call.checked(self.check())?.run(self.inner.tenancy.master()).await,
             Route::OwnPool { .. } => {
                 let call = call.checked(self.check())?;
-                let lease = self.lease().await?;
-                match call.clone().run(lease.connection()).await {
+                let first = {
+                    // The lease ends before a retry: the evicted pool gives its share of
+                    // the budget back only once nothing holds it.
+                    let lease = self.lease().await?;
+                    call.clone().run(lease.connection()).await
+                };
+                match first {
                     // Failed before running: retried once on fresh connections.
                     Err(err) if self.stale_plan(&err) => call.run(self.lease().await?.connection()).await,
                     other => other,

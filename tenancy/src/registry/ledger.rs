@@ -3,7 +3,6 @@
 //! can see which tenant is behind.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -11,15 +10,17 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 
 #[cfg(doc)]
 use crate::Tenancy;
-use crate::{Error, Result, TenantId};
+use crate::{Result, TenantId};
 
 /// The ledger's run table.
 pub const RUNS_TABLE: &str = "tenancy_migration_runs";
 /// The ledger's per-tenant table.
 pub const LEDGER_TABLE: &str = "tenancy_migration_ledger";
 
-/// What a fleet run did (or has not yet done) to one tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a fleet run did (or has not yet done) to one tenant, as stored in the ledger's
+/// `outcome` column (a sea-orm active enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)", rename_all = "snake_case")]
 pub enum TenantOutcome {
     /// Selected for the run but not attempted (yet): the run stopped after a failure, was
     /// interrupted, or is still going.
@@ -55,26 +56,6 @@ impl TenantOutcome {
 impl fmt::Display for TenantOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TenantOutcome {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "not_attempted" => TenantOutcome::NotAttempted,
-            "migrated" => TenantOutcome::Migrated,
-            "up_to_date" => TenantOutcome::UpToDate,
-            "failed" => TenantOutcome::Failed,
-            "skipped" => TenantOutcome::Skipped,
-            other => {
-                return Err(Error::CorruptRegistry {
-                    tenant: String::new(),
-                    reason: format!("unknown ledger outcome '{other}'"),
-                });
-            }
-        })
     }
 }
 
@@ -120,8 +101,21 @@ pub struct MigrationRun {
     pub started_at: DateTime<Utc>,
     /// When it finished; `None` while running or if the process died.
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `succeeded`, `failed`.
-    pub status: String,
+    /// Where the run is.
+    pub status: RunStatus,
+}
+
+/// Where a fleet run is, as stored in the run table's `status` column (a sea-orm active
+/// enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started and not finished (or its process died).
+    Running,
+    /// Every selected tenant migrated or was up to date.
+    Succeeded,
+    /// A tenant (or the shared tables) failed.
+    Failed,
 }
 
 pub(crate) mod runs {
@@ -136,7 +130,7 @@ pub(crate) mod runs {
         pub id: i64,
         pub started_at: DateTimeUtc,
         pub finished_at: Option<DateTimeUtc>,
-        pub status: String,
+        pub status: super::RunStatus,
         #[sea_orm(column_type = "JsonBinary")]
         pub options: Json,
     }
@@ -161,7 +155,7 @@ pub(crate) mod entries {
         // (Citus) like every other tenant-keyed table.
         #[sea_orm(primary_key, auto_increment = false)]
         pub tenant_id: String,
-        pub outcome: String,
+        pub outcome: super::TenantOutcome,
         #[sea_orm(column_type = "JsonBinary")]
         pub migrations: Json,
         pub detail: Option<String>,
@@ -191,12 +185,12 @@ impl<'a> Ledger<'a> {
     /// after a crash). `options` is free-form JSON describing the run (jobs, filters).
     ///
     /// # Errors
-    /// [`Error::Database`].
+    /// [`crate::Error::Database`].
     pub async fn start_run(&self, tenants: &[TenantId], options: serde_json::Value) -> Result<i64> {
         let run = runs::ActiveModel {
             started_at: Set(Utc::now()),
             finished_at: Set(None),
-            status: Set("running".to_owned()),
+            status: Set(RunStatus::Running),
             options: Set(serde_json::json!({ "selected": tenants, "options": options })),
             ..Default::default()
         };
@@ -206,7 +200,7 @@ impl<'a> Ledger<'a> {
     /// Records what a run did to one tenant.
     ///
     /// # Errors
-    /// [`Error::Database`].
+    /// [`crate::Error::Database`].
     pub async fn record_outcome(&self, run_id: i64, record: &OutcomeRecord) -> Result<()> {
         self.record_outcomes(run_id, std::slice::from_ref(record)).await
     }
@@ -216,14 +210,14 @@ impl<'a> Ledger<'a> {
     /// pending fast). Recording a tenant twice in one run keeps the later outcome.
     ///
     /// # Errors
-    /// [`Error::Database`].
+    /// [`crate::Error::Database`].
     pub async fn record_outcomes(&self, run_id: i64, records: &[OutcomeRecord]) -> Result<()> {
         let now = Utc::now();
         for chunk in records.chunks(500) {
             let rows = chunk.iter().map(|record| entries::ActiveModel {
                 run_id: Set(run_id),
                 tenant_id: Set(record.tenant.to_string()),
-                outcome: Set(record.outcome.as_str().to_owned()),
+                outcome: Set(record.outcome),
                 migrations: Set(serde_json::json!(record.migrations)),
                 detail: Set(record.detail.clone()),
                 duration_ms: Set(record.duration_ms),
@@ -250,11 +244,14 @@ impl<'a> Ledger<'a> {
     /// Closes a run with its final status (`succeeded` or `failed`).
     ///
     /// # Errors
-    /// [`Error::Database`].
+    /// [`crate::Error::Database`].
     pub async fn finish_run(&self, run_id: i64, succeeded: bool) -> Result<()> {
         runs::Entity::update_many()
             .col_expr(runs::Column::FinishedAt, Expr::value(Some(Utc::now())))
-            .col_expr(runs::Column::Status, Expr::value(if succeeded { "succeeded" } else { "failed" }))
+            .col_expr(
+                runs::Column::Status,
+                Expr::value(if succeeded { RunStatus::Succeeded } else { RunStatus::Failed }),
+            )
             .filter(runs::Column::Id.eq(run_id))
             .exec(self.master)
             .await?;
@@ -264,7 +261,7 @@ impl<'a> Ledger<'a> {
     /// The most recent run, if any.
     ///
     /// # Errors
-    /// [`Error::Database`].
+    /// [`crate::Error::Database`].
     pub async fn last_run(&self) -> Result<Option<MigrationRun>> {
         Ok(runs::Entity::find().order_by_desc(runs::Column::Id).limit(1).one(self.master).await?.map(|run| {
             MigrationRun { id: run.id, started_at: run.started_at, finished_at: run.finished_at, status: run.status }
@@ -275,7 +272,7 @@ impl<'a> Ledger<'a> {
     /// [`TenantOutcome::NotAttempted`] for those without a recorded outcome.
     ///
     /// # Errors
-    /// [`Error::Database`], [`Error::CorruptRegistry`] for an unknown outcome.
+    /// [`crate::Error::Database`], also for an outcome this version does not know.
     pub async fn entries(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
         let selected: Vec<String> = match runs::Entity::find_by_id(run_id).one(self.master).await? {
             Some(run) => serde_json::from_value(run.options["selected"].clone()).unwrap_or_default(),
@@ -291,7 +288,7 @@ impl<'a> Ledger<'a> {
                     row.tenant_id.clone(),
                     LedgerEntry {
                         run_id: row.run_id,
-                        outcome: row.outcome.parse()?,
+                        outcome: row.outcome,
                         migrations: serde_json::from_value(row.migrations).unwrap_or_default(),
                         detail: row.detail,
                         duration_ms: row.duration_ms,
