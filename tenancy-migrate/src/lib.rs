@@ -20,7 +20,7 @@
 //! # impl MigratorTrait for Migrator { fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] } }
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let tenancy = tenancy::Tenancy::connect(tenancy::master_url_from_env()).await?;
-//! let tenant = tenancy.get_tenant(&"acme".parse()?).await?;
+//! let tenant = tenancy.get_tenant("acme").await?;
 //! let outcome = tenancy_migrate::migrate_tenant(&tenancy, &tenant, &Migrator).await?;
 //! println!("{outcome}");
 //! # Ok(()) }
