@@ -7,6 +7,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use sea_orm_migration::MigratorTrait;
 
 use super::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Parts, Tenancy};
+#[cfg(doc)]
+use crate::Error;
 use crate::cache::CacheConfig;
 use crate::connection::TenantBinding;
 use crate::connection::pools::{PoolSettings, TenantPools};

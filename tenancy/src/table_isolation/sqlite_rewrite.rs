@@ -1833,6 +1833,7 @@ mod tests {
     /// `cargo test -p tenancy --release --lib table_isolation::sqlite_rewrite::tests::measure -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement, not a test"]
+    #[allow(clippy::print_stdout, reason = "a measurement run by hand prints its figures")]
     fn measure_scoping_cost() {
         let select = stmt(
             r#"SELECT "projects"."id", "projects"."tenant_id", "projects"."name" FROM "projects" WHERE "projects"."name" LIKE ? ORDER BY "projects"."id" ASC LIMIT ?"#,
