@@ -9,7 +9,7 @@ use std::process::Command;
 use pty::{answer, exit_code, plain, type_text};
 use rexpect::session::{PtySession, spawn_command};
 use sea_orm::Database;
-use tenancy_tests::{PgMaster, TempDir, column_strings, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, unique_name};
 
 const TIMEOUT_MS: u64 = 30_000;
 

@@ -12,7 +12,7 @@ use rexpect::session::{PtySession, spawn_command};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::accounts::{tenant_user, verify_password};
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 
 const TIMEOUT_MS: u64 = 30_000;
 

@@ -43,7 +43,7 @@ async fn read_through_hits_the_database_once_then_the_cache() {
 #[tokio::test]
 async fn the_default_cache_is_in_process_and_private_to_each_tenancy() {
     // Two Tenancy instances on one master: the in-process cache is per instance.
-    let dir = tenancy_tests::TempDir::new();
+    let dir = tenancy_test_support::TempDir::new();
     let connect = || async {
         tenancy::Tenancy::builder(dir.sqlite_master_url())
             .secret_key_file(dir.path().join("key"))

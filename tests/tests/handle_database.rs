@@ -17,7 +17,7 @@ use sea_orm::{
 use tenancy::secret::Password;
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name, with_database};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name, with_database};
 
 struct Ctx {
     pg: PgMaster,

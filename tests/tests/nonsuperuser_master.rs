@@ -13,7 +13,7 @@ use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, NotSet, Set};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 /// `url` with its user replaced by `user` (no password: the test server trusts loopback).
 fn as_user(url: &str, user: &str) -> String {

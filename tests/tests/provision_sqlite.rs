@@ -8,7 +8,7 @@ use example_app::Migrator;
 use sea_orm::{ConnectionTrait, Database};
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy, TenantStatus};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{TempDir, column_strings, count, unique_name};
 
 async fn master(dir: &TempDir) -> Tenancy {
     Tenancy::builder(dir.sqlite_master_url())

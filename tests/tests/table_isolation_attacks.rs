@@ -34,7 +34,7 @@ use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaMana
 use tenancy::sql::{quote_ident, quote_literal};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, unique_name};
 
 /// Two scoped tables of the "outside app", with plain foreign keys the row-security step
 /// must rewrite: `labels.board_id -> boards.id` (cascading, deferrable; `boards` has no
