@@ -1,8 +1,7 @@
 //! `createtenant` driven through a pseudo-terminal, the way a person runs it: the
 //! documented transcript, the masked password, Esc.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::Command;
 

@@ -2,8 +2,7 @@
 //! list, the hidden password typed twice (a weak one and a mismatch asked again), Esc.
 //! The password never reaches the screen.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::Command;
 

@@ -2,8 +2,7 @@
 //! schema and table tenants holding rows of two tenants each. The shell sees its tenant's
 //! rows only, even for a query without any filter.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::{Command, Output, Stdio};
 

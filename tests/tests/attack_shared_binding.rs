@@ -13,8 +13,7 @@
 //! owner's session and can undo the binding inside its own transaction (see the docs of
 //! `TenantBinding`); the default `TenantPools` binding is the one that contains it.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;

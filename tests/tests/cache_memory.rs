@@ -1,7 +1,6 @@
 //! Cache isolation on the in-process backend (`CacheConfig::memory`, the default).
 
-#[allow(dead_code, reason = "each backend's test file uses its own `Kind`")]
-mod cache_common;
+use crate::cache_common;
 
 use cache_common::{Fixture, Kind};
 

@@ -2,8 +2,7 @@
 //! server at `TENANCY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). Every test uses
 //! its own key prefix (with glob and separator characters in it) and removes its keys.
 
-#[allow(dead_code, reason = "each backend's test file uses its own `Kind`")]
-mod cache_common;
+use crate::cache_common;
 
 use std::time::{Duration, Instant};
 

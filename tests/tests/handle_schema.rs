@@ -5,8 +5,7 @@
 //! `public`, and leaves nothing on a pooled connection, even when one pooled connection
 //! serves both tenants in turn.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;

@@ -3,8 +3,7 @@
 //! created, migrated and isolated with either binding, row-level security is forced on
 //! the tables that role owns, and its own connections see no tenant rows at all.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;

@@ -1,8 +1,7 @@
 //! Tenant provisioning against the real PostgreSQL server: catalogs, grants, SCRAM,
 //! failures after every step, races, and never touching what existed before.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::FailAfter;
 use example_app::Migrator;

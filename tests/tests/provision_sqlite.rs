@@ -1,7 +1,6 @@
 //! Tenant provisioning on the embedded SQLite master: every mode, failures, races.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::FailAfter;
 use example_app::Migrator;

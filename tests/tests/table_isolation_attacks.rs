@@ -20,8 +20,7 @@
 //! connection); class 1 is about the tenant's own login role, which only the default
 //! binding uses (the shared binding's trust in its setting is documented with it).
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::entities::{project, task};
