@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use sea_orm::{ConnectionTrait, Database};
 use tenancy::cache::{CacheConfig, TenantKey};
 use tenancy::{Isolation, Tenancy};
-use tenancy_tests::{RedisPrefix, TempDir, column_strings, unique_name};
+use tenancy_test_support::{RedisPrefix, TempDir, column_strings, unique_name};
 
 fn run(binary: &str, dir: &TempDir, url: &str, args: &[&str]) -> Output {
     Command::new(binary)
@@ -67,7 +67,7 @@ async fn a_cache_tenant_created_by_the_cli_works_at_once() {
     let Some(redis) = RedisPrefix::create(":e2e").await else { return };
     let tenancy = Tenancy::builder(url.clone())
         .secret_key_file(dir.path().join("secret.key"))
-        .cache(CacheConfig::redis(tenancy_tests::redis_url()).prefix(redis.prefix.clone()))
+        .cache(CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()))
         .connect()
         .await
         .expect("connect");

@@ -4,7 +4,7 @@
 use std::process::{Command, Output, Stdio};
 
 use sea_orm::Database;
-use tenancy_tests::{PgMaster, TempDir, column_strings, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, unique_name};
 
 fn createtenant(dir: &TempDir, database_url: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_createtenant"));

@@ -1,15 +1,14 @@
 //! `createtenant` driven through a pseudo-terminal, the way a person runs it: the
 //! documented transcript, the masked password, Esc.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::Command;
 
 use pty::{answer, exit_code, plain, type_text};
 use rexpect::session::{PtySession, spawn_command};
 use sea_orm::Database;
-use tenancy_tests::{PgMaster, TempDir, column_strings, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, unique_name};
 
 const TIMEOUT_MS: u64 = 30_000;
 

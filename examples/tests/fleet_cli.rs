@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use sea_orm::ConnectionTrait;
 use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy};
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 fn command(bin: &str, pg: &PgMaster, dir: &TempDir, args: &[&str]) -> Output {
     Command::new(bin)

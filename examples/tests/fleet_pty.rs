@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 
 use rexpect::process::WaitStatus;
 use rexpect::session::spawn_command;
-use tenancy_tests::TempDir;
+use tenancy_test_support::TempDir;
 
 #[test]
 fn progress_bar_on_a_terminal_lines_otherwise() {

@@ -151,7 +151,7 @@ fn tutorial_builds_and_runs_as_an_outside_crate() {
     assert!(built.status.success(), "the tutorial's crate does not build:\n{}", String::from_utf8_lossy(&built.stderr));
 
     let bin = |name: &str| work.join("target").join("debug").join(name);
-    let dir = tenancy_tests::TempDir::new();
+    let dir = tenancy_test_support::TempDir::new();
     let run = |name: &str, args: &[&str]| {
         let mut cmd = std::process::Command::new(bin(name));
         cmd.current_dir(dir.path())

@@ -15,7 +15,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir};
+use tenancy_test_support::{PgMaster, TempDir};
 
 /// The base domain the tests serve subdomains under (`serve --base-domain`).
 const BASE: &str = "tenants.test";
@@ -465,12 +465,12 @@ async fn postgres_master_serves_all_four_modes_side_by_side() {
     run(env!("CARGO_BIN_EXE_migratealltenants"), &dir, &[("DATABASE_URL", &pg.url)], &[]);
 
     // The tenants' cache namespaces on the test Redis, under a prefix of this test's own.
-    let Some(redis) = tenancy_tests::RedisPrefix::create("serve").await else { return };
+    let Some(redis) = tenancy_test_support::RedisPrefix::create("serve").await else { return };
     let server = Server::start(
         &dir,
         &[
             ("DATABASE_URL", &pg.url),
-            ("TENANCY_CACHE_URL", &tenancy_tests::redis_url()),
+            ("TENANCY_CACHE_URL", &tenancy_test_support::redis_url()),
             ("TENANCY_CACHE_PREFIX", &redis.prefix),
         ],
     );

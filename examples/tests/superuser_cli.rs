@@ -8,7 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::accounts::tenant_user;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name, with_database};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name, with_database};
 
 const PASSWORD: &str = "correct horse battery";
 

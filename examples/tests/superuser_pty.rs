@@ -2,8 +2,7 @@
 //! list, the hidden password typed twice (a weak one and a mismatch asked again), Esc.
 //! The password never reaches the screen.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::Command;
 
@@ -12,7 +11,7 @@ use rexpect::session::{PtySession, spawn_command};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::accounts::{tenant_user, verify_password};
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 
 const TIMEOUT_MS: u64 = 30_000;
 

@@ -2,8 +2,7 @@
 //! schema and table tenants holding rows of two tenants each. The shell sees its tenant's
 //! rows only, even for a query without any filter.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod pty;
+use crate::pty;
 
 use std::process::{Command, Output, Stdio};
 
@@ -13,7 +12,7 @@ use rexpect::session::{PtySession, spawn_command};
 use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, NotSet, Set};
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 use example_app::entities::project;
 
@@ -209,7 +208,7 @@ async fn set_config_and_do_blocks_cannot_reach_another_tenant() {
             _ => "public.projects".to_owned(),
         };
         let sql = format!("SELECT name FROM {table} WHERE tenant_id = $1 ORDER BY name");
-        tenancy_tests::column_strings(&master, &sql, vec![tenant.as_str().into()]).await
+        tenancy_test_support::column_strings(&master, &sql, vec![tenant.as_str().into()]).await
     };
     let login = async |tenant: &TenantId| {
         f.tenancy.tenant(tenant).await.unwrap().tenant().placement().login().expect("a login role").user.clone()
@@ -354,10 +353,10 @@ async fn dash_c_on_a_sqlite_table_tenant_reaches_only_its_rows_and_the_declared_
     );
     // The master afterwards: ta's rows untouched by tb's update, the registry intact.
     let master = tenancy.master();
-    let names = tenancy_tests::column_strings(master, "SELECT name FROM projects ORDER BY name", vec![]).await;
+    let names = tenancy_test_support::column_strings(master, "SELECT name FROM projects ORDER BY name", vec![]).await;
     assert_eq!(names, ["mine", "mine", "ta-one", "ta-two"]);
     let ready = "SELECT COUNT(*) FROM tenancy_tenants WHERE status = 'ready'";
-    assert_eq!(tenancy_tests::count(master, ready, vec![]).await, 2);
+    assert_eq!(tenancy_test_support::count(master, ready, vec![]).await, 2);
 }
 
 fn spawn(f: &Fleet, tenant: &TenantId, history: &std::path::Path) -> PtySession {

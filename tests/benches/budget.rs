@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tenancy::{Isolation, NewTenant, Tenancy};
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 
 const BUDGET: u32 = 20;
 const PER_POOL: u32 = 2;
@@ -46,7 +46,7 @@ async fn main() {
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let (name, user) = (format!("{prefix}_{i}"), tenancy_tests::unique_name("u"));
+        let (name, user) = (format!("{prefix}_{i}"), tenancy_test_support::unique_name("u"));
         pg.track_database(&name);
         pg.track_role(&user);
         let database = tenancy::NewDatabase::create(name)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tenancy::cache::{CacheConfig, TenantCache, TenantKey};
 use tenancy::{Isolation, NewTenant, Tenancy};
-use tenancy_tests::{RedisPrefix, TempDir, unique_name};
+use tenancy_test_support::{RedisPrefix, TempDir, unique_name};
 
 const ROUNDS: usize = 20_000;
 const TENANTS: usize = 10;
@@ -89,7 +89,7 @@ async fn tenant_caches(tenancy: &Tenancy, n: usize) -> Vec<TenantCache> {
 }
 
 async fn get_set(redis: &RedisPrefix, cache: &TenantCache) {
-    let client = redis::Client::open(tenancy_tests::redis_url()).expect("client");
+    let client = redis::Client::open(tenancy_test_support::redis_url()).expect("client");
     let mut raw = ConnectionManager::new(client).await.expect("raw connection");
     let value = session(1);
     let bytes = serde_json::to_vec(&value).expect("serialize");
@@ -226,7 +226,7 @@ async fn main() {
     let dir = TempDir::new();
     let tenancy = Tenancy::builder(dir.sqlite_master_url())
         .secret_key_file(dir.path().join("key"))
-        .cache(CacheConfig::redis(tenancy_tests::redis_url()).prefix(redis.prefix.clone()))
+        .cache(CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()))
         .connect()
         .await
         .expect("connect");

@@ -25,7 +25,7 @@ use sea_orm_migration::prelude::*;
 use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_migrate::fleet::{FleetOptions, migrate_all};
 use tenancy_migrate::{MigrateOnCreate, Migrators};
-use tenancy_tests::{PgMaster, TempDir};
+use tenancy_test_support::{PgMaster, TempDir};
 
 #[derive(DeriveMigrationName)]
 struct m20260401_000001_create_labels;

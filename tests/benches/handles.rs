@@ -22,7 +22,7 @@ use sea_orm::{
 use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantBinding, TenantConnection};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 
 const ROUNDS: usize = 2_000;
 

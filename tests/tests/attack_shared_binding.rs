@@ -13,8 +13,7 @@
 //! owner's session and can undo the binding inside its own transaction (see the docs of
 //! `TenantBinding`); the default `TenantPools` binding is the one that contains it.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;
@@ -24,7 +23,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, State
 use tenancy::sql::{quote_ident, quote_literal};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, unique_name};
 
 struct Ctx {
     _pg: PgMaster,

@@ -18,7 +18,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{TempDir, column_strings, count, table_tenants, unique_name};
+use tenancy_test_support::{TempDir, column_strings, count, table_tenants, unique_name};
 
 /// A table every tenant may write (`#[tenancy::shared(writable)]`), beside the example
 /// app's read-only `plans`.

@@ -1,7 +1,6 @@
 //! Cache isolation on the in-process backend (`CacheConfig::memory`, the default).
 
-#[allow(dead_code, reason = "each backend's test file uses its own `Kind`")]
-mod cache_common;
+use crate::cache_common;
 
 use cache_common::{Fixture, Kind};
 
@@ -43,7 +42,7 @@ async fn read_through_hits_the_database_once_then_the_cache() {
 #[tokio::test]
 async fn the_default_cache_is_in_process_and_private_to_each_tenancy() {
     // Two Tenancy instances on one master: the in-process cache is per instance.
-    let dir = tenancy_tests::TempDir::new();
+    let dir = tenancy_test_support::TempDir::new();
     let connect = || async {
         tenancy::Tenancy::builder(dir.sqlite_master_url())
             .secret_key_file(dir.path().join("key"))

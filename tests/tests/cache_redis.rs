@@ -2,15 +2,14 @@
 //! server at `TENANCY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). Every test uses
 //! its own key prefix (with glob and separator characters in it) and removes its keys.
 
-#[allow(dead_code, reason = "each backend's test file uses its own `Kind`")]
-mod cache_common;
+use crate::cache_common;
 
 use std::time::{Duration, Instant};
 
 use cache_common::{Fixture, Kind};
 use tenancy::Error;
 use tenancy::cache::{CacheConfig, TenantKey};
-use tenancy_tests::{TempDir, unique_name};
+use tenancy_test_support::{TempDir, unique_name};
 
 #[tokio::test]
 async fn tenants_with_the_same_keys_see_only_their_own() {
@@ -138,7 +137,7 @@ async fn redis_coming_back_is_picked_up_without_a_restart() {
     // The manager reconnects by itself: a Tenancy made while the URL's server was away
     // works once a server listens there. Simulated with a TCP relay to the real Redis
     // that starts after the first failure.
-    let Some(redis) = tenancy_tests::RedisPrefix::create("").await else { return };
+    let Some(redis) = tenancy_test_support::RedisPrefix::create("").await else { return };
     let listener_port = closed_port();
     let dir = TempDir::new();
     let tenancy = tenancy::Tenancy::builder(dir.sqlite_master_url())
@@ -151,7 +150,7 @@ async fn redis_coming_back_is_picked_up_without_a_restart() {
     let key = tenancy::cache::GlobalKey::new("m", "k");
     assert!(matches!(global.set(&key, &1, None).await, Err(Error::CacheUnavailable { .. })));
 
-    let target = tenancy_tests::redis_url();
+    let target = tenancy_test_support::redis_url();
     let upstream = target.trim_start_matches("redis://").trim_end_matches('/').to_owned();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", listener_port)).await.unwrap();
     let relay = tokio::spawn(async move {

@@ -7,7 +7,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Set, Statement};
 use tenancy::{Error, Tenancy, TenantConnection};
-use tenancy_tests::{PgMaster, TempDir, count, table_tenants};
+use tenancy_test_support::{PgMaster, TempDir, count, table_tenants};
 
 /// A cache-scoped model read through to the `cached_sessions` table, which has a tenant
 /// column.

@@ -6,7 +6,7 @@ use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, EntityTrait, QueryOrder, Set};
 use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 
 struct Ctx {
     pg: PgMaster,

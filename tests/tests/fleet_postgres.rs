@@ -12,7 +12,7 @@ use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
 use tenancy_migrate::fleet::{FleetOptions, FleetReport, migrate_all, plan};
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, exists};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, exists};
 
 struct Ctx {
     pg: PgMaster,

@@ -4,7 +4,7 @@
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy};
 use tenancy_migrate::fleet::{FleetOptions, migrate_all, plan};
-use tenancy_tests::{TempDir, column_strings};
+use tenancy_test_support::{TempDir, column_strings};
 
 #[tokio::test]
 async fn sqlite_fleet_migrates_each_mode_once() {

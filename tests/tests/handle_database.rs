@@ -2,8 +2,7 @@
 //! `&handle`, each tenant sees only its own database, the per-tenant pools stay within
 //! the connection budget, and the handles that cannot work say why.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;
@@ -17,7 +16,7 @@ use sea_orm::{
 use tenancy::secrets::Password;
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name, with_database};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name, with_database};
 
 struct Ctx {
     pg: PgMaster,

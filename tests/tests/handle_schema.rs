@@ -5,8 +5,7 @@
 //! `public`, and leaves nothing on a pooled connection, even when one pooled connection
 //! serves both tenants in turn.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;
@@ -20,7 +19,7 @@ use sea_orm::{
 use tenancy::sql::quote_ident;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 struct Ctx {
     pg: PgMaster,
@@ -280,7 +279,7 @@ async fn a_schema_tenants_login_role_reaches_its_own_schema_only() {
     // Its password is stored encrypted only.
     let plain = ctx.tenancy.secret_key().unwrap().0.decrypt(&login.password, a.id().as_str()).unwrap();
     let stored = "SELECT config::text FROM tenancy_tenants WHERE tenant_id = $1";
-    let stored = tenancy_tests::column_strings(&ctx.superuser, stored, vec![a.id().as_str().into()]).await;
+    let stored = tenancy_test_support::column_strings(&ctx.superuser, stored, vec![a.id().as_str().into()]).await;
     assert!(stored[0].contains(&login.user) && !stored[0].contains(plain.expose()), "{}", stored[0]);
 
     // The role: no powers around the isolation, its schema as search_path.

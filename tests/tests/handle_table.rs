@@ -19,7 +19,7 @@ use sea_orm::{
 };
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, unique_name};
 
 struct Ctx {
     _pg: PgMaster,
@@ -335,7 +335,8 @@ async fn table_tenants_on_a_sqlite_master_see_only_their_rows() {
     let dir = TempDir::new();
     let tenancy = dir.sqlite_builder().connect().await.unwrap();
     let handles =
-        tenancy_tests::table_tenants(&tenancy, &MigrateOnCreate::new(&Migrator), true, &["acme", "globex"]).await;
+        tenancy_test_support::table_tenants(&tenancy, &MigrateOnCreate::new(&Migrator), true, &["acme", "globex"])
+            .await;
     let (a, b) = (&handles[0], &handles[1]);
     assert_eq!(a.get_database_backend(), DbBackend::Sqlite);
     let a_projects = seed(a, "acme").await;

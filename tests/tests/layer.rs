@@ -13,7 +13,7 @@ use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, QueryOrder, Set, Statement};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId, TenantLayer, TenantResolver};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_layer::Layer;

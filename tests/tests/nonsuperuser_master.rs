@@ -3,8 +3,7 @@
 //! created, migrated and isolated with either binding, row-level security is forced on
 //! the tables that role owns, and its own connections see no tenant rows at all.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::Migrator;
@@ -13,7 +12,7 @@ use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, NotSet, Set};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 /// `url` with its user replaced by `user` (no password: the test server trusts loopback).
 fn as_user(url: &str, user: &str) -> String {

@@ -1,8 +1,7 @@
 //! Tenant provisioning against the real PostgreSQL server: catalogs, grants, SCRAM,
 //! failures after every step, races, and never touching what existed before.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::FailAfter;
 use example_app::Migrator;
@@ -10,7 +9,7 @@ use sea_orm::{ConnectionTrait, Database};
 use tenancy::secrets::Password;
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, unique_name};
 
 struct Ctx {
     pg: PgMaster,
@@ -61,7 +60,7 @@ impl Ctx {
 
     async fn schema_exists(&self, schema: &str) -> bool {
         let master = self.pg.connect().await;
-        tenancy_tests::exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema).await
+        tenancy_test_support::exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema).await
     }
 
     async fn registry_ids(&self) -> Vec<String> {

@@ -1,14 +1,13 @@
 //! Tenant provisioning on the embedded SQLite master: every mode, failures, races.
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::FailAfter;
 use example_app::Migrator;
 use sea_orm::{ConnectionTrait, Database};
 use tenancy::{Error, Isolation, NewDatabase, NewTenant, ProvisionStep, Tenancy, TenantStatus};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{TempDir, column_strings, count, unique_name};
 
 async fn master(dir: &TempDir) -> Tenancy {
     Tenancy::builder(dir.sqlite_master_url())

@@ -177,10 +177,10 @@ fn registry_lists_every_shared_model_sorted_by_table() {
 async fn a_sqlite_table_tenant_reaches_no_table_the_linked_models_do_not_declare() {
     use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, Statement};
 
-    let dir = tenancy_tests::TempDir::new();
+    let dir = tenancy_test_support::TempDir::new();
     let tenancy = dir.sqlite_builder().max_connections(1).connect().await.unwrap();
     let master = tenancy.master();
-    let handles = tenancy_tests::table_tenants(&tenancy, &(), false, &["acme", "globex"]).await;
+    let handles = tenancy_test_support::table_tenants(&tenancy, &(), false, &["acme", "globex"]).await;
     let (a, b) = (&handles[0], &handles[1]);
     master
         .execute_unprepared(&format!(

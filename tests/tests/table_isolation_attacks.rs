@@ -20,8 +20,7 @@
 //! connection); class 1 is about the tenant's own login role, which only the default
 //! binding uses (the shared binding's trust in its setting is documented with it).
 
-#[allow(dead_code, reason = "each test file uses a part of the shared helpers")]
-mod common;
+use crate::common;
 
 use common::project_names as names;
 use example_app::entities::{project, task};
@@ -34,7 +33,7 @@ use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaMana
 use tenancy::sql::{quote_ident, quote_literal};
 use tenancy::{Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, count, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, count, unique_name};
 
 /// Two scoped tables of the "outside app", with plain foreign keys the row-security step
 /// must rewrite: `labels.board_id -> boards.id` (cascading, deferrable; `boards` has no

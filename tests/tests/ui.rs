@@ -4,7 +4,7 @@
 //!
 //! The expected output is that of the toolchain `rust-toolchain.toml` pins. After a
 //! deliberate change to a message, regenerate with `TRYBUILD=overwrite cargo test -p
-//! tenancy-tests --test ui` and review the diff.
+//! tenancy-tests --test integration ui::` and review the diff.
 
 #[test]
 fn ui() {

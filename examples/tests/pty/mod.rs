@@ -1,5 +1,4 @@
-//! Pseudo-terminal helpers shared by the interactive command tests (compiled into each
-//! test file that says `mod pty;`).
+//! Pseudo-terminal helpers shared by the interactive command tests (`use crate::pty;`).
 
 use rexpect::process::WaitStatus;
 use rexpect::session::PtySession;

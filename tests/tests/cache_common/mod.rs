@@ -7,7 +7,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Set, Statement};
 use tenancy::cache::{CacheConfig, GlobalKey, TenantCache, TenantKey};
 use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
-use tenancy_tests::{PgMaster, RedisPrefix, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, RedisPrefix, TempDir, unique_name};
 
 /// A prefix full of characters that would break a naive key layout or glob.
 pub(crate) const TRICKY_PREFIX_SUFFIX: &str = ":*?[a-z]\\%{x}";
@@ -77,7 +77,7 @@ async fn config(kind: Kind) -> Option<(CacheConfig, Option<RedisPrefix>)> {
         Kind::Memory => (CacheConfig::memory().prefix(unique_name("mem")), None),
         Kind::Redis => {
             let redis = RedisPrefix::create(TRICKY_PREFIX_SUFFIX).await?;
-            (CacheConfig::redis(tenancy_tests::redis_url()).prefix(redis.prefix.clone()), Some(redis))
+            (CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()), Some(redis))
         }
     })
 }

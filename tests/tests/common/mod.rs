@@ -1,4 +1,4 @@
-//! Helpers shared by several test files (compiled into each that says `mod common;`).
+//! Helpers shared by several test files (`use crate::common;`).
 
 use example_app::Migrator;
 use example_app::entities::project;

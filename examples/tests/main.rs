@@ -1,0 +1,18 @@
+//! The example app's integration tests, one module per file, linked into one binary (one
+//! link of sea-orm, sqlx and tokio instead of one per file). They drive the app's command
+//! binaries (`CARGO_BIN_EXE_*`) and its library. Run one file's tests with
+//! `cargo test -p example-app --test integration tenantshell::`.
+
+mod pty;
+
+mod cache_tenant;
+mod createtenant_cli;
+mod createtenant_pty;
+mod fleet_cli;
+mod fleet_pty;
+mod migrations;
+mod readme;
+mod serve_http;
+mod superuser_cli;
+mod superuser_pty;
+mod tenantshell;
