@@ -408,7 +408,13 @@ fn createtenant_panicking(dir: &TempDir, url: &str, args: &[&str]) -> Output {
     let mut args: Vec<&str> = args.to_vec();
     args.extend(["--database-url", url, "--migrate", "--no-input"]);
     Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "createtenant_with_a_panicking_migrator", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "createtenant_cli::createtenant_with_a_panicking_migrator",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .current_dir(dir.path())
         .env(PANICKING_CHILD, serde_json::to_string(&args).expect("json"))
         .env_remove("DATABASE_URL")
@@ -470,6 +476,6 @@ async fn a_panicking_migration_is_a_failure_and_leaves_nothing_on_postgres() {
     assert_reports_the_panic(&out, &id);
     assert!(registry_rows(&pg.url).await.is_empty());
     let master = pg.connect().await;
-    assert!(!tenancy_tests::exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", &id).await);
+    assert!(!tenancy_test_support::exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", &id).await);
     assert!(!pg.admin_exists("SELECT 1 FROM pg_roles WHERE rolname LIKE '%' || $1", &id).await);
 }

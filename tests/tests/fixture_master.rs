@@ -20,7 +20,7 @@
 //!
 //! ```text
 //! TENANCY_FIXTURE_DIR=$PWD/tests/fixtures/master-v0.1 \
-//!   cargo test -p tenancy-tests --test fixture_master -- --ignored --exact generate_fixture
+//!   cargo test -p tenancy-tests --test integration -- --ignored --exact fixture_master::generate_fixture
 //! ```
 //!
 //! Run with today's code it writes a fixture of today's version: only ever wanted for a new
@@ -34,7 +34,7 @@ use sea_orm::prelude::DateTimeUtc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, EntityTrait, QueryOrder, Set};
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, Tenant, TenantConnection, TenantId, TenantStatus};
 use tenancy_migrate::MigrateOnCreate;
-use tenancy_tests::{PgMaster, TempDir, column_strings, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, column_strings, unique_name};
 
 /// The fixture folder of this version.
 fn fixture_dir() -> PathBuf {

@@ -15,6 +15,7 @@ mod cache_memory;
 mod cache_redis;
 mod cache_scoped_table;
 mod context;
+mod fixture_master;
 mod fleet_postgres;
 mod fleet_sqlite;
 mod handle_database;
