@@ -38,6 +38,16 @@
 //! implements with the application's migrator), and marks the tenant ready. Any failure
 //! removes what the run created, and only that.
 //!
+//! A database tenant names its database with [`NewDatabase`]:
+//! `NewDatabase::create("acme_db").login("acme_user", password).server("db-1", 5432)`
+//! on PostgreSQL (the role and database are created), `NewDatabase::existing(...)` to
+//! adopt one, just the name on a SQLite master (a file beside it).
+//!
+//! Every registered [`Tenant`] has a [`Placement`]: where its data lives, read once from
+//! the registry in a shape that holds exactly what its mode needs (a PostgreSQL database
+//! and its role, a SQLite file, a schema and its login role, a table tenant's login role,
+//! or nothing for the cache). `use tenancy::prelude::*` brings the everyday names in.
+//!
 //! ## Secrets
 //!
 //! Database passwords of database-isolated tenants are stored encrypted
