@@ -31,10 +31,12 @@ use std::path::{Path, PathBuf};
 use example_app::Migrator;
 use example_app::entities::project;
 use sea_orm::prelude::DateTimeUtc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, EntityTrait, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, Set};
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, Tenant, TenantConnection, TenantId, TenantStatus};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_test_support::{PgMaster, TempDir, column_strings, unique_name};
+
+use crate::common::project_names;
 
 /// The fixture folder of this version.
 fn fixture_dir() -> PathBuf {
@@ -53,18 +55,6 @@ fn fixture_time() -> DateTimeUtc {
 
 fn id(text: &str) -> TenantId {
     text.parse().expect("a valid tenant id")
-}
-
-/// The project names `db` sees, sorted.
-async fn project_names<C: ConnectionTrait>(db: &C) -> Vec<String> {
-    project::Entity::find()
-        .order_by_asc(project::Column::Name)
-        .all(db)
-        .await
-        .expect("find projects")
-        .into_iter()
-        .map(|p| p.name)
-        .collect()
 }
 
 async fn add_project(db: &TenantConnection, name: &str, created_at: DateTimeUtc) -> project::Model {
