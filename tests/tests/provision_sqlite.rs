@@ -210,3 +210,52 @@ where
     }
     out
 }
+
+/// A registry row is read into a `Tenant` in one place, `Tenant::from_row`: a row whose
+/// config does not fit its mode is refused there, naming the tenant and what is wrong, and
+/// never reaches a handle; other tenants stay readable one by one.
+#[tokio::test]
+async fn a_registry_row_that_does_not_fit_its_mode_is_refused_where_it_is_read() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    tenancy.create_tenant(new_tenant("sound", Isolation::Cache), &()).await.expect("create a sound tenant");
+    let insert = "INSERT INTO tenancy_tenants (tenant_id, name, isolation_type, config, status, created_at, updated_at) \
+                  VALUES (?, 'Broken', ?, ?, 'ready', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')";
+    let rows = [
+        ("noschema", "schema", "{}", "a schema tenant's config names no schema"),
+        ("nodatabase", "database", "{}", "a database tenant's config names no database"),
+        (
+            "cachewithdb",
+            "cache",
+            r#"{"database":{"engine":"sqlite","name":"x"}}"#,
+            "a cache tenant's config has relational storage",
+        ),
+    ];
+    for (id, isolation, config, reason) in rows {
+        tenancy
+            .master()
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Sqlite,
+                insert,
+                [id.into(), isolation.into(), config.into()],
+            ))
+            .await
+            .expect("plant a broken row");
+        for err in [tenancy.get_tenant(id).await.unwrap_err(), tenancy.tenant(id).await.unwrap_err()] {
+            assert!(
+                matches!(&err, Error::CorruptRegistry { tenant, reason: why } if tenant == id && why == reason),
+                "{id}: {err:?}"
+            );
+            assert_eq!(err.to_string(), format!("Registry row for tenant '{id}' is corrupt: {reason}"));
+        }
+        let delete = "DELETE FROM tenancy_tenants WHERE tenant_id = ?";
+        let delete = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, delete, [id.into()]);
+        tenancy.master().execute_raw(delete).await.expect("remove the broken row");
+    }
+    // The sound tenant was readable throughout, by `&str`, `String` and `&TenantId` alike.
+    let sound = tenancy.get_tenant("sound").await.expect("by &str");
+    assert_eq!(tenancy.get_tenant(String::from("sound")).await.expect("by String"), sound);
+    assert_eq!(tenancy.tenant(sound.id()).await.expect("by &TenantId").isolation(), Isolation::Cache);
+    // An id that is not one is refused before any query.
+    assert!(matches!(tenancy.tenant("Not An Id").await.unwrap_err(), Error::InvalidTenantId { .. }));
+}
