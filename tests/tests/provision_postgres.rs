@@ -460,3 +460,24 @@ async fn admin_url_supplies_credentials_and_the_tenant_config_the_server() {
     admin.create_tenant(new, &()).await.expect("created with the admin URL's credentials");
     assert!(ctx.role_exists(&user).await && ctx.database_exists(&name).await);
 }
+
+/// The admin URL is parsed once, when connecting: one that is not a PostgreSQL URL is
+/// refused there, naming the setting and with its password redacted, not at the first
+/// database tenant.
+#[tokio::test]
+async fn an_admin_url_that_is_not_postgres_is_refused_when_connecting() {
+    let Some(ctx) = ctx().await else { return };
+    let dir = TempDir::new();
+    for given in ["mysql://root:hunter2@127.0.0.1/db", "not a url"] {
+        let err = Tenancy::builder(ctx.pg.url.clone())
+            .admin_url(given)
+            .secret_key_file(dir.path().join("key"))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnsupportedUrl { .. }), "{given}: {err:?}");
+        let message = err.to_string();
+        assert!(message.contains("TENANCY_ADMIN_URL is not a valid postgres:// URL"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
