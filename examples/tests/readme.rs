@@ -41,6 +41,59 @@ fn exit_code_table_is_the_commands_own() {
     assert_eq!(table, tenancy_migrate::cli::Exit::table(), "README.md's exit codes differ from cli::Exit");
 }
 
+/// Each command's entry in the README's command reference names the exit codes its
+/// `--help` names (which `cli::Exit` builds), no more and no fewer, in the same order.
+#[test]
+fn each_command_reference_names_the_exit_codes_of_its_help() {
+    let readme = readme();
+    let reference = readme.split_once("\n## Command reference\n").expect("a command reference section").1;
+    let reference = reference.split("\n## ").next().unwrap_or_default();
+    let binaries = [
+        ("createtenant", env!("CARGO_BIN_EXE_createtenant")),
+        ("createtenantsuperuser", env!("CARGO_BIN_EXE_createtenantsuperuser")),
+        ("migratealltenants", env!("CARGO_BIN_EXE_migratealltenants")),
+        ("migratetenant", env!("CARGO_BIN_EXE_migratetenant")),
+        ("serve", env!("CARGO_BIN_EXE_serve")),
+        ("showtenants", env!("CARGO_BIN_EXE_showtenants")),
+        ("tenantshell", env!("CARGO_BIN_EXE_tenantshell")),
+    ];
+    for (command, binary) in binaries {
+        let entry = reference
+            .split("\n### `")
+            .find(|entry| entry.starts_with(command) && entry[command.len()..].starts_with(['`', ' ']))
+            .unwrap_or_else(|| panic!("no reference entry for {command}"));
+        let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+        let sentence = entry.split_once("Exit codes: ").unwrap_or_else(|| panic!("{command}: no exit codes")).1;
+        // The sentence ends at the first full stop outside parentheses.
+        let mut depth = 0_i32;
+        let end = sentence
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                c == '.' && depth == 0
+            })
+            .map_or(sentence.len(), |(at, _)| at);
+        let documented: Vec<u8> = sentence[..end]
+            .split(';')
+            .map(|part| {
+                let code = part.trim().split(' ').next().unwrap_or_default();
+                code.parse().unwrap_or_else(|_| panic!("{command}: '{part}' does not start with a code"))
+            })
+            .collect();
+        let help = std::process::Command::new(binary).arg("--help").output().expect("run --help");
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        let codes = help.split_once("Exit codes:").unwrap_or_else(|| panic!("{command} --help: no exit codes")).1;
+        let helped: Vec<u8> = codes.lines().filter_map(|line| line.trim().split(' ').next()?.parse().ok()).collect();
+        assert_eq!(documented, helped, "{command}: README.md's exit codes differ from its --help");
+        let known: Vec<u8> = tenancy_migrate::cli::Exit::ALL.iter().map(|exit| exit.code()).collect();
+        assert!(helped.iter().all(|code| known.contains(code)), "{command}: {helped:?} outside {known:?}");
+    }
+}
+
 /// The files of the tutorial's app: every code block after a `<!-- file: PATH -->` marker,
 /// as `(PATH, contents)`.
 fn tutorial_files(readme: &str) -> Vec<(String, String)> {
