@@ -15,4 +15,5 @@ mod readme;
 mod serve_http;
 mod superuser_cli;
 mod superuser_pty;
+mod suspension_cli;
 mod tenantshell;

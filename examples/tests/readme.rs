@@ -55,6 +55,8 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
         ("migratetenant", env!("CARGO_BIN_EXE_migratetenant")),
         ("serve", env!("CARGO_BIN_EXE_serve")),
         ("showtenants", env!("CARGO_BIN_EXE_showtenants")),
+        ("suspendtenant", env!("CARGO_BIN_EXE_suspendtenant")),
+        ("resumetenant", env!("CARGO_BIN_EXE_resumetenant")),
         ("tenantshell", env!("CARGO_BIN_EXE_tenantshell")),
     ];
     for (command, binary) in binaries {

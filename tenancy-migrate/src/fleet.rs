@@ -28,6 +28,9 @@ pub struct FleetOptions {
     pub tenants: Option<Vec<TenantId>>,
     /// Only tenants of this isolation mode.
     pub isolation: Option<Isolation>,
+    /// Leave suspended tenants alone (default: they are migrated like ready ones, so a
+    /// resumed tenant is never behind).
+    pub skip_suspended: bool,
 }
 
 /// The default `--jobs`: half the master pool's connection budget, so a fleet run leaves
@@ -181,8 +184,11 @@ pub async fn migrate_all(
     let mut table_tenants = Vec::new();
     for tenant in tenants {
         let skip = match (tenant.status(), tenant.isolation()) {
-            (TenantStatus::Ready, Isolation::Cache) => Some("cache tenant: nothing to migrate".to_owned()),
-            (TenantStatus::Ready, _) => None,
+            (TenantStatus::Suspended, _) if options.skip_suspended => Some("suspended (--skip-suspended)".to_owned()),
+            (TenantStatus::Ready | TenantStatus::Suspended, Isolation::Cache) => {
+                Some("cache tenant: nothing to migrate".to_owned())
+            }
+            (TenantStatus::Ready | TenantStatus::Suspended, _) => None,
             (status, _) => Some(format!("status is '{status}', not 'ready'")),
         };
         match (skip, tenant.isolation()) {

@@ -272,6 +272,15 @@ pub enum Error {
         status: crate::TenantStatus,
     },
 
+    /// The tenant is suspended: it is not served until it is resumed.
+    #[error("Tenant '{tenant}' is suspended{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    TenantSuspended {
+        /// The tenant id.
+        tenant: String,
+        /// The operator's reason, if one was given.
+        reason: Option<String>,
+    },
+
     /// [`crate::Tenancy::tenant`] was asked for a handle of a tenant whose isolation mode
     /// this master cannot serve: a schema tenant in a SQLite master's registry (schema
     /// isolation needs PostgreSQL; such a row was not made by `create_tenant`).

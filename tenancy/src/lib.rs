@@ -298,7 +298,7 @@ pub use crate::table_isolation::row_security as rls;
 
 pub use crate::connection::context::{current, scope, spawn};
 #[cfg(feature = "tower")]
-pub use crate::connection::layer::{TenantLayer, TenantResolver, TenantService};
+pub use crate::connection::layer::{DEFAULT_RETRY_AFTER, TenantLayer, TenantResolver, TenantService};
 pub use crate::connection::pools::{
     DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
 };
@@ -314,7 +314,9 @@ pub use crate::provisioning::{
 pub use crate::registry::id::{TenantId, validate_sql_name};
 pub use crate::registry::isolation::Isolation;
 pub use crate::registry::placement::{Placement, PostgresDatabase, SqliteDatabase, TenantDatabase, TenantLogin};
-pub use crate::registry::{FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Tenant, TenantStatus};
+pub use crate::registry::{
+    FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Suspension, Tenant, TenantStatus,
+};
 pub use crate::table_isolation::row_security::{RowSecurityReport, enable_row_security};
 pub use tenancy_macros::{shared, tenant_scoped};
 

@@ -233,8 +233,10 @@ async fn the_registry_cannot_be_shadowed(isolation: Isolation) {
     let Some(ctx) = ctx(isolation).await else { return };
     let (a, b) = (&ctx.a, &ctx.b);
     let mut b_expected = vec!["b1".to_owned()];
+    // The registry's columns, in its order (the suspension columns came last, by migration).
     let columns = "(tenant_id varchar PRIMARY KEY, name varchar, isolation_type varchar, config jsonb, \
-                   status varchar, created_at timestamptz, updated_at timestamptz)";
+                   status varchar, created_at timestamptz, updated_at timestamptz, suspended_reason text, \
+                   suspended_at timestamptz)";
 
     // An empty registry: every tenant would be "not found".
     a.execute_unprepared(&format!("CREATE TEMP TABLE tenancy_tenants {columns}")).await.unwrap();

@@ -179,3 +179,71 @@ async fn a_tenant_the_layer_cannot_open_is_a_500_that_names_nothing() {
     assert_eq!(body, "internal server error\n", "no tenant, path or cause is shown to the client");
     assert_eq!(get_with(addr, "/projects", &[("X-Tenant", good.as_str())]).await, (200, "fine".to_owned()));
 }
+
+/// The raw response head of a GET, for its headers.
+async fn head_of(addr: SocketAddr, path: &str, tenant: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nx-tenant: {tenant}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response.split_once("\r\n\r\n").expect("head and body").0.to_ascii_lowercase()
+}
+
+/// A suspended tenant: the registry keeps why and since when, `tenancy.tenant` answers a
+/// typed error, the layer answers 503 with `Retry-After` and no reason, other tenants are
+/// served, and resuming serves it again. Only ready tenants can be suspended.
+#[tokio::test]
+async fn a_suspended_tenant_gets_503_with_retry_after_until_resumed() {
+    let dir = TempDir::new();
+    let tenancy = dir.sqlite_builder().connect().await.expect("connect");
+    for id in ["acme", "globex"] {
+        let new = NewTenant::new(id, id, Isolation::Table).expect("a valid new tenant").migrate(true);
+        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
+    }
+    let layer = TenantLayer::new(tenancy.clone(), TenantResolver::header("x-tenant"))
+        .retry_after(std::time::Duration::from_secs(42));
+    let addr = serve(layer, false).await;
+
+    let suspended = tenancy.suspend_tenant("acme", Some("unpaid invoice 7".to_owned())).await.expect("suspend");
+    assert_eq!(suspended.status(), tenancy::TenantStatus::Suspended);
+    let row = tenancy
+        .master()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT status, suspended_reason, suspended_at IS NOT NULL FROM tenancy_tenants WHERE tenant_id = 'acme'",
+        ))
+        .await
+        .expect("read the row")
+        .expect("the row");
+    assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "suspended");
+    assert_eq!(row.try_get_by_index::<String>(1).unwrap(), "unpaid invoice 7");
+    assert!(row.try_get_by_index::<bool>(2).unwrap());
+
+    let err = tenancy.tenant("acme").await.unwrap_err();
+    assert!(
+        matches!(&err, tenancy::Error::TenantSuspended { tenant, reason } if tenant == "acme" && reason.as_deref() == Some("unpaid invoice 7")),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "Tenant 'acme' is suspended: unpaid invoice 7");
+    let head = head_of(addr, "/projects", "acme").await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("\r\nretry-after: 42"), "{head}");
+    assert_eq!(get_with(addr, "/projects", &[("x-tenant", "acme")]).await, (503, "tenant suspended\n".to_owned()));
+    assert_eq!(get_with(addr, "/projects", &[("x-tenant", "globex")]).await.0, 200);
+
+    let resumed = tenancy.resume_tenant("acme").await.expect("resume");
+    assert_eq!((resumed.status(), resumed.suspension()), (tenancy::TenantStatus::Ready, None));
+    assert_eq!(get_with(addr, "/projects", &[("x-tenant", "acme")]).await.0, 200);
+    // Resuming a ready tenant changes nothing; unknown tenants are named as such.
+    assert_eq!(tenancy.resume_tenant("acme").await.expect("resume again").status(), tenancy::TenantStatus::Ready);
+    assert!(matches!(tenancy.suspend_tenant("nobody", None).await, Err(tenancy::Error::TenantNotFound { .. })));
+    // A tenant still being provisioned is not marked.
+    tenancy
+        .master()
+        .execute_unprepared("UPDATE tenancy_tenants SET status = 'provisioning' WHERE tenant_id = 'globex'")
+        .await
+        .unwrap();
+    assert!(matches!(tenancy.suspend_tenant("globex", None).await, Err(tenancy::Error::TenantNotReady { .. })));
+    assert_eq!(tenancy.get_tenant("globex").await.unwrap().status(), tenancy::TenantStatus::Provisioning);
+}

@@ -38,7 +38,8 @@ async fn connecting_creates_the_registry_by_migration() {
     assert!(tables.contains(&"tenancy_migrations".to_owned()), "{tables:?}");
     // Connecting again applies nothing new and keeps the rows.
     let again = master(&dir).await;
-    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 2);
+    // The registry table, the fleet ledger, the suspension columns.
+    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 3);
 }
 
 #[tokio::test]

@@ -57,6 +57,10 @@ pub struct MigrateAllArgs {
     #[arg(long, value_name = "TYPE")]
     pub isolation: Option<Isolation>,
 
+    /// Leave suspended tenants alone (by default they are migrated like ready ones)
+    #[arg(long)]
+    pub skip_suspended: bool,
+
     /// Print the result as JSON on stdout (per-tenant lines are left out)
     #[arg(long)]
     pub json: bool,
@@ -90,6 +94,7 @@ fn options(args: &MigrateAllArgs) -> FleetOptions {
         resume: args.resume,
         tenants: args.tenants.clone(),
         isolation: args.isolation,
+        skip_suspended: args.skip_suspended,
     }
 }
 

@@ -55,7 +55,8 @@ async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
     let id = args.tenant_id;
     let tenancy = Tenancy::connect(args.master.database_url).await?;
     let tenant = tenancy.get_tenant(&id).await?;
-    if tenant.status() != TenantStatus::Ready {
+    // A suspended tenant is migrated too, so it is not behind when it is resumed.
+    if !matches!(tenant.status(), TenantStatus::Ready | TenantStatus::Suspended) {
         return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status().to_string() });
     }
     println!("Migrating tenant '{id}' ({}, {})...", tenant.isolation(), tenancy.describe_location(&tenant));

@@ -49,6 +49,7 @@ mod migratealltenants;
 mod migratetenant;
 mod prompt;
 mod showtenants;
+mod suspension;
 mod tenantshell;
 
 use std::error::Error as StdError;
@@ -63,6 +64,9 @@ pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
+pub use suspension::{
+    ResumeTenantArgs, SuspendTenantArgs, resumetenant, resumetenant_with_args, suspendtenant, suspendtenant_with_args,
+};
 pub use tenantshell::{DEFAULT_HISTORY_FILE, HISTORY_ENV, TenantShellArgs, tenantshell, tenantshell_with_args};
 
 use crate::Error;

@@ -7,8 +7,11 @@
 //! [`current`](crate::current).
 //!
 //! A request whose tenant id is missing, invalid, unknown or not ready gets a
-//! `404 Not Found` with a short plain-text body that names no tenant; any other error
-//! gets a `500 Internal Server Error`, logged with `tracing` and not shown to the client.
+//! `404 Not Found` with a short plain-text body that names no tenant; a suspended tenant
+//! gets `503 Service Unavailable` with a `Retry-After` header
+//! ([`TenantLayer::retry_after`], default [`DEFAULT_RETRY_AFTER`]) and a body that gives no
+//! reason; any other error gets a `500 Internal Server Error`, logged with `tracing` and not
+//! shown to the client.
 //!
 //! ```no_run
 //! # async fn demo(tenancy: tenancy::Tenancy) {
@@ -24,8 +27,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use tower_layer::Layer;
@@ -121,12 +125,23 @@ impl TenantResolver {
 pub struct TenantLayer {
     tenancy: Tenancy,
     resolver: TenantResolver,
+    retry_after: Duration,
 }
+
+/// What a suspended tenant's `503` tells clients to wait by default.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 impl TenantLayer {
     /// A layer that finds tenants in `tenancy` by `resolver`.
     pub fn new(tenancy: Tenancy, resolver: TenantResolver) -> Self {
-        Self { tenancy, resolver }
+        Self { tenancy, resolver, retry_after: DEFAULT_RETRY_AFTER }
+    }
+
+    /// The `Retry-After` of a suspended tenant's `503` (whole seconds; default
+    /// [`DEFAULT_RETRY_AFTER`]).
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = wait;
+        self
     }
 }
 
@@ -134,7 +149,12 @@ impl<S> Layer<S> for TenantLayer {
     type Service = TenantService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TenantService { inner, tenancy: self.tenancy.clone(), resolver: self.resolver.clone() }
+        TenantService {
+            inner,
+            tenancy: self.tenancy.clone(),
+            resolver: self.resolver.clone(),
+            retry_after: self.retry_after,
+        }
     }
 }
 
@@ -145,6 +165,7 @@ pub struct TenantService<S> {
     inner: S,
     tenancy: Tenancy,
     resolver: TenantResolver,
+    retry_after: Duration,
 }
 
 impl<S> fmt::Debug for TenantService<S> {
@@ -178,6 +199,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let tenancy = self.tenancy.clone();
         let resolved = self.resolver.resolve(&request);
+        let retry_after = self.retry_after.as_secs();
         Box::pin(async move {
             let Some((id, uri)) = resolved else {
                 return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
@@ -189,6 +211,11 @@ where
                 Ok(handle) => handle,
                 Err(Error::TenantNotFound { .. } | Error::TenantNotReady { .. }) => {
                     return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
+                }
+                Err(Error::TenantSuspended { .. }) => {
+                    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "tenant suspended\n");
+                    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                    return Ok(response);
                 }
                 Err(err) => {
                     tracing::error!(tenant = %id, error = %err, "cannot open the tenant's handle");

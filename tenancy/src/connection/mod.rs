@@ -190,6 +190,10 @@ impl std::fmt::Debug for TenantConnection {
 impl TenantConnection {
     /// The handle of `tenant`, which must be ready (see [`Tenancy::tenant`]).
     pub(crate) fn open(tenancy: Tenancy, tenant: Tenant) -> Result<TenantConnection> {
+        if tenant.status() == TenantStatus::Suspended {
+            let reason = tenant.suspension().and_then(|suspension| suspension.reason.clone());
+            return Err(Error::TenantSuspended { tenant: tenant.id().to_string(), reason });
+        }
         if tenant.status() != TenantStatus::Ready {
             return Err(Error::TenantNotReady { tenant: tenant.id().to_string(), status: tenant.status() });
         }

@@ -184,6 +184,37 @@ impl Tenancy {
         crate::provisioning::create(self, new, hooks).await
     }
 
+    /// Stops serving a ready tenant, keeping its data: [`Tenancy::tenant`] then answers
+    /// [`Error::TenantSuspended`] (with `reason`), and the tower layer `503 Service
+    /// Unavailable`. This process's pool of the tenant is closed; fleet migrations still
+    /// migrate it. Suspending a suspended tenant again replaces the reason.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`], [`Error::TenantNotReady`] for a tenant being
+    /// provisioned, [`Error::Database`].
+    pub async fn suspend_tenant<I>(&self, id: I, reason: Option<String>) -> Result<Tenant>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        let id = id.try_into()?;
+        let tenant = crate::registry::suspend(&self.master, &id, reason).await?;
+        self.reset_tenant_pool(&id);
+        Ok(tenant)
+    }
+
+    /// Serves a suspended tenant again; a ready tenant is left as it is.
+    ///
+    /// # Errors
+    /// As [`Tenancy::suspend_tenant`].
+    pub async fn resume_tenant<I>(&self, id: I) -> Result<Tenant>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        crate::registry::resume(&self.master, &id.try_into()?).await
+    }
+
     /// The fleet migration ledger (see [`crate::ledger`]).
     pub fn ledger(&self) -> Ledger<'_> {
         Ledger::new(&self.master)

@@ -20,7 +20,7 @@ pub struct RegistryMigrator;
 
 impl MigratorTrait for RegistryMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTenantsTable), Box::new(CreateMigrationLedger)]
+        vec![Box::new(CreateTenantsTable), Box::new(CreateMigrationLedger), Box::new(AddTenantSuspension)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -111,5 +111,39 @@ impl MigrationTrait for CreateMigrationLedger {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(super::ledger::LEDGER_TABLE).to_owned()).await?;
         manager.drop_table(Table::drop().table(super::ledger::RUNS_TABLE).to_owned()).await
+    }
+}
+
+/// Suspension: why and since when a tenant is suspended. One column per statement, since
+/// SQLite alters a table one change at a time.
+struct AddTenantSuspension;
+
+impl MigrationName for AddTenantSuspension {
+    fn name(&self) -> &str {
+        "m20261129_000003_add_tenant_suspension"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for AddTenantSuspension {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use entity::Column;
+        let table = || Table::alter().table(REGISTRY_TABLE).to_owned();
+        manager
+            .alter_table(table().add_column(ColumnDef::new(Column::SuspendedReason).text().null()).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                table().add_column(ColumnDef::new(Column::SuspendedAt).timestamp_with_time_zone().null()).to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use entity::Column;
+        let table = || Table::alter().table(REGISTRY_TABLE).to_owned();
+        manager.alter_table(table().drop_column(Column::SuspendedAt).to_owned()).await?;
+        manager.alter_table(table().drop_column(Column::SuspendedReason).to_owned()).await
     }
 }

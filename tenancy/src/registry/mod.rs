@@ -12,7 +12,8 @@ mod migrations;
 pub(crate) mod placement;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DeriveActiveEnum, EnumIter};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, DeriveActiveEnum, EntityTrait, EnumIter, QueryFilter};
 
 pub use self::migrations::{FRAMEWORK_MIGRATIONS_TABLE, RegistryMigrator};
 use self::placement::Placement;
@@ -31,15 +32,34 @@ pub struct Tenant {
     name: String,
     placement: Placement,
     status: TenantStatus,
+    suspension: Option<Suspension>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// Why and since when a tenant is suspended ([`TenantStatus::Suspended`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Suspension {
+    /// The operator's reason, if one was given.
+    pub reason: Option<String>,
+    /// When the tenant was suspended.
+    pub since: DateTime<Utc>,
 }
 
 impl Tenant {
     /// A tenant about to be claimed by provisioning.
     pub(crate) fn provisioning(id: TenantId, name: String, placement: Placement) -> Tenant {
         let now = Utc::now();
-        Tenant { id, name, placement, status: TenantStatus::Provisioning, created_at: now, updated_at: now }
+        Tenant {
+            id,
+            name,
+            placement,
+            status: TenantStatus::Provisioning,
+            suspension: None,
+            created_at: now,
+            updated_at: now,
+        }
     }
 
     /// The tenant's id.
@@ -67,6 +87,11 @@ impl Tenant {
         self.status
     }
 
+    /// Why and since when the tenant is suspended, when it is.
+    pub fn suspension(&self) -> Option<&Suspension> {
+        self.suspension.as_ref()
+    }
+
     /// When the registry row was created.
     pub fn created_at(&self) -> DateTime<Utc> {
         self.created_at
@@ -92,11 +117,17 @@ impl Tenant {
         let corrupt = |reason: String| Error::CorruptRegistry { tenant: row.tenant_id.clone(), reason };
         let id = TenantId::new(row.tenant_id.clone()).map_err(|err| corrupt(err.to_string()))?;
         let placement = Placement::from_stored(row.isolation_type, row.config).map_err(corrupt)?;
+        let suspension = match (row.status, row.suspended_at) {
+            (TenantStatus::Suspended, Some(since)) => Some(Suspension { reason: row.suspended_reason, since }),
+            (TenantStatus::Suspended, None) => return Err(corrupt("a suspended tenant without a time".to_owned())),
+            _ => None,
+        };
         Ok(Tenant {
             id,
             name: row.name,
             placement,
             status: row.status,
+            suspension,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -111,6 +142,8 @@ impl Tenant {
             isolation_type: Set(self.isolation()),
             config: Set(self.placement.to_stored()),
             status: Set(self.status),
+            suspended_reason: Set(self.suspension.as_ref().and_then(|s| s.reason.clone())),
+            suspended_at: Set(self.suspension.as_ref().map(|s| s.since)),
             created_at: Set(self.created_at),
             updated_at: Set(self.updated_at),
         }
@@ -129,6 +162,10 @@ pub enum TenantStatus {
     /// The tenant is fully created and may be served.
     #[sea_orm(string_value = "ready")]
     Ready,
+    /// The operator stopped serving the tenant (`suspendtenant`); its data is kept, fleet
+    /// migrations still migrate it, and `resumetenant` serves it again.
+    #[sea_orm(string_value = "suspended")]
+    Suspended,
 }
 
 impl TenantStatus {
@@ -137,6 +174,7 @@ impl TenantStatus {
         match self {
             TenantStatus::Provisioning => "provisioning",
             TenantStatus::Ready => "ready",
+            TenantStatus::Suspended => "suspended",
         }
     }
 }
@@ -145,6 +183,48 @@ impl std::fmt::Display for TenantStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Suspends a ready (or already suspended) tenant, keeping `reason` and the time: one
+/// conditional update, so a tenant being provisioned is never marked.
+pub(crate) async fn suspend(master: &DatabaseConnection, id: &TenantId, reason: Option<String>) -> Result<Tenant> {
+    let now = Utc::now();
+    let updated = entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(TenantStatus::Suspended))
+        .col_expr(entity::Column::SuspendedReason, Expr::value(reason))
+        .col_expr(entity::Column::SuspendedAt, Expr::value(Some(now)))
+        .col_expr(entity::Column::UpdatedAt, Expr::value(now))
+        .filter(entity::Column::TenantId.eq(id.as_str()))
+        .filter(entity::Column::Status.is_in([TenantStatus::Ready, TenantStatus::Suspended]))
+        .exec(master)
+        .await?;
+    settled(master, id, updated.rows_affected, TenantStatus::Suspended).await
+}
+
+/// Serves a suspended (or already ready) tenant again.
+pub(crate) async fn resume(master: &DatabaseConnection, id: &TenantId) -> Result<Tenant> {
+    let now = Utc::now();
+    let updated = entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(TenantStatus::Ready))
+        .col_expr(entity::Column::SuspendedReason, Expr::value(Option::<String>::None))
+        .col_expr(entity::Column::SuspendedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(entity::Column::UpdatedAt, Expr::value(now))
+        .filter(entity::Column::TenantId.eq(id.as_str()))
+        .filter(entity::Column::Status.eq(TenantStatus::Suspended))
+        .exec(master)
+        .await?;
+    settled(master, id, updated.rows_affected, TenantStatus::Ready).await
+}
+
+/// The tenant after a status change to `wanted`: unknown is [`Error::TenantNotFound`], a
+/// tenant in another state (being provisioned) [`Error::TenantNotReady`].
+async fn settled(master: &DatabaseConnection, id: &TenantId, changed: u64, wanted: TenantStatus) -> Result<Tenant> {
+    let row = entity::Entity::find_by_id(id.as_str()).one(master).await?;
+    let tenant = row.map(Tenant::from_row).transpose()?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?;
+    if changed == 0 && tenant.status() != wanted {
+        return Err(Error::TenantNotReady { tenant: id.to_string(), status: tenant.status() });
+    }
+    Ok(tenant)
 }
 
 pub(crate) mod entity {
@@ -167,6 +247,8 @@ pub(crate) mod entity {
         #[sea_orm(column_type = "JsonBinary")]
         pub config: Json,
         pub status: TenantStatus,
+        pub suspended_reason: Option<String>,
+        pub suspended_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }
