@@ -4,25 +4,15 @@
 
 use std::process::{Command, Output, Stdio};
 
+use crate::commands::text;
+
 use sea_orm::ConnectionTrait;
 use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy};
 use tenancy_test_support::{PgMaster, TempDir, count, unique_name};
 
 fn command(bin: &str, pg: &PgMaster, dir: &TempDir, args: &[&str]) -> Output {
-    Command::new(bin)
-        .current_dir(dir.path())
-        .args(args)
-        .env("DATABASE_URL", &pg.url)
-        .env("TENANCY_SECRET_KEY_FILE", dir.path().join("key"))
-        .env_remove("TENANCY_SECRET_KEY")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run command")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    crate::commands::run(bin, dir, &pg.url, args)
 }
 
 async fn setup(pg: &PgMaster, dir: &TempDir) -> Tenancy {

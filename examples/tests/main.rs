@@ -3,6 +3,7 @@
 //! binaries (`CARGO_BIN_EXE_*`) and its library. Run one file's tests with
 //! `cargo test -p example-app --test integration tenantshell::`.
 
+mod commands;
 mod pty;
 
 mod cache_tenant;

@@ -2,26 +2,16 @@
 //! registry row, `showtenants`, fleet migrations with and without `--skip-suspended`, and
 //! the exit codes.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use crate::commands::text;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_test_support::TempDir;
 
 fn command(bin: &str, dir: &TempDir, args: &[&str]) -> Output {
-    Command::new(bin)
-        .current_dir(dir.path())
-        .args(args)
-        .env("DATABASE_URL", dir.sqlite_master_url())
-        .env("TENANCY_SECRET_KEY_FILE", dir.path().join("key"))
-        .env_remove("TENANCY_SECRET_KEY")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run command")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    crate::commands::run(bin, dir, &dir.sqlite_master_url(), args)
 }
 
 /// `(status, suspended_reason, suspended_at is set)` of a registry row.
