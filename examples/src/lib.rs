@@ -18,6 +18,8 @@
 //! `migratealltenants` and `showtenants` over `tenancy_migrate::cli`, and `serve` over
 //! [`server::serve`].
 
+// A panic is not an error report: library code returns errors (unit tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod entities;

@@ -46,6 +46,8 @@
 //!
 //! A server that only migrates tenants ([`migrate_tenant`], [`fleet`]) can leave both
 //! out: `tenancy-migrate = { version = "...", default-features = false }`.
+// A panic is not an error report: library code returns errors (unit tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "accounts")]
