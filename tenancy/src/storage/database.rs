@@ -129,11 +129,12 @@ impl PostgresPlan {
     }
 
     /// Drops the role or database a failed run created.
-    pub(crate) async fn undo(&self, item: &Undo, name: &str) -> Result<(), BoxError> {
+    pub(crate) async fn undo(&self, item: &Undo) -> Result<(), BoxError> {
         let sql = match item {
-            Undo::DropRole(_) => format!("DROP ROLE IF EXISTS {}", quote_ident(name)),
+            Undo::DropRole(name) => format!("DROP ROLE IF EXISTS {}", quote_ident(name)),
             // FORCE ends sessions a failed migration may have left open.
-            _ => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+            Undo::DropDatabase(name) => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+            other => return Err(format!("not a database step: {other}").into()),
         };
         self.admin.execute_unprepared(&sql).await?;
         Ok(())

@@ -100,8 +100,8 @@ impl Plan {
     pub(crate) async fn undo(&self, tenancy: &Tenancy, item: &Undo) -> Result<(), BoxError> {
         match item {
             Undo::DeleteRow => Ok(()),
-            Undo::DropRole(name) | Undo::DropDatabase(name) => match self {
-                Plan::PostgresDatabase(plan) => plan.undo(item, name).await,
+            Undo::DropRole(_) | Undo::DropDatabase(_) => match self {
+                Plan::PostgresDatabase(plan) => plan.undo(item).await,
                 _ => Err("no admin connection".into()),
             },
             Undo::RemoveFile(path) => database::remove_sqlite_file(path),
