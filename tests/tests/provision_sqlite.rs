@@ -260,3 +260,29 @@ async fn a_registry_row_that_does_not_fit_its_mode_is_refused_where_it_is_read()
     // An id that is not one is refused before any query.
     assert!(matches!(tenancy.tenant("Not An Id").await.unwrap_err(), Error::InvalidTenantId { .. }));
 }
+
+/// The suspension migration killed after adding its columns but before recording itself
+/// (SQLite runs its statements outside a transaction): connecting again finishes it.
+#[tokio::test]
+async fn a_registry_migration_cut_short_is_finished_by_the_next_connect() {
+    let dir = TempDir::new();
+    let tenancy = master(&dir).await;
+    // The state a kill after the `ALTER TABLE`s leaves: the columns, no record.
+    tenancy
+        .master()
+        .execute_unprepared("DELETE FROM tenancy_migrations WHERE version = 'm20261129_000003_add_tenant_suspension'")
+        .await
+        .expect("cut the migration short");
+    drop(tenancy);
+    let tenancy = master(&dir).await;
+    let columns = column_strings(
+        tenancy.master(),
+        "SELECT name FROM pragma_table_info('tenancy_tenants') WHERE name LIKE 'suspended%' ORDER BY name",
+        vec![],
+    )
+    .await;
+    assert_eq!(columns, ["suspended_at", "suspended_reason"]);
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 3);
+    tenancy.create_tenant(new_tenant("after", Isolation::Cache), &()).await.expect("the registry works");
+    tenancy.suspend_tenant("after", None).await.expect("suspend after the finished migration");
+}

@@ -130,14 +130,24 @@ impl MigrationTrait for AddTenantSuspension {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         use entity::Column;
         let table = || Table::alter().table(REGISTRY_TABLE).to_owned();
-        manager
-            .alter_table(table().add_column(ColumnDef::new(Column::SuspendedReason).text().null()).to_owned())
-            .await?;
-        manager
-            .alter_table(
-                table().add_column(ColumnDef::new(Column::SuspendedAt).timestamp_with_time_zone().null()).to_owned(),
-            )
-            .await
+        // SQLite runs the two statements outside a transaction: a process killed between
+        // them leaves the first column without the migration's record, so each column is
+        // added only when missing and a re-run finishes the migration.
+        if !manager.has_column(REGISTRY_TABLE, "suspended_reason").await? {
+            manager
+                .alter_table(table().add_column(ColumnDef::new(Column::SuspendedReason).text().null()).to_owned())
+                .await?;
+        }
+        if !manager.has_column(REGISTRY_TABLE, "suspended_at").await? {
+            manager
+                .alter_table(
+                    table()
+                        .add_column(ColumnDef::new(Column::SuspendedAt).timestamp_with_time_zone().null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
