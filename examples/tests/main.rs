@@ -11,6 +11,7 @@ mod createtenant_cli;
 mod createtenant_pty;
 mod fleet_cli;
 mod fleet_pty;
+mod lifecycle;
 mod migrations;
 mod readme;
 mod serve_http;

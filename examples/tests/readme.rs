@@ -51,6 +51,7 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
     let binaries = [
         ("createtenant", env!("CARGO_BIN_EXE_createtenant")),
         ("createtenantsuperuser", env!("CARGO_BIN_EXE_createtenantsuperuser")),
+        ("deletetenant", env!("CARGO_BIN_EXE_deletetenant")),
         ("migratealltenants", env!("CARGO_BIN_EXE_migratealltenants")),
         ("migratetenant", env!("CARGO_BIN_EXE_migratetenant")),
         ("serve", env!("CARGO_BIN_EXE_serve")),

@@ -83,6 +83,15 @@ pub enum Error {
     #[error("Cancelled; nothing was created")]
     Cancelled,
 
+    /// The confirmation of a delete did not match the tenant id.
+    #[error("Typed '{typed}', not the tenant id '{tenant}'; nothing was deleted")]
+    NotConfirmed {
+        /// The tenant to delete.
+        tenant: String,
+        /// What was typed.
+        typed: String,
+    },
+
     /// A username that the accounts rules refuse.
     #[cfg(feature = "accounts")]
     #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]

@@ -57,6 +57,7 @@ pub mod accounts;
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod error;
+pub mod fault;
 pub mod fleet;
 mod migrator;
 
@@ -163,7 +164,8 @@ impl ProvisionHooks for MigrateOnCreate<'_> {
         })
     }
 
-    fn after_step(&self, _step: ProvisionStep) -> Result<(), BoxError> {
+    fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
+        fault::after_step(step.slug());
         match self.interrupted {
             Some(flag) if flag.load(std::sync::atomic::Ordering::SeqCst) => Err("interrupted".into()),
             _ => Ok(()),

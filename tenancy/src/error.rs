@@ -262,9 +262,113 @@ pub enum Error {
         second: String,
     },
 
+    /// Another live process runs a lifecycle operation on the tenant.
+    #[error(
+        "Tenant '{tenant}' is busy: a {kind} operation started {started} by {worker} is still running; \
+         wait for it to finish and try again"
+    )]
+    OperationInProgress {
+        /// The tenant id.
+        tenant: String,
+        /// What the running operation does.
+        kind: crate::operations::OperationKind,
+        /// When it started.
+        started: chrono::DateTime<chrono::Utc>,
+        /// `host:pid` of its process.
+        worker: String,
+    },
+
+    /// A lifecycle operation on the tenant was interrupted (its process is gone) and must
+    /// be finished before anything else acts on the tenant.
+    #[error(
+        "Tenant '{tenant}' has an unfinished {kind} operation (started {started} by {worker}, stopped at \
+         '{step}') whose process is gone: run `{command} {tenant}` again with the same arguments (it {recovery}), \
+         or `tenancydoctor --repair`",
+        command = kind.command(),
+        recovery = kind.recovery()
+    )]
+    StaleOperation {
+        /// The tenant id.
+        tenant: String,
+        /// What the operation did.
+        kind: crate::operations::OperationKind,
+        /// When it started.
+        started: chrono::DateTime<chrono::Utc>,
+        /// `host:pid` of the process that ran it.
+        worker: String,
+        /// The last step it started.
+        step: String,
+    },
+
+    /// Removing one object of a tenant being deleted failed; the delete stays unfinished
+    /// and a re-run finishes it.
+    #[error("Could not {what} of tenant '{tenant}': {source}; run the delete again to finish it")]
+    DeleteFailed {
+        /// The tenant id.
+        tenant: String,
+        /// What was being removed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A delete was stopped after a step by its caller; a re-run finishes it.
+    #[error("The delete of tenant '{tenant}' was stopped after '{step}': {source}; run it again to finish it")]
+    DeleteInterrupted {
+        /// The tenant id.
+        tenant: String,
+        /// The last step done.
+        step: String,
+        /// Why it stopped.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The backup of a tenant could not be written; nothing was removed.
+    #[error("Could not write the backup of tenant '{tenant}' to '{path}': {reason}; nothing was deleted")]
+    BackupFailed {
+        /// The tenant id.
+        tenant: String,
+        /// The backup file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// This process lost the lock of its operation (its lock connection ended), so it
+    /// stopped before the next step; the operation is stale and a re-run finishes it.
+    #[error(
+        "Lost the lock of the operation on tenant '{tenant}' before '{step}'; stopped there: run the command again"
+    )]
+    OperationLost {
+        /// The tenant id.
+        tenant: String,
+        /// The step not started.
+        step: String,
+    },
+
+    /// Deleting a database tenant waited too long for its sessions to end.
+    #[error(
+        "Database '{database}' of tenant '{tenant}' still has {sessions} session(s) after {waited_secs} s; \
+         nothing was dropped: stop them (or raise --wait) and run the delete again"
+    )]
+    SessionsRemain {
+        /// The tenant id.
+        tenant: String,
+        /// The database (or role) whose sessions remain.
+        database: String,
+        /// How many remain.
+        sessions: i64,
+        /// How long the delete waited.
+        waited_secs: u64,
+    },
+
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
-    #[error("Tenant '{tenant}' is not ready (status '{status}'): it cannot be served until its provisioning finishes")]
+    #[error(
+        "Tenant '{tenant}' is not ready (status '{status}'): it is not served while it is being created or deleted"
+    )]
     TenantNotReady {
         /// The tenant id.
         tenant: String,

@@ -278,9 +278,11 @@
 // and the cache. `Tenancy`, the entry point, ties them together in `entry`.
 pub mod cache;
 mod connection;
+pub mod deletion;
 mod entry;
 mod error;
 mod models;
+pub mod operations;
 pub mod prelude;
 mod provisioning;
 mod registry;
@@ -313,7 +315,9 @@ pub use crate::provisioning::{
 };
 pub use crate::registry::id::{TenantId, validate_sql_name};
 pub use crate::registry::isolation::Isolation;
-pub use crate::registry::placement::{Placement, PostgresDatabase, SqliteDatabase, TenantDatabase, TenantLogin};
+pub use crate::registry::placement::{
+    Ownership, Placement, PostgresDatabase, SqliteDatabase, TenantDatabase, TenantLogin,
+};
 pub use crate::registry::{
     FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Suspension, Tenant, TenantStatus,
 };

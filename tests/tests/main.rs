@@ -22,6 +22,7 @@ mod handle_database;
 mod handle_schema;
 mod layer;
 mod nonsuperuser_master;
+mod operations;
 mod provision_postgres;
 mod provision_sqlite;
 mod table_isolation_attacks;

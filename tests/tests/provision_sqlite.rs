@@ -39,7 +39,7 @@ async fn connecting_creates_the_registry_by_migration() {
     // Connecting again applies nothing new and keeps the rows.
     let again = master(&dir).await;
     // The registry table, the fleet ledger, the suspension columns.
-    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 3);
+    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 4);
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn database_tenant_gets_its_own_file_beside_the_master() {
     assert!(!table_names(tenancy.master()).await.contains(&"projects".to_owned()));
     let config = column_strings(tenancy.master(), "SELECT config FROM tenancy_tenants", vec![]).await;
     let config: serde_json::Value = serde_json::from_str(&config[0]).unwrap();
-    assert_eq!(config, serde_json::json!({"database": {"engine": "sqlite", "name": "acme_db"}}));
+    assert_eq!(config, serde_json::json!({"database": {"engine": "sqlite", "name": "acme_db", "created": true}}));
 
     // Creating over the existing file is refused; adopting it works.
     let mut again = new_tenant("acme2", Isolation::Database);
@@ -282,7 +282,7 @@ async fn a_registry_migration_cut_short_is_finished_by_the_next_connect() {
     )
     .await;
     assert_eq!(columns, ["suspended_at", "suspended_reason"]);
-    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 3);
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 4);
     tenancy.create_tenant(new_tenant("after", Isolation::Cache), &()).await.expect("the registry works");
     tenancy.suspend_tenant("after", None).await.expect("suspend after the finished migration");
 }

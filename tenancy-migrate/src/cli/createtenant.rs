@@ -39,6 +39,7 @@ pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
             (Exit::AlreadyExists, None),
             (Exit::CannotConnect, None),
             (Exit::SecretKey, None),
+            (Exit::Busy, Some("the id has an unfinished delete, or a create of other arguments (the message says which)")),
             (Exit::Cancelled, None),
         ],
     )

@@ -52,6 +52,9 @@ exit_codes! {
         "a database server cannot be reached or refused the credentials";
     SecretKey = 5, "secret key unreadable", "the secret key cannot be read or created";
     NotFound = 6, "no such tenant", "no such tenant";
+    Busy = 7, "tenant busy",
+        "another lifecycle operation holds the tenant: still running, or interrupted (the message names the \
+         command that finishes it)";
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
@@ -84,9 +87,10 @@ impl Exit {
                 T::CannotConnect { .. } => Exit::CannotConnect,
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
                 T::TenantNotFound { .. } => Exit::NotFound,
+                T::OperationInProgress { .. } | T::StaleOperation { .. } => Exit::Busy,
                 _ => Exit::Failed,
             },
-            Error::Cancelled => Exit::Cancelled,
+            Error::Cancelled | Error::NotConfirmed { .. } => Exit::Cancelled,
             Error::NothingToResume
             | Error::NotReady { .. }
             | Error::MissingInput { .. }
@@ -143,7 +147,7 @@ mod tests {
     fn codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
         assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "{codes:?}");
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 130]);
     }
 
     #[test]

@@ -44,6 +44,7 @@
 
 mod createtenant;
 mod createtenantsuperuser;
+mod deletetenant;
 mod exit;
 mod migratealltenants;
 mod migratetenant;
@@ -60,6 +61,7 @@ pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenan
 pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };
+pub use deletetenant::{DeleteTenantArgs, deletetenant, deletetenant_with_args};
 pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
@@ -133,6 +135,7 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
         }
         T::DatabaseMissing { .. } => "answer 'y' to \"create the database now\" (--create-database) to create it",
         T::TenantNotReady { .. } => "it is served once createtenant finishes provisioning it",
+        T::SessionsRemain { .. } => "raise --wait, or stop the processes still connected, then run deletetenant again",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
         }

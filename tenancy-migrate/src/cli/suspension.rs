@@ -22,6 +22,7 @@ const ENVIRONMENT: &str = "Environment:\n  DATABASE_URL  master database (defaul
         (Exit::InvalidInput, None),
         (Exit::CannotConnect, None),
         (Exit::NotFound, None),
+        (Exit::Busy, None),
     ]),
 )]
 pub struct SuspendTenantArgs {
@@ -47,6 +48,7 @@ pub struct SuspendTenantArgs {
         (Exit::InvalidInput, None),
         (Exit::CannotConnect, None),
         (Exit::NotFound, None),
+        (Exit::Busy, None),
     ]),
 )]
 pub struct ResumeTenantArgs {

@@ -6,7 +6,7 @@
 //! its storage driver); every `ConnectionTrait`, `StreamTrait` and `TransactionTrait`
 //! method then decides and delegates in a line or two, as sea-orm's own wrappers do.
 
-mod binding;
+pub(crate) mod binding;
 mod call;
 pub mod context;
 #[cfg(feature = "tower")]

@@ -198,6 +198,7 @@ impl Tenancy {
         Error: From<I::Error>,
     {
         let id = id.try_into()?;
+        crate::operations::refuse_if_unfinished(self, &id).await?;
         let tenant = crate::registry::suspend(&self.master, &id, reason).await?;
         self.reset_tenant_pool(&id);
         Ok(tenant)
@@ -212,7 +213,66 @@ impl Tenancy {
         I: TryInto<TenantId>,
         Error: From<I::Error>,
     {
-        crate::registry::resume(&self.master, &id.try_into()?).await
+        let id = id.try_into()?;
+        crate::operations::refuse_if_unfinished(self, &id).await?;
+        crate::registry::resume(&self.master, &id).await
+    }
+
+    /// Deletes a tenant: its storage (what tenancy created of it), its cache namespace,
+    /// then its registry row. Journaled: killed at any moment, the same call again
+    /// finishes it (see [`crate::deletion`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenancy::Tenancy) -> tenancy::Result<()> {
+    /// use tenancy::deletion::DeleteOptions;
+    /// let deleted = tenancy.delete_tenant("acme", &DeleteOptions::default().backup("acme.dump")).await?;
+    /// for removal in &deleted.removals {
+    ///     println!("{removal}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`]; [`Error::OperationInProgress`] or
+    /// [`Error::StaleOperation`] when another operation holds the tenant;
+    /// [`Error::SessionsRemain`] when its sessions did not end in time (nothing was
+    /// dropped); [`Error::BackupFailed`]; [`Error::DeleteFailed`] when a removal failed
+    /// part-way (run it again to finish).
+    pub async fn delete_tenant<I>(
+        &self,
+        id: I,
+        options: &crate::deletion::DeleteOptions,
+    ) -> Result<crate::deletion::Deleted>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        crate::deletion::delete(self, &id.try_into()?, options).await
+    }
+
+    /// What [`Tenancy::delete_tenant`] would remove, in order, changing nothing.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`], or a query failure.
+    pub async fn delete_plan<I>(
+        &self,
+        id: I,
+        options: &crate::deletion::DeleteOptions,
+    ) -> Result<Vec<crate::deletion::Removal>>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        crate::deletion::plan(self, &id.try_into()?, options).await
+    }
+
+    /// Every unfinished lifecycle operation, with whether its worker still runs (see
+    /// [`crate::operations`]).
+    ///
+    /// # Errors
+    /// A query failure.
+    pub async fn unfinished_operations(&self) -> Result<Vec<crate::operations::Operation>> {
+        crate::operations::unfinished(self).await
     }
 
     /// The fleet migration ledger (see [`crate::ledger`]).

@@ -15,6 +15,7 @@ use chrono::Utc;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
 
 pub use self::new_tenant::{DatabaseLogin, NewDatabase, NewTenant};
+use crate::operations::{self, Guard, OperationKind, UndoEntry};
 use crate::registry::entity;
 use crate::storage::Plan;
 use crate::{BoxError, Error, Result, Tenancy, Tenant, TenantId, TenantStatus};
@@ -46,6 +47,20 @@ pub enum ProvisionStep {
 }
 
 impl ProvisionStep {
+    /// The step's name in the operations journal and in `TENANCY_FAULT_AFTER_STEP`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProvisionStep::ClaimId => "claim-id",
+            ProvisionStep::CreateRole => "create-role",
+            ProvisionStep::CreateDatabase => "create-database",
+            ProvisionStep::GrantPrivileges => "grant-privileges",
+            ProvisionStep::CreateDatabaseFile => "create-database-file",
+            ProvisionStep::CreateSchema => "create-schema",
+            ProvisionStep::Migrate => "migrate",
+            ProvisionStep::MarkReady => "mark-ready",
+        }
+    }
+
     /// Every step in the order a run can take them.
     pub const ALL: [ProvisionStep; 8] = [
         ProvisionStep::ClaimId,
@@ -169,55 +184,40 @@ impl ProvisionHooks for () {
     }
 }
 
-/// What to remove again if a later step fails.
-#[derive(Debug)]
-pub(crate) enum Undo {
-    /// The registry row this run claimed.
-    DeleteRow,
-    /// A database tenant's role on its server.
-    DropRole(String),
-    /// A database tenant's database on its server.
-    DropDatabase(String),
-    /// A SQLite tenant database file.
-    RemoveFile(PathBuf),
-    /// A schema tenant's schema.
-    DropSchema(String),
-    /// A tenant login role on the master, with the privileges granted to it.
-    DropLoginRole(String),
-}
-
-impl fmt::Display for Undo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Undo::DeleteRow => f.write_str("registry row"),
-            Undo::DropRole(name) | Undo::DropLoginRole(name) => write!(f, "role '{name}'"),
-            Undo::DropDatabase(name) => write!(f, "database '{name}'"),
-            Undo::RemoveFile(path) => write!(f, "file '{}'", path.display()),
-            Undo::DropSchema(name) => write!(f, "schema '{name}'"),
-        }
-    }
-}
-
 /// A failed step and why.
 pub(crate) type StepFailure = (ProvisionStep, BoxError);
 
-/// The undo log of one run, and the steps' reporting to the hooks.
+/// One provisioning run: its journaled operation, and the steps' reporting to the hooks.
 pub(crate) struct Run<'h> {
+    tenancy: &'h Tenancy,
     hooks: &'h dyn ProvisionHooks,
-    undo: Vec<Undo>,
+    guard: &'h mut Guard,
     created: Vec<Created>,
 }
 
 impl Run<'_> {
-    /// Runs one step: records its undo entry, then lets the hooks veto.
+    /// Runs one step: journals the step and, before the work, what it will create
+    /// (`creates`), then lets the hooks veto.
     pub(crate) async fn step(
         &mut self,
         step: ProvisionStep,
-        work: impl Future<Output = Result<Option<Undo>, BoxError>>,
+        creates: Option<UndoEntry>,
+        work: impl Future<Output = Result<(), BoxError>>,
     ) -> Result<(), StepFailure> {
-        match work.await {
-            Ok(undo) => self.undo.extend(undo),
-            Err(err) => return Err((step, err)),
+        let failed = |err: Error| (step, Box::new(err) as BoxError);
+        self.guard.step(self.tenancy, step.slug()).await.map_err(failed)?;
+        let journaled = creates.is_some();
+        if let Some(entry) = creates {
+            self.guard.intend(self.tenancy, entry).await.map_err(failed)?;
+        }
+        if let Err(err) = work.await {
+            // A single DDL statement that failed created nothing, and what it would have
+            // made may be someone else's: forget the intent (a half-written file is the
+            // exception, and is removed).
+            if journaled && !matches!(self.guard.undo_entries().last(), Some(UndoEntry::File { .. })) {
+                self.guard.forget_last(self.tenancy).await.map_err(failed)?;
+            }
+            return Err((step, err));
         }
         tracing::debug!(?step, "provisioning step done");
         self.hooks.after_step(step).map_err(|err| (step, err))
@@ -232,8 +232,46 @@ impl Run<'_> {
 /// [`Tenancy::create_tenant`].
 pub(crate) async fn create<H: ProvisionHooks>(tenancy: &Tenancy, new: NewTenant, hooks: &H) -> Result<Provisioned> {
     let plan = Plan::new(tenancy, &new).await?;
-    let result = create_planned(tenancy, &new, &plan, hooks).await;
+    let result = journaled(tenancy, &new, &plan, hooks).await;
     plan.close().await;
+    result
+}
+
+async fn journaled<H: ProvisionHooks>(
+    tenancy: &Tenancy,
+    new: &NewTenant,
+    plan: &Plan,
+    hooks: &H,
+) -> Result<Provisioned> {
+    let id = new.id();
+    let begun = match operations::begin(tenancy, OperationKind::Create, id, new.journal_params()).await {
+        Ok(begun) => begun,
+        // Another live run is creating this id: as before the journal, the id is taken.
+        Err(Error::OperationInProgress { kind: OperationKind::Create, .. }) => {
+            return Err(Error::TenantExists { id: id.to_string() });
+        }
+        Err(err) => return Err(err),
+    };
+    let mut guard = begun.guard;
+    if let Some(stale) = begun.resumed {
+        tracing::warn!(tenant = %id, step = ?stale.step, "undoing an interrupted createtenant before creating again");
+        let leftovers = undo(tenancy, id, guard.undo_entries()).await;
+        if !leftovers.is_empty() {
+            guard.abandon().await;
+            return Err(Error::RollbackFailed {
+                tenant: id.to_string(),
+                step: ProvisionStep::ClaimId,
+                leftovers: leftovers.join(", "),
+                source: "could not undo an interrupted createtenant".into(),
+            });
+        }
+        guard.clear_undo(tenancy).await?;
+    }
+    let result = create_planned(tenancy, new, plan, hooks, &mut guard).await;
+    match &result {
+        Err(Error::RollbackFailed { .. }) => guard.abandon().await,
+        _ => guard.finish(tenancy).await?,
+    }
     result
 }
 
@@ -242,38 +280,26 @@ async fn create_planned<H: ProvisionHooks>(
     new: &NewTenant,
     plan: &Plan,
     hooks: &H,
+    guard: &mut Guard,
 ) -> Result<Provisioned> {
     let id = new.id();
     if tenancy.find_tenant(id).await?.is_some() {
         return Err(Error::TenantExists { id: id.to_string() });
     }
-    if let Err(err) = plan.check_free(tenancy).await {
-        // A concurrent run for the same id may have claimed it and created the storage
-        // since the registry check above: report the id, not the storage.
-        if tenancy.find_tenant(id).await?.is_some() {
-            return Err(Error::TenantExists { id: id.to_string() });
-        }
-        return Err(err);
-    }
+    plan.check_free(tenancy).await?;
 
     let mut tenant = Tenant::provisioning(id.clone(), new.name().to_owned(), plan.placement());
-    let mut run = Run { hooks, undo: Vec::new(), created: Vec::new() };
-    match run_steps(tenancy, new, &mut tenant, plan, &mut run).await {
+    let mut run = Run { tenancy, hooks, guard, created: Vec::new() };
+    match run_steps(new, &mut tenant, plan, &mut run).await {
         Ok(()) => Ok(Provisioned {
             tenant,
             created: run.created,
             migrated: new.migrates() && new.isolation().has_relational_storage(),
         }),
         Err((step, source)) => {
-            // A lost race for the id is not a failure to undo: this run created nothing.
-            if step == ProvisionStep::ClaimId
-                && run.undo.is_empty()
-                && let Some(Error::TenantExists { id }) = source.downcast_ref::<Error>()
-            {
-                return Err(Error::TenantExists { id: id.clone() });
-            }
-            let leftovers = undo(tenancy, id, plan, run.undo).await;
+            let leftovers = undo(tenancy, id, run.guard.undo_entries()).await;
             if leftovers.is_empty() {
+                run.guard.clear_undo(tenancy).await?;
                 Err(Error::ProvisioningFailed { tenant: id.to_string(), step, source })
             } else {
                 Err(Error::RollbackFailed { tenant: id.to_string(), step, leftovers: leftovers.join(", "), source })
@@ -282,18 +308,9 @@ async fn create_planned<H: ProvisionHooks>(
     }
 }
 
-async fn run_steps(
-    tenancy: &Tenancy,
-    new: &NewTenant,
-    tenant: &mut Tenant,
-    plan: &Plan,
-    run: &mut Run<'_>,
-) -> Result<(), StepFailure> {
-    run.step(ProvisionStep::ClaimId, async {
-        claim(tenancy, tenant).await?;
-        Ok(Some(Undo::DeleteRow))
-    })
-    .await?;
+async fn run_steps(new: &NewTenant, tenant: &mut Tenant, plan: &Plan, run: &mut Run<'_>) -> Result<(), StepFailure> {
+    let tenancy = run.tenancy;
+    run.step(ProvisionStep::ClaimId, Some(UndoEntry::RegistryRow), claim(tenancy, tenant)).await?;
 
     // A driver that provisions in a master transaction (schema isolation) makes creating
     // the storage, migrating it and marking the tenant ready one transaction, so a failure
@@ -304,7 +321,7 @@ async fn run_steps(
         }
         false => None,
     };
-    let result = storage_steps(tenancy, new, tenant, plan, run, txn.as_ref()).await;
+    let result = storage_steps(new, tenant, plan, run, txn.as_ref()).await;
     match (result, txn) {
         (Ok(()), Some(txn)) => txn.commit().await.map_err(|e| (ProvisionStep::MarkReady, Box::new(e) as BoxError)),
         (Ok(()), None) => Ok(()),
@@ -320,43 +337,70 @@ async fn run_steps(
 
 /// The steps after the claim: storage, migrations, `ready`.
 async fn storage_steps(
-    tenancy: &Tenancy,
     new: &NewTenant,
     tenant: &mut Tenant,
     plan: &Plan,
     run: &mut Run<'_>,
     txn: Option<&DatabaseTransaction>,
 ) -> Result<(), StepFailure> {
+    let tenancy = run.tenancy;
     plan.create(tenancy, run, txn).await?;
 
     if new.migrates() && new.isolation().has_relational_storage() {
         let snapshot = tenant.clone();
         let hooks = run.hooks;
-        run.step(ProvisionStep::Migrate, async {
+        run.step(ProvisionStep::Migrate, None, async {
             hooks.migrate(tenancy, &snapshot, txn).await?;
-            Ok(None)
+            Ok(())
         })
         .await?;
     }
 
-    run.step(ProvisionStep::MarkReady, async {
-        let now = Utc::now();
-        let mark = entity::Entity::update_many()
-            .col_expr(entity::Column::Status, Expr::value(TenantStatus::Ready))
-            .col_expr(entity::Column::UpdatedAt, Expr::value(now))
-            .filter(entity::Column::TenantId.eq(tenant.id().as_str()));
-        match txn {
-            Some(txn) => mark.exec(txn).await?,
-            None => mark.exec(tenancy.master()).await?,
-        };
-        tenant.set_ready(now);
-        Ok(None)
-    })
-    .await
+    let now = Utc::now();
+    run.mark_ready(tenant.id(), now, txn).await?;
+    tenant.set_ready(now);
+    Ok(())
 }
 
-/// Inserts the registry row in state `provisioning`; the primary key makes exactly one of
-/// several concurrent runs win.
+impl Run<'_> {
+    /// The last step: marks the tenant ready and closes its operation in one transaction
+    /// (the driver's, or one of its own), committed after the hooks' veto, so an operation
+    /// row always means the tenant is not ready.
+    async fn mark_ready(
+        &mut self,
+        id: &TenantId,
+        now: chrono::DateTime<Utc>,
+        txn: Option<&DatabaseTransaction>,
+    ) -> Result<(), StepFailure> {
+        let step = ProvisionStep::MarkReady;
+        let failed = |err: BoxError| (step, err);
+        self.guard.step(self.tenancy, step.slug()).await.map_err(|err| failed(Box::new(err)))?;
+        let own = match txn {
+            Some(_) => None,
+            None => Some(self.tenancy.master().begin().await.map_err(|err| failed(Box::new(err)))?),
+        };
+        let Some(on) = own.as_ref().or(txn) else {
+            return Err(failed("no transaction to mark the tenant ready in".into()));
+        };
+        entity::Entity::update_many()
+            .col_expr(entity::Column::Status, Expr::value(TenantStatus::Ready))
+            .col_expr(entity::Column::UpdatedAt, Expr::value(now))
+            .filter(entity::Column::TenantId.eq(id.as_str()))
+            .exec(on)
+            .await
+            .map_err(|err| failed(Box::new(err)))?;
+        self.guard.finish_in(on).await.map_err(|err| failed(Box::new(err)))?;
+        // The hooks' veto comes before the commit, as for the driver's transaction: a
+        // vetoed (or killed) run leaves the tenant unready and its operation open.
+        self.hooks.after_step(step).map_err(failed)?;
+        if let Some(own) = own {
+            own.commit().await.map_err(|err| failed(Box::new(err)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Inserts the registry row in state `provisioning`.
 async fn claim(tenancy: &Tenancy, tenant: &Tenant) -> Result<(), BoxError> {
     match entity::Entity::insert(tenant.to_row()).exec_without_returning(tenancy.master()).await {
         Ok(_) => Ok(()),
@@ -367,27 +411,14 @@ async fn claim(tenancy: &Tenancy, tenant: &Tenant) -> Result<(), BoxError> {
     }
 }
 
-/// Removes what a failed run created, newest first. Returns what could not be removed.
-async fn undo(tenancy: &Tenancy, id: &TenantId, plan: &Plan, undo: Vec<Undo>) -> Vec<String> {
+/// Removes what a run created, newest first, from its journal entries. Returns what could
+/// not be removed.
+pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entries: &[UndoEntry]) -> Vec<String> {
     let mut leftovers = Vec::new();
-    for item in undo.into_iter().rev() {
-        let outcome = match &item {
-            Undo::DeleteRow => entity::Entity::delete_many()
-                // The primary key made this run the row's only writer.
-                .filter(entity::Column::TenantId.eq(id.as_str()))
-                .exec(tenancy.master())
-                .await
-                .map(drop)
-                .map_err(Into::into),
-            other => plan.undo(tenancy, other).await,
-        };
-        if let Err(err) = outcome {
-            let what = match &item {
-                Undo::DeleteRow => format!("registry row '{id}'"),
-                other => other.to_string(),
-            };
-            tracing::error!(tenant = %id, what = %what, error = %err, "could not undo a provisioning step");
-            leftovers.push(what);
+    for entry in entries.iter().rev() {
+        if let Err(err) = crate::storage::undo(tenancy, id, entry).await {
+            tracing::error!(tenant = %id, what = %entry, error = %err, "could not undo a provisioning step");
+            leftovers.push(entry.to_string());
         }
     }
     leftovers

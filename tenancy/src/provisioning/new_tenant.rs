@@ -82,6 +82,26 @@ impl NewTenant {
     pub fn migrates(&self) -> bool {
         self.migrate
     }
+
+    /// The arguments as the operations journal records them: everything but the password,
+    /// so a re-run with the same arguments is recognised.
+    pub(crate) fn journal_params(&self) -> serde_json::Value {
+        let database = self.database.as_ref().map(|db| {
+            serde_json::json!({
+                "name": db.name(),
+                "create": db.creates(),
+                "user": db.postgres_login().map(DatabaseLogin::user),
+                "host": db.host(),
+                "port": db.port(),
+            })
+        });
+        serde_json::json!({
+            "name": self.name,
+            "isolation": self.isolation.to_string(),
+            "database": database,
+            "migrate": self.migrate,
+        })
+    }
 }
 
 /// The database of a database-isolated tenant: created by the run, or an existing one

@@ -20,7 +20,12 @@ pub struct RegistryMigrator;
 
 impl MigratorTrait for RegistryMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTenantsTable), Box::new(CreateMigrationLedger), Box::new(AddTenantSuspension)]
+        vec![
+            Box::new(CreateTenantsTable),
+            Box::new(CreateMigrationLedger),
+            Box::new(AddTenantSuspension),
+            Box::new(CreateOperationsJournal),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -155,5 +160,42 @@ impl MigrationTrait for AddTenantSuspension {
         let table = || Table::alter().table(REGISTRY_TABLE).to_owned();
         manager.alter_table(table().drop_column(Column::SuspendedAt).to_owned()).await?;
         manager.alter_table(table().drop_column(Column::SuspendedReason).to_owned()).await
+    }
+}
+
+/// The operations journal ([`crate::operations`]).
+struct CreateOperationsJournal;
+
+impl MigrationName for CreateOperationsJournal {
+    fn name(&self) -> &str {
+        "m20261130_000004_create_tenancy_operations"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOperationsJournal {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::operations::{OPERATIONS_TABLE, OperationColumn as Column};
+        manager
+            .create_table(
+                Table::create()
+                    .table(OPERATIONS_TABLE)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Column::TenantId).string().not_null().primary_key())
+                    .col(ColumnDef::new(Column::Kind).string().not_null())
+                    .col(ColumnDef::new(Column::Params).json_binary().not_null())
+                    .col(ColumnDef::new(Column::Step).text().null())
+                    .col(ColumnDef::new(Column::Undo).json_binary().not_null())
+                    .col(ColumnDef::new(Column::Worker).string().not_null())
+                    .col(ColumnDef::new(Column::StartedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Column::HeartbeatAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(crate::operations::OPERATIONS_TABLE).to_owned()).await
     }
 }

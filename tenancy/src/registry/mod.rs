@@ -166,6 +166,10 @@ pub enum TenantStatus {
     /// migrations still migrate it, and `resumetenant` serves it again.
     #[sea_orm(string_value = "suspended")]
     Suspended,
+    /// A `deletetenant` run is removing the tenant's storage; the registry row goes last.
+    /// A tenant in this state is not served.
+    #[sea_orm(string_value = "deleting")]
+    Deleting,
 }
 
 impl TenantStatus {
@@ -175,6 +179,7 @@ impl TenantStatus {
             TenantStatus::Provisioning => "provisioning",
             TenantStatus::Ready => "ready",
             TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleting => "deleting",
         }
     }
 }

@@ -170,6 +170,14 @@ pub enum TenantDatabase {
 }
 
 impl TenantDatabase {
+    /// Whether tenancy created the database or adopted it.
+    pub fn ownership(&self) -> Ownership {
+        match self {
+            TenantDatabase::Postgres(db) => db.ownership,
+            TenantDatabase::Sqlite(db) => db.ownership,
+        }
+    }
+
     /// The database's name.
     pub fn name(&self) -> &str {
         match self {
@@ -192,6 +200,56 @@ pub struct PostgresDatabase {
     pub port: u16,
     /// The role's password, encrypted with the operator's secret key.
     pub password: EncryptedSecret,
+    /// Whether tenancy created the database and its role, or adopted them: what
+    /// `deletetenant` may drop.
+    #[serde(default, rename = "created", skip_serializing_if = "Ownership::is_unrecorded")]
+    pub ownership: Ownership,
+}
+
+/// Whether tenancy created a tenant's database (and its role) or adopted one that
+/// existed (`createtenant --no-create-database`). Recorded when the tenant is created;
+/// deleting a tenant drops only what it created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Option<bool>", into = "Option<bool>")]
+pub enum Ownership {
+    /// Created by tenancy: a delete drops it.
+    Created,
+    /// Existed before the tenant was registered: a delete keeps it unless told otherwise.
+    Adopted,
+    /// Registered by a version that did not record it: treated as adopted.
+    #[default]
+    Unrecorded,
+}
+
+impl Ownership {
+    /// Whether a delete drops the database without being told to drop adopted ones.
+    pub fn created_by_tenancy(self) -> bool {
+        self == Ownership::Created
+    }
+
+    fn is_unrecorded(&self) -> bool {
+        *self == Ownership::Unrecorded
+    }
+}
+
+impl From<Option<bool>> for Ownership {
+    fn from(created: Option<bool>) -> Self {
+        match created {
+            Some(true) => Ownership::Created,
+            Some(false) => Ownership::Adopted,
+            None => Ownership::Unrecorded,
+        }
+    }
+}
+
+impl From<Ownership> for Option<bool> {
+    fn from(ownership: Ownership) -> Self {
+        match ownership {
+            Ownership::Created => Some(true),
+            Ownership::Adopted => Some(false),
+            Ownership::Unrecorded => None,
+        }
+    }
 }
 
 impl PostgresDatabase {
@@ -206,6 +264,9 @@ impl PostgresDatabase {
 pub struct SqliteDatabase {
     /// The database name; the file is `<name>.db` in the master database's folder.
     pub name: String,
+    /// Whether tenancy created the file or adopted it.
+    #[serde(default, rename = "created", skip_serializing_if = "Ownership::is_unrecorded")]
+    pub ownership: Ownership,
 }
 
 impl SqliteDatabase {

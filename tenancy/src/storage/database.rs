@@ -3,14 +3,17 @@
 //! beside the master file.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::connection::Route;
 use crate::connection::url::{self, Backend, connect};
-use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure, Undo};
+use crate::deletion::Removal;
+use crate::operations::UndoEntry;
+use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure};
 use crate::registry::id::validate_sql_name;
-use crate::registry::placement::{PostgresDatabase, SqliteDatabase, TenantDatabase};
+use crate::registry::placement::{Ownership, PostgresDatabase, SqliteDatabase, TenantDatabase};
 use crate::secrets::scram_sha256_verifier;
 use crate::sql::{quote_ident, quote_literal};
 use crate::storage::Plan;
@@ -22,6 +25,10 @@ pub(crate) struct PostgresPlan {
     admin: DatabaseConnection,
     /// The SCRAM verifier of the role to create; `None` when adopting a database.
     verifier: Option<String>,
+}
+
+fn ownership(creates: bool) -> Ownership {
+    if creates { Ownership::Created } else { Ownership::Adopted }
 }
 
 /// A SQLite file to create (or adopt).
@@ -40,7 +47,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 url: "sqlite::memory:".to_owned(),
                 reason: "database isolation on SQLite needs a master database file, not an in-memory one",
             })?;
-            let config = SqliteDatabase { name: db.name().to_owned() };
+            let config = SqliteDatabase { name: db.name().to_owned(), ownership: ownership(db.creates()) };
             let path = config.file_in(dir);
             Ok(Plan::SqliteFile(SqlitePlan { config, path, create: db.creates() }))
         }
@@ -62,6 +69,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 user: login.user().to_owned(),
                 host: db.host().to_owned(),
                 port: db.port(),
+                ownership: ownership(db.creates()),
             };
             let admin = connect(tenancy.admin_url_for(&config.host, config.port)?.as_str(), None).await?;
             let verifier = db.creates().then(|| scram_sha256_verifier(password));
@@ -106,40 +114,32 @@ impl PostgresPlan {
         let server = config.server();
         let user = quote_ident(&config.user);
         let database = quote_ident(&config.name);
-        run.step(ProvisionStep::CreateRole, async {
+        let on_server = |name: &str| (name.to_owned(), config.host.clone(), config.port);
+        let (name, host, port) = on_server(&config.user);
+        run.step(ProvisionStep::CreateRole, Some(UndoEntry::Role { name, host, port }), async {
             admin.execute_unprepared(&format!("CREATE ROLE {user} LOGIN PASSWORD {}", quote_literal(verifier))).await?;
-            Ok(Some(Undo::DropRole(config.user.clone())))
+            Ok(())
         })
         .await?;
         run.created(Created::Role { name: config.user.clone(), server: server.clone() });
-        run.step(ProvisionStep::CreateDatabase, async {
+        let (name, host, port) = on_server(&config.name);
+        run.step(ProvisionStep::CreateDatabase, Some(UndoEntry::Database { name, host, port }), async {
             admin.execute_unprepared(&format!("CREATE DATABASE {database} OWNER {user}")).await?;
-            Ok(Some(Undo::DropDatabase(config.name.clone())))
+            Ok(())
         })
         .await?;
         run.created(Created::Database { name: config.name.clone(), server });
-        run.step(ProvisionStep::GrantPrivileges, async {
+        run.step(ProvisionStep::GrantPrivileges, None, async {
             admin.execute_unprepared(&format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC")).await?;
             admin
                 .execute_unprepared(&format!("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {database} TO {user}"))
                 .await?;
-            Ok(None)
+            Ok(())
         })
         .await
     }
 
-    /// Drops the role or database a failed run created.
-    pub(crate) async fn undo(&self, item: &Undo) -> Result<(), BoxError> {
-        let sql = match item {
-            Undo::DropRole(name) => format!("DROP ROLE IF EXISTS {}", quote_ident(name)),
-            // FORCE ends sessions a failed migration may have left open.
-            Undo::DropDatabase(name) => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-            other => return Err(format!("not a database step: {other}").into()),
-        };
-        self.admin.execute_unprepared(&sql).await?;
-        Ok(())
-    }
-
+    /// Releases the admin connection.
     pub(crate) async fn close(&self) {
         let _ = self.admin.close_by_ref().await;
     }
@@ -158,11 +158,11 @@ impl SqlitePlan {
         if !self.create {
             return Ok(());
         }
-        run.step(ProvisionStep::CreateDatabaseFile, async {
-            // Marked for removal before creating, so a half-written file goes too.
+        // Journaled for removal before creating, so a half-written file goes too.
+        run.step(ProvisionStep::CreateDatabaseFile, Some(UndoEntry::File { path: self.path.clone() }), async {
             let conn = connect(&url::sqlite_url(&self.path, true), None).await?;
             conn.close().await?;
-            Ok(Some(Undo::RemoveFile(self.path.clone())))
+            Ok(())
         })
         .await?;
         run.created(Created::DatabaseFile { name: self.config.name.clone(), path: self.path.clone() });
@@ -231,4 +231,131 @@ pub(crate) fn describe(tenancy: &Tenancy, database: &TenantDatabase) -> String {
             None => format!("file '{}.db'", db.name),
         },
     }
+}
+
+/// Drops a database tenant's database (ending its sessions) or role on `host:port`, if it
+/// exists, with the admin credentials for that server.
+pub(crate) async fn drop_on_server(tenancy: &Tenancy, entry: &UndoEntry) -> Result<(), BoxError> {
+    let (sql, host, port) = match entry {
+        UndoEntry::Role { name, host, port } => (format!("DROP ROLE IF EXISTS {}", quote_ident(name)), host, *port),
+        // FORCE ends sessions a failed migration may have left open.
+        UndoEntry::Database { name, host, port } => {
+            (format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)), host, *port)
+        }
+        other => return Err(format!("not a database server object: {other}").into()),
+    };
+    let admin = connect(tenancy.admin_url_for(host, port)?.as_str(), None).await?;
+    let dropped = admin.execute_unprepared(&sql).await;
+    let _ = admin.close().await;
+    dropped?;
+    Ok(())
+}
+
+/// What deleting a database tenant removes: the database and role tenancy created, or
+/// nothing of an adopted one (unless `drop_adopted`, which drops the database and keeps
+/// the role).
+pub(crate) fn removals(tenancy: &Tenancy, database: &TenantDatabase, drop_adopted: bool) -> Vec<Removal> {
+    let ownership = database.ownership();
+    let kept_reason = match ownership {
+        Ownership::Created => None,
+        Ownership::Adopted => {
+            Some("it was adopted (createtenant --no-create-database); --drop-adopted-database drops it")
+        }
+        Ownership::Unrecorded => Some(
+            "the registry does not record that tenancy created it (registered by an earlier version); \
+             --drop-adopted-database drops it",
+        ),
+    };
+    match database {
+        TenantDatabase::Postgres(db) => {
+            let server = db.server();
+            let mut list = Vec::new();
+            match (kept_reason, drop_adopted) {
+                (None, _) => {
+                    list.push(Removal::Database { name: db.name.clone(), server: server.clone() });
+                    list.push(Removal::Role { name: db.user.clone(), server });
+                }
+                (Some(_), true) => {
+                    list.push(Removal::Database { name: db.name.clone(), server: server.clone() });
+                    list.push(Removal::Kept {
+                        what: format!("role '{}' on {server}", db.user),
+                        reason: "tenancy did not create it".to_owned(),
+                    });
+                }
+                (Some(reason), false) => list.push(Removal::Kept {
+                    what: format!("database '{}' and role '{}' on {server}", db.name, db.user),
+                    reason: reason.to_owned(),
+                }),
+            }
+            list
+        }
+        TenantDatabase::Sqlite(db) => {
+            let path = match tenancy.sqlite_dir() {
+                Some(dir) => db.file_in(dir),
+                None => PathBuf::from(format!("{}.db", db.name)),
+            };
+            match (kept_reason, drop_adopted) {
+                (None, _) | (Some(_), true) => vec![Removal::File { path }],
+                (Some(reason), false) => {
+                    vec![Removal::Kept { what: format!("file '{}'", path.display()), reason: reason.to_owned() }]
+                }
+            }
+        }
+    }
+}
+
+/// Drops a database tenant's database (after ending its sessions, waiting at most
+/// `wait`) or role, if it exists, on the server its config names.
+pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal, wait: Duration) -> Result<()> {
+    let Some(TenantDatabase::Postgres(db)) = tenant.placement().database() else {
+        return Err(Error::CorruptRegistry {
+            tenant: tenant.id().to_string(),
+            reason: "a database removal for a tenant without a PostgreSQL database".to_owned(),
+        });
+    };
+    let admin = connect(tenancy.admin_url_for(&db.host, db.port)?.as_str(), None).await?;
+    let result = match removal {
+        Removal::Database { name, .. } => drop_database(&admin, tenant, name, wait).await,
+        Removal::Role { name, .. } => admin
+            .execute_unprepared(&format!("DROP ROLE IF EXISTS {}", quote_ident(name)))
+            .await
+            .map(drop)
+            .map_err(Into::into),
+        _ => Ok(()),
+    };
+    let _ = admin.close().await;
+    result
+}
+
+/// Closes the database to new sessions, ends the open ones (waiting at most `wait`),
+/// then drops it. When sessions remain, the database is opened again and nothing is
+/// dropped.
+async fn drop_database(admin: &DatabaseConnection, tenant: &Tenant, name: &str, wait: Duration) -> Result<()> {
+    let exists = super::exists(admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", name).await?;
+    if !exists {
+        return Ok(());
+    }
+    let database = quote_ident(name);
+    // A `DROP DATABASE` killed part-way leaves the database invalid (`datconnlimit` -2):
+    // nobody can connect and it cannot be altered, only dropped.
+    let invalid =
+        super::exists(admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1 AND datconnlimit = -2", name)
+            .await?;
+    if invalid {
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {database}")).await?;
+        return Ok(());
+    }
+    admin.execute_unprepared(&format!("ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")).await?;
+    let remaining = super::end_sessions(admin, "datname", name, wait).await?;
+    if remaining > 0 {
+        admin.execute_unprepared(&format!("ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")).await?;
+        return Err(Error::SessionsRemain {
+            tenant: tenant.id().to_string(),
+            database: name.to_owned(),
+            sessions: remaining,
+            waited_secs: wait.as_secs(),
+        });
+    }
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await?;
+    Ok(())
 }

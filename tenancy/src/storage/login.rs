@@ -3,7 +3,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use crate::provisioning::Undo;
+use crate::operations::UndoEntry;
 use crate::registry::id::TenantId;
 use crate::secrets::{Password, scram_sha256_verifier_of_generated};
 use crate::sql::{quote_ident, quote_literal};
@@ -39,8 +39,8 @@ impl PlannedLogin {
     }
 
     /// What removes the role again.
-    pub(crate) fn undo(&self) -> Undo {
-        Undo::DropLoginRole(self.config.user.clone())
+    pub(crate) fn undo(&self) -> UndoEntry {
+        UndoEntry::LoginRole { name: self.config.user.clone() }
     }
 }
 
@@ -111,4 +111,30 @@ pub(crate) fn url(tenancy: &Tenancy, tenant: &crate::Tenant, login: &TenantLogin
         }
     })?;
     Ok(url.into())
+}
+
+/// Stops a tenant login role from logging in and ends its sessions (waiting at most
+/// `wait`), so dropping it, its schema or its rows waits on none of them.
+pub(crate) async fn close_login_role(
+    tenancy: &Tenancy,
+    tenant: &crate::Tenant,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let master = tenancy.master();
+    if !super::exists(master, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", name).await? {
+        return Ok(());
+    }
+    master.execute_unprepared(&format!("ALTER ROLE {} NOLOGIN", quote_ident(name))).await?;
+    let remaining = super::end_sessions(master, "usename", name, wait).await?;
+    if remaining > 0 {
+        master.execute_unprepared(&format!("ALTER ROLE {} LOGIN", quote_ident(name))).await?;
+        return Err(crate::Error::SessionsRemain {
+            tenant: tenant.id().to_string(),
+            database: format!("role {name}"),
+            sessions: remaining,
+            waited_secs: wait.as_secs(),
+        });
+    }
+    Ok(())
 }

@@ -21,9 +21,14 @@ pub(crate) mod table;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 
 use crate::connection::Route;
-use crate::provisioning::{NewTenant, Run, StepFailure, Undo};
+use std::time::Duration;
+
+use crate::deletion::Removal;
+use crate::operations::UndoEntry;
+use crate::provisioning::{NewTenant, Run, StepFailure};
 use crate::registry::placement::{Placement, TenantDatabase};
-use crate::{BoxError, Isolation, Result, Tenancy, Tenant};
+use crate::registry::{TenantStatus, entity};
+use crate::{BoxError, Error, Isolation, Result, Tenancy, Tenant, TenantId};
 
 /// How a new tenant's storage will be made: decided, and validated, before anything is
 /// created.
@@ -96,20 +101,6 @@ impl Plan {
         }
     }
 
-    /// Undoes one step of a failed run.
-    pub(crate) async fn undo(&self, tenancy: &Tenancy, item: &Undo) -> Result<(), BoxError> {
-        match item {
-            Undo::DeleteRow => Ok(()),
-            Undo::DropRole(_) | Undo::DropDatabase(_) => match self {
-                Plan::PostgresDatabase(plan) => plan.undo(item).await,
-                _ => Err("no admin connection".into()),
-            },
-            Undo::RemoveFile(path) => database::remove_sqlite_file(path),
-            Undo::DropSchema(name) => schema::drop_schema(tenancy.master(), name).await,
-            Undo::DropLoginRole(name) => login::drop_login_role(tenancy.master(), name).await,
-        }
-    }
-
     /// Releases what planning opened (the admin connection of a PostgreSQL database).
     pub(crate) async fn close(&self) {
         if let Plan::PostgresDatabase(plan) = self {
@@ -172,4 +163,86 @@ pub(crate) fn describe(tenancy: &Tenancy, tenant: &Tenant) -> String {
 /// Whether `sql` with one bound `value` returns a row.
 pub(crate) async fn exists(db: &DatabaseConnection, sql: &str, value: &str) -> Result<bool> {
     Ok(db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [value.into()])).await?.is_some())
+}
+
+/// Removes one object an operation journaled (see [`crate::operations`]), if it exists:
+/// every entry carries what it takes, so this needs neither the plan nor the process that
+/// made it.
+pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entry: &UndoEntry) -> Result<(), BoxError> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    match entry {
+        // Only while still `provisioning`: a ready tenant's row is never an undo's.
+        UndoEntry::RegistryRow => entity::Entity::delete_many()
+            .filter(entity::Column::TenantId.eq(id.as_str()))
+            .filter(entity::Column::Status.eq(TenantStatus::Provisioning))
+            .exec(tenancy.master())
+            .await
+            .map(drop)
+            .map_err(Into::into),
+        UndoEntry::Role { .. } | UndoEntry::Database { .. } => database::drop_on_server(tenancy, entry).await,
+        UndoEntry::File { path } => database::remove_sqlite_file(path),
+        UndoEntry::Schema { name } => schema::drop_schema(tenancy.master(), name).await,
+        UndoEntry::LoginRole { name } => login::drop_login_role(tenancy.master(), name).await,
+    }
+}
+
+/// What deleting `tenant` removes of its storage, in order (the cache namespace and the
+/// registry row are the deletion's own).
+pub(crate) async fn removals(tenancy: &Tenancy, tenant: &Tenant, drop_adopted: bool) -> Result<Vec<Removal>> {
+    match tenant.placement() {
+        Placement::Database(database) => Ok(database::removals(tenancy, database, drop_adopted)),
+        Placement::Schema { schema, login } => schema::removals(tenancy, schema, login.as_ref()).await,
+        Placement::Table { login } => table::removals(tenancy, tenant.id(), login.as_ref()).await,
+        Placement::Cache => Ok(Vec::new()),
+    }
+}
+
+/// Removes one object of `tenant`'s storage, if it is still there.
+pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal, wait: Duration) -> Result<()> {
+    match removal {
+        Removal::Database { .. } | Removal::Role { .. } => database::remove(tenancy, tenant, removal, wait).await,
+        Removal::File { path } => database::remove_sqlite_file(path).map_err(|source| Error::DeleteFailed {
+            tenant: tenant.id().to_string(),
+            what: removal.to_string(),
+            source,
+        }),
+        Removal::Schema { name, .. } => schema::drop_schema(tenancy.master(), name).await.map_err(|source| {
+            Error::DeleteFailed { tenant: tenant.id().to_string(), what: removal.to_string(), source }
+        }),
+        Removal::LoginRole { name } => {
+            login::close_login_role(tenancy, tenant, name, wait).await?;
+            login::drop_login_role(tenancy.master(), name).await.map_err(|source| Error::DeleteFailed {
+                tenant: tenant.id().to_string(),
+                what: removal.to_string(),
+                source,
+            })
+        }
+        Removal::Rows { table, column, .. } => table::delete_rows(tenancy, tenant.id(), table, column).await,
+        Removal::Kept { .. } | Removal::CacheNamespace { .. } | Removal::RegistryRow => Ok(()),
+    }
+}
+
+/// Ends the sessions whose `field` (`datname` or `usename`) is `value`, waiting at most
+/// `wait` for them to go; how many remain.
+pub(crate) async fn end_sessions(db: &DatabaseConnection, field: &str, value: &str, wait: Duration) -> Result<i64> {
+    let field = match field {
+        "datname" => "datname",
+        _ => "usename",
+    };
+    let count =
+        format!("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE {field} = $1 AND pid <> pg_backend_pid()");
+    let terminate = format!(
+        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+         WHERE {field} = $1 AND pid <> pg_backend_pid()"
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &terminate, [value.into()])).await?;
+        let row = db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &count, [value.into()])).await?;
+        let remaining = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
+        if remaining == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(remaining);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -11,7 +11,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBacken
 use super::login::PlannedLogin;
 use crate::connection::url::connect;
 use crate::connection::{Binding, Route};
-use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure, Undo};
+use crate::deletion::Removal;
+use crate::operations::UndoEntry;
+use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure};
 use crate::registry::placement::Placement;
 use crate::sql::quote_ident;
 use crate::{Backend, BoxError, Error, Result, Tenancy, Tenant, TenantBinding, TenantLogin};
@@ -72,25 +74,24 @@ impl Plan {
         let in_txn = || -> Result<&DatabaseTransaction, BoxError> {
             txn.ok_or_else(|| "schema isolation is provisioned in a master transaction".into())
         };
-        run.step(ProvisionStep::CreateRole, async {
+        // Rolled back with the transaction; the journal covers a crash after the commit.
+        run.step(ProvisionStep::CreateRole, Some(self.login.undo()), async {
             let txn = in_txn()?;
             // The role's connections see the tenant's schema alone.
             let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
             let database = &tenancy.master_identity().await?.1;
             super::login::create_login_role(txn, user, &self.login.verifier, false, database, &search_path).await?;
-            // Rolled back with the transaction; the undo entry covers a failed commit.
-            Ok(Some(self.login.undo()))
+            Ok(())
         })
         .await?;
         run.created(Created::Role { name: user.clone(), server: tenancy.master_server() });
-        run.step(ProvisionStep::CreateSchema, async {
+        run.step(ProvisionStep::CreateSchema, Some(UndoEntry::Schema { name: name.clone() }), async {
             in_txn()?.execute_unprepared(&format!("CREATE SCHEMA {}", quote_ident(name))).await?;
-            // Rolled back with the transaction; the undo entry covers a failed commit.
-            Ok(Some(Undo::DropSchema(name.clone())))
+            Ok(())
         })
         .await?;
         run.created(Created::Schema { name: name.clone() });
-        run.step(ProvisionStep::GrantPrivileges, async {
+        run.step(ProvisionStep::GrantPrivileges, None, async {
             let (schema, role) = (quote_ident(name), quote_ident(user));
             // Rows, not structure: the tenant's migrations run as the master user, whose
             // future tables and sequences in the schema the role may use. One round trip:
@@ -103,7 +104,7 @@ impl Plan {
                      ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"
                 ))
                 .await?;
-            Ok(None)
+            Ok(())
         })
         .await
     }
@@ -133,4 +134,25 @@ pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant, schema: &str, login: Opt
         return Ok(Route::Bound(Binding::Schema { search_path: format!("{}, pg_temp", quote_ident(schema)) }));
     }
     Ok(Route::OwnPool { sqlite: false })
+}
+
+/// What deleting a schema tenant removes: its login role (its sessions ended first, so
+/// none holds a lock in the schema), then the schema.
+pub(crate) async fn removals(tenancy: &Tenancy, schema: &str, login: Option<&TenantLogin>) -> Result<Vec<Removal>> {
+    let row = tenancy
+        .master()
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+            [schema.into()],
+        ))
+        .await?;
+    let tables = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
+    let mut list = Vec::new();
+    if let Some(login) = login {
+        list.push(Removal::LoginRole { name: login.user.clone() });
+    }
+    list.push(Removal::Schema { name: schema.to_owned(), tables: u64::try_from(tables).unwrap_or(0) });
+    Ok(list)
 }
