@@ -278,6 +278,7 @@
 // and the cache. `Tenancy`, the entry point, ties them together in `entry`.
 pub mod cache;
 mod connection;
+pub mod doctor;
 mod entry;
 mod error;
 mod models;

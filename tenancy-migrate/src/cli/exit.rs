@@ -52,6 +52,7 @@ exit_codes! {
         "a database server cannot be reached or refused the credentials";
     SecretKey = 5, "secret key unreadable", "the secret key cannot be read or created";
     NotFound = 6, "no such tenant", "no such tenant";
+    Findings = 8, "problems found", "tenancydoctor found problems";
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
@@ -143,7 +144,7 @@ mod tests {
     fn codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
         assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "{codes:?}");
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 8, 130]);
     }
 
     #[test]
