@@ -4,17 +4,17 @@
 //! a one-line message, what to do, and whether [`crate::Tenancy::repair`] may fix it. The
 //! checks, one file per concern:
 //!
-//! - [`storage`]: registry rows whose storage is missing (a database tenant's database and
+//! - `storage`: registry rows whose storage is missing (a database tenant's database and
 //!   role on the server its config names, or its SQLite file; a schema tenant's schema and
 //!   login role; a table tenant's login role);
-//! - [`orphans`]: storage no registry row owns. Tenancy marks what it creates (see
+//! - `orphans`: storage no registry row owns. Tenancy marks what it creates (see
 //!   `storage::marker`: `COMMENT ... IS 'tenancy:<master database>:<tenant>'` on
 //!   PostgreSQL objects, the `application_id` of SQLite files), so an object with this
 //!   master's mark and no row is an orphan `--repair` may drop, while one only named like a
 //!   tenant's is reported and never dropped. Roles and databases belong to the whole
 //!   server: the master's name in the mark keeps other masters' objects out;
-//! - [`cache`]: cache namespaces of tenants that are not registered (reported only);
-//! - [`row_security`]: table isolation on PostgreSQL ([`crate::rls::audit`], and views
+//! - `cache`: cache namespaces of tenants that are not registered (reported only);
+//! - `row_security`: table isolation on PostgreSQL ([`crate::rls::audit`], and views
 //!   whose owner's rights reach past the policies).
 //!
 //! Migration drift needs the application's migrators, so `tenancy-migrate` checks it and
