@@ -677,3 +677,53 @@ async fn killed_at_random_moments_postgres_schema() {
 async fn killed_at_random_moments_sqlite_table() {
     killed_at_random_moments(Setup::SqliteTable).await;
 }
+
+/// `tenancydoctor` reports an interrupted create and an interrupted delete as stale
+/// operations, and `--repair --yes` settles them as a re-run would: the create undone,
+/// the delete finished, nothing of either tenant left.
+async fn doctor_settles_stale_operations(setup: Setup, create_step: &str, delete_step: &str) {
+    let Some(world) = World::new(setup).await else { return };
+    let created = unique_name("c");
+    assert!(killed(&world.create(&created, Some(create_step))), "createtenant was not stopped");
+    let deleted = unique_name("x");
+    expect_ok(&world.create(&deleted, None), "create");
+    world.seed(&deleted).await;
+    assert!(killed(&world.delete(&deleted, &[], Some(delete_step))), "deletetenant was not stopped");
+
+    let doctor = env!("CARGO_BIN_EXE_tenancydoctor");
+    let out = world.run(doctor, &["--json".to_owned()], None);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut stale: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "stale_operation")
+        .map(|f| (f["tenant"].as_str().unwrap_or_default().to_owned(), f["repairable"].to_string()))
+        .collect();
+    stale.sort();
+    let mut expected = vec![(created.clone(), "true".to_owned()), (deleted.clone(), "true".to_owned())];
+    expected.sort();
+    assert_eq!(stale, expected, "{report}");
+
+    let out = world.run(doctor, &["--repair".to_owned(), "--yes".to_owned(), "--json".to_owned()], None);
+    assert!(out.status.code().is_some(), "{}", text(&out.stderr));
+    assert_eq!(world.footprint(&created).await, Footprint::default(), "{}", text(&out.stdout));
+    assert_eq!(world.footprint(&deleted).await, Footprint::default(), "{}", text(&out.stdout));
+    let out = world.run(doctor, &["--json".to_owned()], None);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        !report["findings"].as_array().expect("findings").iter().any(|f| f["kind"] == "stale_operation"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn tenancydoctor_settles_stale_operations_postgres_database() {
+    doctor_settles_stale_operations(Setup::PgDatabase, "create-database", "database").await;
+}
+
+#[tokio::test]
+async fn tenancydoctor_settles_stale_operations_sqlite_table() {
+    doctor_settles_stale_operations(Setup::SqliteTable, "claim-id", "rows").await;
+}

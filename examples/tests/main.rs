@@ -9,6 +9,7 @@ mod pty;
 mod cache_tenant;
 mod createtenant_cli;
 mod createtenant_pty;
+mod doctor_cli;
 mod fleet_cli;
 mod fleet_pty;
 mod lifecycle;

@@ -59,6 +59,7 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
         ("suspendtenant", env!("CARGO_BIN_EXE_suspendtenant")),
         ("resumetenant", env!("CARGO_BIN_EXE_resumetenant")),
         ("tenantshell", env!("CARGO_BIN_EXE_tenantshell")),
+        ("tenancydoctor", env!("CARGO_BIN_EXE_tenancydoctor")),
     ];
     for (command, binary) in binaries {
         let entry = reference

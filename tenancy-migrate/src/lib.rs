@@ -56,6 +56,7 @@ pub mod accounts;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
+pub mod drift;
 mod error;
 pub mod fault;
 pub mod fleet;

@@ -447,3 +447,30 @@ pub(crate) async fn pending_read_only(
     let applied = applied.unwrap_or_default();
     Ok(names.into_iter().filter(|name| !applied.contains(name)).collect())
 }
+
+/// The migrations applied to one tenant's storage (in any order), read without changing
+/// anything; empty when no migration table exists yet. Cache tenants have none.
+pub(crate) async fn applied_read_only(
+    tenancy: &Tenancy,
+    tenant: &Tenant,
+    migrator: &dyn DynMigrator,
+) -> Result<HashSet<String>> {
+    let table = migrator.table_name();
+    let applied = match tenant.placement() {
+        Placement::Cache => return Ok(HashSet::new()),
+        Placement::Table { .. } => applied_versions(tenancy.master(), None, &table).await,
+        Placement::Schema { schema, .. } => applied_versions(tenancy.master(), Some(schema), &table).await,
+        _ => {
+            let Some(conn) = tenancy.connect_storage(tenant).await? else { return Ok(HashSet::new()) };
+            let applied = applied_versions(&conn, None, &table).await;
+            let _ = conn.close().await;
+            applied
+        }
+    };
+    Ok(applied.unwrap_or_default())
+}
+
+/// The migrations applied to the master's shared tables by the shared `migrator`.
+pub(crate) async fn applied_to_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> HashSet<String> {
+    applied_versions(tenancy.master(), None, &migrator.table_name()).await.unwrap_or_default()
+}

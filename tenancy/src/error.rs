@@ -502,6 +502,17 @@ pub enum Error {
         tenant: String,
     },
 
+    /// `tenancydoctor --repair` did not repair a finding: it is not one repairs may fix,
+    /// or it changed since it was found (a registry row owns the object now, its mark is
+    /// gone), or the repair failed.
+    #[error("Cannot repair {subject}: {reason}")]
+    RepairFailed {
+        /// The object, as [`crate::doctor::Finding::subject`] names it.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

@@ -48,6 +48,15 @@
 //! and its role, a SQLite file, a schema and its login role, a table tenant's login role,
 //! or nothing for the cache). `use tenancy::prelude::*` brings the everyday names in.
 //!
+//! ## Checking and repairing
+//!
+//! [`Tenancy::diagnose`] checks the registry against what exists (missing storage,
+//! orphans, cache namespaces of unknown tenants, table isolation) and returns typed
+//! [`doctor::Finding`]s; [`Tenancy::repair`] fixes the safe ones: it drops orphans this
+//! master provably made (tenancy marks what it creates, see [`doctor`]) and re-runs the
+//! row-security step. The `tenancydoctor` command of `tenancy-migrate` adds migration
+//! drift and prints them.
+//!
 //! ## Secrets
 //!
 //! Database passwords of database-isolated tenants are stored encrypted
@@ -279,6 +288,7 @@
 pub mod cache;
 mod connection;
 pub mod deletion;
+pub mod doctor;
 mod entry;
 mod error;
 mod models;

@@ -15,6 +15,8 @@ mod cache_memory;
 mod cache_redis;
 mod cache_scoped_table;
 mod context;
+mod doctor_postgres;
+mod doctor_sqlite;
 mod fixture_master;
 mod fleet_postgres;
 mod fleet_sqlite;

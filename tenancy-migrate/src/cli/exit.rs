@@ -55,6 +55,7 @@ exit_codes! {
     Busy = 7, "tenant busy",
         "another lifecycle operation holds the tenant: still running, or interrupted (the message names the \
          command that finishes it)";
+    Findings = 8, "problems found", "tenancydoctor found problems";
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
@@ -147,7 +148,7 @@ mod tests {
     fn codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
         assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "{codes:?}");
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]);
     }
 
     #[test]

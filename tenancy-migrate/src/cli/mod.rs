@@ -51,6 +51,7 @@ mod migratetenant;
 mod prompt;
 mod showtenants;
 mod suspension;
+mod tenancydoctor;
 mod tenantshell;
 
 use std::error::Error as StdError;
@@ -69,6 +70,7 @@ pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 pub use suspension::{
     ResumeTenantArgs, SuspendTenantArgs, resumetenant, resumetenant_with_args, suspendtenant, suspendtenant_with_args,
 };
+pub use tenancydoctor::{TenancyDoctorArgs, tenancydoctor, tenancydoctor_with_args};
 pub use tenantshell::{DEFAULT_HISTORY_FILE, HISTORY_ENV, TenantShellArgs, tenantshell, tenantshell_with_args};
 
 use crate::Error;

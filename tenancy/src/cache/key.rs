@@ -54,6 +54,19 @@ pub(crate) fn tenant_namespace(prefix: &str, tenant: &str) -> String {
     out
 }
 
+/// `<prefix>:{`, the start of every tenant key under `prefix`.
+pub(crate) fn tenant_keys_start(prefix: &str) -> String {
+    let mut out = encode(prefix);
+    out.push_str(":{");
+    out
+}
+
+/// The (encoded) tenant of a store key that begins with `start` ([`tenant_keys_start`]).
+pub(crate) fn tenant_of_key<'a>(start: &str, store_key: &'a str) -> Option<&'a str> {
+    let (tenant, _) = store_key.strip_prefix(start)?.split_once("}:")?;
+    Some(tenant)
+}
+
 /// `<prefix>:g:`, the start of every global key.
 pub(crate) fn global_namespace(prefix: &str) -> String {
     let mut out = encode(prefix);

@@ -88,4 +88,13 @@ impl CacheStore for MemoryStore {
         }
         Ok(removed)
     }
+
+    async fn visit_keys(&self, prefix: &str, visit: &mut (dyn for<'k> FnMut(&'k str) + Send)) -> Result<bool> {
+        for (key, _) in self.cache.iter() {
+            if key.starts_with(prefix) {
+                visit(&key);
+            }
+        }
+        Ok(true)
+    }
 }

@@ -126,6 +126,15 @@ pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
     /// Removes every key that starts with `namespace` (which contains no glob
     /// character), and only those; how many were removed.
     async fn delete_namespace(&self, namespace: &str) -> Result<u64>;
+
+    /// Calls `visit` with every key that starts with `prefix` (which contains no glob
+    /// character), for operations that survey the store (`tenancydoctor` looks for the
+    /// namespaces of tenants that no longer exist). Returns `false`, having visited
+    /// nothing, when the store cannot list its keys: the default.
+    async fn visit_keys(&self, prefix: &str, visit: &mut (dyn for<'k> FnMut(&'k str) + Send)) -> Result<bool> {
+        let _ = (prefix, visit);
+        Ok(false)
+    }
 }
 
 /// Which cache [`Tenancy`] uses, and its key prefix: give it to
@@ -240,6 +249,23 @@ impl SharedCache {
     /// The store itself, below the key layout.
     pub(crate) fn store(&self) -> &Arc<dyn CacheStore> {
         &self.store
+    }
+
+    /// The tenant namespaces present in the store, as `(tenant as encoded, keys)`, sorted;
+    /// `None` when the store cannot list its keys. Walks every tenant key (with `SCAN` on
+    /// Redis): an operator's survey, not a request path.
+    pub(crate) async fn tenant_namespaces(&self) -> Result<Option<Vec<(String, u64)>>> {
+        let start = key::tenant_keys_start(&self.prefix);
+        let mut found = std::collections::BTreeMap::<String, u64>::new();
+        let listed = self
+            .store
+            .visit_keys(&start, &mut |store_key| {
+                if let Some(tenant) = key::tenant_of_key(&start, store_key) {
+                    *found.entry(tenant.to_owned()).or_default() += 1;
+                }
+            })
+            .await?;
+        Ok(listed.then(|| found.into_iter().collect()))
     }
 
     /// A tenant's namespace (see [`TenantConnection::cache`]).

@@ -125,4 +125,20 @@ impl CacheStore for RedisStore {
         removed += self.unlink(&found).await?;
         Ok(removed)
     }
+
+    async fn visit_keys(&self, prefix: &str, visit: &mut (dyn for<'k> FnMut(&'k str) + Send)) -> Result<bool> {
+        // SCAN in batches, never KEYS: the server keeps serving between steps.
+        let pattern = namespace_pattern(prefix);
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.scan(cursor, &pattern).await?;
+            for key in &keys {
+                visit(&String::from_utf8_lossy(key));
+            }
+            if next == 0 {
+                return Ok(true);
+            }
+            cursor = next;
+        }
+    }
 }

@@ -124,6 +124,26 @@ impl MasterUrl {
         }
     }
 
+    /// The file name of a SQLite master (not its folder), `None` for an in-memory one.
+    pub(crate) fn sqlite_file_name(&self) -> Option<String> {
+        match self {
+            MasterUrl::Sqlite { raw, .. } => {
+                sqlite_path(raw)?.file_name().map(|name| name.to_string_lossy().into_owned())
+            }
+            MasterUrl::Postgres(_) => None,
+        }
+    }
+
+    /// Host and port of a PostgreSQL master.
+    pub(crate) fn postgres_server(&self) -> Option<(String, u16)> {
+        match self {
+            MasterUrl::Postgres(url) => {
+                Some((url.host_str().unwrap_or("localhost").to_owned(), url.port().unwrap_or(DEFAULT_POSTGRES_PORT)))
+            }
+            MasterUrl::Sqlite { .. } => None,
+        }
+    }
+
     /// `host:port` of a PostgreSQL master, `local file` for SQLite.
     pub(crate) fn server(&self) -> String {
         match self {

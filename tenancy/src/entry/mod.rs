@@ -275,6 +275,33 @@ impl Tenancy {
         crate::operations::unfinished(self).await
     }
 
+    /// Checks the registry against what exists (missing storage, orphans, cache
+    /// namespaces, table isolation): one [`Finding`](crate::doctor::Finding) per problem,
+    /// empty when all is well. Read-only. See [`crate::doctor`].
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the registry or a catalog cannot be read, [`Error::Io`]
+    /// when a SQLite master's folder cannot be listed, the cache's errors when it cannot
+    /// be listed. An unreachable tenant server is a finding, not an error.
+    pub async fn diagnose(&self) -> Result<Vec<crate::doctor::Finding>> {
+        crate::doctor::diagnose(self).await
+    }
+
+    /// Repairs the findings that may be repaired ([`Finding::repairable`]): drops orphans
+    /// this master provably made (the registry is read again, and each object's mark,
+    /// just before it is dropped; nothing a registry row names is ever dropped) and runs
+    /// the row-security step again. One [`Repair`](crate::doctor::Repair) per finding
+    /// given, in the order they were done; a finding that may not be repaired gets
+    /// [`Error::RepairFailed`]. Ask the operator first: orphans hold data.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the registry cannot be read (nothing is done then).
+    ///
+    /// [`Finding::repairable`]: crate::doctor::Finding::repairable
+    pub async fn repair(&self, findings: &[crate::doctor::Finding]) -> Result<Vec<crate::doctor::Repair>> {
+        crate::doctor::repair(self, findings).await
+    }
+
     /// The fleet migration ledger (see [`crate::ledger`]).
     pub fn ledger(&self) -> Ledger<'_> {
         Ledger::new(&self.master)

@@ -387,3 +387,39 @@ impl Guard {
         self.lock.release().await;
     }
 }
+
+/// Settles `id`'s stale operation as a re-run of its command would: a create is undone
+/// (nothing of the tenant is left), a delete finished. For `tenancydoctor --repair`.
+///
+/// # Errors
+/// [`Error::OperationInProgress`] when its worker is alive after all (or another process
+/// settles it first); the undo's or the delete's errors.
+pub(crate) async fn settle_stale(tenancy: &Tenancy, id: &TenantId) -> Result<()> {
+    let Some(row) = OperationEntity::find_by_id(id.as_str()).one(tenancy.master()).await? else {
+        return Ok(());
+    };
+    let operation = Operation::from_row(row)?;
+    match operation.kind {
+        OperationKind::Create => {
+            let begun = begin(tenancy, OperationKind::Create, id, operation.params.clone()).await?;
+            let guard = begun.guard;
+            let leftovers = crate::provisioning::undo(tenancy, id, guard.undo_entries()).await;
+            if !leftovers.is_empty() {
+                guard.abandon().await;
+                return Err(Error::RollbackFailed {
+                    tenant: id.to_string(),
+                    step: crate::ProvisionStep::ClaimId,
+                    leftovers: leftovers.join(", "),
+                    source: "could not undo an interrupted createtenant".into(),
+                });
+            }
+            guard.finish(tenancy).await
+        }
+        OperationKind::Delete => {
+            let drop_adopted =
+                operation.params.get("drop_adopted_database").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            let options = crate::deletion::DeleteOptions::default().drop_adopted_database(drop_adopted);
+            crate::deletion::delete(tenancy, id, &options).await.map(drop)
+        }
+    }
+}

@@ -17,7 +17,7 @@ use crate::registry::placement::{Ownership, PostgresDatabase, SqliteDatabase, Te
 use crate::secrets::scram_sha256_verifier;
 use crate::sql::{quote_ident, quote_literal};
 use crate::storage::Plan;
-use crate::{BoxError, Error, MissingValue, Result, Tenancy, Tenant};
+use crate::{BoxError, Error, MissingValue, Result, Tenancy, Tenant, TenantId};
 
 /// A PostgreSQL database to create (or adopt), with the admin connection that does it.
 pub(crate) struct PostgresPlan {
@@ -25,6 +25,9 @@ pub(crate) struct PostgresPlan {
     admin: DatabaseConnection,
     /// The SCRAM verifier of the role to create; `None` when adopting a database.
     verifier: Option<String>,
+    /// The tenant and the master database's name, for the mark ([`super::marker`]).
+    tenant: TenantId,
+    master: String,
 }
 
 fn ownership(creates: bool) -> Ownership {
@@ -36,6 +39,8 @@ pub(crate) struct SqlitePlan {
     pub(crate) config: SqliteDatabase,
     path: PathBuf,
     create: bool,
+    /// The mark written into a created file's header ([`super::marker`]).
+    application_id: i32,
 }
 
 pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
@@ -49,7 +54,9 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
             })?;
             let config = SqliteDatabase { name: db.name().to_owned(), ownership: ownership(db.creates()) };
             let path = config.file_in(dir);
-            Ok(Plan::SqliteFile(SqlitePlan { config, path, create: db.creates() }))
+            let application_id =
+                super::marker::sqlite_application_id(&tenancy.master_url().sqlite_file_name().unwrap_or_default());
+            Ok(Plan::SqliteFile(SqlitePlan { config, path, create: db.creates(), application_id }))
         }
         Backend::Postgres => {
             let login = db.postgres_login().ok_or(Error::Missing { value: MissingValue::DatabaseUser })?;
@@ -87,7 +94,8 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                     }
                 }
             }
-            Ok(Plan::PostgresDatabase(PostgresPlan { config, admin, verifier }))
+            let master = tenancy.master_identity().await?.1.clone();
+            Ok(Plan::PostgresDatabase(PostgresPlan { config, admin, verifier, tenant: new.id().clone(), master }))
         }
     }
 }
@@ -117,7 +125,11 @@ impl PostgresPlan {
         let on_server = |name: &str| (name.to_owned(), config.host.clone(), config.port);
         let (name, host, port) = on_server(&config.user);
         run.step(ProvisionStep::CreateRole, Some(UndoEntry::Role { name, host, port }), async {
-            admin.execute_unprepared(&format!("CREATE ROLE {user} LOGIN PASSWORD {}", quote_literal(verifier))).await?;
+            // Created and marked as this master's in one implicit transaction.
+            let mark = super::marker::comment_sql(&format!("ROLE {user}"), &self.master, &self.tenant);
+            admin
+                .execute_unprepared(&format!("CREATE ROLE {user} LOGIN PASSWORD {}; {mark}", quote_literal(verifier)))
+                .await?;
             Ok(())
         })
         .await?;
@@ -134,6 +146,10 @@ impl PostgresPlan {
             admin
                 .execute_unprepared(&format!("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {database} TO {user}"))
                 .await?;
+            // Not in the CreateDatabase step: CREATE DATABASE runs alone, and the database
+            // must be in the undo log before anything else can fail.
+            let mark = super::marker::comment_sql(&format!("DATABASE {database}"), &self.master, &self.tenant);
+            admin.execute_unprepared(&mark).await?;
             Ok(())
         })
         .await
@@ -161,7 +177,10 @@ impl SqlitePlan {
         // Journaled for removal before creating, so a half-written file goes too.
         run.step(ProvisionStep::CreateDatabaseFile, Some(UndoEntry::File { path: self.path.clone() }), async {
             let conn = connect(&url::sqlite_url(&self.path, true), None).await?;
+            // The mark in the file's header (see `marker`).
+            let marked = conn.execute_unprepared(&format!("PRAGMA application_id = {}", self.application_id)).await;
             conn.close().await?;
+            marked?;
             Ok(())
         })
         .await?;

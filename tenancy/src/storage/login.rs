@@ -12,6 +12,7 @@ use crate::{BoxError, Result, Tenancy, TenantLogin};
 
 /// A tenant login role to create: its registry record and its password's SCRAM verifier.
 pub(crate) struct PlannedLogin {
+    pub(crate) tenant: TenantId,
     pub(crate) config: TenantLogin,
     pub(crate) verifier: String,
 }
@@ -24,6 +25,7 @@ impl PlannedLogin {
         let password = Password::generate();
         let (key, _) = tenancy.secret_key()?;
         Ok(PlannedLogin {
+            tenant: id.clone(),
             verifier: scram_sha256_verifier_of_generated(&password),
             config: TenantLogin { user: format!("{prefix}{id}"), password: key.encrypt(&password, id.as_str()) },
         })
@@ -51,6 +53,7 @@ impl PlannedLogin {
 /// password itself never reaches the server's statement log.
 pub(crate) async fn create_table_tenant_role(
     txn: &sea_orm::DatabaseTransaction,
+    tenant: &TenantId,
     role: &str,
     verifier: &str,
     database: &str,
@@ -58,14 +61,16 @@ pub(crate) async fn create_table_tenant_role(
     let app_role = row_security::app_role(txn).await?;
     row_security::ensure_app_role(txn, &app_role).await?;
     let grant = format!("GRANT {} TO {}", quote_ident(&app_role), quote_ident(role));
-    create_login_role(txn, role, verifier, true, database, &grant).await
+    create_login_role(txn, tenant, role, verifier, true, database, &grant).await
 }
 
-/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, `CONNECT` on the
-/// master database `database` (in case it was revoked from `PUBLIC`), then `and_then`
-/// (a statement without values, or empty): one round trip.
+/// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, marked as
+/// `tenant`'s ([`super::marker`]), `CONNECT` on the master database `database` (in case it
+/// was revoked from `PUBLIC`), then `and_then` (a statement without values, or empty): one
+/// round trip.
 pub(crate) async fn create_login_role<C: ConnectionTrait>(
     db: &C,
+    tenant: &TenantId,
     role: &str,
     verifier: &str,
     inherit: bool,
@@ -73,10 +78,11 @@ pub(crate) async fn create_login_role<C: ConnectionTrait>(
     and_then: &str,
 ) -> Result<()> {
     let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
+    let mark = super::marker::comment_sql(&format!("ROLE {}", quote_ident(role)), database, tenant);
     let role = quote_ident(role);
     db.execute_unprepared(&format!(
         "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
-         PASSWORD {verifier}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
+         PASSWORD {verifier}; {mark}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
         verifier = quote_literal(verifier),
         database = quote_ident(database),
     ))

@@ -15,6 +15,7 @@
 pub(crate) mod cache;
 pub(crate) mod database;
 pub(crate) mod login;
+pub(crate) mod marker;
 pub(crate) mod schema;
 pub(crate) mod table;
 

@@ -80,13 +80,18 @@ impl Plan {
             // The role's connections see the tenant's schema alone.
             let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
             let database = &tenancy.master_identity().await?.1;
-            super::login::create_login_role(txn, user, &self.login.verifier, false, database, &search_path).await?;
+            let login = &self.login;
+            super::login::create_login_role(txn, &login.tenant, user, &login.verifier, false, database, &search_path)
+                .await?;
             Ok(())
         })
         .await?;
         run.created(Created::Role { name: user.clone(), server: tenancy.master_server() });
         run.step(ProvisionStep::CreateSchema, Some(UndoEntry::Schema { name: name.clone() }), async {
-            in_txn()?.execute_unprepared(&format!("CREATE SCHEMA {}", quote_ident(name))).await?;
+            // Marked as this master's (see `marker`), in the same round trip.
+            let schema = format!("SCHEMA {}", quote_ident(name));
+            let mark = super::marker::comment_sql(&schema, &tenancy.master_identity().await?.1, &self.login.tenant);
+            in_txn()?.execute_unprepared(&format!("CREATE {schema}; {mark}")).await?;
             Ok(())
         })
         .await?;

@@ -48,7 +48,7 @@ impl Plan {
         run.step(ProvisionStep::CreateRole, Some(login.undo()), async {
             let txn = sea_orm::TransactionTrait::begin(tenancy.master()).await?;
             let database = &tenancy.master_identity().await?.1;
-            super::login::create_table_tenant_role(&txn, user, &login.verifier, database).await?;
+            super::login::create_table_tenant_role(&txn, &login.tenant, user, &login.verifier, database).await?;
             txn.commit().await?;
             Ok(())
         })

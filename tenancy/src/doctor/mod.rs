@@ -1,0 +1,196 @@
+//! The doctor: the registry checked against what exists, and the safe repairs.
+//!
+//! [`crate::Tenancy::diagnose`] returns [`Finding`]s, one per problem, each with its data,
+//! a one-line message, what to do, and whether [`crate::Tenancy::repair`] may fix it. The
+//! checks, one file per concern:
+//!
+//! - `storage`: registry rows whose storage is missing (a database tenant's database and
+//!   role on the server its config names, or its SQLite file; a schema tenant's schema and
+//!   login role; a table tenant's login role);
+//! - `orphans`: storage no registry row owns. Tenancy marks what it creates (see
+//!   `storage::marker`: `COMMENT ... IS 'tenancy:<master database>:<tenant>'` on
+//!   PostgreSQL objects, the `application_id` of SQLite files), so an object with this
+//!   master's mark and no row is an orphan `--repair` may drop, while one only named like a
+//!   tenant's is reported and never dropped. Roles and databases belong to the whole
+//!   server: the master's name in the mark keeps other masters' objects out;
+//! - `cache`: cache namespaces of tenants that are not registered (reported only);
+//! - `row_security`: table isolation on PostgreSQL ([`crate::rls::audit`], and views
+//!   whose owner's rights reach past the policies).
+//!
+//! Migration drift needs the application's migrators, so `tenancy-migrate` checks it and
+//! returns the same [`Finding`]s.
+//!
+//! - stale operations: lifecycle operations of the journal ([`crate::operations`]) whose
+//!   worker is gone. `--repair` settles them as a re-run of their command would: a create
+//!   is undone, a delete finished.
+
+mod cache;
+mod finding;
+mod orphans;
+mod repair;
+mod row_security;
+mod storage;
+
+use std::collections::{BTreeMap, HashSet};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+pub use self::finding::{Finding, Server};
+pub use self::repair::Repair;
+pub(crate) use self::repair::repair;
+use crate::registry::placement::{Placement, TenantDatabase};
+use crate::{Backend, Result, Tenancy, Tenant};
+
+/// [`Tenancy::diagnose`].
+pub(crate) async fn diagnose(tenancy: &Tenancy) -> Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    let registry = tenancy.tenants().await?;
+    let admins = Admins::connect(tenancy, &registry).await?;
+    findings.extend(admins.unreachable());
+
+    // Storage is listed first and the registry read again after: provisioning claims a
+    // tenant's registry row before it creates (and marks) anything, so an object listed
+    // here whose row the second read lacks was not being created: its row is gone.
+    let listed = orphans::list(tenancy, &admins).await?;
+    let namespaces = cache::list(tenancy).await?;
+    let registry = tenancy.tenants().await?;
+    let owned = Owned::of(&registry);
+
+    findings.extend(storage::missing(tenancy, &registry, &admins).await?);
+    findings.extend(orphans::judge(listed, &owned));
+    findings.extend(cache::judge(namespaces, &owned));
+    findings.extend(row_security::check(tenancy).await?);
+    for operation in tenancy.unfinished_operations().await? {
+        if !operation.worker_alive {
+            findings.push(Finding::StaleOperation {
+                command: format!("{} {}", operation.kind.command(), operation.tenant),
+                tenant: operation.tenant,
+                operation: operation.kind.to_string(),
+            });
+        }
+    }
+    admins.close().await;
+    Ok(findings)
+}
+
+/// Every name a registry row gives its storage: nothing in here is ever dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    tenants: HashSet<String>,
+    schemas: HashSet<String>,
+    /// Role names on any server: a role a row names is kept whichever server it is on
+    /// (two spellings of one server must not make a registered role look orphaned).
+    roles: HashSet<String>,
+    databases: HashSet<String>,
+    /// SQLite tenant databases' names (the file is `<name>.db`).
+    files: HashSet<String>,
+}
+
+impl Owned {
+    fn of(registry: &[Tenant]) -> Owned {
+        let mut owned = Owned::default();
+        for tenant in registry {
+            owned.tenants.insert(tenant.id().to_string());
+            if let Some(login) = tenant.placement().login() {
+                owned.roles.insert(login.user.clone());
+            }
+            match tenant.placement() {
+                Placement::Schema { schema, .. } => {
+                    owned.schemas.insert(schema.clone());
+                }
+                Placement::Database(TenantDatabase::Postgres(db)) => {
+                    owned.databases.insert(db.name.clone());
+                    owned.roles.insert(db.user.clone());
+                }
+                Placement::Database(TenantDatabase::Sqlite(db)) => {
+                    owned.files.insert(db.name.clone());
+                }
+                Placement::Table { .. } | Placement::Cache => {}
+            }
+        }
+        owned
+    }
+}
+
+/// Admin connections to the PostgreSQL servers to check: the master's and every server a
+/// database tenant's config names.
+pub(crate) struct Admins {
+    servers: BTreeMap<Server, std::result::Result<DatabaseConnection, String>>,
+}
+
+impl Admins {
+    async fn connect(tenancy: &Tenancy, registry: &[Tenant]) -> Result<Admins> {
+        let mut wanted: Vec<Server> = Vec::new();
+        if let Some((host, port)) = tenancy.master_url().postgres_server() {
+            wanted.push(Server { host, port });
+        }
+        for tenant in registry {
+            if let Placement::Database(TenantDatabase::Postgres(db)) = tenant.placement() {
+                wanted.push(Server { host: db.host.clone(), port: db.port });
+            }
+        }
+        let mut servers = BTreeMap::new();
+        for server in wanted {
+            if servers.contains_key(&server) {
+                continue;
+            }
+            let connection = match tenancy.admin_url_for(&server.host, server.port) {
+                Ok(url) => crate::connection::url::connect(url.as_str(), None).await.map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            servers.insert(server, connection);
+        }
+        Ok(Admins { servers })
+    }
+
+    /// The reachable servers and their admin connections.
+    fn reachable(&self) -> impl Iterator<Item = (&Server, &DatabaseConnection)> {
+        self.servers.iter().filter_map(|(server, conn)| conn.as_ref().ok().map(|conn| (server, conn)))
+    }
+
+    /// The admin connection to `server`, if it was reachable.
+    fn get(&self, server: &Server) -> Option<&DatabaseConnection> {
+        self.servers.get(server).and_then(|conn| conn.as_ref().ok())
+    }
+
+    fn unreachable(&self) -> Vec<Finding> {
+        self.servers
+            .iter()
+            .filter_map(|(server, conn)| {
+                conn.as_ref()
+                    .err()
+                    .map(|reason| Finding::ServerUnreachable { server: server.clone(), reason: reason.clone() })
+            })
+            .collect()
+    }
+
+    async fn close(self) {
+        for conn in self.servers.into_values().flatten() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// The PostgreSQL master's database name, which the marks name; `None` on SQLite.
+async fn master_name(tenancy: &Tenancy) -> Result<Option<String>> {
+    match tenancy.backend() {
+        Backend::Postgres => Ok(Some(tenancy.master_identity().await?.1.clone())),
+        Backend::Sqlite => Ok(None),
+    }
+}
+
+/// A statement for PostgreSQL with values.
+fn pg(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// `names` as one JSON array value, read with `json_array_elements_text`.
+fn json_list<'a>(names: impl IntoIterator<Item = &'a str>) -> sea_orm::Value {
+    serde_json::Value::from(names.into_iter().collect::<Vec<_>>()).to_string().into()
+}
+
+/// The text values of the first column of `sql`.
+async fn strings<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<sea_orm::Value>) -> Result<HashSet<String>> {
+    let rows = db.query_all_raw(pg(sql, values)).await?;
+    rows.iter().map(|row| Ok(row.try_get_by_index::<String>(0)?)).collect()
+}
