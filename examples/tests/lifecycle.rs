@@ -727,3 +727,43 @@ async fn tenancydoctor_settles_stale_operations_postgres_database() {
 async fn tenancydoctor_settles_stale_operations_sqlite_table() {
     doctor_settles_stale_operations(Setup::SqliteTable, "claim-id", "rows").await;
 }
+
+/// `deletetenant --cache-url` clears the tenant's namespace of the shared Redis cache
+/// (with `SCAN`) and leaves every other tenant's keys, and the global ones, as they were.
+#[tokio::test]
+async fn delete_clears_the_tenants_redis_namespace_only() {
+    use tenancy::cache::{CacheConfig, GlobalKey, TenantKey};
+    let Some(world) = World::new(Setup::PgTable).await else { return };
+    let Some(redis) = tenancy_test_support::RedisPrefix::create(":del").await else { return };
+    let cached = tenancy::Tenancy::builder(world.url.clone())
+        .secret_key_file(world.dir.path().join("key"))
+        .cache(CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()))
+        .connect()
+        .await
+        .expect("connect with Redis");
+    let (victim, other) = (unique_name("v"), unique_name("o"));
+    for id in [&victim, &other] {
+        expect_ok(&world.create(id, None), "create");
+        let handle = cached.tenant(id.as_str()).await.expect("handle");
+        for n in 0..30 {
+            handle.cache().set(&TenantKey::new("carts", format!("user-{n}")), &n, None).await.expect("set");
+        }
+    }
+    cached.global_cache().set(&GlobalKey::new("plans", "all"), &"gold", None).await.expect("set global");
+    let before = redis.keys().await;
+    assert_eq!(before.len(), 61, "{before:?}");
+    let (victim_part, other_part) = (format!(":{{{victim}}}:"), format!(":{{{other}}}:"));
+
+    let out = world.delete(
+        &victim,
+        &["--cache-url", &tenancy_test_support::redis_url(), "--cache-prefix", &redis.prefix],
+        None,
+    );
+    expect_ok(&out, "delete");
+    let after = redis.keys().await;
+    assert!(!after.iter().any(|key| key.contains(&victim_part)), "{after:?}");
+    let expected: Vec<String> = before.into_iter().filter(|key| !key.contains(&victim_part)).collect();
+    assert_eq!(after, expected);
+    assert_eq!(after.iter().filter(|key| key.contains(&other_part)).count(), 30);
+    assert_eq!(world.footprint(&victim).await, Footprint::default());
+}

@@ -15,7 +15,8 @@ use super::prompt::Prompter;
 use crate::{Error, Result};
 
 const ENVIRONMENT: &str = "Environment:\n  DATABASE_URL        master database (default: sqlite://tenancy.db?mode=rwc)\n  \
-                           TENANCY_ADMIN_URL   admin credentials for database tenants' servers";
+                           TENANCY_ADMIN_URL   admin credentials for database tenants' servers\n  \
+                           TENANCY_CACHE_URL   the Redis cache whose namespace of the tenant is cleared";
 
 /// Delete a tenant: its database, schema, rows or cache namespace (only what tenancy
 /// created), its login role, then its registry row. Asks to type the tenant id first,
@@ -61,6 +62,10 @@ pub struct DeleteTenantArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub wait: u64,
 
+    /// The Redis cache whose namespace of the tenant is cleared.
+    #[command(flatten)]
+    pub cache: super::CacheArgs,
+
     /// The master database.
     #[command(flatten)]
     pub master: super::MasterArgs,
@@ -83,7 +88,7 @@ pub async fn deletetenant_with_args(args: DeleteTenantArgs, _migrators: crate::M
 }
 
 async fn run(args: &DeleteTenantArgs) -> Result<()> {
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.cache.apply(Tenancy::builder(args.master.database_url.clone())).connect().await?;
     let id = &args.tenant_id;
     let mut options = DeleteOptions::default()
         .drop_adopted_database(args.drop_adopted_database)

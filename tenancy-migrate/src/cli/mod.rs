@@ -83,6 +83,33 @@ pub struct MasterArgs {
     pub database_url: String,
 }
 
+/// The shared cache tenants' namespaces live in, for the commands that clear or inspect
+/// them (`deletetenant`, `tenancydoctor`). Without `--cache-url` a command has only its
+/// own in-process cache, which no server shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// The Redis cache URL (default: none, the command's own in-process cache)
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "TENANCY_CACHE_URL", value_name = "URL", hide_env_values = true)]
+    pub cache_url: Option<String>,
+
+    /// The cache's key prefix
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "TENANCY_CACHE_PREFIX", default_value = tenancy::cache::DEFAULT_PREFIX, value_name = "PREFIX")]
+    pub cache_prefix: String,
+}
+
+impl CacheArgs {
+    /// `builder` with the Redis cache, when one is named.
+    pub fn apply(&self, builder: tenancy::TenancyBuilder) -> tenancy::TenancyBuilder {
+        #[cfg(feature = "redis")]
+        if let Some(url) = self.cache_url.as_ref().filter(|url| !url.trim().is_empty()) {
+            return builder.cache(tenancy::cache::CacheConfig::redis(url.clone()).prefix(self.cache_prefix.clone()));
+        }
+        builder
+    }
+}
+
 /// Prints `err` the way every command does: `Error: <message>` on stderr, then its causes
 /// indented, then a hint naming the flag or prompt that gives what was missing or wrong
 /// (for the core's errors, whose messages name no flags); returns the matching exit code.

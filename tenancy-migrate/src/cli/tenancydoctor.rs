@@ -54,16 +54,9 @@ pub struct TenancyDoctorArgs {
     #[arg(long, requires = "repair")]
     pub yes: bool,
 
-    /// The Redis cache to look for namespaces of unknown tenants in (default: none; the
-    /// in-process cache of another process cannot be seen)
-    #[cfg(feature = "redis")]
-    #[arg(long, env = "TENANCY_CACHE_URL", value_name = "URL", hide_env_values = true)]
-    pub cache_url: Option<String>,
-
-    /// The cache's key prefix
-    #[cfg(feature = "redis")]
-    #[arg(long, env = "TENANCY_CACHE_PREFIX", default_value = tenancy::cache::DEFAULT_PREFIX, value_name = "PREFIX")]
-    pub cache_prefix: String,
+    /// The Redis cache to look for namespaces of unknown tenants in.
+    #[command(flatten)]
+    pub cache: super::CacheArgs,
 
     /// The master database.
     #[command(flatten)]
@@ -87,12 +80,7 @@ pub async fn tenancydoctor_with_args(args: TenancyDoctorArgs, migrators: Migrato
 }
 
 async fn run(args: TenancyDoctorArgs, migrators: Migrators) -> Result<Exit> {
-    #[cfg_attr(not(feature = "redis"), allow(unused_mut, reason = "only a Redis cache changes the builder"))]
-    let mut builder = Tenancy::builder(args.master.database_url.clone());
-    #[cfg(feature = "redis")]
-    if let Some(url) = args.cache_url.as_ref().filter(|url| !url.trim().is_empty()) {
-        builder = builder.cache(tenancy::cache::CacheConfig::redis(url.clone()).prefix(args.cache_prefix.clone()));
-    }
+    let builder = args.cache.apply(Tenancy::builder(args.master.database_url.clone()));
     let tenancy = builder.connect().await?;
     let findings = examine(&tenancy, &migrators).await?;
     let repairable: Vec<Finding> = findings.iter().filter(|finding| finding.repairable()).cloned().collect();
