@@ -21,6 +21,7 @@ mod fleet_sqlite;
 mod handle_database;
 mod handle_schema;
 mod layer;
+mod live_registry;
 mod nonsuperuser_master;
 mod provision_postgres;
 mod provision_sqlite;
