@@ -544,3 +544,85 @@ fn serve_exit_codes() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--bind"), "{stderr}");
 }
+
+/// The live registry across processes: `serve` under a steady stream of requests for one
+/// tenant while other processes suspend, resume and delete another. The change reaches
+/// `serve` within a second each time (503, then 200, then 404), its sessions to the
+/// deleted tenant's database end, and the other tenant's requests are answered with its
+/// own data throughout.
+#[tokio::test]
+async fn postgres_serve_follows_suspend_resume_and_delete_from_other_processes() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy =
+        Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("secret.key")).connect().await.unwrap();
+    let migrator = MigrateOnCreate::new(&example_app::Migrator);
+    let (database, role) = (tenancy_test_support::unique_name("db"), tenancy_test_support::unique_name("u"));
+    pg.track_database(&database);
+    pg.track_role(&role);
+    let login = tenancy::NewDatabase::create(database)
+        .login(role.clone(), tenancy::secrets::Password::new("pw"))
+        .server("127.0.0.1", 5432);
+    let new = NewTenant::new("live_db", "Live", Isolation::Database).unwrap().database(login).migrate(true);
+    tenancy.create_tenant(new, &migrator).await.unwrap();
+    let new = NewTenant::new("live_other", "Other", Isolation::Schema).unwrap().migrate(true);
+    tenancy.create_tenant(new, &migrator).await.unwrap();
+
+    let server = Server::start(&dir, &[("DATABASE_URL", &pg.url)]);
+    let sessions = || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename = $1";
+        tenancy_test_support::count(&pg.admin, sql, vec![role.as_str().into()]).await
+    };
+    let env = [("DATABASE_URL", pg.url.as_str())];
+    let status = |server: &Server| server.get("/projects", Via::Header("live_db")).0;
+    // Polls `serve` until `want` or one second passed; returns how long it took.
+    let follows = |server: &Server, want: u16, what: &str| {
+        let started = std::time::Instant::now();
+        while status(server) != want {
+            assert!(started.elapsed() < Duration::from_secs(1), "serve did not follow {what} within 1 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("serve followed {what} after {:?}", started.elapsed());
+    };
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::thread::scope(|scope| {
+        let steady = scope.spawn(|| {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, body) = server.get("/tenant", Via::Header("live_other"));
+                assert_eq!((code, body["id"].as_str()), (200, Some("live_other")), "{body}");
+                answered += 1;
+            }
+            answered
+        });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_eq!(status(&server), 200);
+            run(env!("CARGO_BIN_EXE_suspendtenant"), &dir, &env, &["live_db"]);
+            follows(&server, 503, "the suspension");
+            run(env!("CARGO_BIN_EXE_resumetenant"), &dir, &env, &["live_db"]);
+            follows(&server, 200, "the resumption");
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answered = steady.join().expect("the steady tenant's requests");
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+        answered
+    });
+    assert!(answered > 0);
+
+    // The deleted row (what `deletetenant` ends with): 404, and serve's sessions to the
+    // tenant's database end.
+    assert!(sessions().await >= 1, "serve holds a pool of live_db");
+    let master = pg.connect().await;
+    master.execute_unprepared("DELETE FROM tenancy_tenants WHERE tenant_id = 'live_db'").await.unwrap();
+    follows(&server, 404, "the deletion");
+    let started = std::time::Instant::now();
+    while sessions().await != 0 {
+        assert!(started.elapsed() < Duration::from_secs(1), "serve's sessions to the deleted tenant remain");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.get("/tenant", Via::Header("live_other")).0, 200);
+    server.stop();
+}

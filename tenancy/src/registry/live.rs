@@ -227,7 +227,9 @@ impl LiveRegistry {
             }
         };
         let Ok(Ok(_reading)) = tokio::time::timeout(MISS_WAIT, self.shared.miss_gate.acquire()).await else {
-            return Err(Error::TenantNotFound { id: id.to_string() });
+            // Too many reads of unknown ids at once: answer from the snapshot.
+            let known = self.shared.read().known.get(id).cloned();
+            return known.unwrap_or(Known::Absent).into_result(id);
         };
         // The read before this one, or a notification, may have answered it meanwhile.
         if let Some(known) = self.shared.read().known.get(id).filter(|known| known.settled()) {
@@ -512,4 +514,60 @@ async fn generation(master: &DatabaseConnection) -> Result<i64> {
             reason: format!("the row of {REGISTRY_CHANGES_TABLE} is missing"),
         })?;
     Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isolation;
+    use crate::registry::placement::Placement;
+
+    fn tenant(id: &str, status: TenantStatus) -> Tenant {
+        let placement = Placement::from_stored(Isolation::Cache, serde_json::json!({})).unwrap();
+        let mut tenant = Tenant::provisioning(TenantId::new(id.to_owned()).unwrap(), id.to_owned(), placement);
+        tenant.status = status;
+        tenant
+    }
+
+    fn id(id: &str) -> TenantId {
+        TenantId::new(id.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn pools_close_when_a_tenant_stops_being_served_or_changes() {
+        let mut snapshot = Snapshot::default();
+        let ready = tenant("acme", TenantStatus::Ready);
+        assert!(!snapshot.set(id("acme"), Known::Tenant(ready.clone())));
+        assert!(!snapshot.set(id("acme"), Known::Tenant(ready.clone())), "unchanged");
+        let mut renamed = ready;
+        renamed.name = "Acme Corp".to_owned();
+        assert!(snapshot.set(id("acme"), Known::Tenant(renamed)), "changed row");
+        assert!(snapshot.set(id("acme"), Known::Tenant(tenant("acme", TenantStatus::Suspended))));
+        assert!(snapshot.set(id("acme"), Known::Absent));
+        assert!(snapshot.set(id("acme"), Known::Corrupt("bad".to_owned())));
+    }
+
+    #[test]
+    fn negative_entries_are_bounded() {
+        let mut snapshot = Snapshot::default();
+        snapshot.set(id("acme"), Known::Tenant(tenant("acme", TenantStatus::Ready)));
+        for n in 0..MAX_ABSENT + 5 {
+            snapshot.set(id(&format!("nobody_{n}")), Known::Absent);
+        }
+        assert!(snapshot.absent <= MAX_ABSENT);
+        assert_eq!(snapshot.known.values().filter(|known| **known == Known::Absent).count(), snapshot.absent);
+        assert!(snapshot.known.contains_key(&id("acme")), "tenants stay");
+        // A negative entry replaced by the tenant is no longer counted.
+        snapshot.set(id("nobody_1"), Known::Absent);
+        let before = snapshot.absent;
+        snapshot.set(id("nobody_1"), Known::Tenant(tenant("nobody_1", TenantStatus::Ready)));
+        assert_eq!(snapshot.absent, before - 1);
+    }
+
+    #[test]
+    fn provisioning_is_read_again() {
+        assert!(!Known::Tenant(tenant("acme", TenantStatus::Provisioning)).settled());
+        assert!(Known::Tenant(tenant("acme", TenantStatus::Suspended)).settled());
+        assert!(Known::Absent.settled());
+    }
 }
