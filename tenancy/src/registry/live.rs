@@ -4,7 +4,7 @@
 //! suspensions and deletions made by another one.
 //!
 //! How changes reach it: the registry's triggers (framework migration
-//! `m20261206_000004_announce_registry_changes`) announce every change of a registry row
+//! `m20261206_000005_announce_registry_changes`) announce every change of a registry row
 //! in the changing transaction, whoever makes it.
 //!
 //! - PostgreSQL: `NOTIFY` on [`REGISTRY_CHANNEL`] with the tenant id as payload (an empty

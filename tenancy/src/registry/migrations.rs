@@ -182,7 +182,7 @@ struct AnnounceRegistryChanges;
 
 impl MigrationName for AnnounceRegistryChanges {
     fn name(&self) -> &str {
-        "m20261206_000004_announce_registry_changes"
+        "m20261206_000005_announce_registry_changes"
     }
 }
 
