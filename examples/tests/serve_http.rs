@@ -544,3 +544,107 @@ fn serve_exit_codes() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--bind"), "{stderr}");
 }
+
+/// The live registry across processes: `serve` under concurrent requests for tenants of
+/// every relational mode while other processes suspend, resume and delete one more (a
+/// database tenant). The change reaches `serve` within a second each time (503, then
+/// 200, then 404), the deleted tenant's database, role and sessions are gone, and every
+/// other request is answered with its own tenant's data throughout.
+#[tokio::test]
+async fn postgres_serve_follows_suspend_resume_and_delete_from_other_processes() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy =
+        Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("secret.key")).connect().await.unwrap();
+    let migrator = MigrateOnCreate::new(&example_app::Migrator);
+    let (database, role) = (tenancy_test_support::unique_name("db"), tenancy_test_support::unique_name("u"));
+    pg.track_database(&database);
+    pg.track_role(&role);
+    let login = tenancy::NewDatabase::create(database.clone())
+        .login(role.clone(), tenancy::secrets::Password::new("pw"))
+        .server("127.0.0.1", 5432);
+    let new = NewTenant::new("live_db", "Live", Isolation::Database).unwrap().database(login).migrate(true);
+    tenancy.create_tenant(new, &migrator).await.unwrap();
+    let steady_tenants = ["live_schema", "live_table", "live_db2"];
+    for id in steady_tenants {
+        let isolation = match id {
+            "live_schema" => Isolation::Schema,
+            "live_table" => Isolation::Table,
+            _ => Isolation::Database,
+        };
+        let mut new = NewTenant::new(id, id, isolation).unwrap().migrate(true);
+        if isolation == Isolation::Database {
+            new = new.database(pg.new_database("pw2"));
+        }
+        tenancy.create_tenant(new, &migrator).await.unwrap();
+    }
+
+    let server = Server::start(&dir, &[("DATABASE_URL", &pg.url)]);
+    for id in steady_tenants {
+        let (code, _) = server.post("/projects", Via::Header(id), json!({ "name": format!("{id} project") }));
+        assert_eq!(code, 201, "{id}");
+    }
+    let sessions = || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename = $1";
+        tenancy_test_support::count(&pg.admin, sql, vec![role.as_str().into()]).await
+    };
+    let env = [("DATABASE_URL", pg.url.as_str()), ("TENANCY_ADMIN_URL", pg.url.as_str())];
+    let status = |server: &Server| server.get("/projects", Via::Header("live_db")).0;
+    // Polls `serve` until `want` or one second passed.
+    let follows = |server: &Server, want: u16, what: &str| {
+        let started = std::time::Instant::now();
+        while status(server) != want {
+            assert!(started.elapsed() < Duration::from_secs(1), "serve did not follow {what} within 1 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("serve followed {what} after {:?}", started.elapsed());
+    };
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (server, stop) = (&server, &stop);
+                scope.spawn(move || {
+                    let mut answered = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let id = steady_tenants[(answered + worker) % steady_tenants.len()];
+                        let (code, body) = server.get("/tenant", Via::Header(id));
+                        assert_eq!((code, body["id"].as_str()), (200, Some(id)), "{body}");
+                        let (code, list) = server.get("/projects", Via::Header(id));
+                        assert_eq!((code, names(&list)), (200, vec![format!("{id} project")]), "{list}");
+                        answered += 1;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_eq!(status(&server), 200);
+            assert!(run(env!("CARGO_BIN_EXE_suspendtenant"), &dir, &env, &["live_db"]).status.success());
+            follows(&server, 503, "the suspension");
+            assert!(run(env!("CARGO_BIN_EXE_resumetenant"), &dir, &env, &["live_db"]).status.success());
+            follows(&server, 200, "the resumption");
+            let out = run(env!("CARGO_BIN_EXE_deletetenant"), &dir, &env, &["live_db", "--yes"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            follows(&server, 404, "the deletion");
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answered: usize = workers.into_iter().map(|w| w.join().expect("the steady tenants' requests")).sum();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+        answered
+    });
+    assert!(answered > 0);
+
+    // serve's sessions to the deleted tenant's database are gone, and so are the
+    // database and its role.
+    assert_eq!(sessions().await, 0, "sessions of the deleted tenant's role remain");
+    assert!(!pg.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", &database).await);
+    assert!(!pg.admin_exists("SELECT 1 FROM pg_roles WHERE rolname = $1", &role).await);
+    for id in steady_tenants {
+        assert_eq!(server.get("/tenant", Via::Header(id)).0, 200);
+    }
+    server.stop();
+}

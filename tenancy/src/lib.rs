@@ -306,6 +306,7 @@ pub use crate::connection::context;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::connection::layer;
 pub use crate::registry::ledger;
+pub use crate::registry::live;
 pub use crate::table_isolation::row_security as rls;
 
 pub use crate::connection::context::{current, scope, spawn};

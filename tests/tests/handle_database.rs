@@ -367,7 +367,8 @@ async fn cache_schema_table_unready_and_unknown_tenants_are_refused_clearly() {
         ))
         .await
         .unwrap();
-    let err = ctx.tenancy.tenant(&busy).await.unwrap_err();
+    let answer = common::until_registry_follows(&ctx.tenancy, busy.as_str(), Result::is_err).await;
+    let err = answer.unwrap_err();
     assert!(matches!(err, Error::TenantNotReady { .. }), "{err}");
     assert!(err.to_string().contains("is not ready (status 'provisioning')"), "{err}");
 

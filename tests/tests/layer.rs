@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use crate::common;
+
 use axum::extract::Request;
 use axum::routing::get;
 use axum::{Extension, Router, ServiceExt};
@@ -121,6 +123,7 @@ async fn layer_resolves_tenants_over_http() {
         ))
         .await
         .expect("mark c not ready");
+    common::until_registry_follows(&tenancy, c.as_str(), Result::is_err).await.expect_err("c is not served");
 
     let (a, b, c) = (a.as_str(), b.as_str(), c.as_str());
     let header = serve(TenantLayer::new(tenancy.clone(), TenantResolver::header("x-tenant")), false).await;
@@ -172,6 +175,7 @@ async fn a_tenant_the_layer_cannot_open_is_a_500_that_names_nothing() {
         ))
         .await
         .expect("corrupt the registry row");
+    common::until_registry_follows(&tenancy, broken.as_str(), Result::is_err).await.expect_err("broken is refused");
 
     let addr = serve(TenantLayer::new(tenancy, TenantResolver::header("x-tenant")), false).await;
     let (status, body) = get_with(addr, "/projects", &[("X-Tenant", broken.as_str())]).await;

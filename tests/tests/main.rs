@@ -23,6 +23,7 @@ mod fleet_sqlite;
 mod handle_database;
 mod handle_schema;
 mod layer;
+mod live_registry;
 mod nonsuperuser_master;
 mod operations;
 mod provision_postgres;

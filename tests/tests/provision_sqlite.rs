@@ -38,8 +38,9 @@ async fn connecting_creates_the_registry_by_migration() {
     assert!(tables.contains(&"tenancy_migrations".to_owned()), "{tables:?}");
     // Connecting again applies nothing new and keeps the rows.
     let again = master(&dir).await;
-    // The registry table, the fleet ledger, the suspension columns.
-    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 4);
+    // The registry table, the fleet ledger, the suspension columns, the operations journal,
+    // the change triggers.
+    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 5);
 }
 
 #[tokio::test]
@@ -282,7 +283,7 @@ async fn a_registry_migration_cut_short_is_finished_by_the_next_connect() {
     )
     .await;
     assert_eq!(columns, ["suspended_at", "suspended_reason"]);
-    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 4);
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 5);
     tenancy.create_tenant(new_tenant("after", Isolation::Cache), &()).await.expect("the registry works");
     tenancy.suspend_tenant("after", None).await.expect("suspend after the finished migration");
 }

@@ -15,8 +15,8 @@
 //! a hash map with a linear scan for the eviction victim is simpler and fast enough.
 //!
 //! Pools are keyed by tenant id and opened from the registry record the handle was made
-//! with; there is no tenant deletion or credential rotation yet, so nothing invalidates a
-//! cached pool before it is evicted.
+//! with. The live registry ([`crate::registry::live`]) closes the pool of a tenant that is
+//! suspended, deleted or whose row changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -285,6 +285,11 @@ impl TenantPools {
                 }
             }
         }
+    }
+
+    /// The tenants whose pools are cached now.
+    pub(crate) fn open_ids(&self) -> Vec<TenantId> {
+        self.lock().pools.keys().cloned().collect()
     }
 
     /// Removes `id`'s pool from the cache, if open: it is closed once its last lease is

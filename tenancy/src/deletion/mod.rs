@@ -276,8 +276,14 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
         None => None,
     };
 
+    // Committed before anything is dropped: every serving process stops serving the
+    // tenant and closes its pools as soon as the live registry hears of it (this one at
+    // once).
     let previous = tenant.status();
     mark(tenancy, id, TenantStatus::Deleting).await?;
+    if let Some(deleting) = tenancy.find_tenant(id).await? {
+        tenancy.registry_changed(&deleting);
+    }
     tenancy.reset_tenant_pool(id);
 
     let mut first = true;
@@ -289,6 +295,7 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
                 entity::Entity::delete_many().filter(entity::Column::TenantId.eq(id.as_str())).exec(&txn).await?;
                 guard.finish_in(&txn).await?;
                 txn.commit().await?;
+                tenancy.registry_removed(id);
                 Ok(())
             }
             Removal::CacheNamespace { .. } => tenancy.shared_cache().tenant(id).clear().await.map(drop),
@@ -299,6 +306,9 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
             // transaction): serve the tenant again instead of leaving it half deleted.
             if first && !resumed {
                 let _ = mark(tenancy, id, previous).await;
+                if let Ok(Some(again)) = tenancy.find_tenant(id).await {
+                    tenancy.registry_changed(&again);
+                }
                 let _ = guard.finish(tenancy).await;
             } else {
                 guard.abandon().await;

@@ -25,6 +25,7 @@ pub struct TenancyBuilder {
     tenant_pools: PoolSettings,
     binding: TenantBinding,
     cache: CacheConfig,
+    live_registry: bool,
 }
 
 impl TenancyBuilder {
@@ -121,6 +122,24 @@ impl TenancyBuilder {
         self
     }
 
+    /// Whether [`Tenancy::tenant`] (and the tower layer) serve tenants from the live
+    /// registry (default `true`): the registry held in memory and kept in step with the
+    /// master database by `LISTEN`/`NOTIFY` on PostgreSQL and polling every
+    /// [`SQLITE_POLL_INTERVAL`](crate::live::SQLITE_POLL_INTERVAL) on SQLite, so lookups
+    /// cost no query and changes made by other processes (suspensions, deletions) are
+    /// followed within milliseconds (see [`crate::live`]).
+    ///
+    /// It starts on the first [`Tenancy::tenant`] call, so commands that never ask for a
+    /// handle open no listener. On PostgreSQL it holds one connection of its own to the
+    /// master database (outside [`max_connections`](Self::max_connections)); on SQLite it
+    /// reads one row of the master every poll.
+    ///
+    /// `false` reads the registry row on every call instead.
+    pub fn live_registry(mut self, live: bool) -> Self {
+        self.live_registry = live;
+        self
+    }
+
     /// Connects to the master database and applies the framework's own migrations
     /// (creating `tenancy_tenants` on first use).
     ///
@@ -148,6 +167,7 @@ impl TenancyBuilder {
             admin_url,
             secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
             pools: TenantPools::new(self.tenant_pools),
+            live: self.live_registry,
             binding: self.binding,
             cache,
         }))
@@ -170,6 +190,7 @@ impl Tenancy {
             tenant_pools: PoolSettings::default(),
             binding: TenantBinding::default(),
             cache: CacheConfig::default(),
+            live_registry: true,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::connection::url::{AdminUrl, Backend, MasterUrl};
 use crate::provisioning::{NewTenant, ProvisionHooks, Provisioned};
 use crate::registry::entity;
 use crate::registry::ledger::Ledger;
+use crate::registry::live::LiveRegistry;
 use crate::secrets::{KeySource, SecretKey};
 use crate::{Error, Result, Tenant, TenantConnection, TenantId};
 
@@ -45,8 +46,11 @@ struct Shared {
     admin_url: Option<AdminUrl>,
     secret_key_file: PathBuf,
     secret_key: OnceLock<(SecretKey, KeySource)>,
-    /// The tenant pools (database tenants and tenant logins).
-    pools: TenantPools,
+    /// The tenant pools (database tenants and tenant logins); shared with the live
+    /// registry's feed, which closes the pools of tenants that stop being served.
+    pools: Arc<TenantPools>,
+    /// The registry in memory ([`TenancyBuilder::live_registry`]); `None`: read per call.
+    live: Option<LiveRegistry>,
     /// The table-isolation application role of this master database, read once.
     app_role: tokio::sync::OnceCell<String>,
     /// How schema and table tenants' handles reach their data.
@@ -65,6 +69,7 @@ struct Parts {
     admin_url: Option<AdminUrl>,
     secret_key_file: PathBuf,
     pools: TenantPools,
+    live: bool,
     binding: TenantBinding,
     cache: SharedCache,
 }
@@ -89,7 +94,8 @@ impl Tenancy {
                 admin_url: parts.admin_url,
                 secret_key_file: parts.secret_key_file,
                 secret_key: OnceLock::new(),
-                pools: parts.pools,
+                pools: Arc::new(parts.pools),
+                live: parts.live.then(LiveRegistry::new),
                 app_role: tokio::sync::OnceCell::new(),
                 binding: parts.binding,
                 master_identity: tokio::sync::OnceCell::new(),
@@ -181,7 +187,9 @@ impl Tenancy {
     /// created; [`Error::ProvisioningFailed`] after a failed step was undone;
     /// [`Error::RollbackFailed`] when undoing failed too.
     pub async fn create_tenant<H: ProvisionHooks>(&self, new: NewTenant, hooks: &H) -> Result<Provisioned> {
-        crate::provisioning::create(self, new, hooks).await
+        let provisioned = crate::provisioning::create(self, new, hooks).await?;
+        self.registry_changed(&provisioned.tenant);
+        Ok(provisioned)
     }
 
     /// Stops serving a ready tenant, keeping its data: [`Tenancy::tenant`] then answers
@@ -201,6 +209,7 @@ impl Tenancy {
         crate::operations::refuse_if_unfinished(self, &id).await?;
         let tenant = crate::registry::suspend(&self.master, &id, reason).await?;
         self.reset_tenant_pool(&id);
+        self.registry_changed(&tenant);
         Ok(tenant)
     }
 
@@ -215,7 +224,9 @@ impl Tenancy {
     {
         let id = id.try_into()?;
         crate::operations::refuse_if_unfinished(self, &id).await?;
-        crate::registry::resume(&self.master, &id).await
+        let tenant = crate::registry::resume(&self.master, &id).await?;
+        self.registry_changed(&tenant);
+        Ok(tenant)
     }
 
     /// Deletes a tenant: its storage (what tenancy created of it), its cache namespace,
@@ -317,10 +328,14 @@ impl Tenancy {
     /// # Ok(()) }
     /// ```
     ///
-    /// Looks the tenant up in the registry on every call (a single-row query); the handle
-    /// itself can be kept and cloned freely, and picks its route to the tenant's storage
-    /// once, here. No connection to the tenant's database is opened yet: that happens on
-    /// the handle's first use.
+    /// Serves the tenant from the live registry, the registry held in memory and kept in
+    /// step with the master database (see [`crate::live`] and
+    /// [`TenancyBuilder::live_registry`]): no query per call once it is live. The first
+    /// call starts it; until it has read the registry, and whenever it loses track of it,
+    /// calls read the registry row as without it. The handle itself can be kept and cloned
+    /// freely, and picks its route to the tenant's storage once, here (a handle made before
+    /// a suspension keeps working; ask again to see the change). No connection to the
+    /// tenant's database is opened yet: that happens on the handle's first use.
     ///
     /// # Errors
     /// - [`Error::InvalidTenantId`] for an id that is not one;
@@ -336,7 +351,11 @@ impl Tenancy {
         I: TryInto<TenantId>,
         Error: From<I::Error>,
     {
-        let tenant = self.get_tenant(id).await?;
+        let id = id.try_into()?;
+        let tenant = match &self.shared.live {
+            Some(live) => live.tenant(&self.master, &self.shared.pools, &id).await?,
+            None => self.find_by_id(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?,
+        };
         TenantConnection::open(self.clone(), tenant)
     }
 
@@ -478,6 +497,32 @@ impl Tenancy {
     /// The tenant pools.
     pub(crate) fn pools(&self) -> &TenantPools {
         &self.shared.pools
+    }
+
+    /// Tells this process's live registry about a registry change it committed, so its own
+    /// next [`Tenancy::tenant`] sees it at once.
+    pub(crate) fn registry_changed(&self, tenant: &Tenant) {
+        if let Some(live) = &self.shared.live {
+            live.changed(tenant, &self.shared.pools);
+        }
+    }
+
+    /// Tells this process's live registry that it removed `id`'s registry row, and closes
+    /// its pool of the tenant.
+    pub(crate) fn registry_removed(&self, id: &TenantId) {
+        match &self.shared.live {
+            Some(live) => live.removed(id, &self.shared.pools),
+            None => {
+                self.shared.pools.evict(id);
+            }
+        }
+    }
+
+    /// Whether [`Tenancy::tenant`] is served from memory right now (see
+    /// [`TenancyBuilder::live_registry`]): `false` before the first call, without a live
+    /// registry, and while it has lost track of the registry.
+    pub fn registry_is_live(&self) -> bool {
+        self.shared.live.as_ref().is_some_and(LiveRegistry::is_live)
     }
 
     /// The cache.

@@ -1,8 +1,11 @@
-//! The framework's own migrations of the master database: the registry table and the
-//! fleet migration ledger.
+//! The framework's own migrations of the master database: the registry table, the fleet
+//! migration ledger, the operations journal, and the triggers that announce registry changes to the live registry
+//! ([`super::live`]).
 
+use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
+use super::live::{REGISTRY_CHANGES_TABLE, REGISTRY_CHANNEL};
 use super::{REGISTRY_TABLE, entity};
 
 /// The table that records which of the framework's own master-database migrations ran.
@@ -25,6 +28,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(CreateMigrationLedger),
             Box::new(AddTenantSuspension),
             Box::new(CreateOperationsJournal),
+            Box::new(AnnounceRegistryChanges),
         ]
     }
 
@@ -197,5 +201,106 @@ impl MigrationTrait for CreateOperationsJournal {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(crate::operations::OPERATIONS_TABLE).to_owned()).await
+    }
+}
+
+/// Every change of a registry row is announced by the database itself, in the changing
+/// transaction, so no lifecycle operation (nor a hand-written `UPDATE`) can forget to:
+///
+/// - PostgreSQL: a row trigger sends `NOTIFY tenancy_registry, '<tenant id>'` (both ids when
+///   an update changes the id), a `TRUNCATE` trigger an empty payload ("re-read
+///   everything"). PostgreSQL delivers notifications when the transaction commits, and not
+///   at all when it rolls back.
+/// - SQLite, which has no notifications: row triggers bump the one-row generation counter
+///   `tenancy_registry_changes`, which running processes poll.
+///
+/// Every statement is idempotent (SQLite runs them outside a transaction, so a process
+/// killed half-way leaves the rest to the next connect).
+struct AnnounceRegistryChanges;
+
+impl MigrationName for AnnounceRegistryChanges {
+    fn name(&self) -> &str {
+        "m20261206_000005_announce_registry_changes"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for AnnounceRegistryChanges {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let statements = match manager.get_database_backend() {
+            DbBackend::Postgres => vec![
+                // language=PostgreSQL
+                format!(
+                    "CREATE OR REPLACE FUNCTION tenancy_registry_announce() RETURNS trigger LANGUAGE plpgsql AS $announce$
+                     BEGIN
+                       IF TG_OP = 'TRUNCATE' THEN
+                         PERFORM pg_notify('{REGISTRY_CHANNEL}', '');
+                       ELSIF TG_OP = 'DELETE' THEN
+                         PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
+                       ELSE
+                         PERFORM pg_notify('{REGISTRY_CHANNEL}', NEW.tenant_id);
+                         IF TG_OP = 'UPDATE' AND OLD.tenant_id <> NEW.tenant_id THEN
+                           PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
+                         END IF;
+                       END IF;
+                       RETURN NULL;
+                     END $announce$"
+                ),
+                format!("DROP TRIGGER IF EXISTS tenancy_registry_announce ON {REGISTRY_TABLE}"),
+                format!(
+                    "CREATE TRIGGER tenancy_registry_announce AFTER INSERT OR UPDATE OR DELETE ON {REGISTRY_TABLE} \
+                     FOR EACH ROW EXECUTE FUNCTION tenancy_registry_announce()"
+                ),
+                format!("DROP TRIGGER IF EXISTS tenancy_registry_announce_truncate ON {REGISTRY_TABLE}"),
+                format!(
+                    "CREATE TRIGGER tenancy_registry_announce_truncate AFTER TRUNCATE ON {REGISTRY_TABLE} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION tenancy_registry_announce()"
+                ),
+            ],
+            _ => {
+                let mut statements = vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {REGISTRY_CHANGES_TABLE} \
+                         (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL)"
+                    ),
+                    format!("INSERT OR IGNORE INTO {REGISTRY_CHANGES_TABLE} (id, generation) VALUES (1, 0)"),
+                ];
+                for event in ["insert", "update", "delete"] {
+                    statements.push(format!(
+                        "CREATE TRIGGER IF NOT EXISTS tenancy_registry_changed_{event} AFTER {} ON {REGISTRY_TABLE} \
+                         BEGIN UPDATE {REGISTRY_CHANGES_TABLE} SET generation = generation + 1 WHERE id = 1; END",
+                        event.to_uppercase()
+                    ));
+                }
+                statements
+            }
+        };
+        for statement in statements {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let statements = match manager.get_database_backend() {
+            DbBackend::Postgres => vec![
+                format!("DROP TRIGGER IF EXISTS tenancy_registry_announce_truncate ON {REGISTRY_TABLE}"),
+                format!("DROP TRIGGER IF EXISTS tenancy_registry_announce ON {REGISTRY_TABLE}"),
+                "DROP FUNCTION IF EXISTS tenancy_registry_announce()".to_owned(),
+            ],
+            _ => vec![
+                "DROP TRIGGER IF EXISTS tenancy_registry_changed_insert".to_owned(),
+                "DROP TRIGGER IF EXISTS tenancy_registry_changed_update".to_owned(),
+                "DROP TRIGGER IF EXISTS tenancy_registry_changed_delete".to_owned(),
+                format!("DROP TABLE IF EXISTS {REGISTRY_CHANGES_TABLE}"),
+            ],
+        };
+        for statement in statements {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod id;
 pub(crate) mod isolation;
 pub mod ledger;
+pub mod live;
 mod migrations;
 pub(crate) mod placement;
 

@@ -53,3 +53,21 @@ pub(crate) async fn add_project<C: ConnectionTrait>(db: &C, tenant: Option<&str>
     .await
     .expect("insert project")
 }
+
+/// Asks `tenancy` for `id` until the answer satisfies `check` or the live registry's bound
+/// (one second) passed, and returns the last answer: a registry row changed by hand reaches
+/// the live registry through its notification, a few milliseconds after the commit.
+pub(crate) async fn until_registry_follows(
+    tenancy: &Tenancy,
+    id: &str,
+    check: impl Fn(&tenancy::Result<tenancy::TenantConnection>) -> bool,
+) -> tenancy::Result<tenancy::TenantConnection> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let answer = tenancy.tenant(id).await;
+        if check(&answer) || std::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
