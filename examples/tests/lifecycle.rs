@@ -23,6 +23,8 @@ enum Setup {
     PgTable,
     SqliteDatabase,
     SqliteTable,
+    PgCache,
+    SqliteCache,
 }
 
 impl Setup {
@@ -31,6 +33,7 @@ impl Setup {
             Setup::PgDatabase | Setup::SqliteDatabase => "database",
             Setup::PgSchema => "schema",
             Setup::PgTable | Setup::SqliteTable => "table",
+            Setup::PgCache | Setup::SqliteCache => "cache",
         }
     }
 
@@ -46,6 +49,7 @@ impl Setup {
             Setup::PgTable => &["claim-id", "create-role", "migrate", "mark-ready"],
             Setup::SqliteDatabase => &["claim-id", "create-database-file", "migrate", "mark-ready"],
             Setup::SqliteTable => &["claim-id", "migrate", "mark-ready"],
+            Setup::PgCache | Setup::SqliteCache => &["claim-id", "mark-ready"],
         }
     }
 
@@ -57,6 +61,7 @@ impl Setup {
             Setup::PgTable => &["login_role", "rows", "cache_namespace", "registry_row"],
             Setup::SqliteDatabase => &["file", "cache_namespace", "registry_row"],
             Setup::SqliteTable => &["rows", "cache_namespace", "registry_row"],
+            Setup::PgCache | Setup::SqliteCache => &["cache_namespace", "registry_row"],
         }
     }
 }
@@ -87,7 +92,7 @@ impl World {
     async fn new(setup: Setup) -> Option<World> {
         let dir = TempDir::new();
         let (url, pg) = match setup {
-            Setup::SqliteDatabase | Setup::SqliteTable => (dir.sqlite_master_url(), None),
+            Setup::SqliteDatabase | Setup::SqliteTable | Setup::SqliteCache => (dir.sqlite_master_url(), None),
             _ => {
                 let pg = PgMaster::create().await?;
                 (pg.url.clone(), Some(pg))
@@ -232,6 +237,12 @@ impl World {
     /// Gives the tenant a project with two tasks and a comment on each, through its
     /// handle.
     async fn seed(&self, id: &str) {
+        if matches!(self.setup, Setup::PgCache | Setup::SqliteCache) {
+            // No tables: a cache entry through the tenant's own cache instead.
+            let cache = self.tenancy.tenant(id).await.expect("the tenant's handle").cache();
+            cache.set(&tenancy::cache::TenantKey::new("carts", "u1"), &id, None).await.expect("cache set");
+            return;
+        }
         let db = self.tenancy.tenant(id).await.expect("the tenant's handle");
         let project = project::ActiveModel {
             tenant_id: Set(id.to_owned()),
@@ -269,6 +280,12 @@ impl World {
 
     /// Every row of the tenant, read through its handle, as text.
     async fn data(&self, id: &str) -> String {
+        if matches!(self.setup, Setup::PgCache | Setup::SqliteCache) {
+            let cache = self.tenancy.tenant(id).await.expect("the tenant's handle").cache();
+            let value: Option<String> =
+                cache.get(&tenancy::cache::TenantKey::new("carts", "u1")).await.expect("cache get");
+            return format!("{value:?}");
+        }
         let db = self.tenancy.tenant(id).await.expect("the tenant's handle");
         let projects = project::Entity::find().order_by_asc(project::Column::Id).all(&db).await.expect("projects");
         let tasks = task::Entity::find().order_by_asc(task::Column::Id).all(&db).await.expect("tasks");
@@ -382,6 +399,26 @@ async fn createtenant_killed_after_every_step_sqlite_database() {
 #[tokio::test]
 async fn createtenant_killed_after_every_step_sqlite_table() {
     create_killed_after_every_step(Setup::SqliteTable).await;
+}
+
+#[tokio::test]
+async fn createtenant_killed_after_every_step_postgres_cache() {
+    create_killed_after_every_step(Setup::PgCache).await;
+}
+
+#[tokio::test]
+async fn createtenant_killed_after_every_step_sqlite_cache() {
+    create_killed_after_every_step(Setup::SqliteCache).await;
+}
+
+#[tokio::test]
+async fn deletetenant_killed_after_every_step_postgres_cache() {
+    delete_killed_after_every_step(Setup::PgCache).await;
+}
+
+#[tokio::test]
+async fn deletetenant_killed_after_every_step_sqlite_cache() {
+    delete_killed_after_every_step(Setup::SqliteCache).await;
 }
 
 #[tokio::test]
@@ -766,4 +803,95 @@ async fn delete_clears_the_tenants_redis_namespace_only() {
     assert_eq!(after, expected);
     assert_eq!(after.iter().filter(|key| key.contains(&other_part)).count(), 30);
     assert_eq!(world.footprint(&victim).await, Footprint::default());
+}
+
+/// On a terminal `deletetenant` shows what it will remove and asks to type the tenant id:
+/// a wrong answer deletes nothing (exit 130), the right one deletes.
+#[test]
+fn deletetenant_asks_to_type_the_tenant_id_on_a_terminal() {
+    use crate::pty::{answer, exit_code, expect, plain};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(world) = runtime.block_on(World::new(Setup::SqliteTable)) else { return };
+    let id = unique_name("t");
+    expect_ok(&world.create(&id, None), "create");
+    let spawn = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deletetenant"));
+        command
+            .current_dir(world.dir.path())
+            .arg(&id)
+            .env("DATABASE_URL", &world.url)
+            .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
+            .env("TERM", "xterm-256color")
+            .env("NO_COLOR", "1");
+        rexpect::session::spawn_command(command, Some(30_000)).expect("spawn in a pty")
+    };
+
+    let (mut session, mut transcript) = (spawn(), String::new());
+    expect(&mut session, &format!("Deleting tenant '{id}' will:"), &mut transcript);
+    expect(&mut session, "remove the registry row", &mut transcript);
+    answer(&mut session, "Type the tenant id to delete it:", "someone_else", &mut transcript);
+    assert_eq!(exit_code(&session), 130, "{}", plain(&transcript));
+    assert_eq!(runtime.block_on(world.footprint(&id)).registry.as_deref(), Some("ready"));
+
+    let (mut session, mut transcript) = (spawn(), String::new());
+    answer(&mut session, "Type the tenant id to delete it:", &id, &mut transcript);
+    expect(&mut session, &format!("Tenant '{id}' deleted"), &mut transcript);
+    assert_eq!(exit_code(&session), 0, "{}", plain(&transcript));
+    assert_eq!(runtime.block_on(world.footprint(&id)), Footprint::default());
+}
+
+/// A session the delete cannot end (a superuser's, when the admin role is not one): the
+/// delete waits `--wait` seconds, then stops with nothing dropped, the database open
+/// again and the tenant served as before; once the session is gone, the same command
+/// finishes.
+#[tokio::test]
+async fn a_delete_that_times_out_on_sessions_changes_nothing_and_can_be_run_again() {
+    let Some(world) = World::new(Setup::PgDatabase).await else { return };
+    let pg = world.pg.as_ref().expect("PostgreSQL");
+    let id = unique_name("s");
+    expect_ok(&world.create(&id, None), "create");
+    let (db, user) = (World::db_name(&id), World::db_user(&id));
+    // An admin that may drop the tenant's database and role (it is a member of the owner
+    // role and has CREATEROLE) but, being no superuser, cannot end a superuser's session.
+    let admin = unique_name("adm");
+    pg.track_role(&admin);
+    pg.admin
+        .execute_unprepared(&format!(
+            "CREATE ROLE \"{admin}\" LOGIN CREATEROLE PASSWORD 'adm'; GRANT \"{user}\" TO \"{admin}\" WITH ADMIN OPTION"
+        ))
+        .await
+        .expect("create the admin role");
+    let holder = sea_orm::Database::connect(tenancy_test_support::with_database(&postgres_admin_url(), &db))
+        .await
+        .expect("hold");
+    holder.execute_unprepared("SELECT 1").await.expect("a session on the tenant's database");
+
+    let admin_url = format!("postgres://{admin}:adm@127.0.0.1:5432/postgres");
+    let args: Vec<String> = [id.as_str(), "--yes", "--wait", "1"].iter().map(|s| (*s).to_owned()).collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deletetenant"));
+    command
+        .current_dir(world.dir.path())
+        .args(&args)
+        .env("DATABASE_URL", &world.url)
+        .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
+        .env("TENANCY_ADMIN_URL", &admin_url)
+        .stdin(Stdio::null());
+    let out = command.output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("still has 1 session(s) after 1 s"), "{}", text(&out.stderr));
+    let left = world.footprint(&id).await;
+    assert_eq!((left.registry.as_deref(), left.operation.as_deref()), (Some("ready"), None), "{left:?}");
+    assert_eq!(left.storage, [format!("database {db}"), format!("role {user}")]);
+    assert!(
+        pg.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn", &db).await,
+        "the database takes connections again"
+    );
+    world.tenancy.reset_tenant_pool(&id.parse().expect("id"));
+    world.tenancy.tenant(id.as_str()).await.expect("served again").ping().await.expect("ping");
+
+    holder.close().await.expect("end the session");
+    world.tenancy.reset_tenant_pool(&id.parse().expect("id"));
+    let out = command.output().expect("run again");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(world.footprint(&id).await, Footprint::default());
 }

@@ -232,13 +232,19 @@ pub(crate) async fn end_sessions(db: &DatabaseConnection, field: &str, value: &s
     };
     let count =
         format!("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE {field} = $1 AND pid <> pg_backend_pid()");
+    // Session by session, skipping those this role may not end (a superuser's, when the
+    // admin is none): they are counted below, and the caller gives up after `wait`.
     let terminate = format!(
-        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
-         WHERE {field} = $1 AND pid <> pg_backend_pid()"
+        "DO $tenancy$ DECLARE p int; BEGIN \
+           FOR p IN SELECT pid FROM pg_catalog.pg_stat_activity WHERE {field} = {value} AND pid <> pg_backend_pid() LOOP \
+             BEGIN PERFORM pg_catalog.pg_terminate_backend(p); EXCEPTION WHEN insufficient_privilege THEN NULL; END; \
+           END LOOP; \
+         END $tenancy$",
+        value = crate::sql::quote_literal(value)
     );
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &terminate, [value.into()])).await?;
+        db.execute_unprepared(&terminate).await?;
         let row = db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &count, [value.into()])).await?;
         let remaining = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
         if remaining == 0 || tokio::time::Instant::now() >= deadline {
