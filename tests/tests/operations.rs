@@ -182,3 +182,24 @@ async fn a_sqlite_lease_of_a_dead_process_is_stale() {
     assert!(deleted.resumed);
     assert!(tenancy.unfinished_operations().await.expect("list").is_empty());
 }
+
+/// A `provisioning` row without an operation (left by a create of the version before the
+/// journal, killed part-way) is not stuck: `deletetenant` removes it.
+#[tokio::test]
+async fn a_provisioning_row_of_an_earlier_version_can_be_deleted() {
+    let dir = TempDir::new();
+    let tenancy = dir.sqlite_builder().connect().await.expect("connect");
+    tenancy
+        .master()
+        .execute_unprepared(
+            "INSERT INTO tenancy_tenants (tenant_id, name, isolation_type, config, status, created_at, updated_at) \
+             VALUES ('stuck', 'Stuck', 'table', '{}', 'provisioning', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+        )
+        .await
+        .expect("plant the row");
+    let again = tenancy.create_tenant(NewTenant::new("stuck", "S", Isolation::Table).expect("new"), &()).await;
+    assert!(matches!(again, Err(Error::TenantExists { .. })), "{again:?}");
+    tenancy.delete_tenant("stuck", &DeleteOptions::default()).await.expect("delete the stuck row");
+    assert!(matches!(tenancy.find_tenant("stuck").await, Ok(None)));
+    tenancy.create_tenant(NewTenant::new("stuck", "S", Isolation::Table).expect("new"), &()).await.expect("create");
+}

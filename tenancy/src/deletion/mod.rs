@@ -251,10 +251,9 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
             false => Err(Error::TenantNotFound { id: id.to_string() }),
         };
     };
-    if tenant.status() == TenantStatus::Provisioning {
-        guard.finish(tenancy).await?;
-        return Err(Error::TenantNotReady { tenant: id.to_string(), status: tenant.status() });
-    }
+    // A `provisioning` row here has no operation of its own (this one holds the tenant):
+    // a create of an earlier version died part-way. Its storage is removed like a ready
+    // tenant's; every removal copes with objects that were never made.
     let list = match removals(tenancy, &tenant, options).await {
         Ok(list) => list,
         Err(err) => {
