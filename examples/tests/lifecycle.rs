@@ -98,8 +98,11 @@ impl World {
                 (pg.url.clone(), Some(pg))
             }
         };
+        // The test reads the registry as it is right after each command: no live registry,
+        // whose view follows other processes a few milliseconds later (serve_http tests it).
         let tenancy = tenancy::Tenancy::builder(url.clone())
             .secret_key_file(dir.path().join("key"))
+            .live_registry(false)
             .connect()
             .await
             .expect("connect the master");

@@ -413,12 +413,30 @@ async fn claim(tenancy: &Tenancy, tenant: &Tenant) -> Result<(), BoxError> {
 
 /// Removes what a run created, newest first, from its journal entries. Returns what could
 /// not be removed.
+///
+/// A run killed in the middle of a statement may leave it running on the server for a
+/// moment (a `CREATE DATABASE` whose client is gone finishes first): the database is not
+/// there yet when its entry is undone, and then makes its role impossible to drop. So a
+/// pass that leaves something is run again, whole (every entry is idempotent), for a few
+/// seconds.
 pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entries: &[UndoEntry]) -> Vec<String> {
+    const PASSES: u32 = 8;
     let mut leftovers = Vec::new();
-    for entry in entries.iter().rev() {
-        if let Err(err) = crate::storage::undo(tenancy, id, entry).await {
-            tracing::error!(tenant = %id, what = %entry, error = %err, "could not undo a provisioning step");
-            leftovers.push(entry.to_string());
+    for pass in 1..=PASSES {
+        leftovers.clear();
+        for entry in entries.iter().rev() {
+            if let Err(err) = crate::storage::undo(tenancy, id, entry).await {
+                if pass == PASSES {
+                    tracing::error!(tenant = %id, what = %entry, error = %err, "could not undo a provisioning step");
+                }
+                leftovers.push(entry.to_string());
+            }
+        }
+        if leftovers.is_empty() {
+            break;
+        }
+        if pass < PASSES {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
     leftovers
