@@ -145,8 +145,8 @@ impl World {
         args
     }
 
-    /// Runs one of the app's commands; `fault` names the step after which it dies.
-    fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
+    /// One of the app's commands, as a script in this world's folder would run it.
+    fn command(&self, bin: &str, args: &[String]) -> Command {
         let mut command = Command::new(bin);
         command
             .current_dir(self.dir.path())
@@ -158,6 +158,12 @@ impl World {
             .env_remove("TENANCY_SECRET_KEY")
             .env_remove("TENANCY_FAULT_AFTER_STEP")
             .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs one of the app's commands; `fault` names the step after which it dies.
+    fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
+        let mut command = self.command(bin, args);
         if let Some(step) = fault {
             command.env("TENANCY_FAULT_AFTER_STEP", step);
         }
@@ -677,19 +683,8 @@ async fn killed_at_random_moments(setup: Setup) {
     for round in 0..6 {
         let id = unique_name("r");
         let kill_after = |args: Vec<String>, bin: &str, delay: std::time::Duration| {
-            let mut child = Command::new(bin)
-                .current_dir(world.dir.path())
-                .args(&args)
-                .env("DATABASE_URL", &world.url)
-                .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
-                .env("TENANCY_ADMIN_URL", postgres_admin_url())
-                .env("TENANT_DB_PASSWORD", PASSWORD)
-                .env_remove("TENANCY_FAULT_AFTER_STEP")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn");
+            let mut child =
+                world.command(bin, &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
             std::thread::sleep(delay);
             let _ = child.kill();
             child.wait().expect("reap")
@@ -882,14 +877,8 @@ async fn a_delete_that_times_out_on_sessions_changes_nothing_and_can_be_run_agai
 
     let admin_url = format!("postgres://{admin}:adm@127.0.0.1:5432/postgres");
     let args: Vec<String> = [id.as_str(), "--yes", "--wait", "1"].iter().map(|s| (*s).to_owned()).collect();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_deletetenant"));
-    command
-        .current_dir(world.dir.path())
-        .args(&args)
-        .env("DATABASE_URL", &world.url)
-        .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
-        .env("TENANCY_ADMIN_URL", &admin_url)
-        .stdin(Stdio::null());
+    let mut command = world.command(env!("CARGO_BIN_EXE_deletetenant"), &args);
+    command.env("TENANCY_ADMIN_URL", &admin_url);
     let out = command.output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("still has 1 session(s) after 1 s"), "{}", text(&out.stderr));
