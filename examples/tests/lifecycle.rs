@@ -633,9 +633,14 @@ async fn a_backup_restores(setup: Setup) {
                 .expect("pg_restore");
             assert!(out.status.success(), "pg_restore: {}", text(&out.stderr));
         }
-        (Setup::PgTable, "sql_script") => {
+        // Where `pg_dump` is not installed, database and schema tenants get the script too.
+        (Setup::PgTable | Setup::PgDatabase | Setup::PgSchema, "sql_script") => {
+            let target = match setup {
+                Setup::PgDatabase => tenancy_test_support::with_database(&postgres_admin_url(), &World::db_name(&id)),
+                _ => world.url.clone(),
+            };
             let out = Command::new("psql")
-                .args([&world.url, "-v", "ON_ERROR_STOP=1", "-q", "-f", backup.to_str().expect("path")])
+                .args([&target, "-v", "ON_ERROR_STOP=1", "-q", "-f", backup.to_str().expect("path")])
                 .output()
                 .expect("psql");
             assert!(out.status.success(), "psql: {}", text(&out.stderr));
