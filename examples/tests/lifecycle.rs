@@ -597,6 +597,11 @@ async fn an_adopted_database_survives_a_delete() {
 /// A delete with `--backup`, then the documented restore: create the tenant again with
 /// `--migrate`, load the backup; the tenant's rows are what they were.
 async fn a_backup_restores(setup: Setup) {
+    a_backup_restores_with(setup, None).await;
+}
+
+/// `path`: the `PATH` of `deletetenant`, to leave `pg_dump` out.
+async fn a_backup_restores_with(setup: Setup, path: Option<&str>) {
     let Some(world) = World::new(setup).await else { return };
     let other = unique_name("o");
     expect_ok(&world.create(&other, None), "create the other tenant");
@@ -606,11 +611,22 @@ async fn a_backup_restores(setup: Setup) {
     world.seed(&id).await;
     let before = world.data(&id).await;
     let backup = world.dir.path().join("backup.dump");
-    let out = world.delete(&id, &["--backup", backup.to_str().expect("path"), "--json"], None);
+    let args: Vec<String> = [id.as_str(), "--yes", "--backup", backup.to_str().expect("path"), "--json"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let mut command = world.command(env!("CARGO_BIN_EXE_deletetenant"), &args);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let out = command.output().expect("run deletetenant");
     expect_ok(&out, "delete with a backup");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(world.footprint(&id).await, Footprint::default());
     let format = report["backup"]["format"].as_str().unwrap_or_default().to_owned();
+    if path.is_some() {
+        assert_eq!(format, "sql_script", "{report}");
+    }
 
     // A second backup to the same path is refused before anything is deleted.
     let out = world.delete(&other, &["--backup", backup.to_str().expect("path")], None);
@@ -618,6 +634,17 @@ async fn a_backup_restores(setup: Setup) {
     assert!(text(&out.stderr).contains("nothing was deleted"), "{}", text(&out.stderr));
     assert_eq!(world.footprint(&other).await.registry.as_deref(), Some("ready"));
 
+    if setup == Setup::SqliteDatabase {
+        // The copy is the database: put it back and register it.
+        assert_eq!(format, "sqlite_file", "{report}");
+        std::fs::copy(&backup, world.dir.path().join(format!("{}.db", World::db_name(&id)))).expect("copy back");
+        let mut args = world.create_args(&id);
+        let at = args.iter().position(|a| a == "--create-database").expect("flag");
+        args[at] = "--no-create-database".to_owned();
+        expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), "register the copy");
+        assert_eq!(world.data(&id).await, before, "the restored rows differ");
+        return;
+    }
     expect_ok(&world.create(&id, None), "create it again");
     // This process's pool of the deleted tenant holds sessions the delete ended.
     world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
@@ -662,6 +689,21 @@ async fn a_backup_restores_postgres_database() {
 #[tokio::test]
 async fn a_backup_restores_postgres_schema() {
     a_backup_restores(Setup::PgSchema).await;
+}
+
+#[tokio::test]
+async fn a_backup_restores_without_pg_dump_postgres_database() {
+    a_backup_restores_with(Setup::PgDatabase, Some("/nonexistent")).await;
+}
+
+#[tokio::test]
+async fn a_backup_restores_without_pg_dump_postgres_schema() {
+    a_backup_restores_with(Setup::PgSchema, Some("/nonexistent")).await;
+}
+
+#[tokio::test]
+async fn a_backup_restores_sqlite_database() {
+    a_backup_restores(Setup::SqliteDatabase).await;
 }
 
 #[tokio::test]
