@@ -264,6 +264,40 @@
 //! TTL; its `insert`, `update` and `delete_by_id` write through the handle and drop the
 //! cached entry. See [`cache`] for the details.
 //!
+//! ## The tenant lifecycle
+//!
+//! [`Tenancy::suspend_tenant`] stops serving a tenant and keeps its data;
+//! [`Tenancy::resume_tenant`] serves it again. [`Tenancy::delete_tenant`] removes what
+//! tenancy created of its storage, its cache namespace and then its registry row
+//! ([`deletion`]: an adopted database is kept, a backup can be written first), and
+//! [`Tenancy::delete_plan`] lists that without changing anything:
+//!
+//! ```no_run
+//! # async fn demo(tenancy: tenancy::Tenancy) -> tenancy::Result<()> {
+//! use tenancy::deletion::DeleteOptions;
+//!
+//! let options = DeleteOptions::default().backup("acme.backup");
+//! for removal in tenancy.delete_plan("acme", &options).await? {
+//!     println!("will {removal}");
+//! }
+//! let deleted = tenancy.delete_tenant("acme", &options).await?;
+//! assert!(deleted.backup.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! Creating and deleting are journaled ([`operations`]): each writes an operation to the
+//! master before it acts, held by a lock that dies with its process. Two processes never
+//! act on one tenant at once ([`Error::OperationInProgress`]); an operation whose process
+//! died is finished (a delete) or undone (a create) by the same call made again, and any
+//! other call on that tenant is refused with [`Error::StaleOperation`], which names the
+//! command that settles it. [`Tenancy::unfinished_operations`] lists them, and
+//! [`Tenancy::diagnose`] reports the stale ones.
+//!
+//! Servers follow these changes without a restart: [`Tenancy::tenant`] serves tenants
+//! from an in-memory copy of the registry that every registry change updates within a
+//! second in every process ([`live`]), and a suspended or deleted tenant's pools are
+//! closed.
+//!
 //! ## Environment
 //!
 //! | variable | meaning |
