@@ -280,9 +280,6 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
     // once).
     let previous = tenant.status();
     mark(tenancy, id, TenantStatus::Deleting).await?;
-    if let Some(deleting) = tenancy.find_tenant(id).await? {
-        tenancy.registry_changed(&deleting);
-    }
     tenancy.reset_tenant_pool(id);
 
     let mut first = true;
@@ -305,9 +302,6 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
             // transaction): serve the tenant again instead of leaving it half deleted.
             if first && !resumed {
                 let _ = mark(tenancy, id, previous).await;
-                if let Ok(Some(again)) = tenancy.find_tenant(id).await {
-                    tenancy.registry_changed(&again);
-                }
                 let _ = guard.finish(tenancy).await;
             } else {
                 guard.abandon().await;
@@ -338,6 +332,8 @@ async fn settle(guard: operations::Guard, tenancy: &Tenancy, resumed: bool) {
     }
 }
 
+/// Sets the registry status and tells this process's live registry (other processes hear
+/// of it from the registry's own announcement).
 async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<()> {
     entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(status))
@@ -345,5 +341,8 @@ async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<
         .filter(entity::Column::TenantId.eq(id.as_str()))
         .exec(tenancy.master())
         .await?;
+    if let Some(tenant) = tenancy.find_tenant(id).await? {
+        tenancy.registry_changed(&tenant);
+    }
     Ok(())
 }

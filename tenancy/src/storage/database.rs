@@ -365,7 +365,7 @@ async fn drop_database(admin: &DatabaseConnection, tenant: &Tenant, name: &str, 
         return Ok(());
     }
     admin.execute_unprepared(&format!("ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")).await?;
-    let remaining = super::end_sessions(admin, "datname", name, wait).await?;
+    let remaining = super::end_sessions(admin, super::SessionsOf::Database(name), wait).await?;
     if remaining > 0 {
         admin.execute_unprepared(&format!("ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")).await?;
         return Err(Error::SessionsRemain {

@@ -132,7 +132,7 @@ pub(crate) async fn close_login_role(
         return Ok(());
     }
     master.execute_unprepared(&format!("ALTER ROLE {} NOLOGIN", quote_ident(name))).await?;
-    let remaining = super::end_sessions(master, "usename", name, wait).await?;
+    let remaining = super::end_sessions(master, super::SessionsOf::Role(name), wait).await?;
     if remaining > 0 {
         master.execute_unprepared(&format!("ALTER ROLE {} LOGIN", quote_ident(name))).await?;
         return Err(crate::Error::SessionsRemain {

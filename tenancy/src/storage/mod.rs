@@ -223,12 +223,20 @@ pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal
     }
 }
 
-/// Ends the sessions whose `field` (`datname` or `usename`) is `value`, waiting at most
-/// `wait` for them to go; how many remain.
-pub(crate) async fn end_sessions(db: &DatabaseConnection, field: &str, value: &str, wait: Duration) -> Result<i64> {
-    let field = match field {
-        "datname" => "datname",
-        _ => "usename",
+/// Whose sessions [`end_sessions`] ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SessionsOf<'a> {
+    /// Every session connected to this database.
+    Database(&'a str),
+    /// Every session logged in as this role.
+    Role(&'a str),
+}
+
+/// Ends the sessions of `of`, waiting at most `wait` for them to go; how many remain.
+pub(crate) async fn end_sessions(db: &DatabaseConnection, of: SessionsOf<'_>, wait: Duration) -> Result<i64> {
+    let (field, value) = match of {
+        SessionsOf::Database(name) => ("datname", name),
+        SessionsOf::Role(name) => ("usename", name),
     };
     let count =
         format!("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE {field} = $1 AND pid <> pg_backend_pid()");
