@@ -334,7 +334,7 @@ async fn settle(guard: operations::Guard, tenancy: &Tenancy, resumed: bool) {
 
 /// Sets the registry status and tells this process's live registry (other processes hear
 /// of it from the registry's own announcement).
-async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<()> {
+pub(crate) async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<()> {
     entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(status))
         .col_expr(entity::Column::UpdatedAt, Expr::value(Utc::now()))

@@ -170,6 +170,22 @@ pub trait ProvisionHooks: Sync {
         let _ = step;
         Ok(())
     }
+
+    /// Checks that `tenant`'s storage is at the migrator's version: neither behind (a
+    /// migration not applied) nor ahead (one the migrator does not know). A move refuses
+    /// a tenant that is not, since its copy is made by migrating new storage to that
+    /// version. Without a migrator (the `()` hooks) nothing can be checked: refused.
+    fn check_version<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+        let _ = (tenancy, tenant);
+        Box::pin(async { Err("no migrator was given to check the tenant's migrations against".into()) })
+    }
+
+    /// Called after each step of a move ([`crate::relocation::MoveStep`]) succeeded,
+    /// with the step's journal name. An error stops the move there, as a crash would.
+    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
+        let _ = step;
+        Ok(())
+    }
 }
 
 /// No hooks: creating a tenant with `migrate: true` fails, since there is no migrator.
@@ -195,7 +211,12 @@ pub(crate) struct Run<'h> {
     created: Vec<Created>,
 }
 
-impl Run<'_> {
+impl<'h> Run<'h> {
+    /// A run over the operation `guard` holds.
+    pub(crate) fn new(tenancy: &'h Tenancy, hooks: &'h dyn ProvisionHooks, guard: &'h mut Guard) -> Run<'h> {
+        Run { tenancy, hooks, guard, created: Vec::new() }
+    }
+
     /// Runs one step: journals the step and, before the work, what it will create
     /// (`creates`), then lets the hooks veto.
     pub(crate) async fn step(

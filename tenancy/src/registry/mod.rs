@@ -171,6 +171,10 @@ pub enum TenantStatus {
     /// A tenant in this state is not served.
     #[sea_orm(string_value = "deleting")]
     Deleting,
+    /// A `movetenant` run is copying the tenant to its new place; it is not served until
+    /// the registry switches to the copy (or the move is rolled back).
+    #[sea_orm(string_value = "moving")]
+    Moving,
 }
 
 impl TenantStatus {
@@ -181,6 +185,7 @@ impl TenantStatus {
             TenantStatus::Ready => "ready",
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleting => "deleting",
+            TenantStatus::Moving => "moving",
         }
     }
 }
