@@ -48,6 +48,7 @@ mod deletetenant;
 mod exit;
 mod migratealltenants;
 mod migratetenant;
+mod movetenant;
 mod prompt;
 mod showtenants;
 mod suspension;
@@ -66,6 +67,7 @@ pub use deletetenant::{DeleteTenantArgs, deletetenant, deletetenant_with_args};
 pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
+pub use movetenant::{MoveTenantArgs, movetenant, movetenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 pub use suspension::{
     ResumeTenantArgs, SuspendTenantArgs, resumetenant, resumetenant_with_args, suspendtenant, suspendtenant_with_args,

@@ -410,7 +410,6 @@ pub(crate) async fn move_tenant(
     hooks: &dyn ProvisionHooks,
 ) -> Result<Moved> {
     let tenant = tenancy.get_tenant(id).await?;
-    refuse_pair(tenancy, &tenant, &options.to)?;
     let new = target_of(&tenant, &options.to)?;
     let params = serde_json::json!({ "to": new.journal_params(), "drop_source": options.drop_source });
     let begun = operations::begin(tenancy, OperationKind::Move, id, params).await?;
@@ -439,6 +438,10 @@ pub(crate) async fn move_tenant(
             guard.abandon().await;
             return Err(err);
         }
+    }
+    if let Err(err) = refuse_pair(tenancy, &tenant, &options.to) {
+        guard.finish(tenancy).await?;
+        return Err(err);
     }
     match move_planned(tenancy, &new, options, hooks, &mut guard, resumed).await {
         Ok(moved) => {

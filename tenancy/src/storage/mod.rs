@@ -220,7 +220,9 @@ pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal
             })
         }
         Removal::Rows { table, column, .. } => table::delete_rows(tenancy, tenant.id(), table, column).await,
-        Removal::Kept { .. } | Removal::CacheNamespace { .. } | Removal::RegistryRow => Ok(()),
+        Removal::Kept { .. } | Removal::CacheNamespace { .. } | Removal::Leftovers { .. } | Removal::RegistryRow => {
+            Ok(())
+        }
     }
 }
 
