@@ -59,7 +59,7 @@ use std::error::Error as StdError;
 use std::io::Write;
 use std::process::ExitCode;
 
-pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenant_with_args};
+pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, clonetenant, createtenant, createtenant_with_args};
 pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };

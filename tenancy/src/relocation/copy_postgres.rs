@@ -58,6 +58,21 @@ pub(crate) async fn tables<C: ConnectionTrait>(
     tenant_columns: &BTreeMap<String, String>,
     only: Option<&[String]>,
 ) -> Result<Vec<TableSpec>> {
+    tables_except(db, schema, tenant_columns, only, super::MIGRATION_TABLE).await
+}
+
+/// The tables `names` of `schema` (the migration table included), none tenant-scoped.
+pub(crate) async fn tables_named<C: ConnectionTrait>(db: &C, schema: &str, names: &[String]) -> Result<Vec<TableSpec>> {
+    tables_except(db, schema, &BTreeMap::new(), Some(names), "").await
+}
+
+async fn tables_except<C: ConnectionTrait>(
+    db: &C,
+    schema: &str,
+    tenant_columns: &BTreeMap<String, String>,
+    only: Option<&[String]>,
+    except: &str,
+) -> Result<Vec<TableSpec>> {
     let rows = db
         .query_all_raw(pg(
             "SELECT c.relname::text, a.attname::text, a.attidentity::text, a.attgenerated::text, \
@@ -71,7 +86,7 @@ pub(crate) async fn tables<C: ConnectionTrait>(
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
                AND c.relname <> $2 \
              ORDER BY c.relname, a.attnum",
-            vec![schema.into(), super::MIGRATION_TABLE.into()],
+            vec![schema.into(), except.into()],
         ))
         .await?;
     let mut specs: BTreeMap<String, TableSpec> = BTreeMap::new();
@@ -164,7 +179,7 @@ pub(crate) async fn copy_table(
     spec: &TableSpec,
     tenant: &str,
     new_id: &str,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Copied> {
     let cursor = "tenancy_copy";
     src.execute_unprepared(&format!(
@@ -242,6 +257,45 @@ async fn colliding_key(dst: &DatabaseTransaction, into: &str, spec: &TableSpec, 
         ))
         .await?;
     Ok(row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_else(|| "(a unique key)".to_owned()))
+}
+
+/// Copies every row of one table from `from` to `into` in one `INSERT … SELECT` (both in
+/// the database `txn` runs on), the tenant column set to `new_id`.
+pub(crate) async fn insert_select(
+    txn: &DatabaseTransaction,
+    from: &End,
+    into: &End,
+    spec: &TableSpec,
+    new_id: &str,
+) -> Result<u64> {
+    let columns: Vec<String> = spec.columns.iter().map(|c| quote_ident(c)).collect();
+    let values: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|c| match &spec.tenant_column {
+            Some(tenant_column) if tenant_column == c => "$1::text".to_owned(),
+            _ => format!("t.{}", quote_ident(c)),
+        })
+        .collect();
+    let bound: Vec<Value> = match spec.tenant_column {
+        Some(_) => vec![new_id.into()],
+        None => vec![],
+    };
+    let inserted = txn
+        .execute_raw(pg(
+            format!(
+                "INSERT INTO {} ({}) {}SELECT {} FROM {} t{}",
+                into.table(&spec.name),
+                columns.join(", "),
+                if spec.identity_always { "OVERRIDING SYSTEM VALUE " } else { "" },
+                values.join(", "),
+                from.table(&spec.name),
+                from.filter(spec)
+            ),
+            bound,
+        ))
+        .await?;
+    Ok(inserted.rows_affected())
 }
 
 /// Deletes the tenant's rows of every table at `end` (children first), so a copy starts

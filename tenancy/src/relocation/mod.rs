@@ -24,6 +24,7 @@
 //! move again removes the partial copy, then moves. After the switch the registry points
 //! at the copy; running it again finishes dropping the source.
 
+pub(crate) mod clone;
 mod copy_postgres;
 mod copy_sqlite;
 pub(crate) mod leftovers;
@@ -325,7 +326,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, to: &MoveTo) -> Resul
             let specs = copy_sqlite::tables(
                 &conn,
                 &end,
-                &crate::storage::table::tenant_tables(tenancy).await?,
+                &crate::storage::table::tenant_columns(tenancy).await?,
                 names.as_deref(),
             )
             .await;
@@ -756,7 +757,7 @@ impl PgSide {
 
     /// The tenant's tables at this end.
     async fn tables(&self, tenancy: &Tenancy) -> Result<Vec<TableSpec>> {
-        let columns = crate::storage::table::tenant_tables(tenancy).await?;
+        let columns = crate::storage::table::tenant_columns(tenancy).await?;
         let only: Option<Vec<String>> = self.end.shared_by.as_ref().map(|_| columns.keys().cloned().collect());
         copy_postgres::tables(self.db(tenancy), &self.end.schema, &columns, only.as_deref()).await
     }
@@ -889,7 +890,7 @@ async fn copy_pg(
 ) -> Result<Vec<TableSpec>> {
     let source_specs = from.tables(tenancy).await?;
     let rows = copy_postgres::sizes(from.db(tenancy), &from.end, &source_specs).await?;
-    let columns = crate::storage::table::tenant_tables(tenancy).await?;
+    let columns = crate::storage::table::tenant_columns(tenancy).await?;
     let names: Vec<String> = source_specs.iter().map(|s| s.name.clone()).collect();
     let target_specs = copy_postgres::tables(into.db(tenancy), &into.end.schema, &columns, Some(&names)).await?;
     let specs = tables_to_copy(source, target, &source_specs, &rows, target_specs)?;
@@ -952,7 +953,7 @@ async fn copy_lite(
 ) -> Result<Vec<TableSpec>> {
     let (from, into) = (sqlite_end(source, "src"), sqlite_end(target, "main"));
     let into = copy_sqlite::End { shared_by: into.shared_by.map(|_| new_id.to_owned()), ..into };
-    let columns = crate::storage::table::tenant_tables(tenancy).await?;
+    let columns = crate::storage::table::tenant_columns(tenancy).await?;
     let names = shared_names(tenancy, source).await?;
     let source_specs = copy_sqlite::tables(conn, &from, &columns, names.as_deref()).await?;
     let rows = copy_sqlite::sizes(conn, &from, &source_specs).await?;

@@ -108,6 +108,19 @@ pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&Te
 /// column's default), so a program that links no models still finds every one. Only
 /// tables that exist (a model may be linked before its migration ran).
 pub(crate) async fn tenant_tables(tenancy: &Tenancy) -> Result<BTreeMap<String, String>> {
+    let mut present = BTreeMap::new();
+    for (table, column) in tenant_columns(tenancy).await? {
+        if table_exists(tenancy, &table).await? {
+            present.insert(table, column);
+        }
+    }
+    Ok(present)
+}
+
+/// The tenant column of every table known to be tenant-scoped, by name (whether or not
+/// the master has such a table): what a tenant's own schema or database tables are read
+/// by too.
+pub(crate) async fn tenant_columns(tenancy: &Tenancy) -> Result<BTreeMap<String, String>> {
     let mut tables = scoped_columns()?;
     if tenancy.backend() == Backend::Postgres {
         let secured = tenancy
@@ -127,13 +140,7 @@ pub(crate) async fn tenant_tables(tenancy: &Tenancy) -> Result<BTreeMap<String, 
             tables.insert(row.try_get_by_index(0)?, row.try_get_by_index(1)?);
         }
     }
-    let mut present = BTreeMap::new();
-    for (table, column) in tables {
-        if table_exists(tenancy, &table).await? {
-            present.insert(table, column);
-        }
-    }
-    Ok(present)
+    Ok(tables)
 }
 
 /// The tenant column of each table of the `#[tenant_scoped]` models linked into this
