@@ -26,7 +26,7 @@ pub struct Repair {
 /// [`crate::Tenancy::repair`].
 pub(crate) async fn repair(tenancy: &Tenancy, findings: &[Finding]) -> Result<Vec<Repair>> {
     let registry = tenancy.tenants().await?;
-    let owned = Owned::of(&registry);
+    let owned = Owned::of(&registry, &tenancy.leftovers(None).await?);
     let master = master_name(tenancy).await?.unwrap_or_default();
     let mut run = Run { tenancy, owned, master, admins: BTreeMap::new(), row_security: None };
 
