@@ -372,3 +372,89 @@ async fn a_cache_template_is_refused() {
     assert!(source.to_string().contains("cache tenant has no tables"), "{source}");
     assert!(world.tenancy.find_tenant("copy").await.expect("registry").is_none());
 }
+
+/// A database tenant cloned from a database template on the same server: with no
+/// session on the template, `CREATE DATABASE … TEMPLATE` makes it and no migration runs;
+/// the new role owns every object (the template's role owns none and its database stays
+/// its own); with a session on the template, the clone is migrated and copied instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_clone_uses_create_database_template_when_the_template_is_idle() {
+    let Some(world) = World::postgres().await else { return };
+    let template = world.create("tmpl", Isolation::Database).await;
+    world.seed("tmpl", 100).await;
+    let before = world.rows(&template).await;
+    let Some(TenantDatabase::Postgres(template_db)) = template.placement().database().cloned() else { panic!() };
+    let pg = world.pg.as_ref().expect("postgres");
+
+    // Idle template: no pool of this process holds it (closing one takes a moment).
+    world.tenancy.reset_tenant_pool(template.id());
+    for _ in 0..100 {
+        let sessions = tenancy_test_support::count(
+            &pg.admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            vec![template_db.name.as_str().into()],
+        )
+        .await;
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hooks = Counting::new();
+    let clone = world
+        .tenancy
+        .create_tenant(world.new_tenant("idle", Isolation::Database).from_template(template.id().clone()), &hooks)
+        .await
+        .expect("clone of an idle template")
+        .tenant;
+    assert_eq!(hooks.migrations.load(Ordering::SeqCst), 0, "made from the template, not migrated");
+    let (rows, ids) = world.rows(&clone).await;
+    assert_eq!(rows, before.0);
+    assert_eq!(ids, vec!["idle".to_owned()]);
+    let Some(TenantDatabase::Postgres(clone_db)) = clone.placement().database().cloned() else { panic!() };
+    let conn = Database::connect(with_database(&pg.url, &clone_db.name)).await.expect("clone database");
+    let owners = tenancy_test_support::column_strings(
+        &conn,
+        "SELECT DISTINCT pg_get_userbyid(c.relowner)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S', 'i')",
+        vec![],
+    )
+    .await;
+    let _ = conn.close().await;
+    assert_eq!(owners, vec![clone_db.user.clone()], "the new role owns every object");
+    let owner = tenancy_test_support::column_strings(
+        &pg.admin,
+        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+        vec![template_db.name.as_str().into()],
+    )
+    .await;
+    assert_eq!(owner, vec![template_db.user.clone()], "the template's database stays its role's");
+    assert_eq!(world.rows(&template).await, before, "the template is untouched");
+    // The clone's role works on its own rows: the sequence goes on past the copied keys.
+    world
+        .tenancy
+        .tenant("idle")
+        .await
+        .expect("handle")
+        .execute_unprepared("INSERT INTO projects (tenant_id, name) VALUES ('idle', 'Mine')")
+        .await
+        .expect("insert as the clone's role");
+
+    // A session on the template: the library copy.
+    let busy = Database::connect(with_database(&pg.url, &template_db.name)).await.expect("session on the template");
+    let hooks = Counting::new();
+    let clone = world
+        .tenancy
+        .create_tenant(world.new_tenant("busy", Isolation::Database).from_template(template.id().clone()), &hooks)
+        .await
+        .expect("clone of a busy template")
+        .tenant;
+    let _ = busy.close().await;
+    assert_eq!(hooks.migrations.load(Ordering::SeqCst), 1, "migrated, then copied");
+    let (rows, ids) = world.rows(&clone).await;
+    assert_eq!(rows, before.0);
+    assert_eq!(ids, vec!["busy".to_owned()]);
+    for id in ["idle", "busy", "tmpl"] {
+        world.tenancy.delete_tenant(id, &Default::default()).await.expect("delete");
+    }
+}

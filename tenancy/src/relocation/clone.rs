@@ -54,6 +54,22 @@ pub(crate) async fn populate(
         let columns = crate::storage::table::tenant_columns(tenancy).await?;
         return clone_schema(txn, &template, from, into, new_id, &columns).await;
     }
+    // A database made with `CREATE DATABASE … TEMPLATE` holds the template's tables and
+    // rows already: only the tenant column is the clone's to set.
+    if let Placement::Database(crate::TenantDatabase::Postgres(_)) = target.placement()
+        && let Some(conn) = crate::storage::migration_target(tenancy, target).await?
+    {
+        let templated = match has_tables(&conn).await {
+            Ok(true) => Some(claim_rows(tenancy, &conn, new_id).await),
+            Ok(false) => None,
+            Err(err) => Some(Err(err)),
+        };
+        let _ = conn.close().await;
+        if let Some(claimed) = templated {
+            let specs = claimed?;
+            return super::verify(tenancy, &template, target, &specs, new_id).await.map(drop);
+        }
+    }
     hooks.check_version(tenancy, &template).await.map_err(|source| Error::MoveFailed {
         tenant: template_id.to_string(),
         step: "checking the template's migrations".to_owned(),
@@ -390,4 +406,43 @@ async fn copy_sequences(txn: &DatabaseTransaction, from: &str, into: &str) -> Re
         .await?;
     }
     Ok(())
+}
+
+/// Whether a new database already has tables (it was made from its template).
+async fn has_tables(conn: &sea_orm::DatabaseConnection) -> Result<bool> {
+    let row = conn
+        .query_one_raw(pg(
+            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') LIMIT 1",
+            vec![],
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Sets the tenant column of every tenant-scoped table of a database copied from its
+/// template to `new_id`: one statement, so the foreign keys that include the tenant
+/// column are checked once every table is updated. Returns the tables, for verifying.
+async fn claim_rows(
+    tenancy: &Tenancy,
+    conn: &sea_orm::DatabaseConnection,
+    new_id: &str,
+) -> Result<Vec<super::TableSpec>> {
+    let columns = crate::storage::table::tenant_columns(tenancy).await?;
+    let specs = copy_postgres::tables(conn, "public", &columns, None).await?;
+    let updates: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, spec)| {
+            let column = quote_ident(spec.tenant_column.as_ref()?);
+            Some(format!(
+                "u{index} AS (UPDATE public.{} SET {column} = $1 WHERE {column} IS DISTINCT FROM $1)",
+                quote_ident(&spec.name)
+            ))
+        })
+        .collect();
+    if !updates.is_empty() {
+        conn.execute_raw(pg(format!("WITH {} SELECT 1", updates.join(", ")), vec![new_id.into()])).await?;
+    }
+    Ok(specs)
 }
