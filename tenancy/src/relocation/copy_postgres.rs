@@ -164,7 +164,7 @@ pub(crate) async fn copy_table(
     spec: &TableSpec,
     tenant: &str,
     new_id: &str,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Copied> {
     let cursor = "tenancy_copy";
     src.execute_unprepared(&format!(
