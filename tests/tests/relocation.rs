@@ -427,6 +427,13 @@ async fn pg_pair(from: Mode, to: Mode, drop_source: bool) {
         _ => None,
     };
 
+    // Once, the shared sequence is ahead of the copied keys: the move must not set it back.
+    let sequence_ahead = (to == Mode::Table && drop_source).then_some(5_000);
+    if let Some(ahead) = sequence_ahead {
+        let sql = format!("SELECT setval(pg_get_serial_sequence('public.projects', 'id'), {ahead})::bigint");
+        assert_eq!(one_of(&ctx.superuser, &sql, vec![]).await, ahead);
+    }
+
     let (target, new_db) = ctx.move_to(to);
     let plan = ctx.tenancy.move_plan(&id, &target).await.expect("plan");
     let planned: BTreeMap<&str, u64> = plan.tables.iter().map(|t| (t.table.as_str(), t.rows)).collect();
@@ -476,6 +483,9 @@ async fn pg_pair(from: Mode, to: Mode, drop_source: bool) {
     let handle = ctx.tenancy.tenant(&id).await.expect("served after the move");
     let new_key = add_after_move(&handle).await;
     assert!(i64::from(new_key) > max_before, "new key {new_key} after copied {max_before}");
+    if let Some(ahead) = sequence_ahead {
+        assert!(i64::from(new_key) > ahead, "the shared sequence went back: new key {new_key}");
+    }
     assert_eq!(ctx.sums(&target_store, &id, false).await.rows(), BIG.rows().map(|n| n + 1));
     if to == Mode::Table {
         add_after_move(&ctx.tenancy.tenant(&bystander).await.unwrap()).await;
@@ -606,6 +616,36 @@ async fn postgres_table_to_schema_dropping_the_source() {
 #[tokio::test]
 async fn postgres_database_to_table_dropping_the_source() {
     pg_pair(Mode::Database, Mode::Table, true).await;
+}
+
+#[tokio::test]
+async fn postgres_schema_to_table_and_back_keeps_the_login_role_and_the_rows() {
+    let Some(ctx) = pg().await else { return };
+    let bystander = ctx.tenant("bystander", Mode::Schema, SMALL, None).await;
+    let id = ctx.tenant("mover", Mode::Schema, BIG, None).await;
+    let was = ctx.tenancy.get_tenant(&id).await.unwrap();
+    let before = ctx.sums(&PgStore::of(&was), &id, false).await;
+    let others = ctx.sums(&ctx.store(&bystander).await, &bystander, true).await;
+    ctx.tenancy.move_tenant(&id, &MoveOptions::new(MoveTo::Table), &hooks()).await.expect("schema -> table");
+
+    // Back while the old schema is kept: refused, nothing changed.
+    let err = ctx.tenancy.move_tenant(&id, &MoveOptions::new(MoveTo::Schema), &hooks()).await.unwrap_err();
+    assert!(matches!(err, Error::LeftoversRemain { .. }), "{err:?}");
+    let now = ctx.tenancy.get_tenant(&id).await.unwrap();
+    assert_eq!((now.isolation(), now.status()), (Isolation::Table, TenantStatus::Ready));
+    assert!(ctx.tenancy.unfinished_operations().await.unwrap().is_empty());
+
+    ctx.tenancy.remove_leftovers(&id).await.expect("remove the old schema");
+    assert!(!ctx.store_exists(&PgStore::Schema(id.to_string())).await);
+    ctx.tenancy.move_tenant(&id, &MoveOptions::new(MoveTo::Schema), &hooks()).await.expect("table -> schema");
+    let back = ctx.tenancy.get_tenant(&id).await.unwrap();
+    assert_eq!(back.placement().login().map(|l| &l.user), was.placement().login().map(|l| &l.user));
+    assert_eq!(ctx.sums(&PgStore::of(&back), &id, false).await, before);
+    assert_eq!(ctx.sums(&ctx.store(&bystander).await, &bystander, true).await, others);
+    table_to_schema_login_is_a_schema_login(&ctx, &back, &bystander).await;
+    add_after_move(&ctx.tenancy.tenant(&id).await.unwrap()).await;
+    ctx.tenancy.remove_leftovers(&id).await.expect("remove the shared rows");
+    assert!(!ctx.store_exists(&PgStore::Shared(id.to_string())).await);
 }
 
 /// Everything a refused move must leave as it was: the tenant served from its source,
