@@ -29,5 +29,6 @@ mod nonsuperuser_master;
 mod operations;
 mod provision_postgres;
 mod provision_sqlite;
+mod relocation;
 mod table_isolation_attacks;
 mod ui;

@@ -351,8 +351,9 @@ pub(crate) async fn advance_sequences<C: ConnectionTrait>(db: &C, maxima: &[(Str
 
 /// Row count and an order-independent checksum of the tenant's rows of one table at
 /// `end`, the tenant column left out (a clone or rename changes it), and how many rows'
-/// tenant column is not `expected_id`. Read in `txn`, which must have `TimeZone` set to
-/// UTC (see [`begin_checksums`]) so both ends print timestamps alike.
+/// tenant column is not `expected_id`. Read in `txn`, which must have
+/// [`CHECKSUM_SETTINGS`] so both ends print values alike. The rows are ordered byte-wise
+/// (`COLLATE "C"`): the two ends may be databases with different default collations.
 pub(crate) async fn checksum(
     txn: &DatabaseTransaction,
     end: &End,
@@ -369,7 +370,7 @@ pub(crate) async fn checksum(
     let row = txn
         .query_one_raw(pg(
             format!(
-                "SELECT count(*), pg_catalog.md5(COALESCE(string_agg(r, E'\\n' ORDER BY r), '')), \
+                "SELECT count(*), pg_catalog.md5(COALESCE(string_agg(r, E'\\n' ORDER BY r COLLATE \"C\"), '')), \
                         count(*) FILTER (WHERE f) \
                  FROM (SELECT (pg_catalog.to_jsonb(t){without})::text AS r, {foreign} AS f FROM {} t{}) x",
                 end.table(&spec.name),
