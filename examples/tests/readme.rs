@@ -50,6 +50,8 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
     let reference = reference.split("\n## ").next().unwrap_or_default();
     let binaries = [
         ("createtenant", env!("CARGO_BIN_EXE_createtenant")),
+        ("clonetenant", env!("CARGO_BIN_EXE_clonetenant")),
+        ("movetenant", env!("CARGO_BIN_EXE_movetenant")),
         ("createtenantsuperuser", env!("CARGO_BIN_EXE_createtenantsuperuser")),
         ("deletetenant", env!("CARGO_BIN_EXE_deletetenant")),
         ("migratealltenants", env!("CARGO_BIN_EXE_migratealltenants")),

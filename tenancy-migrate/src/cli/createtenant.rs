@@ -39,7 +39,9 @@ pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
             (Exit::AlreadyExists, None),
             (Exit::CannotConnect, None),
             (Exit::SecretKey, None),
+            (Exit::NotFound, Some("no such template (--from)")),
             (Exit::Busy, Some("the id has an unfinished delete, or a create of other arguments (the message says which)")),
+            (Exit::Refused, Some("the template cannot be cloned so (--from, the message says why)")),
             (Exit::Cancelled, None),
         ],
     )

@@ -112,7 +112,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 Some(template) => template_database(tenancy, template, &config, &admin).await?,
                 None => None,
             };
-            Ok(Plan::PostgresDatabase(PostgresPlan {
+            Ok(Plan::PostgresDatabase(Box::new(PostgresPlan {
                 config,
                 admin,
                 verifier,
@@ -120,7 +120,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 master,
                 template,
                 admin_url,
-            }))
+            })))
         }
     }
 }

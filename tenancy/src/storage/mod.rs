@@ -35,7 +35,7 @@ use crate::{BoxError, Error, Isolation, Result, Tenancy, Tenant, TenantId};
 /// created.
 pub(crate) enum Plan {
     /// Database isolation on a PostgreSQL server.
-    PostgresDatabase(database::PostgresPlan),
+    PostgresDatabase(Box<database::PostgresPlan>),
     /// Database isolation on a SQLite master.
     SqliteFile(database::SqlitePlan),
     /// Schema isolation.
