@@ -14,6 +14,7 @@ mod fleet_cli;
 mod fleet_pty;
 mod lifecycle;
 mod migrations;
+mod move_cli;
 mod readme;
 mod serve_http;
 mod superuser_cli;
