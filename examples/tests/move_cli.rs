@@ -83,6 +83,11 @@ fn source_place(world: &World, id: &str) -> Place {
     }
 }
 
+/// Where a move to database mode puts `id` on PostgreSQL.
+pub(crate) fn target_place_pg(id: &str) -> Place {
+    Place::PgDatabase { db: moved_db(id), user: moved_user(id) }
+}
+
 fn target_place(world: &World, id: &str, to: To) -> Place {
     match (to, is_postgres(world)) {
         (To::Schema, _) => Place::Schema,
@@ -715,7 +720,7 @@ async fn movetenant_killed_at_random_moments_postgres_schema_to_database_and_bac
 }
 
 /// `createtenant` args for `id` in `isolation` on the world's PostgreSQL master.
-fn create_args_as(world: &World, id: &str, isolation: &str) -> Vec<String> {
+pub(crate) fn create_args_as(world: &World, id: &str, isolation: &str) -> Vec<String> {
     let mut args = strings(&["--id", id, "--name", id, "--isolation", isolation, "--migrate", "--no-input"]);
     if isolation == "database" {
         let pg = world.pg.as_ref().expect("PostgreSQL");
@@ -728,7 +733,7 @@ fn create_args_as(world: &World, id: &str, isolation: &str) -> Vec<String> {
     args
 }
 
-fn create_as(world: &World, id: &str, isolation: &str) {
+pub(crate) fn create_as(world: &World, id: &str, isolation: &str) {
     let out = world.run(env!("CARGO_BIN_EXE_createtenant"), &create_args_as(world, id, isolation), None);
     expect_ok(&out, &format!("create {id} ({isolation})"));
 }
