@@ -14,10 +14,10 @@ use tenancy_test_support::{PgMaster, TempDir, postgres_admin_url, unique_name};
 
 use crate::commands::text;
 
-const PASSWORD: &str = "crash-test-Pass-1";
+pub(crate) const PASSWORD: &str = "crash-test-Pass-1";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Setup {
+pub(crate) enum Setup {
     PgDatabase,
     PgSchema,
     PgTable,
@@ -28,7 +28,7 @@ enum Setup {
 }
 
 impl Setup {
-    fn isolation(self) -> &'static str {
+    pub(crate) fn isolation(self) -> &'static str {
         match self {
             Setup::PgDatabase | Setup::SqliteDatabase => "database",
             Setup::PgSchema => "schema",
@@ -67,29 +67,29 @@ impl Setup {
 }
 
 /// A master database (and folder) for one test.
-struct World {
-    setup: Setup,
-    dir: TempDir,
-    url: String,
-    pg: Option<PgMaster>,
-    tenancy: tenancy::Tenancy,
+pub(crate) struct World {
+    pub(crate) setup: Setup,
+    pub(crate) dir: TempDir,
+    pub(crate) url: String,
+    pub(crate) pg: Option<PgMaster>,
+    pub(crate) tenancy: tenancy::Tenancy,
 }
 
 /// Everything of one tenant that the registry or a catalog can show.
 #[derive(Debug, Default, PartialEq)]
-struct Footprint {
+pub(crate) struct Footprint {
     /// The registry row's status.
-    registry: Option<String>,
+    pub(crate) registry: Option<String>,
     /// The unfinished operation's kind.
-    operation: Option<String>,
+    pub(crate) operation: Option<String>,
     /// Databases, roles, schemas and files named for the tenant.
-    storage: Vec<String>,
+    pub(crate) storage: Vec<String>,
     /// Rows with its id in the shared tables.
-    rows: i64,
+    pub(crate) rows: i64,
 }
 
 impl World {
-    async fn new(setup: Setup) -> Option<World> {
+    pub(crate) async fn new(setup: Setup) -> Option<World> {
         let dir = TempDir::new();
         let (url, pg) = match setup {
             Setup::SqliteDatabase | Setup::SqliteTable | Setup::SqliteCache => (dir.sqlite_master_url(), None),
@@ -111,15 +111,15 @@ impl World {
         Some(World { setup, dir, url, pg, tenancy })
     }
 
-    fn db_name(id: &str) -> String {
+    pub(crate) fn db_name(id: &str) -> String {
         format!("{id}_db")
     }
 
-    fn db_user(id: &str) -> String {
+    pub(crate) fn db_user(id: &str) -> String {
         format!("{id}_u")
     }
 
-    fn create_args(&self, id: &str) -> Vec<String> {
+    pub(crate) fn create_args(&self, id: &str) -> Vec<String> {
         let mut args: Vec<String> =
             ["--id", id, "--name", id, "--isolation", self.setup.isolation(), "--migrate", "--no-input"]
                 .iter()
@@ -146,7 +146,7 @@ impl World {
     }
 
     /// One of the app's commands, as a script in this world's folder would run it.
-    fn command(&self, bin: &str, args: &[String]) -> Command {
+    pub(crate) fn command(&self, bin: &str, args: &[String]) -> Command {
         let mut command = Command::new(bin);
         command
             .current_dir(self.dir.path())
@@ -162,7 +162,7 @@ impl World {
     }
 
     /// Runs one of the app's commands; `fault` names the step after which it dies.
-    fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
+    pub(crate) fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
         let mut command = self.command(bin, args);
         if let Some(step) = fault {
             command.env("TENANCY_FAULT_AFTER_STEP", step);
@@ -170,17 +170,17 @@ impl World {
         command.output().expect("run the command")
     }
 
-    fn create(&self, id: &str, fault: Option<&str>) -> Output {
+    pub(crate) fn create(&self, id: &str, fault: Option<&str>) -> Output {
         self.run(env!("CARGO_BIN_EXE_createtenant"), &self.create_args(id), fault)
     }
 
-    fn delete(&self, id: &str, extra: &[&str], fault: Option<&str>) -> Output {
+    pub(crate) fn delete(&self, id: &str, extra: &[&str], fault: Option<&str>) -> Output {
         let mut args = vec![id.to_owned(), "--yes".to_owned()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         self.run(env!("CARGO_BIN_EXE_deletetenant"), &args, fault)
     }
 
-    async fn scalar(&self, sql: &str, values: Vec<sea_orm::Value>) -> Option<String> {
+    pub(crate) async fn scalar(&self, sql: &str, values: Vec<sea_orm::Value>) -> Option<String> {
         let db = self.tenancy.master();
         let sql = match db.get_database_backend() {
             DbBackend::Sqlite => sql.replace("$1", "?"),
@@ -192,7 +192,7 @@ impl World {
             .map(|row| row.try_get_by_index::<String>(0).expect("text"))
     }
 
-    async fn footprint(&self, id: &str) -> Footprint {
+    pub(crate) async fn footprint(&self, id: &str) -> Footprint {
         let registry = self.scalar("SELECT status FROM tenancy_tenants WHERE tenant_id = $1", vec![id.into()]).await;
         let operation = self.scalar("SELECT kind FROM tenancy_operations WHERE tenant_id = $1", vec![id.into()]).await;
         let mut storage = Vec::new();
@@ -245,7 +245,7 @@ impl World {
 
     /// Gives the tenant a project with two tasks and a comment on each, through its
     /// handle.
-    async fn seed(&self, id: &str) {
+    pub(crate) async fn seed(&self, id: &str) {
         if matches!(self.setup, Setup::PgCache | Setup::SqliteCache) {
             // No tables: a cache entry through the tenant's own cache instead.
             let cache = self.tenancy.tenant(id).await.expect("the tenant's handle").cache();
@@ -288,7 +288,7 @@ impl World {
     }
 
     /// Every row of the tenant, read through its handle, as text.
-    async fn data(&self, id: &str) -> String {
+    pub(crate) async fn data(&self, id: &str) -> String {
         if matches!(self.setup, Setup::PgCache | Setup::SqliteCache) {
             let cache = self.tenancy.tenant(id).await.expect("the tenant's handle").cache();
             let value: Option<String> =
@@ -303,11 +303,11 @@ impl World {
     }
 }
 
-fn killed(out: &Output) -> bool {
+pub(crate) fn killed(out: &Output) -> bool {
     out.status.code().is_none()
 }
 
-fn expect_ok(out: &Output, what: &str) {
+pub(crate) fn expect_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what}: exit {:?}\n{}\n{}", out.status.code(), text(&out.stdout), text(&out.stderr));
 }
 

@@ -14,6 +14,8 @@ mod fleet_cli;
 mod fleet_pty;
 mod lifecycle;
 mod migrations;
+mod move_cli;
+mod move_serve;
 mod readme;
 mod serve_http;
 mod superuser_cli;
