@@ -330,6 +330,7 @@ pub mod operations;
 pub mod prelude;
 mod provisioning;
 mod registry;
+pub mod renaming;
 pub mod secrets;
 pub mod sql;
 mod storage;

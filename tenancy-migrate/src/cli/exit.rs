@@ -78,7 +78,8 @@ impl Exit {
                 | T::Missing { .. }
                 | T::UnsupportedUrl { .. }
                 | T::SchemaNeedsPostgres { .. }
-                | T::DatabaseMissing { .. } => Exit::InvalidInput,
+                | T::DatabaseMissing { .. }
+                | T::RenameToSameId { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
@@ -91,7 +92,7 @@ impl Exit {
                 T::OperationInProgress { .. } | T::StaleOperation { .. } => Exit::Busy,
                 _ => Exit::Failed,
             },
-            Error::Cancelled | Error::NotConfirmed { .. } => Exit::Cancelled,
+            Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
             Error::NothingToResume
             | Error::NotReady { .. }
             | Error::MissingInput { .. }

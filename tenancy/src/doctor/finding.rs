@@ -407,7 +407,11 @@ impl Finding {
             Finding::Unreadable { .. } => "check that its storage exists and its server is reachable".to_owned(),
             Finding::StaleOperation { command, operation, .. } => format!(
                 "run `{command}` again with the same arguments, or tenancydoctor --repair ({})",
-                if operation == "create" { "undoes what it created" } else { "finishes the delete" }
+                match operation.as_str() {
+                    "create" => "undoes what it created",
+                    "rename" => "finishes the rename",
+                    _ => "finishes the delete",
+                }
             ),
         }
     }

@@ -48,6 +48,10 @@ pub enum OperationKind {
     /// `deletetenant`: a stale one is finished.
     #[sea_orm(string_value = "delete")]
     Delete,
+    /// `renametenant`: held under both ids (one journal row each, same arguments); a stale
+    /// one is finished.
+    #[sea_orm(string_value = "rename")]
+    Rename,
 }
 
 impl OperationKind {
@@ -56,6 +60,7 @@ impl OperationKind {
         match self {
             OperationKind::Create => "createtenant",
             OperationKind::Delete => "deletetenant",
+            OperationKind::Rename => "renametenant",
         }
     }
 
@@ -64,6 +69,7 @@ impl OperationKind {
         match self {
             OperationKind::Create => "undoes what it created, then creates the tenant",
             OperationKind::Delete => "finishes the delete",
+            OperationKind::Rename => "finishes the rename",
         }
     }
 }
@@ -73,6 +79,7 @@ impl fmt::Display for OperationKind {
         f.write_str(match self {
             OperationKind::Create => "create",
             OperationKind::Delete => "delete",
+            OperationKind::Rename => "rename",
         })
     }
 }
@@ -129,6 +136,16 @@ impl Operation {
             started: self.started_at,
             worker: self.worker.clone(),
             step: self.step.clone().unwrap_or_else(|| "starting".to_owned()),
+            arguments: self.arguments(),
+        }
+    }
+
+    /// The arguments of the command that resumes it: the tenant id, or for a rename the
+    /// old and the new id (whichever of its two rows this is).
+    pub fn arguments(&self) -> String {
+        match (self.kind, crate::renaming::journaled_ids(&self.params)) {
+            (OperationKind::Rename, Some((from, to))) => format!("{from} {to}"),
+            _ => self.tenant.to_string(),
         }
     }
 
@@ -389,7 +406,8 @@ impl Guard {
 }
 
 /// Settles `id`'s stale operation as a re-run of its command would: a create is undone
-/// (nothing of the tenant is left), a delete finished. For `tenancydoctor --repair`.
+/// (nothing of the tenant is left), a delete or a rename finished. For
+/// `tenancydoctor --repair`.
 ///
 /// # Errors
 /// [`Error::OperationInProgress`] when its worker is alive after all (or another process
@@ -420,6 +438,14 @@ pub(crate) async fn settle_stale(tenancy: &Tenancy, id: &TenantId) -> Result<()>
                 operation.params.get("drop_adopted_database").and_then(serde_json::Value::as_bool).unwrap_or(false);
             let options = crate::deletion::DeleteOptions::default().drop_adopted_database(drop_adopted);
             crate::deletion::delete(tenancy, id, &options).await.map(drop)
+        }
+        OperationKind::Rename => {
+            let (from, to) =
+                crate::renaming::journaled_ids(&operation.params).ok_or_else(|| Error::CorruptRegistry {
+                    tenant: id.to_string(),
+                    reason: format!("a rename operation without its ids: {}", operation.params),
+                })?;
+            crate::renaming::rename(tenancy, &from, &to, &crate::renaming::RenameOptions::default()).await.map(drop)
         }
     }
 }

@@ -171,6 +171,11 @@ pub enum TenantStatus {
     /// A tenant in this state is not served.
     #[sea_orm(string_value = "deleting")]
     Deleting,
+    /// A `renametenant` run is changing the tenant's id; the registry row gets the new id
+    /// last, and the tenant is served again under it. A tenant in this state is not served
+    /// (a suspended tenant stays suspended while it is renamed).
+    #[sea_orm(string_value = "renaming")]
+    Renaming,
 }
 
 impl TenantStatus {
@@ -181,6 +186,7 @@ impl TenantStatus {
             TenantStatus::Ready => "ready",
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleting => "deleting",
+            TenantStatus::Renaming => "renaming",
         }
     }
 }

@@ -79,15 +79,40 @@ pub(crate) fn route(tenancy: &Tenancy, login: Option<&TenantLogin>) -> Route {
 /// policy and the tenant column's default), so a program that links no models still
 /// deletes every row.
 pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&TenantLogin>) -> Result<Vec<Removal>> {
+    let present = scoped_tables(tenancy, false).await?;
+    let edges = foreign_keys(tenancy, present.keys()).await?;
+    let mut list = Vec::new();
+    if let Some(login) = login {
+        list.push(Removal::LoginRole { name: login.user.clone() });
+    }
+    for table in delete_order(present.keys().cloned().collect(), &edges) {
+        let column = present.get(&table).cloned().unwrap_or_default();
+        let rows = count_rows(tenancy, id, &table, &column).await?;
+        list.push(Removal::Rows { table, column, rows });
+    }
+    Ok(list)
+}
+
+/// The shared tables holding table tenants' rows, as `table -> tenant column`: the
+/// table-scoped models linked into this program (with `cache_models`, the cache-scoped
+/// ones that name a tenant column too) and, on PostgreSQL, every table [`crate::rls::enable_row_security`]
+/// secured (found by its policy and the tenant column's default), so a program that links
+/// no models still finds every one. Only tables that exist (a model may be linked before
+/// its migration ran).
+pub(crate) async fn scoped_tables(tenancy: &Tenancy, cache_models: bool) -> Result<BTreeMap<String, String>> {
     let master = tenancy.master();
     let mut tables: BTreeMap<String, String> = BTreeMap::new();
     for model in crate::scoped_models()? {
-        if let Scope::Table { column } = model.scope() {
+        let column = match model.scope() {
+            Scope::Table { column } => Some(column),
+            scope if cache_models => scope.table_column(),
+            Scope::Cache { .. } => None,
+        };
+        if let Some(column) = column {
             tables.insert(model.table().to_owned(), column.to_owned());
         }
     }
-    let postgres = tenancy.backend() == Backend::Postgres;
-    if postgres {
+    if tenancy.backend() == Backend::Postgres {
         let secured = master
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
@@ -104,24 +129,13 @@ pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&Te
             tables.insert(row.try_get_by_index(0)?, row.try_get_by_index(1)?);
         }
     }
-    // Only tables that exist (a model may be linked before its migration ran).
     let mut present = BTreeMap::new();
     for (table, column) in tables {
         if table_exists(tenancy, &table).await? {
             present.insert(table, column);
         }
     }
-    let edges = foreign_keys(tenancy, present.keys()).await?;
-    let mut list = Vec::new();
-    if let Some(login) = login {
-        list.push(Removal::LoginRole { name: login.user.clone() });
-    }
-    for table in delete_order(present.keys().cloned().collect(), &edges) {
-        let column = present.get(&table).cloned().unwrap_or_default();
-        let rows = count_rows(tenancy, id, &table, &column).await?;
-        list.push(Removal::Rows { table, column, rows });
-    }
-    Ok(list)
+    Ok(present)
 }
 
 async fn table_exists(tenancy: &Tenancy, table: &str) -> Result<bool> {
@@ -198,7 +212,9 @@ pub(crate) fn delete_order(mut tables: Vec<String>, edges: &[(String, String)]) 
     order
 }
 
-async fn count_rows(tenancy: &Tenancy, id: &TenantId, table: &str, column: &str) -> Result<u64> {
+/// How many rows of `table` hold `id` in `column`, counted as the tenant itself sees them
+/// (in a transaction bound to it on PostgreSQL, so row-level security applies).
+pub(crate) async fn count_rows(tenancy: &Tenancy, id: &TenantId, table: &str, column: &str) -> Result<u64> {
     let sql = format!("SELECT count(*) FROM {} WHERE {} = $1", quote_ident(table), quote_ident(column));
     let rows = match tenancy.backend() {
         Backend::Postgres => {
