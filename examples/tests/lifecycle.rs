@@ -17,7 +17,7 @@ use crate::commands::text;
 const PASSWORD: &str = "crash-test-Pass-1";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Setup {
+pub(crate) enum Setup {
     PgDatabase,
     PgSchema,
     PgTable,
@@ -28,7 +28,7 @@ enum Setup {
 }
 
 impl Setup {
-    fn isolation(self) -> &'static str {
+    pub(crate) fn isolation(self) -> &'static str {
         match self {
             Setup::PgDatabase | Setup::SqliteDatabase => "database",
             Setup::PgSchema => "schema",
@@ -67,12 +67,12 @@ impl Setup {
 }
 
 /// A master database (and folder) for one test.
-struct World {
-    setup: Setup,
-    dir: TempDir,
-    url: String,
-    pg: Option<PgMaster>,
-    tenancy: tenancy::Tenancy,
+pub(crate) struct World {
+    pub(crate) setup: Setup,
+    pub(crate) dir: TempDir,
+    pub(crate) url: String,
+    pub(crate) pg: Option<PgMaster>,
+    pub(crate) tenancy: tenancy::Tenancy,
 }
 
 /// Everything of one tenant that the registry or a catalog can show.
@@ -89,7 +89,7 @@ struct Footprint {
 }
 
 impl World {
-    async fn new(setup: Setup) -> Option<World> {
+    pub(crate) async fn new(setup: Setup) -> Option<World> {
         let dir = TempDir::new();
         let (url, pg) = match setup {
             Setup::SqliteDatabase | Setup::SqliteTable | Setup::SqliteCache => (dir.sqlite_master_url(), None),
@@ -111,7 +111,7 @@ impl World {
         Some(World { setup, dir, url, pg, tenancy })
     }
 
-    fn db_name(id: &str) -> String {
+    pub(crate) fn db_name(id: &str) -> String {
         format!("{id}_db")
     }
 
@@ -146,7 +146,7 @@ impl World {
     }
 
     /// One of the app's commands, as a script in this world's folder would run it.
-    fn command(&self, bin: &str, args: &[String]) -> Command {
+    pub(crate) fn command(&self, bin: &str, args: &[String]) -> Command {
         let mut command = Command::new(bin);
         command
             .current_dir(self.dir.path())
@@ -162,7 +162,7 @@ impl World {
     }
 
     /// Runs one of the app's commands; `fault` names the step after which it dies.
-    fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
+    pub(crate) fn run(&self, bin: &str, args: &[String], fault: Option<&str>) -> Output {
         let mut command = self.command(bin, args);
         if let Some(step) = fault {
             command.env("TENANCY_FAULT_AFTER_STEP", step);
@@ -170,17 +170,17 @@ impl World {
         command.output().expect("run the command")
     }
 
-    fn create(&self, id: &str, fault: Option<&str>) -> Output {
+    pub(crate) fn create(&self, id: &str, fault: Option<&str>) -> Output {
         self.run(env!("CARGO_BIN_EXE_createtenant"), &self.create_args(id), fault)
     }
 
-    fn delete(&self, id: &str, extra: &[&str], fault: Option<&str>) -> Output {
+    pub(crate) fn delete(&self, id: &str, extra: &[&str], fault: Option<&str>) -> Output {
         let mut args = vec![id.to_owned(), "--yes".to_owned()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         self.run(env!("CARGO_BIN_EXE_deletetenant"), &args, fault)
     }
 
-    async fn scalar(&self, sql: &str, values: Vec<sea_orm::Value>) -> Option<String> {
+    pub(crate) async fn scalar(&self, sql: &str, values: Vec<sea_orm::Value>) -> Option<String> {
         let db = self.tenancy.master();
         let sql = match db.get_database_backend() {
             DbBackend::Sqlite => sql.replace("$1", "?"),
@@ -245,7 +245,7 @@ impl World {
 
     /// Gives the tenant a project with two tasks and a comment on each, through its
     /// handle.
-    async fn seed(&self, id: &str) {
+    pub(crate) async fn seed(&self, id: &str) {
         if matches!(self.setup, Setup::PgCache | Setup::SqliteCache) {
             // No tables: a cache entry through the tenant's own cache instead.
             let cache = self.tenancy.tenant(id).await.expect("the tenant's handle").cache();
@@ -303,11 +303,11 @@ impl World {
     }
 }
 
-fn killed(out: &Output) -> bool {
+pub(crate) fn killed(out: &Output) -> bool {
     out.status.code().is_none()
 }
 
-fn expect_ok(out: &Output, what: &str) {
+pub(crate) fn expect_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what}: exit {:?}\n{}\n{}", out.status.code(), text(&out.stdout), text(&out.stderr));
 }
 

@@ -15,6 +15,7 @@ mod fleet_pty;
 mod lifecycle;
 mod migrations;
 mod readme;
+mod rename;
 mod serve_http;
 mod superuser_cli;
 mod superuser_pty;
