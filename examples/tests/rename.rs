@@ -491,3 +491,166 @@ async fn rename_killed_after_every_step_sqlite_database() {
 async fn rename_killed_after_every_step_sqlite_table() {
     killed_after_every_step(Setup::SqliteTable).await;
 }
+
+/// Gives tenant `id` twenty cache entries, and one more that expires in ten minutes.
+async fn fill(cached: &tenancy::Tenancy, id: &str) {
+    use tenancy::cache::TenantKey;
+    let cache = cached.tenant(id).await.expect("handle").cache();
+    for n in 0..20 {
+        cache.set(&TenantKey::new("carts", format!("u{n}")), &n, None).await.expect("set");
+    }
+    cache.set(&TenantKey::new("sessions", "s1"), &"token", Some(Duration::from_secs(600))).await.expect("set");
+}
+
+/// A cache tenant's keys are its data. Renamed with `--cache-url` (and killed after every
+/// step, then run again), every key is under the new namespace with its value and what is
+/// left of its TTL, none under the old; the other tenant's keys and the global ones are
+/// untouched.
+async fn cache_tenant_renamed(setup: Setup) {
+    use tenancy::cache::{CacheConfig, GlobalKey, TenantKey};
+    let Some(world) = World::new(setup).await else { return };
+    let Some(redis) = tenancy_test_support::RedisPrefix::create(":ren").await else { return };
+    let cached = tenancy::Tenancy::builder(world.url.clone())
+        .secret_key_file(world.dir.path().join("key"))
+        .cache(CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()))
+        .live_registry(false)
+        .connect()
+        .await
+        .expect("connect with Redis");
+    let other = unique_name("o");
+    expect_ok(&world.create(&other, None), "create the other tenant");
+    fill(&cached, &other).await;
+    cached.global_cache().set(&GlobalKey::new("plans", "all"), &"gold", None).await.expect("set global");
+    let redis_url = tenancy_test_support::redis_url();
+    let flags = ["--cache-url", redis_url.as_str(), "--cache-prefix", redis.prefix.as_str()];
+    let mut runs: Vec<Option<&str>> = vec![None];
+    runs.extend(rename_steps(setup).iter().copied().map(Some));
+    for fault in runs {
+        let (old, new) = (unique_name("c"), unique_name("d"));
+        expect_ok(&world.create(&old, None), "create");
+        fill(&cached, &old).await;
+        let before = redis.keys().await;
+        let out = world.rename(&old, &new, &flags, fault);
+        match fault {
+            None => expect_ok(&out, "rename"),
+            Some("switch-registry") => {
+                assert!(killed(&out), "{setup:?}: renametenant was not stopped");
+                let out = world.rename(&old, &new, &flags, None);
+                assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+            }
+            Some(step) => {
+                assert!(killed(&out), "{setup:?} {step}: renametenant was not stopped");
+                assert_eq!(world.journal().await, [format!("{old} rename"), format!("{new} rename")]);
+                expect_ok(&world.rename(&old, &new, &flags, None), &format!("{setup:?} {step}: the re-run"));
+            }
+        }
+        let (old_part, new_part) = (format!(":{{{old}}}:"), format!(":{{{new}}}:"));
+        let mut expected: Vec<String> = before.iter().map(|key| key.replace(&old_part, &new_part)).collect();
+        expected.sort();
+        assert_eq!(redis.keys().await, expected, "{setup:?} {fault:?}: the keys");
+        let cache = cached.tenant(new.as_str()).await.expect("the new id is served").cache();
+        for n in 0..20 {
+            let value: Option<i32> = cache.get(&TenantKey::new("carts", format!("u{n}"))).await.expect("get");
+            assert_eq!(value, Some(n), "{setup:?} {fault:?}");
+        }
+        let session_key = cache.store_key(&TenantKey::new("sessions", "s1"));
+        let mut conn = redis.conn.clone();
+        let ttl: i64 = redis::cmd("PTTL").arg(&session_key).query_async(&mut conn).await.expect("PTTL");
+        assert!(ttl > 0 && ttl <= 600_000, "{setup:?} {fault:?}: the TTL was not kept: {ttl}");
+        assert!(matches!(cached.tenant(old.as_str()).await, Err(tenancy::Error::TenantNotFound { .. })));
+        assert_eq!(world.journal().await, Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn rename_postgres_cache_with_redis() {
+    cache_tenant_renamed(Setup::PgCache).await;
+}
+
+#[tokio::test]
+async fn rename_sqlite_cache_with_redis() {
+    cache_tenant_renamed(Setup::SqliteCache).await;
+}
+
+/// Through the library, with the in-process cache: a cache tenant's entries move to the
+/// new id with their TTLs (an entry about to expire still expires); a suspended table
+/// tenant stays suspended, with its reason, under the new id.
+#[tokio::test]
+async fn rename_through_the_library_keeps_ttls_and_suspensions() {
+    use tenancy::cache::TenantKey;
+    use tenancy::renaming::{RenameOptions, RenameStep};
+    let Some(world) = World::new(Setup::SqliteCache).await else { return };
+    let (old, new) = (unique_name("c"), unique_name("d"));
+    expect_ok(&world.create(&old, None), "create");
+    let cache = world.tenancy.tenant(old.as_str()).await.expect("handle").cache();
+    cache.set(&TenantKey::new("carts", "kept"), &1, None).await.expect("set");
+    cache.set(&TenantKey::new("carts", "brief"), &2, Some(Duration::from_millis(700))).await.expect("set");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let options = RenameOptions::default().after_step(std::sync::Arc::new(move |step: &RenameStep| {
+        record.lock().expect("lock").push(step.slug());
+        Ok(())
+    }));
+    let renamed = world.tenancy.rename_tenant(old.as_str(), new.as_str(), &options).await.expect("rename");
+    assert_eq!(renamed.cache_keys, 2);
+    assert_eq!(*seen.lock().expect("lock"), rename_steps(Setup::SqliteCache));
+    let cache = world.tenancy.tenant(new.as_str()).await.expect("served").cache();
+    assert_eq!(cache.get::<i32>(&TenantKey::new("carts", "kept")).await.expect("get"), Some(1));
+    assert_eq!(cache.get::<i32>(&TenantKey::new("carts", "brief")).await.expect("get"), Some(2));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(cache.get::<i32>(&TenantKey::new("carts", "brief")).await.expect("get"), None, "the TTL was reset");
+    assert_eq!(cache.get::<i32>(&TenantKey::new("carts", "kept")).await.expect("get"), Some(1));
+
+    let (old, new) = (unique_name("s"), unique_name("t"));
+    let world = World::new(Setup::SqliteTable).await.expect("SQLite");
+    world.populated(&old).await;
+    let before = world.checksums(&old, &old, false).await;
+    let out = world.run(
+        env!("CARGO_BIN_EXE_suspendtenant"),
+        &[old.clone(), "--reason".to_owned(), "unpaid".to_owned()],
+        None,
+    );
+    expect_ok(&out, "suspend");
+    expect_ok(&world.rename(&old, &new, &[], None), "rename a suspended tenant");
+    let row = world
+        .texts(
+            "SELECT status || ' ' || coalesce(suspended_reason, '-') FROM tenancy_tenants WHERE tenant_id = $1",
+            vec![new.as_str().into()],
+        )
+        .await;
+    assert_eq!(row, ["suspended unpaid"]);
+    assert!(matches!(world.tenancy.tenant(new.as_str()).await, Err(tenancy::Error::TenantSuspended { .. })));
+    assert_eq!(world.checksums(&old, &new, false).await, before);
+}
+
+/// A rename killed part-way is a stale operation to `tenancydoctor` (under both ids, with
+/// the command that finishes it), the half-renamed schema and role are not orphans, and
+/// `--repair` finishes the rename.
+#[tokio::test]
+async fn tenancydoctor_finishes_an_interrupted_rename() {
+    let Some(world) = World::new(Setup::PgSchema).await else { return };
+    let (old, new) = (unique_name("r"), unique_name("n"));
+    world.populated(&old).await;
+    let before = world.checksums(&old, &old, false).await;
+    assert!(killed(&world.rename(&old, &new, &[], Some("rename-login-role"))), "renametenant was not stopped");
+    let doctor = env!("CARGO_BIN_EXE_tenancydoctor");
+    let out = world.run(doctor, &["--json".to_owned()], None);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let findings = report["findings"].as_array().expect("findings");
+    let mut stale: Vec<String> = findings
+        .iter()
+        .filter(|f| f["kind"] == "stale_operation")
+        .map(|f| f["tenant"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    stale.sort();
+    let mut expected = vec![old.clone(), new.clone()];
+    expected.sort();
+    assert_eq!(stale, expected, "{report}");
+    assert!(report.to_string().contains(&format!("renametenant {old} {new}")), "{report}");
+    let orphans: Vec<&serde_json::Value> =
+        findings.iter().filter(|f| f["kind"].as_str().is_some_and(|k| k.starts_with("orphan"))).collect();
+    assert!(orphans.is_empty(), "half-renamed storage taken for an orphan: {orphans:?}");
+    let out = world.run(doctor, &["--repair".to_owned(), "--yes".to_owned()], None);
+    assert!(out.status.code().is_some(), "{}", text(&out.stderr));
+    world.assert_renamed(&old, &new, &before, "repair").await;
+}
