@@ -654,3 +654,43 @@ async fn tenancydoctor_finishes_an_interrupted_rename() {
     assert!(out.status.code().is_some(), "{}", text(&out.stderr));
     world.assert_renamed(&old, &new, &before, "repair").await;
 }
+
+/// On a terminal `renametenant` lists its steps and asks to type the new id: a wrong
+/// answer renames nothing (exit 130), the right one renames.
+#[test]
+fn renametenant_asks_to_type_the_new_id_on_a_terminal() {
+    use crate::pty::{answer, exit_code, expect, plain};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(world) = runtime.block_on(World::new(Setup::SqliteTable)) else { return };
+    let (old, new) = (unique_name("t"), unique_name("u"));
+    expect_ok(&world.create(&old, None), "create");
+    let spawn = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_renametenant"));
+        command
+            .current_dir(world.dir.path())
+            .args([&old, &new])
+            .env("DATABASE_URL", &world.url)
+            .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
+            .env("TERM", "xterm-256color")
+            .env("NO_COLOR", "1");
+        rexpect::session::spawn_command(command, Some(30_000)).expect("spawn in a pty")
+    };
+    let status = |id: &str| {
+        runtime.block_on(world.texts("SELECT status FROM tenancy_tenants WHERE tenant_id = $1", vec![id.into()]))
+    };
+
+    let (mut session, mut transcript) = (spawn(), String::new());
+    expect(&mut session, &format!("Renaming tenant '{old}' to '{new}' will:"), &mut transcript);
+    expect(&mut session, "set the tenant column of every scoped table to the new id", &mut transcript);
+    answer(&mut session, "Type the new tenant id to rename it:", &old, &mut transcript);
+    assert_eq!(exit_code(&session), 130, "{}", plain(&transcript));
+    assert_eq!(status(&old), ["ready"]);
+    assert!(status(&new).is_empty());
+
+    let (mut session, mut transcript) = (spawn(), String::new());
+    answer(&mut session, "Type the new tenant id to rename it:", &new, &mut transcript);
+    expect(&mut session, &format!("Tenant '{old}' renamed to '{new}'"), &mut transcript);
+    assert_eq!(exit_code(&session), 0, "{}", plain(&transcript));
+    assert!(status(&old).is_empty());
+    assert_eq!(status(&new), ["ready"]);
+}

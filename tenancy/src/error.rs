@@ -389,7 +389,7 @@ pub enum Error {
     /// Deleting a database tenant waited too long for its sessions to end.
     #[error(
         "Database '{database}' of tenant '{tenant}' still has {sessions} session(s) after {waited_secs} s; \
-         nothing was dropped: stop them (or raise --wait) and run the delete again"
+         nothing was dropped: stop them (or raise --wait) and run the command again"
     )]
     SessionsRemain {
         /// The tenant id.

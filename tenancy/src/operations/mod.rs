@@ -3,7 +3,8 @@
 //! moment can be found, and finished or undone, by the next run.
 //!
 //! - **One operation per tenant.** The table's primary key is the tenant id: while a row
-//!   exists no other lifecycle operation starts on that tenant.
+//!   exists no other lifecycle operation starts on that tenant. A rename holds both of its
+//!   ids, with one row each (the same arguments in both), taken old id first.
 //! - **A live worker holds a lock** that dies with it: a transaction-level
 //!   advisory lock held open on a connection of its own (PostgreSQL), or a lease whose
 //!   heartbeat the worker renews every second (SQLite). A row whose lock is free is
@@ -18,7 +19,7 @@
 //!   finished".
 //!
 //! What a stale operation's re-run does is its kind's choice ([`OperationKind`]): a create
-//! is undone and then run again, a delete is finished.
+//! is undone and then run again, a delete or a rename is finished.
 
 mod entity;
 mod worker;

@@ -7,7 +7,7 @@
 //! 1. **stop serving**: a ready tenant is marked `renaming` (not served; a suspended one
 //!    stays suspended), so no process writes under the old id while its rows move;
 //! 2. **schema** (schema isolation): `ALTER SCHEMA … RENAME` to the new id, its mark
-//!    ([`crate::storage::marker`]) rewritten;
+//!    (the comment `tenancy:<master database>:<id>`) rewritten;
 //! 3. **login role** (schema and table isolation on PostgreSQL): its sessions ended, then
 //!    renamed to the role prefix + the new id (PostgreSQL keeps a SCRAM password across a
 //!    rename; only MD5 ones are cleared, and tenancy never makes those), its
@@ -341,7 +341,7 @@ pub(crate) async fn rename(
         }
     };
     // Everything that can refuse the rename refuses it before anything changes.
-    if let Err(err) = check_free(tenancy, &tenant, &steps).await {
+    if let Err(err) = check_free(tenancy, &tenant, to, &steps).await {
         held.settle(tenancy).await;
         return Err(err);
     }
@@ -433,7 +433,7 @@ async fn checked(tenancy: &Tenancy, from: &TenantId, to: &TenantId) -> Result<Te
 /// Refuses a rename whose new names are taken (while the old ones still exist: a name
 /// taken by this rename's own earlier run is its result), and a cache tenant on a store
 /// that cannot move its keys.
-async fn check_free(tenancy: &Tenancy, tenant: &Tenant, steps: &[RenameStep]) -> Result<()> {
+async fn check_free(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId, steps: &[RenameStep]) -> Result<()> {
     for step in steps {
         match step {
             RenameStep::Schema { from, to } => {
@@ -454,7 +454,7 @@ async fn check_free(tenancy: &Tenancy, tenant: &Tenant, steps: &[RenameStep]) ->
     if tenant.isolation() == Isolation::Cache && !cache_can_move(tenancy).await? {
         return Err(Error::RenameFailed {
             from: tenant.id().to_string(),
-            to: String::new(),
+            to: to.to_string(),
             step: "check".to_owned(),
             source: "the cache store cannot move keys, and a cache tenant's keys are its only storage".into(),
         });
