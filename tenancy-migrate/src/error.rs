@@ -9,6 +9,23 @@ pub enum Error {
     #[error(transparent)]
     Tenancy(#[from] tenancy::Error),
 
+    /// A tenant to move or copy is not at the migrator's version: its copy is made by
+    /// migrating new storage to that version, so the two would differ.
+    #[error(
+        "Tenant '{tenant}' is not at the migrator's version:{}{} (migratetenant {tenant} brings it up to date; \
+         a tenant ahead needs the newer application)",
+        if pending.is_empty() { String::new() } else { format!(" {} migration(s) not applied ({})", pending.len(), pending.join(", ")) },
+        if unknown.is_empty() { String::new() } else { format!(" {} applied migration(s) the migrator does not know ({})", unknown.len(), unknown.join(", ")) }
+    )]
+    NotAtMigratorVersion {
+        /// The tenant id.
+        tenant: String,
+        /// Migrations of the migrator the tenant has not applied.
+        pending: Vec<String>,
+        /// Migrations the tenant applied that the migrator does not know.
+        unknown: Vec<String>,
+    },
+
     /// A migration of one tenant failed.
     #[error("Migrating tenant '{tenant}' failed{}", .migration.as_ref().map(|m| format!(" in {m}")).unwrap_or_default())]
     Migration {

@@ -165,6 +165,28 @@ impl ProvisionHooks for MigrateOnCreate<'_> {
         })
     }
 
+    fn check_version<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let applied = migrator::applied_read_only(tenancy, tenant, self.migrator).await?;
+            let known = self.migrator.names();
+            let pending: Vec<String> = known.iter().filter(|name| !applied.contains(*name)).cloned().collect();
+            let mut unknown: Vec<String> = applied.iter().filter(|name| !known.contains(name)).cloned().collect();
+            unknown.sort();
+            if pending.is_empty() && unknown.is_empty() {
+                return Ok(());
+            }
+            Err(Box::new(Error::NotAtMigratorVersion { tenant: tenant.id().to_string(), pending, unknown }) as BoxError)
+        })
+    }
+
+    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
+        fault::after_step(step);
+        match self.interrupted {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::SeqCst) => Err("interrupted".into()),
+            _ => Ok(()),
+        }
+    }
+
     fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
         fault::after_step(step.slug());
         match self.interrupted {

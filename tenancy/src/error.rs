@@ -402,6 +402,101 @@ pub enum Error {
         waited_secs: u64,
     },
 
+    /// The tenant is being moved (`movetenant`): it is served again, from its new place,
+    /// when the move finishes or is rolled back.
+    #[error("Tenant '{tenant}' is being moved; it is served again when the move finishes")]
+    TenantMoving {
+        /// The tenant id.
+        tenant: String,
+    },
+
+    /// A move, clone or copy asked for something tenancy cannot do, and nothing was
+    /// changed.
+    #[error("Cannot {action} tenant '{tenant}': {reason}")]
+    CannotRelocate {
+        /// `move` or `clone`.
+        action: &'static str,
+        /// The tenant id.
+        tenant: String,
+        /// Why, and what is possible instead.
+        reason: String,
+    },
+
+    /// Copying into shared tables would give a row a key another tenant's row holds.
+    #[error(
+        "Key {key} of table '{table}' is taken by another tenant's row: tenant '{tenant}' cannot be copied into the \
+         shared tables with its keys; nothing was copied"
+    )]
+    KeyCollision {
+        /// The tenant whose rows were copied.
+        tenant: String,
+        /// The table.
+        table: String,
+        /// The key, as `column=value`.
+        key: String,
+    },
+
+    /// A table could not be copied.
+    #[error("Cannot copy table '{table}': {reason}")]
+    CopyFailed {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The copy's verification found the target's rows differ from the source's.
+    #[error(
+        "Verifying the copy of tenant '{tenant}' failed at table '{table}': the source has {source_rows} row(s) \
+         (checksum {source_digest}), the copy {target_rows} (checksum {target_digest}){foreign}; the copy was \
+         removed and the tenant is served from where it was",
+        foreign = if *foreign_rows > 0 { format!(", {foreign_rows} of them with another tenant id") } else { String::new() }
+    )]
+    CopyMismatch {
+        /// The tenant.
+        tenant: String,
+        /// The table.
+        table: String,
+        /// Rows at the source.
+        source_rows: u64,
+        /// Rows of the copy.
+        target_rows: u64,
+        /// The source's checksum.
+        source_digest: String,
+        /// The copy's checksum.
+        target_digest: String,
+        /// Rows of the copy whose tenant column is not the tenant's.
+        foreign_rows: u64,
+    },
+
+    /// A move stopped part-way; what it made was removed again (or, after the switch, it
+    /// finishes when run again).
+    #[error("Moving tenant '{tenant}' failed while {step}: {source}")]
+    MoveFailed {
+        /// The tenant id.
+        tenant: String,
+        /// The step that failed.
+        step: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The tenant still has storage a move left behind (kept until removed): moving it
+    /// again would mix the two.
+    #[error(
+        "Tenant '{tenant}' has {count} object(s) left from an earlier move ({objects}); remove them first \
+         (deletetenant --leftovers)"
+    )]
+    LeftoversRemain {
+        /// The tenant id.
+        tenant: String,
+        /// How many.
+        count: usize,
+        /// What they are.
+        objects: String,
+    },
+
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
     #[error(

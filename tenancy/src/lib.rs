@@ -334,6 +334,7 @@ pub mod operations;
 pub mod prelude;
 mod provisioning;
 mod registry;
+pub mod relocation;
 pub mod renaming;
 pub mod secrets;
 pub mod sql;

@@ -81,6 +81,12 @@ pub struct CreateTenantArgs {
     #[arg(long, value_name = "PORT", value_parser = super::value::port)]
     pub db_port: Option<u16>,
 
+    /// Make the tenant a copy of this tenant's tables and rows (a template): no migrations
+    /// run; the tenant column of every row holds the new id [default isolation: the
+    /// template's]
+    #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["migrate", "no_migrate", "no_create_database"])]
+    pub from: Option<TenantId>,
+
     /// Run the application's migrations for the tenant now
     #[arg(long, overrides_with = "no_migrate", action = ArgAction::SetTrue)]
     pub migrate: bool,
@@ -126,6 +132,28 @@ pub async fn createtenant(migrators: Migrators) -> ExitCode {
     }
 }
 
+/// Runs `clonetenant`: `createtenant` with `--from TEMPLATE` required (see
+/// [`CreateTenantArgs::from`]).
+pub async fn clonetenant(migrators: Migrators) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = CreateTenantArgs::command()
+        .name("clonetenant")
+        .bin_name("clonetenant")
+        .about(
+            "Create a tenant as a copy of a template tenant's tables and rows (the tenant column of every row \
+             holds the new id), verified table by table; no migrations run. Takes createtenant's flags.",
+        )
+        .mut_arg("from", |arg| arg.required(true));
+    let parsed = command.try_get_matches().and_then(|matches| CreateTenantArgs::from_arg_matches(&matches));
+    match parsed {
+        Ok(args) => createtenant_with_args(args, migrators).await,
+        Err(err) => {
+            let _ = err.print();
+            u8::try_from(err.exit_code()).map_or(Exit::InvalidInput.into(), ExitCode::from)
+        }
+    }
+}
+
 /// Runs `createtenant` with parsed arguments, printing progress and errors; returns the
 /// exit code.
 pub async fn createtenant_with_args(args: CreateTenantArgs, migrators: Migrators) -> ExitCode {
@@ -146,8 +174,13 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
     let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let template = match &args.from {
+        Some(template) => Some(tenancy.get_tenant(template).await?.isolation()),
+        None => None,
+    };
+    let from = args.from.clone();
     // inquire blocks on the terminal; keep that off the async workers.
-    let answers = super::blocking(move || ask(&args, backend, password_env)).await??;
+    let answers = super::blocking(move || ask(&args, backend, password_env, template)).await??;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
@@ -199,15 +232,22 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
         }
         _ => {}
     }
-    if provisioned.migrated {
-        println!("✓ Migrations completed");
+    match &from {
+        Some(template) => println!("✓ Tables and rows copied from template '{template}' and verified"),
+        None if provisioned.migrated => println!("✓ Migrations completed"),
+        None => {}
     }
     println!("Tenant is ready to use");
     Ok(())
 }
 
 /// Fills every value from flags or prompts, validating each as it comes.
-fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>) -> Result<Answers> {
+fn ask(
+    args: &CreateTenantArgs,
+    backend: Backend,
+    password_env: Option<Password>,
+    template: Option<Isolation>,
+) -> Result<Answers> {
     let prompter = Prompter::new(args.no_input);
 
     let id: TenantId = match &args.id {
@@ -230,9 +270,10 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
             if input.is_empty() { Err("The tenant name must not be empty".to_owned()) } else { Ok(()) }
         })?,
     };
-    let isolation: Isolation = match args.isolation {
-        Some(isolation) => isolation,
-        None => prompter.select(
+    let isolation: Isolation = match (args.isolation, template) {
+        (Some(isolation), _) => isolation,
+        (None, Some(isolation)) => isolation,
+        (None, None) => prompter.select(
             "Select isolation type (database/schema/table/cache):",
             "--isolation <TYPE>",
             "isolation type",
@@ -249,7 +290,7 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
         None
     };
 
-    let migrate = if isolation.has_relational_storage() {
+    let migrate = if isolation.has_relational_storage() && template.is_none() {
         match args.migrate() {
             Some(migrate) => migrate,
             None => prompter.confirm(
@@ -262,7 +303,10 @@ fn ask(args: &CreateTenantArgs, backend: Backend, password_env: Option<Password>
         false
     };
 
-    let new = NewTenant::new(id, name, isolation)?.migrate(migrate);
+    let mut new = NewTenant::new(id, name, isolation)?.migrate(migrate);
+    if let Some(template) = &args.from {
+        new = new.from_template(template.clone());
+    }
     Ok(Answers {
         new: match database {
             Some(database) => new.database(database),
@@ -279,6 +323,8 @@ fn ask_database(
 ) -> Result<NewDatabase> {
     let create = match args.create_database() {
         Some(create) => create,
+        // A clone copies into a database it creates.
+        None if args.from.is_some() => true,
         None => prompter.confirm(
             "Do you want to create the database now? (y/n):",
             "--create-database or --no-create-database",

@@ -58,6 +58,11 @@ pub struct DeleteTenantArgs {
     #[arg(long)]
     pub drop_adopted_database: bool,
 
+    /// Remove only what earlier moves left behind (movetenant keeps the old storage); the
+    /// tenant stays
+    #[arg(long, conflicts_with_all = ["backup", "drop_adopted_database"])]
+    pub leftovers: bool,
+
     /// Seconds to wait for the tenant's sessions to end before giving up
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub wait: u64,
@@ -90,6 +95,9 @@ pub async fn deletetenant_with_args(args: DeleteTenantArgs, _migrators: crate::M
 async fn run(args: &DeleteTenantArgs) -> Result<()> {
     let tenancy = args.cache.apply(Tenancy::builder(args.master.database_url.clone())).connect().await?;
     let id = &args.tenant_id;
+    if args.leftovers {
+        return remove_leftovers(&tenancy, args).await;
+    }
     let mut options = DeleteOptions::default()
         .drop_adopted_database(args.drop_adopted_database)
         .session_wait(Duration::from_secs(args.wait));
@@ -187,6 +195,40 @@ async fn confirm(id: &TenantId, plan: &[Removal], json: bool) -> Result<()> {
     .await??;
     if typed.trim() != expected {
         return Err(Error::NotConfirmed { tenant: expected, typed: typed.trim().to_owned() });
+    }
+    Ok(())
+}
+
+/// `--leftovers`: removes what earlier moves of the tenant left behind, after a
+/// confirmation, keeping the tenant.
+async fn remove_leftovers(tenancy: &Tenancy, args: &DeleteTenantArgs) -> Result<()> {
+    let id = &args.tenant_id;
+    tenancy.get_tenant(id).await?;
+    let left = tenancy.leftovers(Some(id)).await?;
+    let plan: Vec<Removal> =
+        vec![Removal::Leftovers { objects: left.iter().map(|l| format!("{} ({})", l.object, l.reason)).collect() }];
+    if args.dry_run || left.is_empty() {
+        if args.json {
+            let value = serde_json::json!({ "tenant": id, "dry_run": args.dry_run, "leftovers": left });
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        } else if left.is_empty() {
+            println!("Tenant '{id}' has nothing left behind by a move.");
+        } else {
+            print_plan(id, &plan, false);
+        }
+        return Ok(());
+    }
+    if !args.yes {
+        confirm(id, &plan, args.json).await?;
+    }
+    let removed = tenancy.remove_leftovers(id).await?;
+    if args.json {
+        let value = serde_json::json!({ "tenant": id, "dry_run": false, "removed": removed });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        for leftover in &removed {
+            println!("✓ Removed {}", leftover.object);
+        }
     }
     Ok(())
 }

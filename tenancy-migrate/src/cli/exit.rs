@@ -56,6 +56,10 @@ exit_codes! {
         "another lifecycle operation holds the tenant: still running, or interrupted (the message names the \
          command that finishes it)";
     Findings = 8, "problems found", "tenancydoctor found problems";
+    Refused = 9, "refused",
+        "a move was refused before anything changed: the tenant is not at the migrator's version, a move's \
+         leftovers remain, a key collides with another tenant's in the shared tables, or the move is not possible \
+         (the message says which)";
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
@@ -89,7 +93,15 @@ impl Exit {
                 T::CannotConnect { .. } => Exit::CannotConnect,
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
                 T::TenantNotFound { .. } => Exit::NotFound,
-                T::OperationInProgress { .. } | T::StaleOperation { .. } => Exit::Busy,
+                T::OperationInProgress { .. } | T::StaleOperation { .. } | T::TenantMoving { .. } => Exit::Busy,
+                T::CannotRelocate { .. } | T::LeftoversRemain { .. } | T::KeyCollision { .. } => Exit::Refused,
+                T::MoveFailed { source, .. }
+                    if source
+                        .downcast_ref::<Error>()
+                        .is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. })) =>
+                {
+                    Exit::Refused
+                }
                 _ => Exit::Failed,
             },
             Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
@@ -101,6 +113,7 @@ impl Exit {
             | Error::WeakPassword { .. }
             | Error::NoRelationalStorage { .. } => Exit::InvalidInput,
             Error::UsernameTaken { .. } => Exit::AlreadyExists,
+            Error::NotAtMigratorVersion { .. } => Exit::Refused,
             Error::NoTenants => Exit::NotFound,
             Error::Migration { .. }
             | Error::MigrationPanicked { .. }
@@ -149,7 +162,7 @@ mod tests {
     fn codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|exit| exit.code()).collect();
         assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "{codes:?}");
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130]);
     }
 
     #[test]

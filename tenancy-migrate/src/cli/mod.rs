@@ -48,6 +48,7 @@ mod deletetenant;
 mod exit;
 mod migratealltenants;
 mod migratetenant;
+mod movetenant;
 mod prompt;
 mod renametenant;
 mod showtenants;
@@ -59,7 +60,7 @@ use std::error::Error as StdError;
 use std::io::Write;
 use std::process::ExitCode;
 
-pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, createtenant, createtenant_with_args};
+pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, clonetenant, createtenant, createtenant_with_args};
 pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };
@@ -67,6 +68,7 @@ pub use deletetenant::{DeleteTenantArgs, deletetenant, deletetenant_with_args};
 pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
+pub use movetenant::{MoveTenantArgs, movetenant, movetenant_with_args};
 pub use renametenant::{RenameTenantArgs, renametenant, renametenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 pub use suspension::{

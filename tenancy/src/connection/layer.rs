@@ -217,6 +217,12 @@ where
                     response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
                     return Ok(response);
                 }
+                Err(Error::TenantMoving { .. }) => {
+                    // A move takes seconds: ask to come back in one.
+                    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "tenant is being moved\n");
+                    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
+                    return Ok(response);
+                }
                 Err(err) => {
                     tracing::error!(tenant = %id, error = %err, "cannot open the tenant's handle");
                     return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));

@@ -194,6 +194,9 @@ impl TenantConnection {
             let reason = tenant.suspension().and_then(|suspension| suspension.reason.clone());
             return Err(Error::TenantSuspended { tenant: tenant.id().to_string(), reason });
         }
+        if tenant.status() == TenantStatus::Moving {
+            return Err(Error::TenantMoving { tenant: tenant.id().to_string() });
+        }
         if tenant.status() != TenantStatus::Ready {
             return Err(Error::TenantNotReady { tenant: tenant.id().to_string(), status: tenant.status() });
         }

@@ -141,6 +141,11 @@ pub enum Removal {
         /// Role name.
         name: String,
     },
+    /// Storage earlier moves left behind ([`crate::relocation::Leftover`]).
+    Leftovers {
+        /// The objects, as `deletetenant --leftovers` removes them.
+        objects: Vec<String>,
+    },
     /// Every key of the tenant's cache namespace.
     CacheNamespace {
         /// The namespace.
@@ -173,6 +178,7 @@ impl Removal {
             Removal::Schema { .. } => "schema",
             Removal::Rows { .. } => "rows",
             Removal::LoginRole { .. } => "login_role",
+            Removal::Leftovers { .. } => "leftovers",
             Removal::CacheNamespace { .. } => "cache_namespace",
             Removal::Kept { .. } => "kept",
             Removal::RegistryRow => "registry_row",
@@ -188,6 +194,7 @@ impl Removal {
             Removal::Schema { name, .. } => format!("drop schema {name}"),
             Removal::Rows { table, .. } => format!("delete rows of {table}"),
             Removal::LoginRole { name } => format!("drop role {name}"),
+            Removal::Leftovers { .. } => "remove leftovers".to_owned(),
             Removal::CacheNamespace { namespace } => format!("clear cache namespace {namespace}"),
             Removal::Kept { what, .. } => format!("keep {what}"),
             Removal::RegistryRow => "remove registry row".to_owned(),
@@ -204,6 +211,9 @@ impl fmt::Display for Removal {
             Removal::Schema { name, tables } => write!(f, "drop schema '{name}' with its {tables} table(s)"),
             Removal::Rows { table, column, rows } => write!(f, "delete {rows} row(s) of table '{table}' ({column})"),
             Removal::LoginRole { name } => write!(f, "drop role '{name}' (ending its sessions)"),
+            Removal::Leftovers { objects } => {
+                write!(f, "remove what earlier moves left behind: {}", objects.join(", "))
+            }
             Removal::CacheNamespace { namespace } => write!(f, "clear cache namespace '{namespace}'"),
             Removal::Kept { what, reason } => write!(f, "keep {what}: {reason}"),
             Removal::RegistryRow => f.write_str("remove the registry row"),
@@ -233,6 +243,10 @@ pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, options: &DeleteOptio
 
 async fn removals(tenancy: &Tenancy, tenant: &Tenant, options: &DeleteOptions) -> Result<Vec<Removal>> {
     let mut list = crate::storage::removals(tenancy, tenant, options.drop_adopted_database).await?;
+    let left = crate::relocation::leftovers::list(tenancy, Some(tenant.id())).await?;
+    if !left.is_empty() {
+        list.push(Removal::Leftovers { objects: left.iter().map(|l| l.object.to_string()).collect() });
+    }
     list.push(Removal::CacheNamespace { namespace: tenancy.shared_cache().tenant(tenant.id()).namespace().to_owned() });
     list.push(Removal::RegistryRow);
     Ok(list)
@@ -295,6 +309,7 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
                 Ok(())
             }
             Removal::CacheNamespace { .. } => tenancy.shared_cache().tenant(id).clear().await.map(drop),
+            Removal::Leftovers { .. } => crate::relocation::leftovers::remove(tenancy, id).await.map(drop),
             other => crate::storage::remove(tenancy, &tenant, other, options.session_wait).await,
         };
         if let Err(err) = removed {
@@ -334,7 +349,7 @@ async fn settle(guard: operations::Guard, tenancy: &Tenancy, resumed: bool) {
 
 /// Sets the registry status and tells this process's live registry (other processes hear
 /// of it from the registry's own announcement).
-async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<()> {
+pub(crate) async fn mark(tenancy: &Tenancy, id: &TenantId, status: TenantStatus) -> Result<()> {
     entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(status))
         .col_expr(entity::Column::UpdatedAt, Expr::value(Utc::now()))

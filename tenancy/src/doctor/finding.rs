@@ -194,6 +194,18 @@ pub enum Finding {
         /// Why.
         reason: String,
     },
+    /// Storage a move left behind (`movetenant` keeps the old storage): not served, kept
+    /// until `deletetenant --leftovers`. Never dropped by `--repair`.
+    Leftover {
+        /// The tenant it was.
+        tenant: TenantId,
+        /// The object.
+        object: String,
+        /// Why it was left.
+        reason: String,
+        /// Since when.
+        since: chrono::DateTime<chrono::Utc>,
+    },
     /// A lifecycle operation whose worker is gone.
     StaleOperation {
         /// The tenant.
@@ -229,6 +241,7 @@ impl Finding {
             Finding::UnknownMigrations { .. } => "unknown_migrations",
             Finding::Unreadable { .. } => "unreadable",
             Finding::StaleOperation { .. } => "stale_operation",
+            Finding::Leftover { .. } => "leftover",
         }
     }
 
@@ -241,6 +254,7 @@ impl Finding {
             | Finding::MissingDatabaseFile { tenant, .. }
             | Finding::MissingSchema { tenant, .. }
             | Finding::Unreadable { tenant, .. }
+            | Finding::Leftover { tenant, .. }
             | Finding::StaleOperation { tenant, .. } => Some(tenant.as_str()),
             Finding::OrphanDatabase { tenant, .. }
             | Finding::OrphanRole { tenant, .. }
@@ -283,6 +297,7 @@ impl Finding {
             Finding::UnsafeRole { role, .. } => format!("role '{role}'"),
             Finding::MigrationsBehind { target, .. } | Finding::UnknownMigrations { target, .. } => target.clone(),
             Finding::Unreadable { tenant, .. } | Finding::StaleOperation { tenant, .. } => format!("tenant '{tenant}'"),
+            Finding::Leftover { object, .. } => object.clone(),
         }
     }
 
@@ -354,6 +369,10 @@ impl Finding {
             Finding::StaleOperation { tenant, operation, .. } => {
                 format!("tenant '{tenant}': a {operation} operation was interrupted and its worker is gone")
             }
+            Finding::Leftover { tenant, object, reason, since } => format!(
+                "tenant '{tenant}': {object} was left behind when it {reason} ({}); it is no longer served",
+                since.format("%Y-%m-%d %H:%M UTC")
+            ),
         }
     }
 
@@ -410,8 +429,12 @@ impl Finding {
                 match operation.as_str() {
                     "create" => "undoes what it created",
                     "rename" => "finishes the rename",
+                    "move" => "rolls back a move stopped before its switch, finishes one after it",
                     _ => "finishes the delete",
                 }
+            ),
+            Finding::Leftover { tenant, .. } => format!(
+                "once you no longer need it (to move back, or as a copy), deletetenant {tenant} --leftovers removes it"
             ),
         }
     }

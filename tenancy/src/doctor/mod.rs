@@ -56,12 +56,22 @@ pub(crate) async fn diagnose(tenancy: &Tenancy) -> Result<Vec<Finding>> {
     // The journal before the registry: see `Owned::renaming`.
     let renames = Owned::renaming(tenancy).await?;
     let registry = tenancy.tenants().await?;
-    let owned = Owned::of(&registry).and(renames);
+    let leftovers = tenancy.leftovers(None).await?;
+    let owned = Owned::of(&registry, &leftovers).and(renames);
 
     findings.extend(storage::missing(tenancy, &registry, &admins).await?);
     findings.extend(orphans::judge(listed, &owned));
     findings.extend(cache::judge(namespaces, &owned));
     findings.extend(row_security::check(tenancy).await?);
+    // Kept on purpose, but still storage the operator should decide about.
+    for leftover in leftovers {
+        findings.push(Finding::Leftover {
+            tenant: leftover.tenant,
+            object: leftover.object.to_string(),
+            reason: leftover.reason,
+            since: leftover.left_at,
+        });
+    }
     for operation in tenancy.unfinished_operations().await? {
         if !operation.worker_alive {
             findings.push(Finding::StaleOperation {
@@ -126,8 +136,29 @@ impl Owned {
         self
     }
 
-    fn of(registry: &[Tenant]) -> Owned {
+    /// What the registry rows and the leftovers of moves name.
+    fn of(registry: &[Tenant], leftovers: &[crate::relocation::Leftover]) -> Owned {
+        use crate::operations::UndoEntry;
         let mut owned = Owned::default();
+        for leftover in leftovers {
+            match &leftover.object {
+                UndoEntry::Schema { name } => {
+                    owned.schemas.insert(name.clone());
+                }
+                UndoEntry::LoginRole { name } | UndoEntry::Role { name, .. } => {
+                    owned.roles.insert(name.clone());
+                }
+                UndoEntry::Database { name, .. } => {
+                    owned.databases.insert(name.clone());
+                }
+                UndoEntry::File { path } => {
+                    if let Some(stem) = path.file_stem() {
+                        owned.files.insert(stem.to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
         for tenant in registry {
             owned.tenants.insert(tenant.id().to_string());
             if let Some(login) = tenant.placement().login() {

@@ -326,6 +326,65 @@ impl Tenancy {
         crate::renaming::plan(self, &from.try_into()?, &to.try_into()?).await
     }
 
+    /// Moves a tenant to another isolation mode or database with its data: the new storage
+    /// is created and migrated by `hooks` (`tenancy_migrate::MigrateOnCreate`), the rows
+    /// copied and verified, then the registry switched in one transaction; running
+    /// servers follow within a second. The tenant is not served while its rows are copied
+    /// ([`Error::TenantMoving`]). The source is kept as a [`Leftover`](crate::relocation::Leftover)
+    /// unless [`MoveOptions::drop_source`](crate::relocation::MoveOptions::drop_source).
+    /// See [`crate::relocation`].
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`]; [`Error::CannotRelocate`] for a move this master cannot
+    /// make; [`Error::MoveFailed`] when the tenant is not at the migrator's version;
+    /// [`Error::LeftoversRemain`]; [`Error::KeyCollision`] into shared tables;
+    /// [`Error::CopyMismatch`]; [`Error::SessionsRemain`]; [`Error::OperationInProgress`]
+    /// or [`Error::StaleOperation`] when another operation holds the tenant. Before the
+    /// switch a failure leaves the tenant where it was, served again.
+    pub async fn move_tenant<I, H>(
+        &self,
+        id: I,
+        options: &crate::relocation::MoveOptions,
+        hooks: &H,
+    ) -> Result<crate::relocation::Moved>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+        H: ProvisionHooks,
+    {
+        crate::relocation::move_tenant(self, &id.try_into()?, options, hooks).await
+    }
+
+    /// What [`Tenancy::move_tenant`] would copy (each table's rows and size) and leave
+    /// behind, changing nothing.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`], [`Error::CannotRelocate`], or a query failure.
+    pub async fn move_plan<I>(&self, id: I, to: &crate::relocation::MoveTo) -> Result<crate::relocation::MovePlan>
+    where
+        I: TryInto<TenantId>,
+        Error: From<I::Error>,
+    {
+        crate::relocation::plan(self, &id.try_into()?, to).await
+    }
+
+    /// The storage moves left behind: of `id`, or of every tenant.
+    ///
+    /// # Errors
+    /// A query failure.
+    pub async fn leftovers(&self, id: Option<&TenantId>) -> Result<Vec<crate::relocation::Leftover>> {
+        crate::relocation::leftovers::list(self, id).await
+    }
+
+    /// Removes the storage moves left behind of `id` (`deletetenant --leftovers`); a run
+    /// killed part-way is finished by the next.
+    ///
+    /// # Errors
+    /// [`Error::DeleteFailed`] naming the object that could not be removed.
+    pub async fn remove_leftovers(&self, id: &TenantId) -> Result<Vec<crate::relocation::Leftover>> {
+        crate::relocation::leftovers::remove(self, id).await
+    }
+
     /// Every unfinished lifecycle operation, with whether its worker still runs (see
     /// [`crate::operations`]).
     ///

@@ -49,6 +49,10 @@ pub enum OperationKind {
     /// `deletetenant`: a stale one is finished.
     #[sea_orm(string_value = "delete")]
     Delete,
+    /// `movetenant`: a stale one is rolled back and moved again before its switch, and
+    /// finished after it.
+    #[sea_orm(string_value = "move")]
+    Move,
     /// `renametenant`: held under both ids (one journal row each, same arguments); a stale
     /// one is finished.
     #[sea_orm(string_value = "rename")]
@@ -61,6 +65,7 @@ impl OperationKind {
         match self {
             OperationKind::Create => "createtenant",
             OperationKind::Delete => "deletetenant",
+            OperationKind::Move => "movetenant",
             OperationKind::Rename => "renametenant",
         }
     }
@@ -70,6 +75,9 @@ impl OperationKind {
         match self {
             OperationKind::Create => "undoes what it created, then creates the tenant",
             OperationKind::Delete => "finishes the delete",
+            OperationKind::Move => {
+                "rolls back a move stopped before its switch and moves again, or finishes one after it"
+            }
             OperationKind::Rename => "finishes the rename",
         }
     }
@@ -80,6 +88,7 @@ impl fmt::Display for OperationKind {
         f.write_str(match self {
             OperationKind::Create => "create",
             OperationKind::Delete => "delete",
+            OperationKind::Move => "move",
             OperationKind::Rename => "rename",
         })
     }
@@ -202,6 +211,13 @@ pub enum UndoEntry {
         /// Role name.
         name: String,
     },
+    /// The tenant's rows of one shared table of the master.
+    Rows {
+        /// The table.
+        table: String,
+        /// Its tenant column.
+        column: String,
+    },
 }
 
 impl fmt::Display for UndoEntry {
@@ -213,6 +229,7 @@ impl fmt::Display for UndoEntry {
             UndoEntry::File { path } => write!(f, "file '{}'", path.display()),
             UndoEntry::Schema { name } => write!(f, "schema '{name}'"),
             UndoEntry::LoginRole { name } => write!(f, "role '{name}'"),
+            UndoEntry::Rows { table, .. } => write!(f, "the tenant's rows of table '{table}'"),
         }
     }
 }
@@ -384,6 +401,28 @@ impl Guard {
         Ok(())
     }
 
+    /// Sets the step and replaces the undo entries inside `db` (a transaction of the change
+    /// they describe): a move's switch journals the source to drop in its own commit.
+    pub(crate) async fn replace_in<C: ConnectionTrait>(
+        &mut self,
+        db: &C,
+        step: &str,
+        undo: Vec<UndoEntry>,
+    ) -> Result<()> {
+        let encoded = serde_json::to_value(&undo).map_err(|err| Error::CorruptRegistry {
+            tenant: self.tenant.to_string(),
+            reason: format!("cannot encode the operation's undo entries: {err}"),
+        })?;
+        OperationEntity::update_many()
+            .col_expr(OperationColumn::Step, Expr::value(step))
+            .col_expr(OperationColumn::Undo, Expr::value(encoded))
+            .filter(OperationColumn::TenantId.eq(self.tenant.as_str()))
+            .exec(db)
+            .await?;
+        self.undo = undo;
+        Ok(())
+    }
+
     /// Removes the operation's row inside `txn`, the transaction of its last change; the
     /// lock is released when the guard is dropped after the commit.
     pub(crate) async fn finish_in<C: ConnectionTrait>(&self, txn: &C) -> Result<()> {
@@ -434,6 +473,7 @@ pub(crate) async fn settle_stale(tenancy: &Tenancy, id: &TenantId) -> Result<()>
             }
             guard.finish(tenancy).await
         }
+        OperationKind::Move => crate::relocation::settle_stale(tenancy, id, operation.params.clone()).await,
         OperationKind::Delete => {
             let drop_adopted =
                 operation.params.get("drop_adopted_database").and_then(serde_json::Value::as_bool).unwrap_or(false);

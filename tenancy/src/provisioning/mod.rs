@@ -42,6 +42,9 @@ pub enum ProvisionStep {
     CreateSchema,
     /// Running the application's migrations for the tenant.
     Migrate,
+    /// Copying a template tenant's tables and rows into the new tenant, and verifying
+    /// them ([`NewTenant::from_template`]).
+    CopyTemplate,
     /// Setting the registry row to `ready`.
     MarkReady,
 }
@@ -57,12 +60,13 @@ impl ProvisionStep {
             ProvisionStep::CreateDatabaseFile => "create-database-file",
             ProvisionStep::CreateSchema => "create-schema",
             ProvisionStep::Migrate => "migrate",
+            ProvisionStep::CopyTemplate => "copy-template",
             ProvisionStep::MarkReady => "mark-ready",
         }
     }
 
     /// Every step in the order a run can take them.
-    pub const ALL: [ProvisionStep; 8] = [
+    pub const ALL: [ProvisionStep; 9] = [
         ProvisionStep::ClaimId,
         ProvisionStep::CreateRole,
         ProvisionStep::CreateDatabase,
@@ -70,6 +74,7 @@ impl ProvisionStep {
         ProvisionStep::CreateDatabaseFile,
         ProvisionStep::CreateSchema,
         ProvisionStep::Migrate,
+        ProvisionStep::CopyTemplate,
         ProvisionStep::MarkReady,
     ];
 }
@@ -84,6 +89,7 @@ impl fmt::Display for ProvisionStep {
             ProvisionStep::CreateDatabaseFile => "creating the database file",
             ProvisionStep::CreateSchema => "creating the schema",
             ProvisionStep::Migrate => "running migrations",
+            ProvisionStep::CopyTemplate => "copying the template's data",
             ProvisionStep::MarkReady => "marking the tenant ready",
         })
     }
@@ -170,6 +176,22 @@ pub trait ProvisionHooks: Sync {
         let _ = step;
         Ok(())
     }
+
+    /// Checks that `tenant`'s storage is at the migrator's version: neither behind (a
+    /// migration not applied) nor ahead (one the migrator does not know). A move refuses
+    /// a tenant that is not, since its copy is made by migrating new storage to that
+    /// version. Without a migrator (the `()` hooks) nothing can be checked: refused.
+    fn check_version<'a>(&'a self, tenancy: &'a Tenancy, tenant: &'a Tenant) -> BoxFuture<'a, Result<(), BoxError>> {
+        let _ = (tenancy, tenant);
+        Box::pin(async { Err("no migrator was given to check the tenant's migrations against".into()) })
+    }
+
+    /// Called after each step of a move ([`crate::relocation::MoveStep`]) succeeded,
+    /// with the step's journal name. An error stops the move there, as a crash would.
+    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
+        let _ = step;
+        Ok(())
+    }
 }
 
 /// No hooks: creating a tenant with `migrate: true` fails, since there is no migrator.
@@ -195,7 +217,12 @@ pub(crate) struct Run<'h> {
     created: Vec<Created>,
 }
 
-impl Run<'_> {
+impl<'h> Run<'h> {
+    /// A run over the operation `guard` holds.
+    pub(crate) fn new(tenancy: &'h Tenancy, hooks: &'h dyn ProvisionHooks, guard: &'h mut Guard) -> Run<'h> {
+        Run { tenancy, hooks, guard, created: Vec::new() }
+    }
+
     /// Runs one step: journals the step and, before the work, what it will create
     /// (`creates`), then lets the hooks veto.
     pub(crate) async fn step(
@@ -294,7 +321,7 @@ async fn create_planned<H: ProvisionHooks>(
         Ok(()) => Ok(Provisioned {
             tenant,
             created: run.created,
-            migrated: new.migrates() && new.isolation().has_relational_storage(),
+            migrated: (new.migrates() || new.template().is_some()) && new.isolation().has_relational_storage(),
         }),
         Err((step, source)) => {
             let leftovers = undo(tenancy, id, run.guard.undo_entries()).await;
@@ -346,7 +373,15 @@ async fn storage_steps(
     let tenancy = run.tenancy;
     plan.create(tenancy, run, txn).await?;
 
-    if new.migrates() && new.isolation().has_relational_storage() {
+    if let Some(template) = new.template() {
+        let snapshot = tenant.clone();
+        let hooks = run.hooks;
+        run.step(ProvisionStep::CopyTemplate, None, async {
+            crate::relocation::clone::populate(tenancy, template, &snapshot, txn, hooks).await?;
+            Ok(())
+        })
+        .await?;
+    } else if new.migrates() && new.isolation().has_relational_storage() {
         let snapshot = tenant.clone();
         let hooks = run.hooks;
         run.step(ProvisionStep::Migrate, None, async {

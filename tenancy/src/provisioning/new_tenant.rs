@@ -23,6 +23,7 @@ pub struct NewTenant {
     isolation: Isolation,
     database: Option<NewDatabase>,
     migrate: bool,
+    template: Option<TenantId>,
 }
 
 impl NewTenant {
@@ -41,7 +42,7 @@ impl NewTenant {
         if name.is_empty() {
             return Err(Error::Missing { value: crate::MissingValue::TenantName });
         }
-        Ok(NewTenant { id: id.try_into()?, name, isolation, database: None, migrate: false })
+        Ok(NewTenant { id: id.try_into()?, name, isolation, database: None, migrate: false, template: None })
     }
 
     /// The database of a database-isolated tenant (required for that mode, ignored by the
@@ -56,6 +57,25 @@ impl NewTenant {
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
+    }
+
+    /// Makes the tenant a copy of `template`'s data (`clonetenant`, `createtenant
+    /// --from`): its storage is created as for any tenant, then given the template's
+    /// tables and rows, the tenant column of every row holding the new id, and verified
+    /// against the template (row counts and checksums). A schema tenant cloned from a
+    /// schema template on PostgreSQL gets its tables from the template's catalog instead
+    /// of from the migrations (one transaction, no migration runs); otherwise the storage
+    /// is migrated first and the template must be at the migrator's version. Into shared
+    /// tables, a template key another tenant holds refuses the clone
+    /// ([`Error::KeyCollision`]).
+    pub fn from_template(mut self, template: TenantId) -> Self {
+        self.template = Some(template);
+        self
+    }
+
+    /// The template given with [`from_template`](Self::from_template).
+    pub fn template(&self) -> Option<&TenantId> {
+        self.template.as_ref()
     }
 
     /// The new tenant's id.
@@ -100,6 +120,7 @@ impl NewTenant {
             "isolation": self.isolation.to_string(),
             "database": database,
             "migrate": self.migrate,
+            "from": self.template.as_ref().map(TenantId::as_str),
         })
     }
 }

@@ -29,6 +29,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(AddTenantSuspension),
             Box::new(CreateOperationsJournal),
             Box::new(AnnounceRegistryChanges),
+            Box::new(CreateLeftovers),
             Box::new(AddLedgerRenamedFrom),
         ]
     }
@@ -306,13 +307,48 @@ impl MigrationTrait for AnnounceRegistryChanges {
     }
 }
 
+/// Storage a move left behind ([`crate::relocation::Leftover`]): kept until
+/// `deletetenant --leftovers` removes it.
+struct CreateLeftovers;
+
+impl MigrationName for CreateLeftovers {
+    fn name(&self) -> &str {
+        "m20261208_000007_create_tenancy_leftovers"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLeftovers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::relocation::leftovers::{LEFTOVERS_TABLE, LeftoverColumn as Column};
+        manager
+            .create_table(
+                Table::create()
+                    .table(LEFTOVERS_TABLE)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Column::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(Column::TenantId).string().not_null())
+                    .col(ColumnDef::new(Column::Object).json_binary().not_null())
+                    .col(ColumnDef::new(Column::Reason).text().not_null())
+                    .col(ColumnDef::new(Column::CreatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(crate::relocation::leftovers::LEFTOVERS_TABLE).to_owned()).await
+    }
+}
+
 /// The ledger remembers the id a tenant had when a run recorded it, once the tenant is
 /// renamed (`renametenant` keeps the history under the new id).
 struct AddLedgerRenamedFrom;
 
 impl MigrationName for AddLedgerRenamedFrom {
     fn name(&self) -> &str {
-        "m20261213_000006_add_ledger_renamed_from"
+        "m20261213_000008_add_ledger_renamed_from"
     }
 }
 

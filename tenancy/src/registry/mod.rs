@@ -171,6 +171,10 @@ pub enum TenantStatus {
     /// A tenant in this state is not served.
     #[sea_orm(string_value = "deleting")]
     Deleting,
+    /// A `movetenant` run is copying the tenant to its new place; it is not served until
+    /// the registry switches to the copy (or the move is rolled back).
+    #[sea_orm(string_value = "moving")]
+    Moving,
     /// A `renametenant` run is changing the tenant's id; the registry row gets the new id
     /// last, and the tenant is served again under it. A tenant in this state is not served
     /// (a suspended tenant stays suspended while it is renamed).
@@ -186,6 +190,7 @@ impl TenantStatus {
             TenantStatus::Ready => "ready",
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleting => "deleting",
+            TenantStatus::Moving => "moving",
             TenantStatus::Renaming => "renaming",
         }
     }

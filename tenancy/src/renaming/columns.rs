@@ -3,7 +3,7 @@
 //!
 //! Which tables: in the master's shared tables (table isolation) the scoped models linked
 //! into the program and, on PostgreSQL, every row-secured table
-//! ([`crate::storage::table::scoped_tables`]); in a tenant's own database or schema,
+//! ([`crate::storage::table::tenant_tables`]); in a tenant's own database or schema,
 //! where every table is the tenant's, also every table with a column named like a scoped
 //! model's tenant column (`tenant_id` by default), so tables of models this program does
 //! not link keep movable data too.
@@ -86,7 +86,7 @@ pub(super) async fn update(
             .map_err(fail)
         }
         Placement::Table { .. } => {
-            let tables = table::scoped_tables(tenancy, true).await?;
+            let tables = table::tenant_tables(tenancy).await?;
             match tenancy.backend() {
                 Backend::Postgres => shared_postgres(tenancy, &tables, from, to).await,
                 Backend::Sqlite => sqlite(tenancy.master(), &tables, from, to).await.map_err(fail),

@@ -26,8 +26,9 @@
 //!    kept ([`crate::cache::CacheStore::move_namespace`]);
 //! 7. **registry**: one transaction changes the registry row's id (stored passwords
 //!    re-encrypted under the new id, which they are bound to), moves the fleet ledger's
-//!    history to the new id ([`crate::ledger`]: `renamed_from` keeps the old one), and
-//!    closes the operation. The registry's triggers announce the change as the old id
+//!    history to the new id ([`crate::ledger`]: `renamed_from` keeps the old one) and the
+//!    storage earlier moves left behind ([`crate::relocation::Leftover`], which keeps its
+//!    names), and closes the operation. The registry's triggers announce the change as the old id
 //!    gone and the new one added: running servers answer "not found" for the old id and
 //!    serve the new one within a second (the live registry).
 //!
@@ -627,6 +628,16 @@ async fn switch_registry(
         return Err(Error::TenantNotFound { id: from.to_string() });
     }
     crate::ledger::rename_tenant(&txn, from, to).await?;
+    // What moves left behind of the tenant is the renamed tenant's (`deletetenant NEW
+    // --leftovers` removes it); the objects keep their names.
+    {
+        use crate::relocation::leftovers::{Entity as Leftovers, LeftoverColumn};
+        Leftovers::update_many()
+            .col_expr(LeftoverColumn::TenantId, Expr::value(to.as_str()))
+            .filter(LeftoverColumn::TenantId.eq(from.as_str()))
+            .exec(&txn)
+            .await?;
+    }
     held.from.finish_in(&txn).await?;
     held.to.finish_in(&txn).await?;
     txn.commit().await?;

@@ -28,6 +28,18 @@ pub(crate) struct PostgresPlan {
     /// The tenant and the master database's name, for the mark ([`super::marker`]).
     tenant: TenantId,
     master: String,
+    /// A clone's template database on the same server, copied with `CREATE DATABASE …
+    /// TEMPLATE` when no session uses it.
+    template: Option<TemplateDatabase>,
+    /// The admin credentials' URL for the server (to reach the new database itself).
+    admin_url: ::url::Url,
+}
+
+/// A database tenant's database that a clone can be made from on the server itself.
+struct TemplateDatabase {
+    name: String,
+    /// The template tenant's role, which owns the template's objects.
+    owner: String,
 }
 
 fn ownership(creates: bool) -> Ownership {
@@ -78,7 +90,8 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 port: db.port(),
                 ownership: ownership(db.creates()),
             };
-            let admin = connect(tenancy.admin_url_for(&config.host, config.port)?.as_str(), None).await?;
+            let admin_url = tenancy.admin_url_for(&config.host, config.port)?;
+            let admin = connect(admin_url.as_str(), None).await?;
             let verifier = db.creates().then(|| scram_sha256_verifier(password));
             if !db.creates() {
                 // Adopting an existing database: the credentials must work now.
@@ -95,12 +108,104 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
                 }
             }
             let master = tenancy.master_identity().await?.1.clone();
-            Ok(Plan::PostgresDatabase(PostgresPlan { config, admin, verifier, tenant: new.id().clone(), master }))
+            let template = match new.template() {
+                Some(template) => template_database(tenancy, template, &config, &admin).await?,
+                None => None,
+            };
+            Ok(Plan::PostgresDatabase(PostgresPlan {
+                config,
+                admin,
+                verifier,
+                tenant: new.id().clone(),
+                master,
+                template,
+                admin_url,
+            }))
         }
     }
 }
 
+/// The template's database, when it is a PostgreSQL database tenant's on the same server
+/// and the admin is a superuser (who alone may hand the copied objects to the new role).
+async fn template_database(
+    tenancy: &Tenancy,
+    template: &TenantId,
+    config: &PostgresDatabase,
+    admin: &DatabaseConnection,
+) -> Result<Option<TemplateDatabase>> {
+    let Some(TenantDatabase::Postgres(db)) = tenancy.get_tenant(template).await?.placement().database().cloned() else {
+        return Ok(None);
+    };
+    if db.host != config.host || db.port != config.port {
+        return Ok(None);
+    }
+    let row = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        ))
+        .await?;
+    let superuser = row.map(|row| row.try_get_by_index::<bool>(0)).transpose()?.unwrap_or(false);
+    Ok(superuser.then_some(TemplateDatabase { name: db.name, owner: db.user }))
+}
+
+/// Whether `err` is PostgreSQL's "object in use" (SQLSTATE 55006): `CREATE DATABASE …
+/// TEMPLATE` while a session uses the template.
+fn in_use(err: &sea_orm::DbErr) -> bool {
+    match err {
+        sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err))
+        | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(err)) => {
+            err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "55006")
+        }
+        _ => false,
+    }
+}
+
 impl PostgresPlan {
+    /// `CREATE DATABASE … TEMPLATE` of the clone's template, its objects then handed to the
+    /// new role; `false` (nothing made) when a session uses the template.
+    async fn create_from_template(&self, template: &TemplateDatabase) -> Result<bool, BoxError> {
+        let (config, admin) = (&self.config, &self.admin);
+        let (database, user) = (quote_ident(&config.name), quote_ident(&config.user));
+        let created = admin
+            .execute_unprepared(&format!(
+                "CREATE DATABASE {database} TEMPLATE {} OWNER {user}",
+                quote_ident(&template.name)
+            ))
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(err) if in_use(&err) => return Ok(false),
+            Err(err) => return Err(err.into()),
+        }
+        // The copied objects are the template role's. REASSIGN OWNED also hands over the
+        // databases that role owns (its own, the template): they are given back in the
+        // same transaction.
+        let mut url = self.admin_url.clone();
+        url.set_path(&format!("/{}", config.name));
+        let conn = connect(url.as_str(), None).await?;
+        let owner = quote_ident(&template.owner);
+        let handed = conn
+            .execute_unprepared(&format!(
+                "BEGIN; \
+                 CREATE TEMPORARY TABLE tenancy_owned ON COMMIT DROP AS \
+                   SELECT datname FROM pg_catalog.pg_database WHERE datdba = (SELECT oid FROM pg_catalog.pg_roles \
+                   WHERE rolname = {owner_literal}); \
+                 REASSIGN OWNED BY {owner} TO {user}; \
+                 DO $tenancy$ DECLARE d text; BEGIN \
+                   FOR d IN SELECT datname FROM tenancy_owned LOOP \
+                     EXECUTE format('ALTER DATABASE %I OWNER TO %I', d, {owner_literal}); \
+                   END LOOP; \
+                 END $tenancy$; \
+                 COMMIT",
+                owner_literal = quote_literal(&template.owner),
+            ))
+            .await;
+        let _ = conn.close().await;
+        handed?;
+        Ok(true)
+    }
+
     pub(crate) async fn check_free(&self) -> Result<()> {
         if self.verifier.is_none() {
             return Ok(());
@@ -136,6 +241,11 @@ impl PostgresPlan {
         run.created(Created::Role { name: config.user.clone(), server: server.clone() });
         let (name, host, port) = on_server(&config.name);
         run.step(ProvisionStep::CreateDatabase, Some(UndoEntry::Database { name, host, port }), async {
+            if let Some(template) = &self.template
+                && self.create_from_template(template).await?
+            {
+                return Ok(());
+            }
             admin.execute_unprepared(&format!("CREATE DATABASE {database} OWNER {user}")).await?;
             Ok(())
         })

@@ -15,6 +15,9 @@ pub(crate) struct PlannedLogin {
     pub(crate) tenant: TenantId,
     pub(crate) config: TenantLogin,
     pub(crate) verifier: String,
+    /// The role exists already (a tenant moving between schema and table isolation keeps
+    /// its role): nothing to create, nothing to undo.
+    pub(crate) existing: bool,
 }
 
 impl PlannedLogin {
@@ -28,12 +31,21 @@ impl PlannedLogin {
             tenant: id.clone(),
             verifier: scram_sha256_verifier_of_generated(&password),
             config: TenantLogin { user: format!("{prefix}{id}"), password: key.encrypt(&password, id.as_str()) },
+            existing: false,
         })
+    }
+
+    /// The role `login` of `id`, which exists already.
+    pub(crate) fn existing(id: &TenantId, login: TenantLogin) -> PlannedLogin {
+        PlannedLogin { tenant: id.clone(), config: login, verifier: String::new(), existing: true }
     }
 
     /// Refuses a role name that exists already (left over, or another master's).
     pub(crate) async fn check_free(&self, tenancy: &Tenancy) -> Result<()> {
         let user = &self.config.user;
+        if self.existing {
+            return Ok(());
+        }
         if super::exists(tenancy.master(), "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", user).await? {
             return Err(crate::Error::LoginRoleExists { name: user.clone() });
         }

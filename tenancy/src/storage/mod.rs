@@ -184,6 +184,7 @@ pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entry: &UndoEntry) ->
         UndoEntry::File { path } => database::remove_sqlite_file(path),
         UndoEntry::Schema { name } => schema::drop_schema(tenancy.master(), name).await,
         UndoEntry::LoginRole { name } => login::drop_login_role(tenancy.master(), name).await,
+        UndoEntry::Rows { table, column } => table::delete_rows(tenancy, id, table, column).await.map_err(Into::into),
     }
 }
 
@@ -219,7 +220,9 @@ pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal
             })
         }
         Removal::Rows { table, column, .. } => table::delete_rows(tenancy, tenant.id(), table, column).await,
-        Removal::Kept { .. } | Removal::CacheNamespace { .. } | Removal::RegistryRow => Ok(()),
+        Removal::Kept { .. } | Removal::CacheNamespace { .. } | Removal::Leftovers { .. } | Removal::RegistryRow => {
+            Ok(())
+        }
     }
 }
 

@@ -34,6 +34,12 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
 }
 
 impl Plan {
+    /// The tenant keeps `login`, its role already (a table tenant moving to a schema): the
+    /// move's switch gives it the schema's `search_path` and takes the shared tables away.
+    pub(crate) fn keep_login(&mut self, id: &crate::TenantId, login: TenantLogin) {
+        self.login = PlannedLogin::existing(id, login);
+    }
+
     pub(crate) fn placement(&self) -> Placement {
         Placement::Schema { schema: self.name.clone(), login: Some(self.login.config.clone()) }
     }
@@ -56,7 +62,7 @@ impl Plan {
         if schema_exists {
             return Err(Error::SchemaExists { name: self.name.clone() });
         }
-        if role_exists {
+        if role_exists && !self.login.existing {
             return Err(Error::LoginRoleExists { name: self.login.config.user.clone() });
         }
         Ok(())
@@ -75,18 +81,28 @@ impl Plan {
             txn.ok_or_else(|| "schema isolation is provisioned in a master transaction".into())
         };
         // Rolled back with the transaction; the journal covers a crash after the commit.
-        run.step(ProvisionStep::CreateRole, Some(self.login.undo()), async {
-            let txn = in_txn()?;
-            // The role's connections see the tenant's schema alone.
-            let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
-            let database = &tenancy.master_identity().await?.1;
-            let login = &self.login;
-            super::login::create_login_role(txn, &login.tenant, user, &login.verifier, false, database, &search_path)
+        if !self.login.existing {
+            run.step(ProvisionStep::CreateRole, Some(self.login.undo()), async {
+                let txn = in_txn()?;
+                // The role's connections see the tenant's schema alone.
+                let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
+                let database = &tenancy.master_identity().await?.1;
+                let login = &self.login;
+                super::login::create_login_role(
+                    txn,
+                    &login.tenant,
+                    user,
+                    &login.verifier,
+                    false,
+                    database,
+                    &search_path,
+                )
                 .await?;
-            Ok(())
-        })
-        .await?;
-        run.created(Created::Role { name: user.clone(), server: tenancy.master_server() });
+                Ok(())
+            })
+            .await?;
+            run.created(Created::Role { name: user.clone(), server: tenancy.master_server() });
+        }
         run.step(ProvisionStep::CreateSchema, Some(UndoEntry::Schema { name: name.clone() }), async {
             // Marked as this master's (see `marker`), in the same round trip.
             let schema = format!("SCHEMA {}", quote_ident(name));

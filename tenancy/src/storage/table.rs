@@ -31,6 +31,12 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
 }
 
 impl Plan {
+    /// The tenant keeps `login`, its role already (a schema tenant moving to the shared
+    /// tables): the move's switch makes it a table tenant's role.
+    pub(crate) fn keep_login(&mut self, id: &TenantId, login: TenantLogin) {
+        self.login = Some(PlannedLogin::existing(id, login));
+    }
+
     pub(crate) fn placement(&self) -> Placement {
         Placement::Table { login: self.login.as_ref().map(|login| login.config.clone()) }
     }
@@ -44,6 +50,9 @@ impl Plan {
 
     pub(crate) async fn create(&self, tenancy: &Tenancy, run: &mut Run<'_>) -> Result<(), StepFailure> {
         let Some(login) = &self.login else { return Ok(()) };
+        if login.existing {
+            return Ok(());
+        }
         let user = &login.config.user;
         run.step(ProvisionStep::CreateRole, Some(login.undo()), async {
             let txn = sea_orm::TransactionTrait::begin(tenancy.master()).await?;
@@ -79,7 +88,7 @@ pub(crate) fn route(tenancy: &Tenancy, login: Option<&TenantLogin>) -> Route {
 /// policy and the tenant column's default), so a program that links no models still
 /// deletes every row.
 pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&TenantLogin>) -> Result<Vec<Removal>> {
-    let present = scoped_tables(tenancy, false).await?;
+    let present = tenant_tables(tenancy).await?;
     let edges = foreign_keys(tenancy, present.keys()).await?;
     let mut list = Vec::new();
     if let Some(login) = login {
@@ -93,27 +102,29 @@ pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&Te
     Ok(list)
 }
 
-/// The shared tables holding table tenants' rows, as `table -> tenant column`: the
-/// table-scoped models linked into this program (with `cache_models`, the cache-scoped
-/// ones that name a tenant column too) and, on PostgreSQL, every table [`crate::rls::enable_row_security`]
-/// secured (found by its policy and the tenant column's default), so a program that links
-/// no models still finds every one. Only tables that exist (a model may be linked before
-/// its migration ran).
-pub(crate) async fn scoped_tables(tenancy: &Tenancy, cache_models: bool) -> Result<BTreeMap<String, String>> {
-    let master = tenancy.master();
-    let mut tables: BTreeMap<String, String> = BTreeMap::new();
-    for model in crate::scoped_models()? {
-        let column = match model.scope() {
-            Scope::Table { column } => Some(column),
-            scope if cache_models => scope.table_column(),
-            Scope::Cache { .. } => None,
-        };
-        if let Some(column) = column {
-            tables.insert(model.table().to_owned(), column.to_owned());
+/// The master's shared tables that hold tenants' rows, with their tenant columns: the
+/// `#[tenant_scoped]` models linked into this program and, on PostgreSQL, every table
+/// [`crate::rls::enable_row_security`] secured (found by its policy and the tenant
+/// column's default), so a program that links no models still finds every one. Only
+/// tables that exist (a model may be linked before its migration ran).
+pub(crate) async fn tenant_tables(tenancy: &Tenancy) -> Result<BTreeMap<String, String>> {
+    let mut present = BTreeMap::new();
+    for (table, column) in tenant_columns(tenancy).await? {
+        if table_exists(tenancy, &table).await? {
+            present.insert(table, column);
         }
     }
+    Ok(present)
+}
+
+/// The tenant column of every table known to be tenant-scoped, by name (whether or not
+/// the master has such a table): what a tenant's own schema or database tables are read
+/// by too.
+pub(crate) async fn tenant_columns(tenancy: &Tenancy) -> Result<BTreeMap<String, String>> {
+    let mut tables = scoped_columns()?;
     if tenancy.backend() == Backend::Postgres {
-        let secured = master
+        let secured = tenancy
+            .master()
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT c.relname::text, a.attname::text FROM pg_catalog.pg_policy p \
@@ -129,13 +140,19 @@ pub(crate) async fn scoped_tables(tenancy: &Tenancy, cache_models: bool) -> Resu
             tables.insert(row.try_get_by_index(0)?, row.try_get_by_index(1)?);
         }
     }
-    let mut present = BTreeMap::new();
-    for (table, column) in tables {
-        if table_exists(tenancy, &table).await? {
-            present.insert(table, column);
+    Ok(tables)
+}
+
+/// The tenant column of each table of the `#[tenant_scoped]` models linked into this
+/// program.
+pub(crate) fn scoped_columns() -> Result<BTreeMap<String, String>> {
+    let mut tables = BTreeMap::new();
+    for model in crate::scoped_models()? {
+        if let Scope::Table { column } = model.scope() {
+            tables.insert(model.table().to_owned(), column.to_owned());
         }
     }
-    Ok(present)
+    Ok(tables)
 }
 
 async fn table_exists(tenancy: &Tenancy, table: &str) -> Result<bool> {
@@ -151,7 +168,7 @@ async fn table_exists(tenancy: &Tenancy, table: &str) -> Result<bool> {
 }
 
 /// `(child, parent)` pairs: `child` has a foreign key to `parent`, both among `tables`.
-async fn foreign_keys<'a>(
+pub(crate) async fn foreign_keys<'a>(
     tenancy: &Tenancy,
     tables: impl Iterator<Item = &'a String>,
 ) -> Result<Vec<(String, String)>> {
