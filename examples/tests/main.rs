@@ -17,6 +17,7 @@ mod migrations;
 mod move_cli;
 mod move_serve;
 mod readme;
+mod rename;
 mod serve_http;
 mod superuser_cli;
 mod superuser_pty;

@@ -60,6 +60,7 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
         ("showtenants", env!("CARGO_BIN_EXE_showtenants")),
         ("suspendtenant", env!("CARGO_BIN_EXE_suspendtenant")),
         ("resumetenant", env!("CARGO_BIN_EXE_resumetenant")),
+        ("renametenant", env!("CARGO_BIN_EXE_renametenant")),
         ("tenantshell", env!("CARGO_BIN_EXE_tenantshell")),
         ("tenancydoctor", env!("CARGO_BIN_EXE_tenancydoctor")),
     ];

@@ -100,6 +100,15 @@ pub enum Error {
     #[error("Cancelled; nothing was created")]
     Cancelled,
 
+    /// The confirmation of a rename did not match the new tenant id.
+    #[error("Typed '{typed}', not the new tenant id '{new}'; nothing was renamed")]
+    RenameNotConfirmed {
+        /// The new id asked for.
+        new: String,
+        /// What was typed.
+        typed: String,
+    },
+
     /// The confirmation of a delete did not match the tenant id.
     #[error("Typed '{typed}', not the tenant id '{tenant}'; nothing was deleted")]
     NotConfirmed {

@@ -1,7 +1,8 @@
 //! Failure injection for crash tests (feature `fault-injection`): with
 //! `TENANCY_FAULT_AFTER_STEP=<step>` set, a command aborts its process right after that
 //! step, the way a `SIGKILL` would stop it, leaving whatever the step left. Steps are
-//! [`tenancy::ProvisionStep::slug`]s and [`tenancy::deletion::Removal::kind`]s.
+//! [`tenancy::ProvisionStep::slug`]s, [`tenancy::deletion::Removal::kind`]s and
+//! [`tenancy::renaming::RenameStep::slug`]s.
 
 /// The environment variable naming the step to die after.
 pub const FAULT_ENV: &str = "TENANCY_FAULT_AFTER_STEP";

@@ -282,7 +282,7 @@ pub enum Error {
     /// be finished before anything else acts on the tenant.
     #[error(
         "Tenant '{tenant}' has an unfinished {kind} operation (started {started} by {worker}, stopped at \
-         '{step}') whose process is gone: run `{command} {tenant}` again with the same arguments (it {recovery}), \
+         '{step}') whose process is gone: run `{command} {arguments}` again with the same options (it {recovery}), \
          or `tenancydoctor --repair`",
         command = kind.command(),
         recovery = kind.recovery()
@@ -298,6 +298,8 @@ pub enum Error {
         worker: String,
         /// The last step it started.
         step: String,
+        /// The arguments that resume it: the tenant id, and for a rename both ids.
+        arguments: String,
     },
 
     /// Removing one object of a tenant being deleted failed; the delete stays unfinished
@@ -318,6 +320,42 @@ pub enum Error {
     DeleteInterrupted {
         /// The tenant id.
         tenant: String,
+        /// The last step done.
+        step: String,
+        /// Why it stopped.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A tenant cannot be renamed to the id it has.
+    #[error("Tenant '{id}' already has this id: give a different new id")]
+    RenameToSameId {
+        /// The id given twice.
+        id: String,
+    },
+
+    /// A step of a rename failed; the rename stays unfinished (the tenant is not served)
+    /// and a re-run finishes it.
+    #[error("Renaming tenant '{from}' to '{to}' failed at '{step}': {source}; run the rename again to finish it")]
+    RenameFailed {
+        /// The tenant's id before the rename.
+        from: String,
+        /// The new id.
+        to: String,
+        /// The step that failed.
+        step: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A rename was stopped after a step by its caller; a re-run finishes it.
+    #[error("The rename of tenant '{from}' to '{to}' was stopped after '{step}': {source}; run it again to finish it")]
+    RenameInterrupted {
+        /// The tenant's id before the rename.
+        from: String,
+        /// The new id.
+        to: String,
         /// The last step done.
         step: String,
         /// Why it stopped.
@@ -351,7 +389,7 @@ pub enum Error {
     /// Deleting a database tenant waited too long for its sessions to end.
     #[error(
         "Database '{database}' of tenant '{tenant}' still has {sessions} session(s) after {waited_secs} s; \
-         nothing was dropped: stop them (or raise --wait) and run the delete again"
+         nothing was dropped: stop them (or raise --wait) and run the command again"
     )]
     SessionsRemain {
         /// The tenant id.
@@ -462,7 +500,7 @@ pub enum Error {
     /// The tenant is registered but not ready to be served (its provisioning has not
     /// finished, or failed part-way in a run that could not clean up).
     #[error(
-        "Tenant '{tenant}' is not ready (status '{status}'): it is not served while it is being created or deleted"
+        "Tenant '{tenant}' is not ready (status '{status}'): it is not served while it is being created, deleted or renamed"
     )]
     TenantNotReady {
         /// The tenant id.

@@ -285,12 +285,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Creating and deleting are journaled ([`operations`]): each writes an operation to the
-//! master before it acts, held by a lock that dies with its process. Two processes never
-//! act on one tenant at once ([`Error::OperationInProgress`]); an operation whose process
-//! died is finished (a delete) or undone (a create) by the same call made again, and any
-//! other call on that tenant is refused with [`Error::StaleOperation`], which names the
-//! command that settles it. [`Tenancy::unfinished_operations`] lists them, and
+//! [`Tenancy::rename_tenant`] changes a tenant's id everywhere it lives (registry row,
+//! schema, login role, the tenant column of its rows in every mode, cache keys, ledger
+//! history; see [`renaming`]); the old id is unknown afterwards.
+//!
+//! Creating, deleting and renaming are journaled ([`operations`]): each writes an
+//! operation to the master before it acts, held by a lock that dies with its process. Two
+//! processes never act on one tenant at once ([`Error::OperationInProgress`]); an
+//! operation whose process died is finished (a delete, a rename) or undone (a create) by
+//! the same call made again, and any other call on that tenant is refused with
+//! [`Error::StaleOperation`], which names the command that settles it. [`Tenancy::unfinished_operations`] lists them, and
 //! [`Tenancy::diagnose`] reports the stale ones.
 //!
 //! Servers follow these changes without a restart: [`Tenancy::tenant`] serves tenants
@@ -331,6 +335,7 @@ pub mod prelude;
 mod provisioning;
 mod registry;
 pub mod relocation;
+pub mod renaming;
 pub mod secrets;
 pub mod sql;
 mod storage;

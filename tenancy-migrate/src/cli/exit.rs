@@ -82,7 +82,8 @@ impl Exit {
                 | T::Missing { .. }
                 | T::UnsupportedUrl { .. }
                 | T::SchemaNeedsPostgres { .. }
-                | T::DatabaseMissing { .. } => Exit::InvalidInput,
+                | T::DatabaseMissing { .. }
+                | T::RenameToSameId { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
@@ -103,7 +104,7 @@ impl Exit {
                 }
                 _ => Exit::Failed,
             },
-            Error::Cancelled | Error::NotConfirmed { .. } => Exit::Cancelled,
+            Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
             Error::NothingToResume
             | Error::NotReady { .. }
             | Error::MissingInput { .. }

@@ -50,6 +50,7 @@ mod migratealltenants;
 mod migratetenant;
 mod movetenant;
 mod prompt;
+mod renametenant;
 mod showtenants;
 mod suspension;
 mod tenancydoctor;
@@ -68,6 +69,7 @@ pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
 pub use movetenant::{MoveTenantArgs, movetenant, movetenant_with_args};
+pub use renametenant::{RenameTenantArgs, renametenant, renametenant_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 pub use suspension::{
     ResumeTenantArgs, SuspendTenantArgs, resumetenant, resumetenant_with_args, suspendtenant, suspendtenant_with_args,
@@ -166,7 +168,7 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
         }
         T::DatabaseMissing { .. } => "answer 'y' to \"create the database now\" (--create-database) to create it",
         T::TenantNotReady { .. } => "it is served once createtenant finishes provisioning it",
-        T::SessionsRemain { .. } => "raise --wait, or stop the processes still connected, then run deletetenant again",
+        T::SessionsRemain { .. } => "raise --wait, or stop the processes still connected, then run the command again",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
         }

@@ -27,6 +27,14 @@ impl std::fmt::Debug for MemoryStore {
 struct Entry {
     bytes: Arc<[u8]>,
     ttl: Option<Duration>,
+    /// When the entry expires: what a move keeps.
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn new(bytes: Arc<[u8]>, ttl: Option<Duration>) -> Entry {
+        Entry { bytes, ttl, expires_at: ttl.and_then(|ttl| Instant::now().checked_add(ttl)) }
+    }
 }
 
 /// Each entry lives for the TTL it was stored with, counted from its last write.
@@ -67,7 +75,7 @@ impl CacheStore for MemoryStore {
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
-        self.cache.insert(key.to_owned(), Entry { bytes: value.into(), ttl }).await;
+        self.cache.insert(key.to_owned(), Entry::new(value.into(), ttl)).await;
         Ok(())
     }
 
@@ -87,6 +95,27 @@ impl CacheStore for MemoryStore {
             }
         }
         Ok(removed)
+    }
+
+    async fn move_namespace(&self, from: &str, to: &str) -> Result<Option<u64>> {
+        let keys: Vec<Arc<String>> =
+            self.cache.iter().filter(|(key, _)| key.starts_with(from)).map(|(key, _)| key).collect();
+        let mut moved = 0;
+        for key in keys {
+            let Some(entry) = self.cache.remove(key.as_str()).await else { continue };
+            let ttl = match entry.expires_at {
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    // Expired meanwhile: nothing to move.
+                    _ => continue,
+                },
+                None => None,
+            };
+            let target = format!("{to}{}", &key[from.len()..]);
+            self.cache.insert(target, Entry::new(entry.bytes, ttl)).await;
+            moved += 1;
+        }
+        Ok(Some(moved))
     }
 
     async fn visit_keys(&self, prefix: &str, visit: &mut (dyn for<'k> FnMut(&'k str) + Send)) -> Result<bool> {

@@ -127,6 +127,17 @@ pub trait CacheStore: Send + Sync + fmt::Debug + 'static {
     /// character), and only those; how many were removed.
     async fn delete_namespace(&self, namespace: &str) -> Result<u64>;
 
+    /// Moves every key that starts with `from` to the same key starting with `to` instead
+    /// (both contain no glob character), keeping each value and what is left of its TTL;
+    /// how many moved. A key already at the destination is replaced. `None`, having moved
+    /// nothing, when the store cannot move keys: the default (a tenant rename then clears
+    /// the old namespace instead, and refuses to rename a cache-isolated tenant, whose
+    /// only storage the namespace is).
+    async fn move_namespace(&self, from: &str, to: &str) -> Result<Option<u64>> {
+        let _ = (from, to);
+        Ok(None)
+    }
+
     /// Calls `visit` with every key that starts with `prefix` (which contains no glob
     /// character), for operations that survey the store (`tenancydoctor` looks for the
     /// namespaces of tenants that no longer exist). Returns `false`, having visited
@@ -266,6 +277,14 @@ impl SharedCache {
             })
             .await?;
         Ok(listed.then(|| found.into_iter().collect()))
+    }
+
+    /// Moves the keys of tenant `from`'s namespace to tenant `to`'s (see
+    /// [`CacheStore::move_namespace`]).
+    pub(crate) async fn move_tenant(&self, from: &TenantId, to: &TenantId) -> Result<Option<u64>> {
+        let (from, to) =
+            (key::tenant_namespace(&self.prefix, from.as_str()), key::tenant_namespace(&self.prefix, to.as_str()));
+        self.store.move_namespace(&from, &to).await
     }
 
     /// A tenant's namespace (see [`TenantConnection::cache`]).

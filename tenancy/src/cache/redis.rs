@@ -126,6 +126,35 @@ impl CacheStore for RedisStore {
         Ok(removed)
     }
 
+    async fn move_namespace(&self, from: &str, to: &str) -> Result<Option<u64>> {
+        // `RENAME` keeps the value and its TTL. Keys renamed leave the pattern, so the
+        // scan goes on over the rest; one key at a time, in SCAN-sized steps. (On Redis
+        // Cluster the two namespaces hash to different slots: run a rename against a
+        // single node, or move the keys with DUMP/RESTORE.)
+        let pattern = namespace_pattern(from);
+        let mut cursor = 0;
+        let mut moved = 0;
+        loop {
+            let (next, keys) = self.scan(cursor, &pattern).await?;
+            for key in keys {
+                let Some(rest) = key.strip_prefix(from.as_bytes()) else { continue };
+                let mut target = to.as_bytes().to_vec();
+                target.extend_from_slice(rest);
+                let mut conn = self.manager.clone();
+                match redis::cmd("RENAME").arg(&key).arg(&target).query_async::<()>(&mut conn).await {
+                    Ok(()) => moved += 1,
+                    // Expired between the scan and the rename: nothing to move.
+                    Err(err) if err.to_string().contains("no such key") => {}
+                    Err(err) => return Err(self.error("RENAME", err)),
+                }
+            }
+            if next == 0 {
+                return Ok(Some(moved));
+            }
+            cursor = next;
+        }
+    }
+
     async fn visit_keys(&self, prefix: &str, visit: &mut (dyn for<'k> FnMut(&'k str) + Send)) -> Result<bool> {
         // SCAN in batches, never KEYS: the server keeps serving between steps.
         let pattern = namespace_pattern(prefix);

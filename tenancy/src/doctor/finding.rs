@@ -428,6 +428,7 @@ impl Finding {
                 "run `{command}` again with the same arguments, or tenancydoctor --repair ({})",
                 match operation.as_str() {
                     "create" => "undoes what it created",
+                    "rename" => "finishes the rename",
                     "move" => "rolls back a move stopped before its switch, finishes one after it",
                     _ => "finishes the delete",
                 }

@@ -53,9 +53,11 @@ pub(crate) async fn diagnose(tenancy: &Tenancy) -> Result<Vec<Finding>> {
     // here whose row the second read lacks was not being created: its row is gone.
     let listed = orphans::list(tenancy, &admins).await?;
     let namespaces = cache::list(tenancy).await?;
+    // The journal before the registry: see `Owned::renaming`.
+    let renames = Owned::renaming(tenancy).await?;
     let registry = tenancy.tenants().await?;
     let leftovers = tenancy.leftovers(None).await?;
-    let owned = Owned::of(&registry, &leftovers);
+    let owned = Owned::of(&registry, &leftovers).and(renames);
 
     findings.extend(storage::missing(tenancy, &registry, &admins).await?);
     findings.extend(orphans::judge(listed, &owned));
@@ -73,7 +75,7 @@ pub(crate) async fn diagnose(tenancy: &Tenancy) -> Result<Vec<Finding>> {
     for operation in tenancy.unfinished_operations().await? {
         if !operation.worker_alive {
             findings.push(Finding::StaleOperation {
-                command: format!("{} {}", operation.kind.command(), operation.tenant),
+                command: format!("{} {}", operation.kind.command(), operation.arguments()),
                 tenant: operation.tenant,
                 operation: operation.kind.to_string(),
             });
@@ -97,6 +99,43 @@ pub(crate) struct Owned {
 }
 
 impl Owned {
+    /// What the renames of the journal hold: both ids of each, their schemas and tenant
+    /// login roles, whichever name they have at the moment. Read *before* the registry: a
+    /// rename's journal rows are removed in the transaction that changes its registry row,
+    /// so every rename is seen in the journal read, or finished in the registry read after
+    /// it, and its storage is never taken for an orphan.
+    async fn renaming(tenancy: &Tenancy) -> Result<Owned> {
+        let mut owned = Owned::default();
+        let prefix = match tenancy.backend() {
+            Backend::Postgres => Some(tenancy.master_identity().await?.0.clone()),
+            Backend::Sqlite => None,
+        };
+        for operation in tenancy.unfinished_operations().await? {
+            if operation.kind != crate::operations::OperationKind::Rename {
+                continue;
+            }
+            let Some((from, to)) = crate::renaming::journaled_ids(&operation.params) else { continue };
+            for id in [from, to] {
+                owned.tenants.insert(id.to_string());
+                owned.schemas.insert(id.to_string());
+                if let Some(prefix) = &prefix {
+                    owned.roles.insert(format!("{prefix}{id}"));
+                }
+            }
+        }
+        Ok(owned)
+    }
+
+    /// Both sets together.
+    fn and(mut self, other: Owned) -> Owned {
+        self.tenants.extend(other.tenants);
+        self.schemas.extend(other.schemas);
+        self.roles.extend(other.roles);
+        self.databases.extend(other.databases);
+        self.files.extend(other.files);
+        self
+    }
+
     /// What the registry rows and the leftovers of moves name.
     fn of(registry: &[Tenant], leftovers: &[crate::relocation::Leftover]) -> Owned {
         use crate::operations::UndoEntry;

@@ -25,8 +25,10 @@ pub struct Repair {
 
 /// [`crate::Tenancy::repair`].
 pub(crate) async fn repair(tenancy: &Tenancy, findings: &[Finding]) -> Result<Vec<Repair>> {
+    // The journal before the registry (see `Owned::renaming`).
+    let renames = Owned::renaming(tenancy).await?;
     let registry = tenancy.tenants().await?;
-    let owned = Owned::of(&registry, &tenancy.leftovers(None).await?);
+    let owned = Owned::of(&registry, &tenancy.leftovers(None).await?).and(renames);
     let master = master_name(tenancy).await?.unwrap_or_default();
     let mut run = Run { tenancy, owned, master, admins: BTreeMap::new(), row_security: None };
 

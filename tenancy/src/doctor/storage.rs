@@ -21,8 +21,11 @@ pub(super) async fn missing(tenancy: &Tenancy, registry: &[Tenant], admins: &Adm
     let master_server = tenancy.master_url().postgres_server().map(|(host, port)| Server { host, port });
     let mut per_server: BTreeMap<Server, Wanted<'_>> = BTreeMap::new();
     let mut in_master = Wanted::default();
-    // Tenants being created or deleted are the operations journal's (stale operations).
-    for tenant in registry.iter().filter(|t| !matches!(t.status(), TenantStatus::Provisioning | TenantStatus::Deleting))
+    // Tenants being created, deleted or renamed are the operations journal's (stale
+    // operations).
+    for tenant in registry
+        .iter()
+        .filter(|t| !matches!(t.status(), TenantStatus::Provisioning | TenantStatus::Deleting | TenantStatus::Renaming))
     {
         if let Some(login) = tenant.placement().login() {
             in_master.roles.push((tenant, &login.user));

@@ -277,6 +277,55 @@ impl Tenancy {
         crate::deletion::plan(self, &id.try_into()?, options).await
     }
 
+    /// Renames a tenant: its registry row, schema, login role, the tenant column of its
+    /// rows in every scoped table, its cache namespace and its migration ledger history
+    /// move to the id `to`; `from` is unknown afterwards. Journaled under both ids: killed
+    /// at any moment, the same call again finishes it (see [`crate::renaming`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(tenancy: tenancy::Tenancy) -> tenancy::Result<()> {
+    /// use tenancy::renaming::RenameOptions;
+    /// let renamed = tenancy.rename_tenant("acme", "acme_corp", &RenameOptions::default()).await?;
+    /// assert_eq!(renamed.to.as_str(), "acme_corp");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`] for an unknown `from`; [`Error::TenantExists`],
+    /// [`Error::SchemaExists`] or [`Error::LoginRoleExists`] when `to` or its names are
+    /// taken; [`Error::RenameToSameId`]; [`Error::OperationInProgress`] or
+    /// [`Error::StaleOperation`] when another operation holds either id;
+    /// [`Error::TenantNotReady`] for a tenant being created or deleted;
+    /// [`Error::SessionsRemain`] when the login role's sessions did not end in time;
+    /// [`Error::RenameFailed`] when a step failed part-way (run it again to finish).
+    pub async fn rename_tenant<I, J>(
+        &self,
+        from: I,
+        to: J,
+        options: &crate::renaming::RenameOptions,
+    ) -> Result<crate::renaming::Renamed>
+    where
+        I: TryInto<TenantId>,
+        J: TryInto<TenantId>,
+        Error: From<I::Error> + From<J::Error>,
+    {
+        crate::renaming::rename(self, &from.try_into()?, &to.try_into()?, options).await
+    }
+
+    /// The steps [`Tenancy::rename_tenant`] would take, changing nothing.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`], [`Error::TenantExists`], [`Error::RenameToSameId`], or
+    /// a query failure.
+    pub async fn rename_plan<I, J>(&self, from: I, to: J) -> Result<Vec<crate::renaming::RenameStep>>
+    where
+        I: TryInto<TenantId>,
+        J: TryInto<TenantId>,
+        Error: From<I::Error> + From<J::Error>,
+    {
+        crate::renaming::plan(self, &from.try_into()?, &to.try_into()?).await
+    }
+
     /// Moves a tenant to another isolation mode or database with its data: the new storage
     /// is created and migrated by `hooks` (`tenancy_migrate::MigrateOnCreate`), the rows
     /// copied and verified, then the registry switched in one transaction; running

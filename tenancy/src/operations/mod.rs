@@ -3,7 +3,8 @@
 //! moment can be found, and finished or undone, by the next run.
 //!
 //! - **One operation per tenant.** The table's primary key is the tenant id: while a row
-//!   exists no other lifecycle operation starts on that tenant.
+//!   exists no other lifecycle operation starts on that tenant. A rename holds both of its
+//!   ids, with one row each (the same arguments in both), taken old id first.
 //! - **A live worker holds a lock** that dies with it: a transaction-level
 //!   advisory lock held open on a connection of its own (PostgreSQL), or a lease whose
 //!   heartbeat the worker renews every second (SQLite). A row whose lock is free is
@@ -18,7 +19,7 @@
 //!   finished".
 //!
 //! What a stale operation's re-run does is its kind's choice ([`OperationKind`]): a create
-//! is undone and then run again, a delete is finished.
+//! is undone and then run again, a delete or a rename is finished.
 
 mod entity;
 mod worker;
@@ -52,6 +53,10 @@ pub enum OperationKind {
     /// finished after it.
     #[sea_orm(string_value = "move")]
     Move,
+    /// `renametenant`: held under both ids (one journal row each, same arguments); a stale
+    /// one is finished.
+    #[sea_orm(string_value = "rename")]
+    Rename,
 }
 
 impl OperationKind {
@@ -61,6 +66,7 @@ impl OperationKind {
             OperationKind::Create => "createtenant",
             OperationKind::Delete => "deletetenant",
             OperationKind::Move => "movetenant",
+            OperationKind::Rename => "renametenant",
         }
     }
 
@@ -72,6 +78,7 @@ impl OperationKind {
             OperationKind::Move => {
                 "rolls back a move stopped before its switch and moves again, or finishes one after it"
             }
+            OperationKind::Rename => "finishes the rename",
         }
     }
 }
@@ -82,6 +89,7 @@ impl fmt::Display for OperationKind {
             OperationKind::Create => "create",
             OperationKind::Delete => "delete",
             OperationKind::Move => "move",
+            OperationKind::Rename => "rename",
         })
     }
 }
@@ -138,6 +146,16 @@ impl Operation {
             started: self.started_at,
             worker: self.worker.clone(),
             step: self.step.clone().unwrap_or_else(|| "starting".to_owned()),
+            arguments: self.arguments(),
+        }
+    }
+
+    /// The arguments of the command that resumes it: the tenant id, or for a rename the
+    /// old and the new id (whichever of its two rows this is).
+    pub fn arguments(&self) -> String {
+        match (self.kind, crate::renaming::journaled_ids(&self.params)) {
+            (OperationKind::Rename, Some((from, to))) => format!("{from} {to}"),
+            _ => self.tenant.to_string(),
         }
     }
 
@@ -428,7 +446,8 @@ impl Guard {
 }
 
 /// Settles `id`'s stale operation as a re-run of its command would: a create is undone
-/// (nothing of the tenant is left), a delete finished. For `tenancydoctor --repair`.
+/// (nothing of the tenant is left), a delete or a rename finished. For
+/// `tenancydoctor --repair`.
 ///
 /// # Errors
 /// [`Error::OperationInProgress`] when its worker is alive after all (or another process
@@ -460,6 +479,14 @@ pub(crate) async fn settle_stale(tenancy: &Tenancy, id: &TenantId) -> Result<()>
                 operation.params.get("drop_adopted_database").and_then(serde_json::Value::as_bool).unwrap_or(false);
             let options = crate::deletion::DeleteOptions::default().drop_adopted_database(drop_adopted);
             crate::deletion::delete(tenancy, id, &options).await.map(drop)
+        }
+        OperationKind::Rename => {
+            let (from, to) =
+                crate::renaming::journaled_ids(&operation.params).ok_or_else(|| Error::CorruptRegistry {
+                    tenant: id.to_string(),
+                    reason: format!("a rename operation without its ids: {}", operation.params),
+                })?;
+            crate::renaming::rename(tenancy, &from, &to, &crate::renaming::RenameOptions::default()).await.map(drop)
         }
     }
 }

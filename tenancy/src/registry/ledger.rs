@@ -75,6 +75,9 @@ pub struct LedgerEntry {
     pub detail: Option<String>,
     /// How long the tenant took, in milliseconds.
     pub duration_ms: i64,
+    /// The id the tenant had when the run recorded this line, if it was renamed since
+    /// (`renametenant` keeps a tenant's history under its new id).
+    pub renamed_from: Option<String>,
 }
 
 /// One tenant's outcome, as written to the ledger.
@@ -161,6 +164,7 @@ pub(crate) mod entries {
         pub detail: Option<String>,
         pub duration_ms: i64,
         pub updated_at: DateTimeUtc,
+        pub renamed_from: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -222,6 +226,7 @@ impl<'a> Ledger<'a> {
                 detail: Set(record.detail.clone()),
                 duration_ms: Set(record.duration_ms),
                 updated_at: Set(now),
+                renamed_from: Set(None),
             });
             entries::Entity::insert_many(rows)
                 .on_conflict(
@@ -293,6 +298,7 @@ impl<'a> Ledger<'a> {
                         detail: row.detail,
                         duration_ms: row.duration_ms,
                         tenant_id: row.tenant_id,
+                        renamed_from: row.renamed_from,
                     },
                 ))
             })
@@ -307,6 +313,7 @@ impl<'a> Ledger<'a> {
                     migrations: Vec::new(),
                     detail: None,
                     duration_ms: 0,
+                    renamed_from: None,
                 })
             })
             .collect();
@@ -314,4 +321,61 @@ impl<'a> Ledger<'a> {
         ledger.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         Ok(ledger)
     }
+}
+
+/// Moves the ledger's history of tenant `from` to `to` inside `txn` (the rename's last
+/// transaction): its lines are keyed by `to` and remember `from` in `renamed_from` (the
+/// first id, across several renames), and every run that selected `from` lists `to`.
+/// Lines keyed by `to` before (left by an earlier tenant of that id, since deleted) are
+/// dropped first: they describe another tenant. Insert then delete, not an update of the
+/// key: the ledger stays distributable by tenant (Citus cannot update a distribution
+/// column).
+pub(crate) async fn rename_tenant<C: sea_orm::ConnectionTrait>(txn: &C, from: &TenantId, to: &TenantId) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let sql = |sql: String| match backend {
+        sea_orm::DbBackend::Sqlite => sql.replace("$1", "?1").replace("$2", "?2"),
+        _ => sql,
+    };
+    let (from_value, to_value): (sea_orm::Value, sea_orm::Value) = (from.as_str().into(), to.as_str().into());
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql(format!("DELETE FROM {LEDGER_TABLE} WHERE tenant_id = $1")),
+        [to_value.clone()],
+    ))
+    .await?;
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql(format!(
+            "INSERT INTO {LEDGER_TABLE} \
+               (run_id, tenant_id, outcome, migrations, detail, duration_ms, updated_at, renamed_from) \
+             SELECT run_id, $2, outcome, migrations, detail, duration_ms, updated_at, coalesce(renamed_from, $1) \
+             FROM {LEDGER_TABLE} WHERE tenant_id = $1"
+        )),
+        [from_value.clone(), to_value],
+    ))
+    .await?;
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql(format!("DELETE FROM {LEDGER_TABLE} WHERE tenant_id = $1")),
+        [from_value],
+    ))
+    .await?;
+    // The runs' selections (a JSON list each): read, rewritten where they name `from`.
+    for run in runs::Entity::find().all(txn).await? {
+        let Some(selected) = run.options.get("selected").and_then(serde_json::Value::as_array) else { continue };
+        if !selected.iter().any(|id| id.as_str() == Some(from.as_str())) {
+            continue;
+        }
+        let mut options = run.options.clone();
+        options["selected"] = selected
+            .iter()
+            .map(|id| if id.as_str() == Some(from.as_str()) { serde_json::json!(to) } else { id.clone() })
+            .collect();
+        runs::Entity::update_many()
+            .col_expr(runs::Column::Options, Expr::value(options))
+            .filter(runs::Column::Id.eq(run.id))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
 }

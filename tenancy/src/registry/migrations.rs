@@ -30,6 +30,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(CreateOperationsJournal),
             Box::new(AnnounceRegistryChanges),
             Box::new(CreateLeftovers),
+            Box::new(AddLedgerRenamedFrom),
         ]
     }
 
@@ -338,5 +339,40 @@ impl MigrationTrait for CreateLeftovers {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(crate::relocation::leftovers::LEFTOVERS_TABLE).to_owned()).await
+    }
+}
+
+/// The ledger remembers the id a tenant had when a run recorded it, once the tenant is
+/// renamed (`renametenant` keeps the history under the new id).
+struct AddLedgerRenamedFrom;
+
+impl MigrationName for AddLedgerRenamedFrom {
+    fn name(&self) -> &str {
+        "m20261213_000008_add_ledger_renamed_from"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for AddLedgerRenamedFrom {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::ledger::{LEDGER_TABLE, entries::Column};
+        // Only when missing: SQLite runs it outside a transaction.
+        if !manager.has_column(LEDGER_TABLE, "renamed_from").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(LEDGER_TABLE)
+                        .add_column(ColumnDef::new(Column::RenamedFrom).string().null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::ledger::{LEDGER_TABLE, entries::Column};
+        manager.alter_table(Table::alter().table(LEDGER_TABLE).drop_column(Column::RenamedFrom).to_owned()).await
     }
 }

@@ -175,6 +175,11 @@ pub enum TenantStatus {
     /// the registry switches to the copy (or the move is rolled back).
     #[sea_orm(string_value = "moving")]
     Moving,
+    /// A `renametenant` run is changing the tenant's id; the registry row gets the new id
+    /// last, and the tenant is served again under it. A tenant in this state is not served
+    /// (a suspended tenant stays suspended while it is renamed).
+    #[sea_orm(string_value = "renaming")]
+    Renaming,
 }
 
 impl TenantStatus {
@@ -186,6 +191,7 @@ impl TenantStatus {
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleting => "deleting",
             TenantStatus::Moving => "moving",
+            TenantStatus::Renaming => "renaming",
         }
     }
 }

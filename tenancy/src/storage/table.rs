@@ -229,7 +229,9 @@ pub(crate) fn delete_order(mut tables: Vec<String>, edges: &[(String, String)]) 
     order
 }
 
-async fn count_rows(tenancy: &Tenancy, id: &TenantId, table: &str, column: &str) -> Result<u64> {
+/// How many rows of `table` hold `id` in `column`, counted as the tenant itself sees them
+/// (in a transaction bound to it on PostgreSQL, so row-level security applies).
+pub(crate) async fn count_rows(tenancy: &Tenancy, id: &TenantId, table: &str, column: &str) -> Result<u64> {
     let sql = format!("SELECT count(*) FROM {} WHERE {} = $1", quote_ident(table), quote_ident(column));
     let rows = match tenancy.backend() {
         Backend::Postgres => {
