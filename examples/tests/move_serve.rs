@@ -50,13 +50,13 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// What the workers saw of the moving tenant: `(when, status, isolation)` of each
-/// `/tenant` answer, and when it was answered `500`.
-type Seen = (Vec<(Instant, u16, Option<String>)>, Vec<Instant>);
+/// `/tenant` answer.
+type Seen = Vec<(Instant, u16, Option<String>)>;
 
 /// Reads `/projects` and `/tenant` of every tenant in turn until told to stop; every
 /// answer is the tenant's own, or (the moving one only) `503` with `Retry-After`.
 fn reader(addr: SocketAddr, tenants: Vec<String>, moving: String, worker: usize, stop: Arc<AtomicBool>) -> Seen {
-    let (mut seen, mut failed) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
     let mut n = worker;
     while !stop.load(Ordering::Relaxed) {
         let id = &tenants[n % tenants.len()];
@@ -72,9 +72,7 @@ fn reader(addr: SocketAddr, tenants: Vec<String>, moving: String, worker: usize,
                 assert_eq!(names, [format!("{id} project")], "{id}: {list}");
             }
             503 if *id == moving => assert!(retry_after.is_some(), "503 without Retry-After: {list}"),
-            // A request already past the layer when the freeze ends the tenant's sessions
-            // (checked below: only while a move runs).
-            500 if *id == moving && list["error"] == "database error" => failed.push(Instant::now()),
+            // No 500: a freeze lets requests under way finish before it ends the sessions.
             other => panic!("{id}: {other} {list}"),
         }
         if *id == moving {
@@ -83,7 +81,7 @@ fn reader(addr: SocketAddr, tenants: Vec<String>, moving: String, worker: usize,
             seen.push((Instant::now(), status, body["isolation"].as_str().map(str::to_owned)));
         }
     }
-    (seen, failed)
+    seen
 }
 
 #[tokio::test]
@@ -186,14 +184,7 @@ async fn serve_follows_a_move_made_by_another_process() {
         std::panic::resume_unwind(panic);
     }
 
-    let (seen, failed): (Vec<_>, Vec<_>) = seen.into_iter().unzip();
-    let (seen, failed): (Vec<_>, Vec<Instant>) = (seen.concat(), failed.concat());
-    for at in &failed {
-        assert!(
-            switches.iter().any(|(started, ended, _)| started <= at && at <= ended),
-            "a 500 outside any move: {failed:?}"
-        );
-    }
+    let seen: Vec<_> = seen.concat();
     let frozen = seen.iter().filter(|(_, status, _)| *status == 503).count();
     assert!(frozen > 0, "no 503 while the tenant was frozen: {} answers", seen.len());
     // After each switch and its second, never the old mode again.
@@ -207,7 +198,7 @@ async fn serve_follows_a_move_made_by_another_process() {
         });
         assert_eq!(late.count(), 0, "served from the {old} storage more than a second after the move to {to}");
     }
-    eprintln!("{} answers for the moving tenant, {frozen} of them 503, {} 500", seen.len(), failed.len());
+    eprintln!("{} answers for the moving tenant, {frozen} of them 503", seen.len());
 
     for id in [&moving, &table, &database] {
         world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));

@@ -127,7 +127,9 @@ async fn run(args: &MoveTenantArgs, migrators: &Migrators) -> Result<()> {
         .await?
         .iter()
         .any(|op| op.tenant == *id && op.kind == tenancy::operations::OperationKind::Move);
-    let plan = match interrupted && !args.dry_run {
+    // Already there (a move that finished, run again): the move below says so.
+    let there = to.holds(&tenancy.get_tenant(id).await?);
+    let plan = match (interrupted || there) && !args.dry_run {
         true => None,
         false => Some(tenancy.move_plan(id, &to).await?),
     };
@@ -250,7 +252,9 @@ fn print_result(moved: &Moved, json: bool) {
         println!("{}", serde_json::to_string_pretty(moved).unwrap_or_default());
         return;
     }
-    if moved.tables.is_empty() && moved.resumed {
+    if moved.already_there {
+        println!("✓ Tenant '{}' is a {} tenant there already: nothing to move", moved.id, moved.to);
+    } else if moved.tables.is_empty() && moved.resumed {
         println!("✓ Tenant '{}' moved: an interrupted move was finished", moved.id);
     } else {
         let rows: u64 = moved.tables.iter().map(|t| t.rows).sum();

@@ -98,6 +98,19 @@ pub enum MoveTo {
 }
 
 impl MoveTo {
+    /// Whether `tenant` is there already: a move to it has nothing to do (a move whose
+    /// process died right after its switch, run again).
+    pub fn holds(&self, tenant: &Tenant) -> bool {
+        match (self, tenant.placement()) {
+            (MoveTo::Schema, Placement::Schema { .. }) | (MoveTo::Table, Placement::Table { .. }) => true,
+            (MoveTo::Database(new), Placement::Database(TenantDatabase::Sqlite(db))) => db.name == new.name(),
+            (MoveTo::Database(new), Placement::Database(TenantDatabase::Postgres(db))) => {
+                db.name == new.name() && db.host == new.host() && db.port == new.port()
+            }
+            _ => false,
+        }
+    }
+
     /// The isolation mode the tenant will have.
     pub fn isolation(&self) -> Isolation {
         match self {
@@ -295,7 +308,12 @@ pub struct Moved {
     pub source_dropped: bool,
     /// Whether this run resumed an interrupted move.
     pub resumed: bool,
+    /// Whether the tenant was there already (nothing was done).
+    pub already_there: bool,
 }
+
+/// How long a freeze lets the tenant's sessions end by themselves before ending them.
+const FREEZE_GRACE: Duration = Duration::from_secs(2);
 
 /// The journal's step of a move whose registry switch committed.
 const SWITCHED: &str = "switched";
@@ -432,6 +450,7 @@ pub(crate) async fn move_tenant(
                 source_objects: objects,
                 source_dropped: true,
                 resumed,
+                already_there: false,
             });
         }
         tracing::warn!(tenant = %id, step = ?stale.step, "rolling back an interrupted movetenant before moving again");
@@ -439,6 +458,23 @@ pub(crate) async fn move_tenant(
             guard.abandon().await;
             return Err(err);
         }
+    }
+    // Run again after a move that finished (its process died right after the switch):
+    // there is nothing left to do.
+    let now = tenancy.get_tenant(id).await?;
+    if options.to.holds(&now) && now.status() != TenantStatus::Moving {
+        guard.finish(tenancy).await?;
+        return Ok(Moved {
+            id: id.clone(),
+            from: now.isolation(),
+            to: now.isolation(),
+            tenant: now,
+            tables: Vec::new(),
+            source_objects: Vec::new(),
+            source_dropped: false,
+            resumed,
+            already_there: true,
+        });
     }
     if let Err(err) = refuse_pair(tenancy, &tenant, &options.to) {
         guard.finish(tenancy).await?;
@@ -582,6 +618,7 @@ async fn run(
         source_objects: objects.clone(),
         source_dropped: false,
         resumed,
+        already_there: false,
     };
     if options.drop_source {
         options.event(&MoveEvent::Step(MoveStep::DropSource));
@@ -606,19 +643,30 @@ async fn freeze(tenancy: &Tenancy, tenant: &Tenant, wait: Duration) -> Result<()
     let id = tenant.id();
     crate::deletion::mark(tenancy, id, TenantStatus::Moving).await?;
     tenancy.reset_tenant_pool(id);
+    // Servers stop serving the tenant as soon as their live registry hears of it, and
+    // close its pools once their requests in flight are done: give them that moment before
+    // ending what is left, so a request under way finishes instead of failing.
+    let grace = wait.min(FREEZE_GRACE);
     let remaining = match tenant.placement() {
         Placement::Database(TenantDatabase::Postgres(db)) => {
             let admin =
                 crate::connection::url::connect(tenancy.admin_url_for(&db.host, db.port)?.as_str(), None).await?;
-            let remaining = crate::storage::end_sessions(&admin, SessionsOf::Database(&db.name), wait).await;
+            let drained = crate::storage::drain_sessions(&admin, SessionsOf::Database(&db.name), grace).await;
+            let remaining = match drained {
+                Ok(()) => crate::storage::end_sessions(&admin, SessionsOf::Database(&db.name), wait).await,
+                Err(err) => Err(err),
+            };
             let _ = admin.close().await;
             remaining.map(|n| (n, format!("database {}", db.name)))?
         }
         placement => match placement.login() {
-            Some(login) => (
-                crate::storage::end_sessions(tenancy.master(), SessionsOf::Role(&login.user), wait).await?,
-                format!("role {}", login.user),
-            ),
+            Some(login) => {
+                crate::storage::drain_sessions(tenancy.master(), SessionsOf::Role(&login.user), grace).await?;
+                (
+                    crate::storage::end_sessions(tenancy.master(), SessionsOf::Role(&login.user), wait).await?,
+                    format!("role {}", login.user),
+                )
+            }
             None => (0, String::new()),
         },
     };

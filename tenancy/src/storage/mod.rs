@@ -235,6 +235,27 @@ pub(crate) enum SessionsOf<'a> {
     Role(&'a str),
 }
 
+/// Waits at most `grace` for the sessions of `of` to end by themselves (servers closing
+/// their pools as the live registry tells them to, requests in flight finishing), so
+/// that [`end_sessions`] ends only what would not.
+pub(crate) async fn drain_sessions(db: &DatabaseConnection, of: SessionsOf<'_>, grace: Duration) -> Result<()> {
+    let (field, value) = match of {
+        SessionsOf::Database(name) => ("datname", name),
+        SessionsOf::Role(name) => ("usename", name),
+    };
+    let count =
+        format!("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE {field} = $1 AND pid <> pg_backend_pid()");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let row = db.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &count, [value.into()])).await?;
+        let remaining = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
+        if remaining == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Ends the sessions of `of`, waiting at most `wait` for them to go; how many remain.
 pub(crate) async fn end_sessions(db: &DatabaseConnection, of: SessionsOf<'_>, wait: Duration) -> Result<i64> {
     let (field, value) = match of {
