@@ -7,6 +7,7 @@ mod commands;
 mod pty;
 
 mod cache_tenant;
+mod clone_cli;
 mod createtenant_cli;
 mod createtenant_pty;
 mod doctor_cli;

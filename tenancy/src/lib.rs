@@ -289,10 +289,31 @@
 //! schema, login role, the tenant column of its rows in every mode, cache keys, ledger
 //! history; see [`renaming`]); the old id is unknown afterwards.
 //!
-//! Creating, deleting and renaming are journaled ([`operations`]): each writes an
+//! [`Tenancy::move_tenant`] moves a tenant to another isolation mode, or its database to
+//! another database or server, with its data: the new storage is made and migrated, the
+//! rows copied table by table and verified (counts and checksums), then the registry
+//! switched in one transaction; the old storage is kept as a
+//! [`Leftover`](relocation::Leftover) until [`Tenancy::remove_leftovers`]. A tenant made
+//! with [`NewTenant::from_template`] starts as a verified copy of another tenant's data
+//! (a schema from a schema template without running a migration). See [`relocation`]:
+//!
+//! ```no_run
+//! # async fn demo(tenancy: tenancy::Tenancy, hooks: impl tenancy::ProvisionHooks) -> tenancy::Result<()> {
+//! use tenancy::relocation::{MoveOptions, MoveTo};
+//!
+//! for table in tenancy.move_plan("acme", &MoveTo::Schema).await?.tables {
+//!     println!("{}: {} rows", table.table, table.rows);
+//! }
+//! let moved = tenancy.move_tenant("acme", &MoveOptions::new(MoveTo::Schema), &hooks).await?;
+//! assert_eq!(moved.to, tenancy::Isolation::Schema);
+//! # Ok(()) }
+//! ```
+//!
+//! Creating, deleting, moving and renaming are journaled ([`operations`]): each writes an
 //! operation to the master before it acts, held by a lock that dies with its process. Two
 //! processes never act on one tenant at once ([`Error::OperationInProgress`]); an
-//! operation whose process died is finished (a delete, a rename) or undone (a create) by
+//! operation whose process died is finished (a delete, a rename, a move past its switch)
+//! or undone (a create, a move before its switch) by
 //! the same call made again, and any other call on that tenant is refused with
 //! [`Error::StaleOperation`], which names the command that settles it. [`Tenancy::unfinished_operations`] lists them, and
 //! [`Tenancy::diagnose`] reports the stale ones.

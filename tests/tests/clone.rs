@@ -458,3 +458,45 @@ async fn a_database_clone_uses_create_database_template_when_the_template_is_idl
         world.tenancy.delete_tenant(id, &Default::default()).await.expect("delete");
     }
 }
+
+/// What a move keeps is listed by the doctor as a leftover, never as an orphan, and
+/// `repair` leaves it; `remove_leftovers` removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_lists_what_a_move_left_and_repair_keeps_it() {
+    use tenancy::doctor::Finding;
+    use tenancy::relocation::{MoveOptions, MoveTo};
+    let Some(world) = World::postgres().await else { return };
+    let tenant = world.create("mover", Isolation::Schema).await;
+    world.seed("mover", 100).await;
+    let before = world.rows(&tenant).await;
+    let moved = world
+        .tenancy
+        .move_tenant("mover", &MoveOptions::new(MoveTo::Table), &MigrateOnCreate::new(&Migrator))
+        .await
+        .expect("move");
+    assert_eq!(world.rows(&moved.tenant).await, before);
+    let pg = world.pg.as_ref().expect("postgres");
+    let schema_exists = || async {
+        tenancy_test_support::exists(&pg.connect().await, "SELECT 1 FROM pg_namespace WHERE nspname = $1", "mover")
+            .await
+    };
+    assert!(schema_exists().await, "the old schema is kept");
+
+    let findings = world.tenancy.diagnose().await.expect("diagnose");
+    let leftovers: Vec<&Finding> = findings.iter().filter(|f| f.kind() == "leftover").collect();
+    assert_eq!(leftovers.len(), 1, "{findings:?}");
+    assert_eq!(leftovers[0].subject(), "schema 'mover'");
+    assert!(leftovers[0].to_string().contains("deletetenant mover --leftovers"), "{}", leftovers[0]);
+    assert!(!leftovers[0].repairable());
+    assert!(findings.iter().all(|f| !f.kind().starts_with("orphan_")), "{findings:?}");
+    world.tenancy.repair(&findings).await.expect("repair");
+    assert!(schema_exists().await, "repair keeps what a move left");
+
+    let removed = world.tenancy.remove_leftovers(moved.tenant.id()).await.expect("remove leftovers");
+    assert_eq!(removed.len(), 1);
+    assert!(!schema_exists().await, "removed");
+    let findings = world.tenancy.diagnose().await.expect("diagnose");
+    assert!(findings.iter().all(|f| f.kind() != "leftover"), "{findings:?}");
+    assert_eq!(world.rows(&world.tenancy.get_tenant("mover").await.expect("tenant")).await, before);
+    world.tenancy.delete_tenant("mover", &Default::default()).await.expect("delete");
+}

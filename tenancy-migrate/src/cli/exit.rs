@@ -63,6 +63,20 @@ exit_codes! {
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
+/// Whether `err` refused a move or a clone before it changed anything: also when it is
+/// the cause of a failed step (a clone's copy is a step of `createtenant`).
+fn refused(err: &tenancy::Error) -> bool {
+    use tenancy::Error as T;
+    match err {
+        T::CannotRelocate { .. } | T::LeftoversRemain { .. } | T::KeyCollision { .. } => true,
+        T::MoveFailed { source, .. } | T::ProvisioningFailed { source, .. } => {
+            source.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. }))
+                || source.downcast_ref::<tenancy::Error>().is_some_and(refused)
+        }
+        _ => false,
+    }
+}
+
 impl Exit {
     /// The process exit code.
     pub const fn code(self) -> u8 {
@@ -94,14 +108,7 @@ impl Exit {
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
                 T::TenantNotFound { .. } => Exit::NotFound,
                 T::OperationInProgress { .. } | T::StaleOperation { .. } | T::TenantMoving { .. } => Exit::Busy,
-                T::CannotRelocate { .. } | T::LeftoversRemain { .. } | T::KeyCollision { .. } => Exit::Refused,
-                T::MoveFailed { source, .. }
-                    if source
-                        .downcast_ref::<Error>()
-                        .is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. })) =>
-                {
-                    Exit::Refused
-                }
+                err if refused(err) => Exit::Refused,
                 _ => Exit::Failed,
             },
             Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
