@@ -186,15 +186,9 @@ async fn confirm(id: &TenantId, plan: &[Removal], json: bool) -> Result<()> {
         eprintln!("  - {removal}");
     }
     let expected = id.to_string();
-    let typed = super::blocking(move || {
-        inquire::Text::new("Type the tenant id to delete it:").prompt().map_err(|err| match err {
-            inquire::InquireError::OperationCanceled | inquire::InquireError::OperationInterrupted => Error::Cancelled,
-            source => Error::Prompt { prompt: "confirmation".to_owned(), source },
-        })
-    })
-    .await??;
-    if typed.trim() != expected {
-        return Err(Error::NotConfirmed { tenant: expected, typed: typed.trim().to_owned() });
+    let typed = super::typed_answer("Type the tenant id to delete it:").await?;
+    if typed != expected {
+        return Err(Error::NotConfirmed { tenant: expected, typed });
     }
     Ok(())
 }

@@ -210,6 +210,19 @@ mod value {
     }
 }
 
+/// Asks on the terminal to type a value (a tenant id) before something that cannot be
+/// undone; returns what was typed, trimmed. Esc or Ctrl-C is [`Error::Cancelled`].
+async fn typed_answer(message: &'static str) -> Result<String, Error> {
+    let typed = blocking(move || {
+        inquire::Text::new(message).prompt().map_err(|err| match err {
+            inquire::InquireError::OperationCanceled | inquire::InquireError::OperationInterrupted => Error::Cancelled,
+            source => Error::Prompt { prompt: "confirmation".to_owned(), source },
+        })
+    })
+    .await??;
+    Ok(typed.trim().to_owned())
+}
+
 /// Waits for a blocking task (a prompt, the shell's line editor). A panic in it is a bug,
 /// not an answer: it goes on unwinding here.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {

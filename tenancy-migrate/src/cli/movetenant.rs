@@ -285,15 +285,9 @@ async fn confirm(plan: &MovePlan, args: &MoveTenantArgs, prompter: &Prompter) ->
     eprint!("{}", describe_plan(plan, args.drop_source));
     eprintln!("The tenant is not served while its rows are copied.");
     let expected = plan.tenant.to_string();
-    let typed = super::blocking(move || {
-        inquire::Text::new("Type the tenant id to move it:").prompt().map_err(|err| match err {
-            inquire::InquireError::OperationCanceled | inquire::InquireError::OperationInterrupted => Error::Cancelled,
-            source => Error::Prompt { prompt: "confirmation".to_owned(), source },
-        })
-    })
-    .await??;
-    if typed.trim() != expected {
-        return Err(Error::NotConfirmed { tenant: expected, typed: typed.trim().to_owned() });
+    let typed = super::typed_answer("Type the tenant id to move it:").await?;
+    if typed != expected {
+        return Err(Error::NotConfirmed { tenant: expected, typed });
     }
     Ok(())
 }

@@ -147,15 +147,9 @@ async fn confirm(old: &TenantId, new: &TenantId, plan: &[RenameStep], json: bool
     }
     eprintln!("Requests for '{old}' fail while it runs and are answered 'not found' afterwards.");
     let expected = new.to_string();
-    let typed = super::blocking(move || {
-        inquire::Text::new("Type the new tenant id to rename it:").prompt().map_err(|err| match err {
-            inquire::InquireError::OperationCanceled | inquire::InquireError::OperationInterrupted => Error::Cancelled,
-            source => Error::Prompt { prompt: "confirmation".to_owned(), source },
-        })
-    })
-    .await??;
-    if typed.trim() != expected {
-        return Err(Error::RenameNotConfirmed { new: expected, typed: typed.trim().to_owned() });
+    let typed = super::typed_answer("Type the new tenant id to rename it:").await?;
+    if typed != expected {
+        return Err(Error::RenameNotConfirmed { new: expected, typed });
     }
     Ok(())
 }

@@ -318,27 +318,36 @@ async fn structure_script(txn: &DatabaseTransaction, from: &str, into: &str) -> 
             _ => tables.push((table, vec![definition])),
         }
     }
-    for (table, columns) in &tables {
-        script.push(format!("CREATE TABLE {into_q}.{table} ({})", columns.join(", ")));
-    }
     let constraints = txn
         .query_all_raw(pg(
             format!(
                 "SELECT pg_catalog.quote_ident(c.relname), pg_catalog.quote_ident(k.conname), \
-                        pg_catalog.pg_get_constraintdef(k.oid) \
+                        pg_catalog.pg_get_constraintdef(k.oid), k.contype = 'f' \
                  FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = {from_lit} AND k.contype IN ('p', 'u', 'c', 'x', 'f') \
-                 ORDER BY k.contype = 'f', c.relname, k.conname"
+                 ORDER BY c.relname, k.conname"
             ),
             vec![],
         ))
         .await?;
+    // Keys and checks are made with their table (cheaper than altering it after); foreign
+    // keys once every table they may reference exists.
+    let mut foreign_keys = Vec::new();
     for row in &constraints {
         let (table, name, definition): (String, String, String) =
             (row.try_get_by_index(0)?, row.try_get_by_index(1)?, row.try_get_by_index(2)?);
-        script.push(format!("ALTER TABLE {into_q}.{table} ADD CONSTRAINT {name} {definition}"));
+        let foreign: bool = row.try_get_by_index(3)?;
+        let constraint = format!("CONSTRAINT {name} {definition}");
+        match tables.iter_mut().find(|(name, _)| *name == table) {
+            Some((_, columns)) if !foreign => columns.push(constraint),
+            _ => foreign_keys.push(format!("ALTER TABLE {into_q}.{table} ADD {constraint}")),
+        }
     }
+    for (table, columns) in &tables {
+        script.push(format!("CREATE TABLE {into_q}.{table} ({})", columns.join(", ")));
+    }
+    script.extend(foreign_keys);
     // Index definitions always name the table with its schema: swap it for the new one.
     let indexes = txn
         .query_all_raw(pg(

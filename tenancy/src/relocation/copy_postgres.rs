@@ -189,21 +189,12 @@ pub(crate) async fn copy_table(
     ))
     .await?;
     let into = target.table(&spec.name);
-    let columns: Vec<String> = spec.columns.iter().map(|c| quote_ident(c)).collect();
-    let values: Vec<String> = spec
-        .columns
-        .iter()
-        .map(|c| match &spec.tenant_column {
-            Some(tenant_column) if tenant_column == c => "$2::text".to_owned(),
-            _ => format!("r.{}", quote_ident(c)),
-        })
-        .collect();
     let insert = format!(
         "INSERT INTO {into} ({}) {}SELECT {} FROM pg_catalog.json_populate_recordset(NULL::{into}, $1::json) r \
          ON CONFLICT DO NOTHING",
-        columns.join(", "),
+        spec.column_list(),
         if spec.identity_always { "OVERRIDING SYSTEM VALUE " } else { "" },
-        values.join(", "),
+        spec.select_list("r", "$2::text"),
     );
     let mut copied = Copied { rows: 0 };
     loop {
@@ -221,9 +212,7 @@ pub(crate) async fn copy_table(
         }
         json.push(']');
         let mut bound: Vec<Value> = vec![json.clone().into()];
-        if spec.tenant_column.is_some() {
-            bound.push(new_id.into());
-        }
+        bound.extend(spec.tenant_value(new_id));
         let inserted = dst.execute_raw(pg(insert.clone(), bound)).await?.rows_affected();
         if inserted < batch.len() as u64 {
             let key = colliding_key(dst, &into, spec, &json).await?;
@@ -268,31 +257,18 @@ pub(crate) async fn insert_select(
     spec: &TableSpec,
     new_id: &str,
 ) -> Result<u64> {
-    let columns: Vec<String> = spec.columns.iter().map(|c| quote_ident(c)).collect();
-    let values: Vec<String> = spec
-        .columns
-        .iter()
-        .map(|c| match &spec.tenant_column {
-            Some(tenant_column) if tenant_column == c => "$1::text".to_owned(),
-            _ => format!("t.{}", quote_ident(c)),
-        })
-        .collect();
-    let bound: Vec<Value> = match spec.tenant_column {
-        Some(_) => vec![new_id.into()],
-        None => vec![],
-    };
     let inserted = txn
         .execute_raw(pg(
             format!(
                 "INSERT INTO {} ({}) {}SELECT {} FROM {} t{}",
                 into.table(&spec.name),
-                columns.join(", "),
+                spec.column_list(),
                 if spec.identity_always { "OVERRIDING SYSTEM VALUE " } else { "" },
-                values.join(", "),
+                spec.select_list("t", "$1::text"),
                 from.table(&spec.name),
                 from.filter(spec)
             ),
-            bound,
+            spec.tenant_value(new_id),
         ))
         .await?;
     Ok(inserted.rows_affected())

@@ -189,30 +189,17 @@ pub(crate) async fn copy_table(
             return Err(Error::KeyCollision { tenant: tenant.to_owned(), table: spec.name.clone(), key });
         }
     }
-    let columns: Vec<String> = spec.columns.iter().map(|c| quote_ident(c)).collect();
-    let values: Vec<String> = spec
-        .columns
-        .iter()
-        .map(|c| match &spec.tenant_column {
-            Some(tenant_column) if tenant_column == c => "?".to_owned(),
-            _ => format!("t.{}", quote_ident(c)),
-        })
-        .collect();
-    let bound: Vec<Value> = match spec.tenant_column {
-        Some(_) => vec![new_id.into()],
-        None => vec![],
-    };
     let inserted = txn
         .execute_raw(sqlite(
             format!(
                 "INSERT INTO {} ({}) SELECT {} FROM {} t{}",
                 target.table(&spec.name),
-                columns.join(", "),
-                values.join(", "),
+                spec.column_list(),
+                spec.select_list("t", "?"),
                 source.table(&spec.name),
                 source.filter(spec)
             ),
-            bound,
+            spec.tenant_value(new_id),
         ))
         .await?
         .rows_affected();

@@ -70,6 +70,32 @@ pub(crate) struct TableSpec {
     pub(crate) tenant_column: Option<String>,
 }
 
+impl TableSpec {
+    /// The insert's column list, quoted: `"id", "tenant_id", …`.
+    pub(crate) fn column_list(&self) -> String {
+        self.columns.iter().map(|c| crate::sql::quote_ident(c)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The select list that feeds the insert from rows named `row`: each column as read,
+    /// the tenant column replaced by `new_id` (the parameter `placeholder`).
+    pub(crate) fn select_list(&self, row: &str, placeholder: &str) -> String {
+        self.columns
+            .iter()
+            .map(|c| match &self.tenant_column {
+                Some(tenant_column) if tenant_column == c => placeholder.to_owned(),
+                _ => format!("{row}.{}", crate::sql::quote_ident(c)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The value bound to the placeholder of [`TableSpec::select_list`]: the new id, when
+    /// the table has a tenant column (an unused parameter has no type to infer).
+    pub(crate) fn tenant_value(&self, new_id: &str) -> Vec<sea_orm::Value> {
+        self.tenant_column.as_ref().map(|_| new_id.into()).into_iter().collect()
+    }
+}
+
 /// Rows copied of one table.
 #[derive(Clone, Debug)]
 pub(crate) struct Copied {
