@@ -246,6 +246,63 @@ async fn movetenant_to_another_server_killed_after_the_copy_is_finished_by_a_rer
     assert_eq!(storage(&world, &id).await, BTreeSet::new());
 }
 
+/// The steps of a move of a database tenant to a database on another server, after which
+/// `TENANCY_FAULT_AFTER_STEP` stops it (the copy has a test of its own above).
+const MOVE_STEPS: [&str; 8] =
+    ["freeze", "create-role", "create-database", "grant-privileges", "migrate", "provision", "verify", "switch"];
+
+/// Stopped dead after every other step of a move to the second server, each time with a
+/// fresh tenant, then run once more: the registry stays on the main server until the
+/// switch, and after the re-run the tenant is on the second server with exactly its rows,
+/// the second server holds its database and role once (no partial copy beside them), and
+/// a delete leaves nothing on either server.
+#[tokio::test]
+async fn movetenant_to_another_server_killed_after_every_step_is_finished_by_a_rerun() {
+    let Some((server, world)) = two_servers().await else { return };
+    for step in MOVE_STEPS {
+        let what = format!("stopped after {step}");
+        let id = unique_name("e");
+        expect_ok(&world.create(&id, None), "create");
+        seed(&world, &id).await;
+        let source = Place::PgDatabase { db: World::db_name(&id), user: World::db_user(&id) };
+        let before = rows(&world, &source, &id).await;
+        let source_storage = storage(&world, &id).await;
+        let (far_db, far_user) = (format!("{id}_far"), format!("{id}_fu"));
+        let args = move_to_server(&id, &far_db, &far_user, server.port, &["--yes"]);
+        world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
+
+        let out = movetenant(&world, &args, Some(step));
+        assert!(killed(&out), "{what}: not stopped: {}{}", text(&out.stdout), text(&out.stderr));
+        if step == "switch" {
+            assert_eq!(placed(&world, &id).await.1, server.port, "{what}");
+            assert_eq!(registry(&world, &id).await, Some(("database".to_owned(), "ready".to_owned())), "{what}");
+            assert_eq!(operation(&world, &id).await, None, "{what}");
+        } else {
+            assert_eq!(placed(&world, &id).await.1, MAIN_PORT, "{what}: the registry left the main server");
+            assert_eq!(registry(&world, &id).await, Some(("database".to_owned(), "moving".to_owned())), "{what}");
+            assert_eq!(operation(&world, &id).await.map(|(kind, _)| kind).as_deref(), Some("move"), "{what}");
+            assert_eq!(rows(&world, &source, &id).await, before, "{what}: the source changed");
+        }
+
+        let out = movetenant(&world, &args, None);
+        expect_ok(&out, &format!("{what}: the re-run"));
+        assert_eq!(registry(&world, &id).await, Some(("database".to_owned(), "ready".to_owned())), "{what}");
+        assert_eq!(operation(&world, &id).await, None, "{what}");
+        let at = ("127.0.0.1".to_owned(), server.port, far_db.clone(), far_user.clone());
+        assert_eq!(placed(&world, &id).await, at, "{what}");
+        assert_eq!(rows_on(&server, &far_db, &id).await, before, "{what}: the rows on the second server");
+        assert_eq!(all_objects_on(&server).await, both(&far_db, &far_user), "{what}: the second server's catalogs");
+        assert_eq!(storage(&world, &id).await, source_storage, "{what}: the main server's catalogs");
+        assert_eq!(leftovers(&world, &id).await, source_storage, "{what}: the leftovers");
+
+        // A plain delete removes the tenant on the second server and its leftovers here.
+        world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
+        expect_ok(&world.delete(&id, &[], None), &format!("{what}: delete"));
+        assert_eq!(all_objects_on(&server).await, BTreeSet::new(), "{what}: the second server after the delete");
+        assert_eq!(storage(&world, &id).await, BTreeSet::new(), "{what}: the main server after the delete");
+    }
+}
+
 /// `createtenant --from` a database template on the main server into a database on the
 /// second server: the template's rows under the new id, the template untouched; deleting
 /// the clone leaves nothing on the second server.
