@@ -17,6 +17,7 @@ mod lifecycle;
 mod migrations;
 mod move_cli;
 mod move_serve;
+mod move_servers;
 mod readme;
 mod rename;
 mod serve_http;

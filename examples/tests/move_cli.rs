@@ -138,7 +138,7 @@ async fn open(world: &World, place: &Place) -> Option<DatabaseConnection> {
     }
 }
 
-async fn strings_of(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<String> {
+pub(crate) async fn strings_of(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<String> {
     let sql = match db.get_database_backend() {
         DbBackend::Sqlite => sql.replace("$1", "?").replace("$2", "?"),
         _ => sql.to_owned(),
@@ -168,7 +168,15 @@ impl Rows {
 
 pub(crate) async fn rows(world: &World, place: &Place, id: &str) -> Rows {
     let own = open(world, place).await;
-    let db = own.as_ref().unwrap_or(world.tenancy.master());
+    let found = rows_in(own.as_ref().unwrap_or(world.tenancy.master()), place, id).await;
+    if let Some(own) = own {
+        own.close().await.expect("close");
+    }
+    found
+}
+
+/// [`rows`] read through `db`, which holds `place` (a database on another server too).
+pub(crate) async fn rows_in(db: &DatabaseConnection, place: &Place, id: &str) -> Rows {
     let postgres = db.get_database_backend() == DbBackend::Postgres;
     let schema = match place {
         Place::Schema => id,
@@ -207,9 +215,6 @@ pub(crate) async fn rows(world: &World, place: &Place, id: &str) -> Rows {
         found.sort();
         tables.insert(table.to_owned(), found);
         owners.extend(strings_of(db, &format!("SELECT DISTINCT tenant_id FROM {from}{only}"), vec![]).await);
-    }
-    if let Some(own) = own {
-        own.close().await.expect("close");
     }
     Rows { tables, owners }
 }

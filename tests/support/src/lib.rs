@@ -9,6 +9,8 @@
 //! | `TENANCY_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `TENANCY_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
 //!
+//! Tests that need a second PostgreSQL server start their own with [`PgServer`].
+//!
 //! A test whose service is down is skipped with a message on a developer's machine, and
 //! fails when `CI` is set: CI never passes by skipping.
 
@@ -17,6 +19,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+mod pg_server;
+
+pub use pg_server::PgServer;
 
 /// The PostgreSQL superuser URL the tests use to make their databases and roles.
 pub fn postgres_admin_url() -> String {
