@@ -780,6 +780,63 @@ async fn postgres_a_tenant_being_moved_is_not_served() {
     ctx.tenancy.remove_leftovers(&id).await.unwrap();
 }
 
+/// While its rows are copied, a schema tenant's login role cannot log in (a client
+/// outside tenancy holding its password included) and the session it had is ended: its
+/// next statement fails. After the move (to the shared tables, keeping the role) it logs
+/// in again and sees its rows; a move rolled back lets it in again too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_frozen_tenants_login_role_cannot_log_in() {
+    let Some(ctx) = pg().await else { return };
+    let id = ctx.tenant("frozen", Mode::Schema, SMALL, Some(900_000)).await;
+    let tenant = ctx.tenancy.get_tenant(&id).await.unwrap();
+    let (before_freeze, user) = ctx.login_as(&tenant).await;
+    assert!(query_err(&before_freeze, "SELECT 1").await.is_none());
+
+    let (reached_tx, reached_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let options = MoveOptions::new(MoveTo::Table).on_event(Arc::new(move |event| {
+        if let MoveEvent::Step(MoveStep::Copy) = event {
+            let _ = reached_tx.send(());
+            tokio::task::block_in_place(|| {
+                let _ = go_rx.lock().map(|rx| rx.recv_timeout(Duration::from_secs(60)));
+            });
+        }
+    }));
+    let mover = ctx.tenancy.clone();
+    let moving_id = id.clone();
+    let task = tokio::spawn(async move { mover.move_tenant(&moving_id, &options, &hooks()).await });
+    tokio::task::spawn_blocking(move || reached_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the move reached its copy");
+
+    // The session it had is gone: the next statement on it fails.
+    let err = query_err(&before_freeze, "SELECT count(*) FROM projects").await;
+    assert!(err.is_some(), "a session of the frozen tenant's role still runs statements");
+    // And it cannot log in again.
+    let url = format!("postgres://{user}@127.0.0.1:5432/{}", ctx.pg.name);
+    let refused = Database::connect(ConnectOptions::new(url).max_connections(1).to_owned()).await;
+    let message = refused.err().map(|err| err.to_string()).unwrap_or_default();
+    assert!(message.contains("not permitted to log in") || message.contains("password"), "{message}");
+    let can_login = one_of(
+        &ctx.pg.admin,
+        "SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin",
+        vec![user.as_str().into()],
+    )
+    .await;
+    assert_eq!(can_login, 0, "the role may not log in while frozen");
+
+    go_tx.send(()).unwrap();
+    let moved = task.await.unwrap().expect("the move finishes");
+    assert_eq!(moved.to, Isolation::Table);
+    let (after, _) = ctx.login_as(&moved.tenant).await;
+    let rows = one_of(&after, "SELECT count(*) FROM projects", vec![]).await;
+    assert_eq!(rows, i64::from(SMALL.projects), "the role logs in again and sees its rows");
+    let _ = after.close().await;
+    ctx.tenancy.remove_leftovers(&id).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // SQLite
 // ---------------------------------------------------------------------------------------

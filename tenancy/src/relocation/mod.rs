@@ -688,10 +688,12 @@ async fn freeze(tenancy: &Tenancy, tenant: &Tenant, wait: Duration) -> Result<()
         placement => match placement.login() {
             Some(login) => {
                 crate::storage::drain_sessions(tenancy.master(), SessionsOf::Role(&login.user), grace).await?;
-                (
-                    crate::storage::end_sessions(tenancy.master(), SessionsOf::Role(&login.user), wait).await?,
-                    format!("role {}", login.user),
-                )
+                // The role may not log in while the rows are copied (a client outside
+                // tenancy holding its password included); the switch or a roll-back lets
+                // it in again. Its sessions are ended; if some remain, it may log in again
+                // and the move stops.
+                crate::storage::login::close_login_role(tenancy, tenant, &login.user, wait).await?;
+                (0, String::new())
             }
             None => (0, String::new()),
         },
@@ -716,7 +718,24 @@ async fn unfreeze(tenancy: &Tenancy, id: &TenantId) -> Result<()> {
         return Ok(());
     }
     let status = if row.suspended_at.is_some() { TenantStatus::Suspended } else { TenantStatus::Ready };
+    // The login role the freeze closed opens again (before the tenant is served).
+    if let Some(login) = Tenant::from_row(row)?.placement().login() {
+        open_login_role(tenancy.master(), &login.user).await?;
+    }
     crate::deletion::mark(tenancy, id, status).await
+}
+
+/// `ALTER ROLE … LOGIN`, if the role exists.
+async fn open_login_role<C: ConnectionTrait>(db: &C, role: &str) -> Result<()> {
+    let statement = crate::sql::quote_literal(&format!("ALTER ROLE {} LOGIN", quote_ident(role)));
+    db.execute_unprepared(&format!(
+        "DO $tenancy$ BEGIN \
+           IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}) THEN EXECUTE {statement}; END IF; \
+         END $tenancy$",
+        crate::sql::quote_literal(role)
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Removes what the move made (newest first) and serves the tenant from its source again.
@@ -1229,7 +1248,8 @@ async fn convert_login(txn: &DatabaseTransaction, tenant: &Tenant, target: &Tena
             let app = crate::rls::app_role(txn).await?;
             let role = quote_ident(&login.user);
             txn.execute_unprepared(&format!(
-                "REVOKE {app} FROM {role}; ALTER ROLE {role} NOINHERIT; ALTER ROLE {role} SET search_path = {schema}",
+                "REVOKE {app} FROM {role}; ALTER ROLE {role} NOINHERIT LOGIN; \
+                 ALTER ROLE {role} SET search_path = {schema}",
                 app = quote_ident(&app),
                 schema = quote_ident(schema),
             ))
@@ -1244,7 +1264,7 @@ async fn convert_login(txn: &DatabaseTransaction, tenant: &Tenant, target: &Tena
     let role = quote_ident(&login.user);
     txn.execute_unprepared(&format!(
         "REVOKE ALL ON SCHEMA {schema} FROM {role}; ALTER ROLE {role} RESET search_path; \
-         ALTER ROLE {role} INHERIT; GRANT {app} TO {role}",
+         ALTER ROLE {role} INHERIT LOGIN; GRANT {app} TO {role}",
         schema = quote_ident(from_schema),
         app = quote_ident(&app),
     ))
