@@ -286,7 +286,7 @@ const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_s
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
-    connect_pool(url, search_path, 1, None, true).await
+    connect_with(url, search_path, 1, None, true, false).await
 }
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
@@ -298,6 +298,21 @@ pub(crate) async fn connect_pool(
     max_connections: u32,
     idle_timeout: Option<std::time::Duration>,
     named_statements: bool,
+) -> Result<DatabaseConnection> {
+    connect_with(url, search_path, max_connections, idle_timeout, named_statements, true).await
+}
+
+/// [`connect_pool`]; `maintained` pools replace their connections after
+/// [`MAX_CONNECTION_LIFETIME`]. The one-connection pools of [`connect`] live for one task
+/// and are closed by it: they get no lifetime and no idle timeout, and so no maintenance
+/// task (sqlx's can spin once such a pool is closed with a connection idle).
+async fn connect_with(
+    url: &str,
+    search_path: Option<&str>,
+    max_connections: u32,
+    idle_timeout: Option<std::time::Duration>,
+    named_statements: bool,
+    maintained: bool,
 ) -> Result<DatabaseConnection> {
     use sea_orm::{ConnectOptions, Database};
 
@@ -322,7 +337,10 @@ pub(crate) async fn connect_pool(
         // A PostgreSQL backend keeps the catalog entries of every schema it has touched
         // (about 110 KiB per schema tenant) and never frees them: replacing shared
         // connections after a while bounds that growth across thousands of tenants.
-        .max_lifetime(MAX_CONNECTION_LIFETIME);
+        .max_lifetime(maintained.then_some(MAX_CONNECTION_LIFETIME));
+    if !maintained {
+        options.idle_timeout(None::<std::time::Duration>);
+    }
     if let Some(schema) = search_path {
         // sea-orm writes a value that starts with `"` verbatim into `SET search_path`.
         options.set_schema_search_path(crate::sql::quote_ident(schema));
