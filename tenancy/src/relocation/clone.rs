@@ -100,8 +100,8 @@ async fn copy_into(
 ) -> Result<()> {
     let from = PgSide::of(tenancy, template).await?;
     let copied = async {
-        let source_specs = from.tables(tenancy).await?;
         let columns = crate::storage::table::tenant_columns(tenancy).await?;
+        let source_specs = from.tables(tenancy, &columns).await?;
         let names: Vec<String> = source_specs.iter().map(|s| s.name.clone()).collect();
         let specs = copy_postgres::tables(txn, into, &columns, Some(&names)).await?;
         let into_end = copy_postgres::End { schema: into.to_owned(), shared_by: None };

@@ -211,7 +211,7 @@ pub(crate) async fn copy_table(
             json.push_str(&row.try_get_by_index::<String>(0)?);
         }
         json.push(']');
-        let mut bound: Vec<Value> = vec![json.clone().into()];
+        let mut bound: Vec<Value> = vec![json.as_str().into()];
         bound.extend(spec.tenant_value(new_id));
         let inserted = dst.execute_raw(pg(insert.clone(), bound)).await?.rows_affected();
         if inserted < batch.len() as u64 {

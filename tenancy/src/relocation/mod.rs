@@ -29,6 +29,7 @@ mod copy_postgres;
 mod copy_sqlite;
 pub(crate) mod leftovers;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,7 +352,10 @@ pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, to: &MoveTo) -> Resul
     let tables = match tenancy.backend() {
         Backend::Postgres => {
             let side = PgSide::of(tenancy, &tenant).await?;
-            let listed = side.tables(tenancy).await;
+            let listed = match crate::storage::table::tenant_columns(tenancy).await {
+                Ok(columns) => side.tables(tenancy, &columns).await,
+                Err(err) => Err(err),
+            };
             let sized = match listed {
                 Ok(specs) => {
                     let sizes = copy_postgres::sizes(side.db(tenancy), &side.end, &specs).await;
@@ -464,7 +468,7 @@ pub(crate) async fn move_tenant(
         if stale.step.as_deref().is_some_and(|step| step == SWITCHED || step.starts_with("drop ")) {
             tracing::warn!(tenant = %id, "finishing an interrupted movetenant: dropping the old storage");
             let objects = guard.undo_entries().to_vec();
-            drop_source(tenancy, id, &mut guard, options, &objects).await?;
+            drop_source(tenancy, id, &mut guard, &objects).await?;
             guard.finish(tenancy).await?;
             let now = tenancy.get_tenant(id).await?;
             return Ok(Moved {
@@ -648,7 +652,7 @@ async fn run(
     };
     if options.drop_source {
         options.event(&MoveEvent::Step(MoveStep::DropSource));
-        drop_source(tenancy, id, guard, options, &objects).await.map_err(kept)?;
+        drop_source(tenancy, id, guard, &objects).await.map_err(kept)?;
         report.source_dropped = true;
     }
     Ok(report)
@@ -849,10 +853,10 @@ impl PgSide {
     }
 
     /// The tenant's tables at this end.
-    async fn tables(&self, tenancy: &Tenancy) -> Result<Vec<TableSpec>> {
-        let columns = crate::storage::table::tenant_columns(tenancy).await?;
+    /// `columns`: the tenant column of every tenant-scoped table (read once per copy).
+    async fn tables(&self, tenancy: &Tenancy, columns: &BTreeMap<String, String>) -> Result<Vec<TableSpec>> {
         let only: Option<Vec<String>> = self.end.shared_by.as_ref().map(|_| columns.keys().cloned().collect());
-        copy_postgres::tables(self.db(tenancy), &self.end.schema, &columns, only.as_deref()).await
+        copy_postgres::tables(self.db(tenancy), &self.end.schema, columns, only.as_deref()).await
     }
 
     async fn close(self) {
@@ -981,9 +985,9 @@ async fn copy_pg(
     new_id: &str,
     options: &MoveOptions,
 ) -> Result<Vec<TableSpec>> {
-    let source_specs = from.tables(tenancy).await?;
-    let rows = copy_postgres::sizes(from.db(tenancy), &from.end, &source_specs).await?;
     let columns = crate::storage::table::tenant_columns(tenancy).await?;
+    let source_specs = from.tables(tenancy, &columns).await?;
+    let rows = copy_postgres::sizes(from.db(tenancy), &from.end, &source_specs).await?;
     let names: Vec<String> = source_specs.iter().map(|s| s.name.clone()).collect();
     let target_specs = copy_postgres::tables(into.db(tenancy), &into.end.schema, &columns, Some(&names)).await?;
     let specs = tables_to_copy(source, target, &source_specs, &rows, target_specs)?;
@@ -1273,14 +1277,7 @@ async fn convert_login(txn: &DatabaseTransaction, tenant: &Tenant, target: &Tena
 }
 
 /// Removes the source after the switch, object by object, each journaled first.
-async fn drop_source(
-    tenancy: &Tenancy,
-    id: &TenantId,
-    guard: &mut Guard,
-    options: &MoveOptions,
-    objects: &[UndoEntry],
-) -> Result<()> {
-    let _ = options;
+async fn drop_source(tenancy: &Tenancy, id: &TenantId, guard: &mut Guard, objects: &[UndoEntry]) -> Result<()> {
     for object in objects {
         guard.step(tenancy, &format!("drop {object}")).await?;
         crate::storage::undo(tenancy, id, object).await.map_err(|source| Error::MoveFailed {
@@ -1306,7 +1303,7 @@ pub(crate) async fn settle_stale(tenancy: &Tenancy, id: &TenantId, params: serde
     let settled = match switched {
         true => {
             let objects = guard.undo_entries().to_vec();
-            drop_source(tenancy, id, &mut guard, &MoveOptions::new(MoveTo::Table), &objects).await
+            drop_source(tenancy, id, &mut guard, &objects).await
         }
         false => roll_back(tenancy, id, &mut guard).await,
     };
