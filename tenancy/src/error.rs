@@ -646,6 +646,106 @@ pub enum Error {
         reason: String,
     },
 
+    /// A server name is not valid.
+    #[error(
+        "Invalid server name '{name}': {reason}. A server name starts with a lower-case ASCII letter, \
+         then lower-case letters, digits, '_' or '-', at most 40 bytes"
+    )]
+    InvalidServerName {
+        /// The rejected input, with control characters escaped.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A server weight is out of range.
+    #[error("Invalid server weight '{given}': expected a whole number from 1 to 10000")]
+    InvalidWeight {
+        /// The rejected input.
+        given: String,
+    },
+
+    /// No server has this name.
+    #[error("No server named '{name}'. Known servers: {known}")]
+    UnknownServer {
+        /// The name asked for.
+        name: String,
+        /// The servers there are, comma-separated.
+        known: String,
+    },
+
+    /// `addserver` was given a name or an address another server has.
+    #[error("Server '{name}' cannot be added: server '{existing}' at {address} has that name or address")]
+    ServerExists {
+        /// The new server's name.
+        name: String,
+        /// The server that has the name or address.
+        existing: String,
+        /// Its address.
+        address: String,
+    },
+
+    /// A server could not be reached, or refused the credentials.
+    #[error("Server '{server}' at {address} cannot be reached or refused the connection")]
+    ServerUnreachable {
+        /// The server's name.
+        server: String,
+        /// `host:port`.
+        address: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The admin credentials given for a server may not create databases and roles.
+    #[error(
+        "Role '{user}' may not create databases and roles: a server's admin must be a superuser, \
+         or have CREATEDB and CREATEROLE"
+    )]
+    ServerAdminLacksPrivileges {
+        /// The role.
+        user: String,
+    },
+
+    /// A new tenant was asked for on a server that takes none.
+    #[error(
+        "Server '{server}' is {state} and takes no new tenants; pick another with --server, \
+         or make it active again with `undrainserver {server}`"
+    )]
+    ServerNotAccepting {
+        /// The server.
+        server: String,
+        /// Its state (`draining`, `down`).
+        state: &'static str,
+    },
+
+    /// Placement found no active server.
+    #[error("No active server takes new tenants (servers: {servers}); run `undrainserver NAME` or `addserver`")]
+    NoActiveServer {
+        /// Every server with its state.
+        servers: String,
+    },
+
+    /// Servers are registered in a PostgreSQL master only.
+    #[error("Servers need a PostgreSQL master database; this master is SQLite")]
+    ServersNeedPostgres,
+
+    /// A `tenancy_servers` row holds a value this version does not understand.
+    #[error("Server row '{server}' is corrupt: {reason}")]
+    CorruptServer {
+        /// The server's name as stored.
+        server: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A statement returned something it never returns.
+    #[error("Unexpected answer from the database: {reason}")]
+    Statement {
+        /// What was unexpected.
+        reason: String,
+    },
+
     /// A database statement failed.
     #[error("Database error")]
     Database(#[from] sea_orm::DbErr),

@@ -358,6 +358,7 @@ mod registry;
 pub mod relocation;
 pub mod renaming;
 pub mod secrets;
+pub mod servers;
 pub mod sql;
 mod storage;
 mod table_isolation;
@@ -383,7 +384,7 @@ pub use crate::entry::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy
 pub use crate::error::{BoxError, Error, MissingValue, Result};
 pub use crate::models::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
 pub use crate::provisioning::{
-    BoxFuture, Created, DatabaseLogin, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned,
+    BoxFuture, Created, DatabaseLogin, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned, ServerChoice,
 };
 pub use crate::registry::id::{TenantId, validate_sql_name};
 pub use crate::registry::isolation::Isolation;

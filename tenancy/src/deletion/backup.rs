@@ -62,7 +62,7 @@ pub(crate) async fn write(tenancy: &Tenancy, tenant: &Tenant, removals: &[Remova
     }
     let format = match tenant.placement() {
         Placement::Database(TenantDatabase::Postgres(db)) => {
-            let mut url = tenancy.admin_url_for(&db.host, db.port)?;
+            let mut url = tenancy.admin_url_for(&db.host, db.port).await?;
             url.set_path(&format!("/{}", db.name));
             match pg_dump(&url, None, path).await {
                 Ok(()) => BackupFormat::PgDump,

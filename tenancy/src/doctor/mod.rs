@@ -204,7 +204,7 @@ impl Admins {
             if servers.contains_key(&server) {
                 continue;
             }
-            let connection = match tenancy.admin_url_for(&server.host, server.port) {
+            let connection = match tenancy.admin_url_for(&server.host, server.port).await {
                 Ok(url) => crate::connection::url::connect(url.as_str(), None).await.map_err(|err| err.to_string()),
                 Err(err) => Err(err.to_string()),
             };

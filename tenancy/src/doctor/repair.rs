@@ -136,7 +136,7 @@ impl Run<'_> {
 
     async fn admin(&mut self, server: &Server) -> Result<&DatabaseConnection, String> {
         if !self.admins.contains_key(server) {
-            let url = self.tenancy.admin_url_for(&server.host, server.port).map_err(|err| err.to_string())?;
+            let url = self.tenancy.admin_url_for(&server.host, server.port).await.map_err(|err| err.to_string())?;
             let conn = crate::connection::url::connect(url.as_str(), None).await.map_err(|err| err.to_string())?;
             self.admins.insert(server.clone(), conn);
         }

@@ -589,12 +589,13 @@ impl Tenancy {
         &self.shared.url
     }
 
-    /// The admin credentials for the server at `host:port`.
+    /// `TENANCY_ADMIN_URL`'s (or the master's) credentials for the server at `host:port`,
+    /// used for servers `addserver` did not register ([`Tenancy::admin_url_for`]).
     ///
     /// # Errors
     /// [`Error::UnsupportedUrl`] when there are none (a SQLite master without
     /// `TENANCY_ADMIN_URL`) or the host makes no URL.
-    pub(crate) fn admin_url_for(&self, host: &str, port: u16) -> Result<url::Url> {
+    pub(crate) fn default_admin_url(&self, host: &str, port: u16) -> Result<url::Url> {
         let admin = self.shared.admin_url.as_ref().ok_or(Error::UnsupportedUrl {
             url: "TENANCY_ADMIN_URL".to_owned(),
             reason: "a PostgreSQL tenant database needs admin credentials: set TENANCY_ADMIN_URL",

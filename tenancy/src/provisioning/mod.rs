@@ -14,7 +14,7 @@ use std::pin::Pin;
 use chrono::Utc;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait, sea_query::Expr};
 
-pub use self::new_tenant::{DatabaseLogin, NewDatabase, NewTenant};
+pub use self::new_tenant::{DatabaseLogin, NewDatabase, NewTenant, ServerChoice};
 use crate::operations::{self, Guard, OperationKind, UndoEntry};
 use crate::registry::entity;
 use crate::storage::Plan;

@@ -2,7 +2,8 @@
 
 use crate::connection::url::DEFAULT_POSTGRES_PORT;
 use crate::secrets::Password;
-use crate::{Error, Isolation, Result, TenantId};
+use crate::servers::ServerName;
+use crate::{Error, Isolation, Result, Tenancy, TenantId};
 
 /// What to create: the input of [`Tenancy::create_tenant`](crate::Tenancy::create_tenant).
 ///
@@ -111,8 +112,7 @@ impl NewTenant {
                 "name": db.name(),
                 "create": db.creates(),
                 "user": db.postgres_login().map(DatabaseLogin::user),
-                "host": db.host(),
-                "port": db.port(),
+                "server": db.server_choice().journal_value(),
             })
         });
         serde_json::json!({
@@ -136,20 +136,91 @@ pub struct NewDatabase {
     name: String,
     create: bool,
     login: Option<DatabaseLogin>,
-    host: String,
-    port: u16,
+    server: ServerChoice,
+}
+
+/// Which PostgreSQL server a new database goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerChoice {
+    /// The server the placement policy picks ([`crate::Tenancy::pick_server`]): the
+    /// active server with the fewest tenants per unit of weight.
+    Policy,
+    /// A registered server, by name (`createtenant --server`).
+    Named(ServerName),
+    /// A server by address (`--db-host`/`--db-port`), registered or not.
+    Address {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl ServerChoice {
+    fn journal_value(&self) -> serde_json::Value {
+        match self {
+            ServerChoice::Policy => serde_json::json!("policy"),
+            ServerChoice::Named(name) => serde_json::json!({ "name": name.as_str() }),
+            ServerChoice::Address { host, port } => serde_json::json!({ "host": host, "port": port }),
+        }
+    }
+
+    /// Where the database goes: the server's address and, when it is registered, its
+    /// name. A registered server that is draining or down takes no new database.
+    ///
+    /// # Errors
+    /// [`Error::UnknownServer`], [`Error::ServerNotAccepting`], [`Error::NoActiveServer`],
+    /// [`Error::InvalidHost`] or [`Error::InvalidPort`].
+    pub(crate) async fn resolve(&self, tenancy: &Tenancy) -> Result<PlacedServer> {
+        let placed = |server: crate::servers::Server| PlacedServer {
+            host: server.host.clone(),
+            port: server.port,
+            name: Some(server.name),
+        };
+        match self {
+            ServerChoice::Policy => match tenancy.backend() {
+                crate::Backend::Postgres => Ok(placed(tenancy.pick_server().await?)),
+                // A SQLite master has no server of its own: the first version's default.
+                crate::Backend::Sqlite => {
+                    Ok(PlacedServer { host: "localhost".to_owned(), port: DEFAULT_POSTGRES_PORT, name: None })
+                }
+            },
+            ServerChoice::Named(name) => Ok(placed(tenancy.server_for_new_tenant(name).await?)),
+            ServerChoice::Address { host, port } => {
+                crate::connection::url::check_host(host)?;
+                if *port == 0 {
+                    return Err(Error::InvalidPort { given: "0".to_owned() });
+                }
+                let registered = match tenancy.backend() {
+                    crate::Backend::Postgres => tenancy.server_map().await?.at(host, *port).cloned(),
+                    crate::Backend::Sqlite => None,
+                };
+                match registered {
+                    Some(server) if server.state != crate::servers::ServerState::Active => {
+                        Err(Error::ServerNotAccepting { server: server.name.to_string(), state: server.state.as_str() })
+                    }
+                    registered => {
+                        Ok(PlacedServer { host: host.clone(), port: *port, name: registered.map(|server| server.name) })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The server a new database was placed on ([`ServerChoice::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PlacedServer {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Its name, when it is a registered server.
+    pub(crate) name: Option<ServerName>,
 }
 
 impl NewDatabase {
     /// A database to create, with its role: neither may exist yet.
     pub fn create(name: impl Into<String>) -> Self {
-        NewDatabase {
-            name: name.into(),
-            create: true,
-            login: None,
-            host: "localhost".to_owned(),
-            port: DEFAULT_POSTGRES_PORT,
-        }
+        NewDatabase { name: name.into(), create: true, login: None, server: ServerChoice::Policy }
     }
 
     /// A database that exists already: the run checks that the credentials connect to
@@ -165,10 +236,17 @@ impl NewDatabase {
         self
     }
 
-    /// The PostgreSQL server of the database (default `localhost:5432`).
+    /// The PostgreSQL server of the database, by address. Without this or
+    /// [`on_server`](Self::on_server), the placement policy picks a registered server
+    /// ([`crate::Tenancy::pick_server`]).
     pub fn server(mut self, host: impl Into<String>, port: u16) -> Self {
-        self.host = host.into();
-        self.port = port;
+        self.server = ServerChoice::Address { host: host.into(), port };
+        self
+    }
+
+    /// The registered server of the database, by name ([`crate::servers`]).
+    pub fn on_server(mut self, server: ServerName) -> Self {
+        self.server = ServerChoice::Named(server);
         self
     }
 
@@ -187,14 +265,19 @@ impl NewDatabase {
         self.login.as_ref()
     }
 
-    /// The PostgreSQL server's host.
-    pub fn host(&self) -> &str {
-        &self.host
+    /// Which server the database goes on.
+    pub fn server_choice(&self) -> &ServerChoice {
+        &self.server
     }
 
-    /// The PostgreSQL server's port.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// Whether it is to go on the server at `host:port` (given by address).
+    pub(crate) fn is_at(&self, host: &str, port: u16) -> bool {
+        match &self.server {
+            ServerChoice::Address { host: given, port: given_port } => {
+                *given_port == port && crate::servers::same_host(given, host)
+            }
+            ServerChoice::Named(_) | ServerChoice::Policy => false,
+        }
     }
 }
 

@@ -31,6 +31,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(AnnounceRegistryChanges),
             Box::new(CreateLeftovers),
             Box::new(AddLedgerRenamedFrom),
+            Box::new(CreateServers),
         ]
     }
 
@@ -374,5 +375,44 @@ impl MigrationTrait for AddLedgerRenamedFrom {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         use super::ledger::{LEDGER_TABLE, entries::Column};
         manager.alter_table(Table::alter().table(LEDGER_TABLE).drop_column(Column::RenamedFrom).to_owned()).await
+    }
+}
+
+/// The servers tenants are placed on ([`crate::servers`]).
+struct CreateServers;
+
+impl MigrationName for CreateServers {
+    fn name(&self) -> &str {
+        "m20261220_000009_create_tenancy_servers"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateServers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::servers::entity::{Column, SERVERS_TABLE};
+        manager
+            .create_table(
+                Table::create()
+                    .table(SERVERS_TABLE)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Column::Name).string().not_null().primary_key())
+                    .col(ColumnDef::new(Column::Host).string().not_null())
+                    .col(ColumnDef::new(Column::Port).integer().not_null())
+                    .col(ColumnDef::new(Column::MaintenanceDb).string().not_null())
+                    .col(ColumnDef::new(Column::AdminUser).string().null())
+                    .col(ColumnDef::new(Column::AdminPassword).text().null())
+                    .col(ColumnDef::new(Column::Weight).integer().not_null())
+                    .col(ColumnDef::new(Column::State).string().not_null())
+                    .col(ColumnDef::new(Column::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Column::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(crate::servers::entity::SERVERS_TABLE).to_owned()).await
     }
 }

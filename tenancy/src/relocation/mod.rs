@@ -45,7 +45,7 @@ use serde::Serialize;
 pub use self::leftovers::Leftover;
 use crate::connection::binding::{Binding, begin_bound, end_bound};
 use crate::operations::{self, Guard, OperationKind, UndoEntry};
-use crate::provisioning::{NewDatabase, NewTenant, ProvisionHooks, Run};
+use crate::provisioning::{NewDatabase, NewTenant, ProvisionHooks, Run, ServerChoice};
 use crate::registry::entity;
 use crate::registry::placement::{Placement, TenantDatabase};
 use crate::sql::quote_ident;
@@ -132,10 +132,41 @@ impl MoveTo {
             (MoveTo::Schema, Placement::Schema { .. }) | (MoveTo::Table, Placement::Table { .. }) => true,
             (MoveTo::Database(new), Placement::Database(TenantDatabase::Sqlite(db))) => db.name == new.name(),
             (MoveTo::Database(new), Placement::Database(TenantDatabase::Postgres(db))) => {
-                db.name == new.name() && db.host == new.host() && db.port == new.port()
+                db.name == new.name() && new.is_at(&db.host, db.port)
             }
             _ => false,
         }
+    }
+
+    /// The target with its server fixed: a server named by `--server`, or the placement
+    /// policy's pick, becomes that server's address, so every step of the move (and
+    /// [`MoveTo::holds`]) sees one place. A database tenant moved by policy into a
+    /// database of the name it has stays on its server.
+    ///
+    /// # Errors
+    /// [`Error::UnknownServer`] or [`Error::NoActiveServer`], or a master database error.
+    pub async fn pinned(&self, tenancy: &Tenancy, tenant: &Tenant) -> Result<MoveTo> {
+        let MoveTo::Database(new) = self else { return Ok(self.clone()) };
+        if tenancy.backend() != Backend::Postgres {
+            return Ok(self.clone());
+        }
+        let (host, port) = match new.server_choice() {
+            ServerChoice::Address { .. } => return Ok(self.clone()),
+            ServerChoice::Named(name) => {
+                let server = tenancy.server(name).await?;
+                (server.host, server.port)
+            }
+            ServerChoice::Policy => match tenant.placement() {
+                Placement::Database(TenantDatabase::Postgres(db)) if db.name == new.name() => {
+                    (db.host.clone(), db.port)
+                }
+                _ => {
+                    let server = tenancy.pick_server().await?;
+                    (server.host, server.port)
+                }
+            },
+        };
+        Ok(MoveTo::Database(new.clone().server(host, port)))
     }
 
     /// The isolation mode the tenant will have.
@@ -348,6 +379,7 @@ const SWITCHED: &str = "switched";
 /// [`Tenancy::move_plan`].
 pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, to: &MoveTo) -> Result<MovePlan> {
     let tenant = tenancy.get_tenant(id).await?;
+    let to = &to.pinned(tenancy, &tenant).await?;
     refuse_pair(tenancy, &tenant, to)?;
     let tables = match tenancy.backend() {
         Backend::Postgres => {
@@ -426,8 +458,7 @@ fn refuse_pair(tenancy: &Tenancy, tenant: &Tenant, to: &MoveTo) -> Result<()> {
     }
     if let (Placement::Database(TenantDatabase::Postgres(current)), MoveTo::Database(new)) = (tenant.placement(), to)
         && current.name == new.name()
-        && current.host == new.host()
-        && current.port == new.port()
+        && new.is_at(&current.host, current.port)
     {
         return Err(refuse(format!("it lives in database '{}' on {} already", current.name, current.server())));
     }
@@ -459,7 +490,8 @@ pub(crate) async fn move_tenant(
     hooks: &dyn ProvisionHooks,
 ) -> Result<Moved> {
     let tenant = tenancy.get_tenant(id).await?;
-    let new = target_of(&tenant, &options.to)?;
+    let to = &options.to.pinned(tenancy, &tenant).await?;
+    let new = target_of(&tenant, to)?;
     let params = serde_json::json!({ "to": new.journal_params(), "drop_source": options.drop_source });
     let begun = operations::begin(tenancy, OperationKind::Move, id, params).await?;
     let mut guard = begun.guard;
@@ -492,7 +524,7 @@ pub(crate) async fn move_tenant(
     // Run again after a move that finished (its process died right after the switch):
     // there is nothing left to do.
     let now = tenancy.get_tenant(id).await?;
-    if options.to.holds(&now) && now.status() != TenantStatus::Moving {
+    if to.holds(&now) && now.status() != TenantStatus::Moving {
         guard.finish(tenancy).await?;
         return Ok(Moved {
             id: id.clone(),
@@ -506,7 +538,7 @@ pub(crate) async fn move_tenant(
             already_there: true,
         });
     }
-    if let Err(err) = refuse_pair(tenancy, &tenant, &options.to) {
+    if let Err(err) = refuse_pair(tenancy, &tenant, to) {
         guard.finish(tenancy).await?;
         return Err(err);
     }
@@ -680,7 +712,7 @@ async fn freeze(tenancy: &Tenancy, tenant: &Tenant, wait: Duration) -> Result<()
     let remaining = match tenant.placement() {
         Placement::Database(TenantDatabase::Postgres(db)) => {
             let admin =
-                crate::connection::url::connect(tenancy.admin_url_for(&db.host, db.port)?.as_str(), None).await?;
+                crate::connection::url::connect(tenancy.admin_url_for(&db.host, db.port).await?.as_str(), None).await?;
             let drained = crate::storage::drain_sessions(&admin, SessionsOf::Database(&db.name), grace).await;
             let remaining = match drained {
                 Ok(()) => crate::storage::end_sessions(&admin, SessionsOf::Database(&db.name), wait).await,

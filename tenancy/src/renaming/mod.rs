@@ -561,7 +561,7 @@ async fn rewrite_database_marks(tenancy: &Tenancy, tenant: &Tenant, to: &TenantI
     }
     let master_name = tenancy.master_identity().await?.1.clone();
     let old_mark = marker::comment(&master_name, tenant.id());
-    let admin = crate::connection::url::connect(tenancy.admin_url_for(&db.host, db.port)?.as_str(), None).await?;
+    let admin = crate::connection::url::connect(tenancy.admin_url_for(&db.host, db.port).await?.as_str(), None).await?;
     let result = async {
         for (kind, name, catalog) in [("DATABASE", &db.name, "pg_database"), ("ROLE", &db.user, "pg_authid")] {
             let column = if kind == "DATABASE" { "datname" } else { "rolname" };

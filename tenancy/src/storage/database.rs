@@ -73,24 +73,21 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
         Backend::Postgres => {
             let login = db.postgres_login().ok_or(Error::Missing { value: MissingValue::DatabaseUser })?;
             validate_sql_name("database user", login.user())?;
-            url::check_host(db.host())?;
-            if db.port() == 0 {
-                return Err(Error::InvalidPort { given: "0".to_owned() });
-            }
             let password = login.password();
             if password.expose().is_empty() {
                 return Err(Error::Missing { value: MissingValue::DatabasePassword });
             }
+            let placed = db.server_choice().resolve(tenancy).await?;
             let (key, _) = tenancy.secret_key()?;
             let config = PostgresDatabase {
                 password: key.encrypt(password, new.id().as_str()),
                 name: db.name().to_owned(),
                 user: login.user().to_owned(),
-                host: db.host().to_owned(),
-                port: db.port(),
+                host: placed.host,
+                port: placed.port,
                 ownership: ownership(db.creates()),
             };
-            let admin_url = tenancy.admin_url_for(&config.host, config.port)?;
+            let admin_url = tenancy.admin_url_for(&config.host, config.port).await?;
             let admin = connect(admin_url.as_str(), None).await?;
             let verifier = db.creates().then(|| scram_sha256_verifier(password));
             if !db.creates() {
@@ -373,7 +370,7 @@ pub(crate) async fn drop_on_server(tenancy: &Tenancy, entry: &UndoEntry) -> Resu
         }
         other => return Err(format!("not a database server object: {other}").into()),
     };
-    let admin = connect(tenancy.admin_url_for(host, port)?.as_str(), None).await?;
+    let admin = connect(tenancy.admin_url_for(host, port).await?.as_str(), None).await?;
     let dropped = admin.execute_unprepared(&sql).await;
     let _ = admin.close().await;
     dropped?;
@@ -442,7 +439,7 @@ pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal
             reason: "a database removal for a tenant without a PostgreSQL database".to_owned(),
         });
     };
-    let admin = connect(tenancy.admin_url_for(&db.host, db.port)?.as_str(), None).await?;
+    let admin = connect(tenancy.admin_url_for(&db.host, db.port).await?.as_str(), None).await?;
     let result = match removal {
         Removal::Database { name, .. } => drop_database(&admin, tenant, name, wait).await,
         Removal::Role { name, .. } => admin
