@@ -359,8 +359,8 @@ pub(crate) async fn leftovers(world: &World, id: &str) -> BTreeSet<String> {
     let left = world.tenancy.leftovers(Some(&id)).await.expect("the leftovers");
     left.iter()
         .map(|leftover| match &leftover.object {
-            UndoEntry::Schema { name } => format!("schema {name}"),
-            UndoEntry::LoginRole { name } | UndoEntry::Role { name, .. } => format!("role {name}"),
+            UndoEntry::Schema { name, .. } => format!("schema {name}"),
+            UndoEntry::LoginRole { name, .. } | UndoEntry::Role { name, .. } => format!("role {name}"),
             UndoEntry::Database { name, .. } => format!("database {name}"),
             UndoEntry::File { path } => {
                 format!("file {}", path.file_name().expect("a file name").to_string_lossy())

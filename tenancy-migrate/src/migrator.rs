@@ -96,8 +96,9 @@ enum Target<'a> {
     /// A connection of the master pool; `schema` is set as the transaction's only
     /// `search_path` entry.
     Master { db: &'a DatabaseConnection, schema: Option<&'a str> },
-    /// A connection of the tenant's own (closed afterwards).
-    Own(DatabaseConnection),
+    /// A connection of the tenant's own (closed afterwards); `schema` as for `Master` (a
+    /// schema tenant on a shard database).
+    Own(DatabaseConnection, Option<&'a str>),
 }
 
 /// Applies the pending migrations of `migrator` to one tenant. `fresh` skips the
@@ -110,24 +111,24 @@ pub(crate) async fn migrate_one(
 ) -> Result<MigrationOutcome> {
     let (target, lock) = match tenant.placement() {
         Placement::Table { .. } => (Target::Master { db: tenancy.master(), schema: None }, SHARED_TABLES_LOCK),
-        Placement::Schema { schema, .. } => {
+        Placement::Schema { schema, shard: None, .. } => {
             (Target::Master { db: tenancy.master(), schema: Some(schema) }, tenant.id().as_str())
         }
-        _ => match tenancy.connect_storage(tenant).await? {
-            Some(conn) => (Target::Own(conn), tenant.id().as_str()),
+        placement => match tenancy.connect_storage(tenant).await? {
+            Some(conn) => (Target::Own(conn, placement.schema()), tenant.id().as_str()),
             None => return Ok(MigrationOutcome::NothingToMigrate),
         },
     };
     let (db, schema) = match &target {
         Target::Master { db, schema } => (*db, *schema),
-        Target::Own(conn) => (conn, None),
+        Target::Own(conn, schema) => (conn, *schema),
     };
     // Table tenants' migrations change the shared tables: the row-security step secures
     // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
     // a migration and its securing commit together or not at all.
     let secure = tenant.isolation() == Isolation::Table;
     let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure).await.map_err(|f| f.of(tenant));
-    if let Target::Own(conn) = target {
+    if let Target::Own(conn, _) = target {
         let _ = conn.close().await;
     }
     // Nothing to migrate, but the shared tables may have been secured by an older version
@@ -459,10 +460,10 @@ pub(crate) async fn applied_read_only(
     let applied = match tenant.placement() {
         Placement::Cache => return Ok(HashSet::new()),
         Placement::Table { .. } => applied_versions(tenancy.master(), None, &table).await,
-        Placement::Schema { schema, .. } => applied_versions(tenancy.master(), Some(schema), &table).await,
-        _ => {
+        Placement::Schema { schema, shard: None, .. } => applied_versions(tenancy.master(), Some(schema), &table).await,
+        placement => {
             let Some(conn) = tenancy.connect_storage(tenant).await? else { return Ok(HashSet::new()) };
-            let applied = applied_versions(&conn, None, &table).await;
+            let applied = applied_versions(&conn, placement.schema(), &table).await;
             let _ = conn.close().await;
             applied
         }

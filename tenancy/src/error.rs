@@ -739,6 +739,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--server` was given for a mode whose storage is always the master's.
+    #[error(
+        "--server '{server}' does not apply to {isolation} isolation: its data lives in the master database; \
+             use it with database or schema isolation"
+    )]
+    ServerNotPlaceable {
+        /// The server given.
+        server: String,
+        /// The tenant's mode.
+        isolation: crate::Isolation,
+    },
+
+    /// An operation that does not handle schema tenants on shard databases yet.
+    #[error("Tenant '{tenant}': {what} is not supported yet")]
+    ShardNotSupported {
+        /// The tenant.
+        tenant: String,
+        /// The operation.
+        what: &'static str,
+    },
+
     /// A statement returned something it never returns.
     #[error("Unexpected answer from the database: {reason}")]
     Statement {

@@ -389,7 +389,7 @@ pub use crate::provisioning::{
 pub use crate::registry::id::{TenantId, validate_sql_name};
 pub use crate::registry::isolation::Isolation;
 pub use crate::registry::placement::{
-    Ownership, Placement, PostgresDatabase, SqliteDatabase, TenantDatabase, TenantLogin,
+    Ownership, Placement, PostgresDatabase, ShardDatabase, SqliteDatabase, TenantDatabase, TenantLogin,
 };
 pub use crate::registry::{
     FRAMEWORK_MIGRATIONS_TABLE, REGISTRY_TABLE, RegistryMigrator, Suspension, Tenant, TenantStatus,

@@ -11,6 +11,7 @@
 
 mod backup;
 
+use crate::registry::placement::ShardDatabase;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -126,6 +127,9 @@ pub enum Removal {
         name: String,
         /// How many tables it holds.
         tables: u64,
+        /// The shard database holding it; `None`: the master database.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardDatabase>,
     },
     /// A table tenant's rows of one shared table.
     Rows {
@@ -136,10 +140,14 @@ pub enum Removal {
         /// How many rows the tenant has there.
         rows: u64,
     },
-    /// A schema or table tenant's login role on the master, its sessions ended first.
+    /// A schema or table tenant's login role on the master (or a shard's server), its
+    /// sessions ended first.
     LoginRole {
         /// Role name.
         name: String,
+        /// The shard database its privileges are in; `None`: the master database.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardDatabase>,
     },
     /// Storage earlier moves left behind ([`crate::relocation::Leftover`]).
     Leftovers {
@@ -193,7 +201,7 @@ impl Removal {
             Removal::File { path } => format!("remove file {}", path.display()),
             Removal::Schema { name, .. } => format!("drop schema {name}"),
             Removal::Rows { table, .. } => format!("delete rows of {table}"),
-            Removal::LoginRole { name } => format!("drop role {name}"),
+            Removal::LoginRole { name, .. } => format!("drop role {name}"),
             Removal::Leftovers { .. } => "remove leftovers".to_owned(),
             Removal::CacheNamespace { namespace } => format!("clear cache namespace {namespace}"),
             Removal::Kept { what, .. } => format!("keep {what}"),
@@ -208,9 +216,20 @@ impl fmt::Display for Removal {
             Removal::Database { name, server } => write!(f, "drop database '{name}' on {server} (ending its sessions)"),
             Removal::Role { name, server } => write!(f, "drop role '{name}' on {server}"),
             Removal::File { path } => write!(f, "remove file '{}'", path.display()),
-            Removal::Schema { name, tables } => write!(f, "drop schema '{name}' with its {tables} table(s)"),
+            Removal::Schema { name, tables, shard: None } => {
+                write!(f, "drop schema '{name}' with its {tables} table(s)")
+            }
+            Removal::Schema { name, tables, shard: Some(shard) } => write!(
+                f,
+                "drop schema '{name}' with its {tables} table(s) from shard '{}' on {}",
+                shard.database,
+                shard.address()
+            ),
             Removal::Rows { table, column, rows } => write!(f, "delete {rows} row(s) of table '{table}' ({column})"),
-            Removal::LoginRole { name } => write!(f, "drop role '{name}' (ending its sessions)"),
+            Removal::LoginRole { name, shard: None } => write!(f, "drop role '{name}' (ending its sessions)"),
+            Removal::LoginRole { name, shard: Some(shard) } => {
+                write!(f, "drop role '{name}' on {} (ending its sessions)", shard.address())
+            }
             Removal::Leftovers { objects } => {
                 write!(f, "remove what earlier moves left behind: {}", objects.join(", "))
             }

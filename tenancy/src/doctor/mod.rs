@@ -142,10 +142,10 @@ impl Owned {
         let mut owned = Owned::default();
         for leftover in leftovers {
             match &leftover.object {
-                UndoEntry::Schema { name } => {
+                UndoEntry::Schema { name, .. } => {
                     owned.schemas.insert(name.clone());
                 }
-                UndoEntry::LoginRole { name } | UndoEntry::Role { name, .. } => {
+                UndoEntry::LoginRole { name, .. } | UndoEntry::Role { name, .. } => {
                     owned.roles.insert(name.clone());
                 }
                 UndoEntry::Database { name, .. } => {

@@ -21,12 +21,23 @@ pub(super) async fn missing(tenancy: &Tenancy, registry: &[Tenant], admins: &Adm
     let master_server = tenancy.master_url().postgres_server().map(|(host, port)| Server { host, port });
     let mut per_server: BTreeMap<Server, Wanted<'_>> = BTreeMap::new();
     let mut in_master = Wanted::default();
+    let mut per_shard: BTreeMap<ShardKey<'_>, Wanted<'_>> = BTreeMap::new();
     // Tenants being created, deleted or renamed are the operations journal's (stale
     // operations).
     for tenant in registry
         .iter()
         .filter(|t| !matches!(t.status(), TenantStatus::Provisioning | TenantStatus::Deleting | TenantStatus::Renaming))
     {
+        if let Some(shard) = tenant.placement().shard() {
+            let wanted = per_shard.entry(ShardKey(shard)).or_default();
+            if let Some(login) = tenant.placement().login() {
+                wanted.roles.push((tenant, &login.user));
+            }
+            if let Some(schema) = tenant.placement().schema() {
+                wanted.schemas.push((tenant, schema));
+            }
+            continue;
+        }
         if let Some(login) = tenant.placement().login() {
             in_master.roles.push((tenant, &login.user));
         }
@@ -52,21 +63,30 @@ pub(super) async fn missing(tenancy: &Tenancy, registry: &[Tenant], admins: &Adm
 
     if let Some(server) = master_server {
         let master = tenancy.master();
-        let schemas = names(&in_master.schemas);
-        let present = strings(
-            master,
-            "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname::text IN \
-             (SELECT json_array_elements_text($1::json))",
-            vec![json_list(schemas)],
-        )
-        .await?;
-        for (tenant, schema) in &in_master.schemas {
-            if !present.contains(*schema) {
-                findings.push(Finding::MissingSchema { tenant: tenant.id().clone(), schema: (*schema).to_owned() });
-            }
-        }
+        missing_schemas(&mut findings, master, &in_master.schemas).await?;
         let present = roles(master, &in_master.roles).await?;
         missing_roles(&mut findings, &in_master.roles, &present, &server);
+    }
+
+    for (ShardKey(shard), wanted) in &per_shard {
+        let server = Server { host: shard.host.clone(), port: shard.port };
+        let admin = match crate::storage::shard::admin(tenancy, shard).await {
+            Ok(admin) => admin,
+            // A shard that cannot be reached: its server's tenants are not checked.
+            Err(err) => {
+                tracing::warn!(server = %shard.server, error = %err, "shard database unreachable; its tenants are not checked");
+                continue;
+            }
+        };
+        let checked = async {
+            missing_schemas(&mut findings, &admin, &wanted.schemas).await?;
+            let present = roles(&admin, &wanted.roles).await?;
+            missing_roles(&mut findings, &wanted.roles, &present, &server);
+            Ok::<_, crate::Error>(())
+        }
+        .await;
+        let _ = admin.close().await;
+        checked?;
     }
 
     for (server, wanted) in &per_server {
@@ -92,6 +112,42 @@ pub(super) async fn missing(tenancy: &Tenancy, registry: &[Tenant], admins: &Adm
         missing_roles(&mut findings, &wanted.roles, &present, server);
     }
     Ok(findings)
+}
+
+/// A shard database, ordered by where it is.
+#[derive(PartialEq, Eq)]
+struct ShardKey<'a>(&'a crate::registry::placement::ShardDatabase);
+
+impl PartialOrd for ShardKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ShardKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.0.host, self.0.port, &self.0.database).cmp(&(&other.0.host, other.0.port, &other.0.database))
+    }
+}
+
+async fn missing_schemas(
+    findings: &mut Vec<Finding>,
+    db: &sea_orm::DatabaseConnection,
+    wanted: &[(&Tenant, &str)],
+) -> Result<()> {
+    let present = strings(
+        db,
+        "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname::text IN \
+         (SELECT json_array_elements_text($1::json))",
+        vec![json_list(names(wanted))],
+    )
+    .await?;
+    for (tenant, schema) in wanted {
+        if !present.contains(*schema) {
+            findings.push(Finding::MissingSchema { tenant: tenant.id().clone(), schema: (*schema).to_owned() });
+        }
+    }
+    Ok(())
 }
 
 fn names<'a>(wanted: &[(&Tenant, &'a str)]) -> Vec<&'a str> {

@@ -24,6 +24,7 @@
 mod entity;
 mod worker;
 
+use crate::registry::placement::ShardDatabase;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -201,15 +202,22 @@ pub enum UndoEntry {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// A schema of the master database.
+    /// A schema of the master database, or of a shard database.
     Schema {
         /// Schema name.
         name: String,
+        /// The shard database holding it; `None`: the master database.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardDatabase>,
     },
-    /// A tenant login role on the master, with the privileges granted to it.
+    /// A tenant login role on the master's server (or a shard's), with the privileges
+    /// granted to it.
     LoginRole {
         /// Role name.
         name: String,
+        /// The shard database its privileges are in; `None`: the master database.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardDatabase>,
     },
     /// The tenant's rows of one shared table of the master.
     Rows {
@@ -227,8 +235,12 @@ impl fmt::Display for UndoEntry {
             UndoEntry::Role { name, host, port } => write!(f, "role '{name}' on {host}:{port}"),
             UndoEntry::Database { name, host, port } => write!(f, "database '{name}' on {host}:{port}"),
             UndoEntry::File { path } => write!(f, "file '{}'", path.display()),
-            UndoEntry::Schema { name } => write!(f, "schema '{name}'"),
-            UndoEntry::LoginRole { name } => write!(f, "role '{name}'"),
+            UndoEntry::Schema { name, shard: None } => write!(f, "schema '{name}'"),
+            UndoEntry::Schema { name, shard: Some(shard) } => {
+                write!(f, "schema '{name}' of shard '{}' on {}", shard.database, shard.address())
+            }
+            UndoEntry::LoginRole { name, shard: None } => write!(f, "role '{name}'"),
+            UndoEntry::LoginRole { name, shard: Some(shard) } => write!(f, "role '{name}' on {}", shard.address()),
             UndoEntry::Rows { table, .. } => write!(f, "the tenant's rows of table '{table}'"),
         }
     }

@@ -339,18 +339,33 @@ async fn run_steps(new: &NewTenant, tenant: &mut Tenant, plan: &Plan, run: &mut 
     let tenancy = run.tenancy;
     run.step(ProvisionStep::ClaimId, Some(UndoEntry::RegistryRow), claim(tenancy, tenant)).await?;
 
-    // A driver that provisions in a master transaction (schema isolation) makes creating
-    // the storage, migrating it and marking the tenant ready one transaction, so a failure
-    // at any of them leaves nothing behind even if this process dies before it can undo.
-    let txn = match plan.in_master_transaction() {
-        true => {
-            Some(tenancy.master().begin().await.map_err(|e| (ProvisionStep::CreateSchema, Box::new(e) as BoxError))?)
+    // A driver that provisions in one transaction (schema isolation) makes creating the
+    // storage and migrating it one step; in the master database marking the tenant ready
+    // is part of it, so a failure at any of them leaves nothing behind even if this
+    // process dies before it can undo. A shard's transaction commits first, then the
+    // master marks the tenant ready: the journal undoes a shard schema whose tenant never
+    // became ready.
+    let home = plan.transaction_home(tenancy);
+    let txn = match home {
+        Some((home, _)) => {
+            Some(home.begin().await.map_err(|e| (ProvisionStep::CreateSchema, Box::new(e) as BoxError))?)
         }
-        false => None,
+        None => None,
     };
+    let in_master = home.is_none_or(|(_, master)| master);
     let result = storage_steps(new, tenant, plan, run, txn.as_ref()).await;
+    let result = match (result, in_master) {
+        (Ok(()), true) => mark_ready(run, tenant, txn.as_ref()).await,
+        (result, _) => result,
+    };
     match (result, txn) {
-        (Ok(()), Some(txn)) => txn.commit().await.map_err(|e| (ProvisionStep::MarkReady, Box::new(e) as BoxError)),
+        (Ok(()), Some(txn)) => {
+            txn.commit().await.map_err(|e| (ProvisionStep::MarkReady, Box::new(e) as BoxError))?;
+            if !in_master {
+                mark_ready(run, tenant, None).await?;
+            }
+            Ok(())
+        }
         (Ok(()), None) => Ok(()),
         (Err(err), Some(txn)) => {
             // Roll back before the undo log runs: its DROP SCHEMA would wait for this
@@ -362,7 +377,19 @@ async fn run_steps(new: &NewTenant, tenant: &mut Tenant, plan: &Plan, run: &mut 
     }
 }
 
-/// The steps after the claim: storage, migrations, `ready`.
+/// Marks the tenant ready, in `txn` (the master's) or a transaction of its own.
+async fn mark_ready(
+    run: &mut Run<'_>,
+    tenant: &mut Tenant,
+    txn: Option<&DatabaseTransaction>,
+) -> Result<(), StepFailure> {
+    let now = Utc::now();
+    run.mark_ready(tenant.id(), now, txn).await?;
+    tenant.set_ready(now);
+    Ok(())
+}
+
+/// The steps after the claim: storage and migrations.
 async fn storage_steps(
     new: &NewTenant,
     tenant: &mut Tenant,
@@ -390,10 +417,6 @@ async fn storage_steps(
         })
         .await?;
     }
-
-    let now = Utc::now();
-    run.mark_ready(tenant.id(), now, txn).await?;
-    tenant.set_ready(now);
     Ok(())
 }
 

@@ -25,6 +25,7 @@ pub struct NewTenant {
     database: Option<NewDatabase>,
     migrate: bool,
     template: Option<TenantId>,
+    server: Option<ServerName>,
 }
 
 impl NewTenant {
@@ -43,7 +44,15 @@ impl NewTenant {
         if name.is_empty() {
             return Err(Error::Missing { value: crate::MissingValue::TenantName });
         }
-        Ok(NewTenant { id: id.try_into()?, name, isolation, database: None, migrate: false, template: None })
+        Ok(NewTenant {
+            id: id.try_into()?,
+            name,
+            isolation,
+            database: None,
+            migrate: false,
+            template: None,
+            server: None,
+        })
     }
 
     /// The database of a database-isolated tenant (required for that mode, ignored by the
@@ -72,6 +81,22 @@ impl NewTenant {
     pub fn from_template(mut self, template: TenantId) -> Self {
         self.template = Some(template);
         self
+    }
+
+    /// The registered server the tenant's storage goes on ([`crate::servers`]): for schema
+    /// isolation, a schema of that server's shard database (the master's own server: the
+    /// master database); for database isolation, a database there (as
+    /// [`NewDatabase::on_server`]). Without it the placement policy picks
+    /// ([`crate::Tenancy::pick_server`]). Table and cache tenants live in the master and
+    /// its cache: refused for them.
+    pub fn on_server(mut self, server: ServerName) -> Self {
+        self.server = Some(server);
+        self
+    }
+
+    /// The server given with [`on_server`](Self::on_server).
+    pub fn server(&self) -> Option<&ServerName> {
+        self.server.as_ref()
     }
 
     /// The template given with [`from_template`](Self::from_template).
@@ -121,6 +146,7 @@ impl NewTenant {
             "database": database,
             "migrate": self.migrate,
             "from": self.template.as_ref().map(TenantId::as_str),
+            "server": self.server.as_ref().map(ServerName::as_str),
         })
     }
 }

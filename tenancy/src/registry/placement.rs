@@ -19,13 +19,16 @@ use crate::secrets::EncryptedSecret;
 pub enum Placement {
     /// [`Isolation::Database`]: a database of its own.
     Database(TenantDatabase),
-    /// [`Isolation::Schema`]: a schema of the PostgreSQL master database.
+    /// [`Isolation::Schema`]: a schema of the PostgreSQL master database (the default
+    /// shard), or of a shard database on another server.
     Schema {
         /// The schema's name (the tenant id).
         schema: String,
         /// The login role its connections use; `None` only for a tenant registered
         /// without one, whose handle binds transactions of the master pool instead.
         login: Option<TenantLogin>,
+        /// The shard database holding the schema; `None`: the master database.
+        shard: Option<ShardDatabase>,
     },
     /// [`Isolation::Table`]: rows in the master database's shared tables.
     Table {
@@ -57,6 +60,14 @@ impl Placement {
         }
     }
 
+    /// The shard database of a schema tenant that is not in the master database.
+    pub fn shard(&self) -> Option<&ShardDatabase> {
+        match self {
+            Placement::Schema { shard, .. } => shard.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The schema of a schema tenant.
     pub fn schema(&self) -> Option<&str> {
         match self {
@@ -79,7 +90,10 @@ impl Placement {
     /// Why the config cannot be the mode's: the registry row is corrupt.
     pub(crate) fn from_stored(isolation: Isolation, config: serde_json::Value) -> Result<Self, String> {
         let stored: StoredConfig = serde_json::from_value(config).map_err(|err| format!("config: {err}"))?;
-        let StoredConfig { database, schema, login } = stored;
+        let StoredConfig { database, schema, login, shard } = stored;
+        if shard.is_some() && isolation != Isolation::Schema {
+            return Err(format!("a {isolation} tenant's config names a shard database"));
+        }
         let unexpected = |what: &str| Err(format!("a {isolation} tenant's config has {what}"));
         match isolation {
             Isolation::Database => {
@@ -97,7 +111,7 @@ impl Placement {
                 if database.is_some() {
                     return unexpected("a database");
                 }
-                Ok(Placement::Schema { schema, login })
+                Ok(Placement::Schema { schema, login, shard })
             }
             Isolation::Table => match (database, schema) {
                 (None, None) => Ok(Placement::Table { login }),
@@ -118,9 +132,12 @@ impl Placement {
             Placement::Database(database) => {
                 StoredConfig { database: Some(database.clone()), ..StoredConfig::default() }
             }
-            Placement::Schema { schema, login } => {
-                StoredConfig { schema: Some(schema.clone()), login: login.clone(), ..StoredConfig::default() }
-            }
+            Placement::Schema { schema, login, shard } => StoredConfig {
+                schema: Some(schema.clone()),
+                login: login.clone(),
+                shard: shard.clone(),
+                ..StoredConfig::default()
+            },
             Placement::Table { login } => StoredConfig { login: login.clone(), ..StoredConfig::default() },
             Placement::Cache => StoredConfig::default(),
         };
@@ -138,6 +155,41 @@ struct StoredConfig {
     schema: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     login: Option<TenantLogin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<ShardDatabase>,
+}
+
+/// A shard database: a database on a server that holds the schemas of many schema
+/// tenants, the master database holding only their registry rows. Named after the
+/// master database ([`ShardDatabase::name_for`]), so two masters sharing a server never
+/// share a shard.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ShardDatabase {
+    /// The registered server's name.
+    pub server: String,
+    /// Its host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The shard database's name.
+    pub database: String,
+}
+
+impl ShardDatabase {
+    /// The shard database of the master database `master` on any server: `<master>_shard`,
+    /// cut to PostgreSQL's 63 bytes.
+    pub fn name_for(master: &str) -> String {
+        let mut base = master.to_owned();
+        while base.len() > 57 {
+            base.pop();
+        }
+        format!("{base}_shard")
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 /// The PostgreSQL login role of a schema- or table-isolated tenant, made when the tenant

@@ -478,7 +478,9 @@ fn target_of(tenant: &Tenant, to: &MoveTo) -> Result<NewTenant> {
     let new = NewTenant::new(tenant.id().clone(), tenant.name(), to.isolation())?.migrate(true);
     Ok(match to {
         MoveTo::Database(database) => new.database(database.clone()),
-        MoveTo::Schema | MoveTo::Table => new,
+        // Into the master database: the copy engine reads and writes the master's schemas.
+        MoveTo::Schema => new.on_server(crate::servers::ServerName::master()),
+        MoveTo::Table => new,
     })
 }
 
@@ -804,9 +806,9 @@ async fn provision(
         source,
     };
     let mut run = Run::new(tenancy, hooks, guard);
-    let txn = match plan.in_master_transaction() {
-        true => Some(tenancy.master().begin().await?),
-        false => None,
+    let txn = match plan.transaction_home(tenancy) {
+        Some((home, _)) => Some(home.begin().await?),
+        None => None,
     };
     let made = async {
         plan.create(tenancy, &mut run, txn.as_ref()).await?;
@@ -838,6 +840,12 @@ struct PgSide {
 
 impl PgSide {
     async fn of(tenancy: &Tenancy, tenant: &Tenant) -> Result<PgSide> {
+        if tenant.placement().shard().is_some() {
+            return Err(Error::ShardNotSupported {
+                tenant: tenant.id().to_string(),
+                what: "moving, cloning from or copying a schema tenant on a shard database",
+            });
+        }
         let id = tenant.id().to_string();
         match tenant.placement() {
             Placement::Database(TenantDatabase::Postgres(_)) => {
@@ -1194,10 +1202,10 @@ async fn source_objects(tenancy: &Tenancy, tenant: &Tenant, into: Isolation) -> 
         }
         // An adopted database is the operator's: it is detached, never listed to drop.
         Placement::Database(_) => {}
-        Placement::Schema { schema, login } => {
-            objects.push(UndoEntry::Schema { name: schema.clone() });
+        Placement::Schema { schema, login, shard } => {
+            objects.push(UndoEntry::Schema { name: schema.clone(), shard: shard.clone() });
             if let (Some(login), false) = (login, keeps_login) {
-                objects.push(UndoEntry::LoginRole { name: login.user.clone() });
+                objects.push(UndoEntry::LoginRole { name: login.user.clone(), shard: shard.clone() });
             }
         }
         Placement::Table { login } => {
@@ -1207,7 +1215,7 @@ async fn source_objects(tenancy: &Tenancy, tenant: &Tenant, into: Isolation) -> 
                 }
             }
             if let (Some(login), false) = (login, keeps_login) {
-                objects.push(UndoEntry::LoginRole { name: login.user.clone() });
+                objects.push(UndoEntry::LoginRole { name: login.user.clone(), shard: None });
             }
         }
         Placement::Cache => {}

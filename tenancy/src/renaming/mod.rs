@@ -221,7 +221,13 @@ async fn steps(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId) -> Result<Vec<
     let from = tenant.id();
     let mut list = vec![RenameStep::StopServing];
     match tenant.placement() {
-        Placement::Schema { schema, login } => {
+        Placement::Schema { shard: Some(_), .. } => {
+            return Err(Error::ShardNotSupported {
+                tenant: from.to_string(),
+                what: "renaming a schema tenant on a shard database",
+            });
+        }
+        Placement::Schema { schema, login, shard: None } => {
             // The schema is named after the id (**contract**); one that is not keeps its name.
             if schema == from.as_str() {
                 list.push(RenameStep::Schema { from: schema.clone(), to: to.to_string() });
@@ -669,7 +675,7 @@ fn renamed_placement(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId, steps: &
         Ok(Some(TenantLogin { user, password: reencrypt(&login.password)? }))
     };
     Ok(match tenant.placement() {
-        Placement::Schema { schema, login: current } => {
+        Placement::Schema { schema, login: current, shard } => {
             let schema = steps
                 .iter()
                 .find_map(|step| match step {
@@ -677,7 +683,7 @@ fn renamed_placement(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId, steps: &
                     _ => None,
                 })
                 .unwrap_or_else(|| schema.clone());
-            Placement::Schema { schema, login: login(current)? }
+            Placement::Schema { schema, login: login(current)?, shard: shard.clone() }
         }
         Placement::Table { login: current } => Placement::Table { login: login(current)? },
         Placement::Database(TenantDatabase::Postgres(db)) => {

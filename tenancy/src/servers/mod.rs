@@ -361,7 +361,13 @@ impl ServerMap {
                 None => TenantServer::Unregistered { host: &db.host, port: db.port },
             },
             Placement::Database(TenantDatabase::Sqlite(_)) | Placement::Cache => TenantServer::Embedded,
-            Placement::Schema { .. } | Placement::Table { .. } => self
+            Placement::Schema { shard: Some(shard), .. } => {
+                match self.servers.iter().find(|server| server.name.as_str() == shard.server) {
+                    Some(server) => TenantServer::Registered(server),
+                    None => TenantServer::Unregistered { host: &shard.host, port: shard.port },
+                }
+            }
+            Placement::Schema { shard: None, .. } | Placement::Table { .. } => self
                 .servers
                 .iter()
                 .find(|server| server.is_master())

@@ -77,7 +77,10 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
             if password.expose().is_empty() {
                 return Err(Error::Missing { value: MissingValue::DatabasePassword });
             }
-            let placed = db.server_choice().resolve(tenancy).await?;
+            let placed = match new.server() {
+                Some(name) => crate::ServerChoice::Named(name.clone()).resolve(tenancy).await?,
+                None => db.server_choice().resolve(tenancy).await?,
+            };
             let (key, _) = tenancy.secret_key()?;
             let config = PostgresDatabase {
                 password: key.encrypt(password, new.id().as_str()),

@@ -5,6 +5,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::operations::UndoEntry;
 use crate::registry::id::TenantId;
+use crate::registry::placement::ShardDatabase;
 use crate::secrets::{Password, scram_sha256_verifier_of_generated};
 use crate::sql::{quote_ident, quote_literal};
 use crate::table_isolation::row_security;
@@ -52,9 +53,9 @@ impl PlannedLogin {
         Ok(())
     }
 
-    /// What removes the role again.
+    /// What removes the role again (a role of the master's server).
     pub(crate) fn undo(&self) -> UndoEntry {
-        UndoEntry::LoginRole { name: self.config.user.clone() }
+        UndoEntry::LoginRole { name: self.config.user.clone(), shard: None }
     }
 }
 
@@ -102,6 +103,43 @@ pub(crate) async fn create_login_role<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Drops a tenant login role on the master's server, or on a shard's server (revoking
+/// what was granted to it in the shard database).
+pub(crate) async fn drop_login_role_in(
+    tenancy: &Tenancy,
+    shard: Option<&ShardDatabase>,
+    name: &str,
+) -> Result<(), BoxError> {
+    match shard {
+        None => drop_login_role(tenancy.master(), name).await,
+        Some(shard) => {
+            let admin = super::shard::admin(tenancy, shard).await?;
+            let dropped = drop_login_role(&admin, name).await;
+            let _ = admin.close().await;
+            dropped
+        }
+    }
+}
+
+/// [`close_login_role`] of a role on the master's server or a shard's.
+pub(crate) async fn close_login_role_in(
+    tenancy: &Tenancy,
+    tenant: &crate::Tenant,
+    shard: Option<&ShardDatabase>,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<()> {
+    match shard {
+        None => close_login_role(tenancy, tenant, name, wait).await,
+        Some(shard) => {
+            let admin = super::shard::admin(tenancy, shard).await?;
+            let closed = close_role_on(&admin, tenant, name, wait).await;
+            let _ = admin.close().await;
+            closed
+        }
+    }
+}
+
 /// Drops a tenant login role on the master, revoking what was granted to it first.
 pub(crate) async fn drop_login_role(master: &DatabaseConnection, name: &str) -> Result<(), BoxError> {
     let (role, literal) = (quote_ident(name), quote_literal(name));
@@ -120,8 +158,24 @@ pub(crate) async fn drop_login_role(master: &DatabaseConnection, name: &str) -> 
 }
 
 /// The master database's URL logged in as the tenant's role, its password decrypted.
-pub(crate) fn url(tenancy: &Tenancy, tenant: &crate::Tenant, login: &TenantLogin) -> Result<String> {
+pub(crate) fn url(
+    tenancy: &Tenancy,
+    tenant: &crate::Tenant,
+    login: &TenantLogin,
+    shard: Option<&ShardDatabase>,
+) -> Result<String> {
     let password = tenancy.secret_key()?.0.decrypt(&login.password, tenant.id().as_str())?;
+    if let Some(shard) = shard {
+        // The master URL's options (TLS, timeouts) do not carry over to another server.
+        let url = crate::connection::url::postgres_url(
+            &login.user,
+            Some(password.expose()),
+            &shard.host,
+            shard.port,
+            &shard.database,
+        )?;
+        return Ok(url.into());
+    }
     let url = tenancy.master_url().with_login(&login.user, password.expose()).ok_or_else(|| {
         crate::Error::CorruptRegistry {
             tenant: tenant.id().to_string(),
@@ -139,7 +193,15 @@ pub(crate) async fn close_login_role(
     name: &str,
     wait: std::time::Duration,
 ) -> Result<()> {
-    let master = tenancy.master();
+    close_role_on(tenancy.master(), tenant, name, wait).await
+}
+
+async fn close_role_on(
+    master: &DatabaseConnection,
+    tenant: &crate::Tenant,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<()> {
     if !super::exists(master, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", name).await? {
         return Ok(());
     }

@@ -17,6 +17,7 @@ pub(crate) mod database;
 pub(crate) mod login;
 pub(crate) mod marker;
 pub(crate) mod schema;
+pub(crate) mod shard;
 pub(crate) mod table;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
@@ -49,6 +50,9 @@ pub(crate) enum Plan {
 impl Plan {
     /// Validates the mode-specific input of `new` and plans its storage.
     pub(crate) async fn new(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
+        if let (Some(server), Isolation::Table | Isolation::Cache) = (new.server(), new.isolation()) {
+            return Err(Error::ServerNotPlaceable { server: server.to_string(), isolation: new.isolation() });
+        }
         match new.isolation() {
             Isolation::Database => database::plan(tenancy, new).await,
             Isolation::Schema => schema::plan(tenancy, new).await.map(Plan::Schema),
@@ -79,14 +83,18 @@ impl Plan {
         }
     }
 
-    /// Whether the storage is made inside one transaction of the master database, which
-    /// then also migrates the tenant and marks it ready: one atomic step.
-    pub(crate) fn in_master_transaction(&self) -> bool {
-        matches!(self, Plan::Schema(_))
+    /// The database whose one transaction makes the storage and migrates it (schema
+    /// isolation), and whether it is the master's, whose transaction then also marks the
+    /// tenant ready: one atomic step. `None`: the driver commits as it goes.
+    pub(crate) fn transaction_home<'a>(&'a self, tenancy: &'a Tenancy) -> Option<(&'a DatabaseConnection, bool)> {
+        match self {
+            Plan::Schema(plan) => Some(plan.home(tenancy)),
+            _ => None,
+        }
     }
 
-    /// Creates the storage, recording what it made in `run`. `txn` is the master
-    /// transaction of [`Plan::in_master_transaction`].
+    /// Creates the storage, recording what it made in `run`. `txn` is the transaction of
+    /// [`Plan::transaction_home`].
     pub(crate) async fn create(
         &self,
         tenancy: &Tenancy,
@@ -104,8 +112,10 @@ impl Plan {
 
     /// Releases what planning opened (the admin connection of a PostgreSQL database).
     pub(crate) async fn close(&self) {
-        if let Plan::PostgresDatabase(plan) = self {
-            plan.close().await;
+        match self {
+            Plan::PostgresDatabase(plan) => plan.close().await,
+            Plan::Schema(plan) => plan.close().await,
+            _ => {}
         }
     }
 }
@@ -118,7 +128,9 @@ impl Plan {
 pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant) -> Result<Route> {
     match tenant.placement() {
         Placement::Database(database) => database::route(tenancy, tenant, database),
-        Placement::Schema { schema, login } => schema::route(tenancy, tenant, schema, login.as_ref()),
+        Placement::Schema { schema, login, shard } => {
+            schema::route(tenancy, tenant, schema, login.as_ref(), shard.as_ref())
+        }
         Placement::Table { login } => Ok(table::route(tenancy, login.as_ref())),
         Placement::Cache => Ok(Route::NoStorage),
     }
@@ -131,7 +143,7 @@ pub(crate) fn pool_url(tenancy: &Tenancy, tenant: &Tenant) -> Result<String> {
     match tenant.placement() {
         Placement::Database(database) => database::url(tenancy, tenant, database),
         placement => match placement.login() {
-            Some(login) => login::url(tenancy, tenant, login),
+            Some(login) => login::url(tenancy, tenant, login, placement.shard()),
             None => Err(crate::Error::CorruptRegistry {
                 tenant: tenant.id().to_string(),
                 reason: format!("a {} tenant without a login role has no pool of its own", tenant.isolation()),
@@ -145,7 +157,9 @@ pub(crate) fn pool_url(tenancy: &Tenancy, tenant: &Tenant) -> Result<String> {
 pub(crate) async fn migration_target(tenancy: &Tenancy, tenant: &Tenant) -> Result<Option<DatabaseConnection>> {
     match tenant.placement() {
         Placement::Database(database) => database::migration_target(tenancy, tenant, database).await.map(Some),
-        Placement::Schema { schema, .. } => schema::migration_target(tenancy, schema).await.map(Some),
+        Placement::Schema { schema, shard, .. } => {
+            schema::migration_target(tenancy, schema, shard.as_ref()).await.map(Some)
+        }
         Placement::Table { .. } => Ok(Some(tenancy.master().clone())),
         Placement::Cache => Ok(None),
     }
@@ -155,7 +169,15 @@ pub(crate) async fn migration_target(tenancy: &Tenancy, tenant: &Tenant) -> Resu
 pub(crate) fn describe(tenancy: &Tenancy, tenant: &Tenant) -> String {
     match tenant.placement() {
         Placement::Database(database) => database::describe(tenancy, database),
-        Placement::Schema { schema, .. } => format!("schema '{schema}'"),
+        Placement::Schema { schema, shard: None, .. } => format!("schema '{schema}'"),
+        Placement::Schema { schema, shard: Some(shard), .. } => {
+            format!(
+                "schema '{schema}' of shard '{}' on server '{}' ({})",
+                shard.database,
+                shard.server,
+                shard.address()
+            )
+        }
         Placement::Table { .. } => "shared tables of the master database".to_owned(),
         Placement::Cache => format!("cache namespace '{}'", tenant.id()),
     }
@@ -182,8 +204,8 @@ pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entry: &UndoEntry) ->
             .map_err(Into::into),
         UndoEntry::Role { .. } | UndoEntry::Database { .. } => database::drop_on_server(tenancy, entry).await,
         UndoEntry::File { path } => database::remove_sqlite_file(path),
-        UndoEntry::Schema { name } => schema::drop_schema(tenancy.master(), name).await,
-        UndoEntry::LoginRole { name } => login::drop_login_role(tenancy.master(), name).await,
+        UndoEntry::Schema { name, shard } => schema::drop_schema_in(tenancy, shard.as_ref(), name).await,
+        UndoEntry::LoginRole { name, shard } => login::drop_login_role_in(tenancy, shard.as_ref(), name).await,
         UndoEntry::Rows { table, column } => table::delete_rows(tenancy, id, table, column).await.map_err(Into::into),
     }
 }
@@ -193,7 +215,9 @@ pub(crate) async fn undo(tenancy: &Tenancy, id: &TenantId, entry: &UndoEntry) ->
 pub(crate) async fn removals(tenancy: &Tenancy, tenant: &Tenant, drop_adopted: bool) -> Result<Vec<Removal>> {
     match tenant.placement() {
         Placement::Database(database) => Ok(database::removals(tenancy, database, drop_adopted)),
-        Placement::Schema { schema, login } => schema::removals(tenancy, schema, login.as_ref()).await,
+        Placement::Schema { schema, login, shard } => {
+            schema::removals(tenancy, schema, login.as_ref(), shard.as_ref()).await
+        }
         Placement::Table { login } => table::removals(tenancy, tenant.id(), login.as_ref()).await,
         Placement::Cache => Ok(Vec::new()),
     }
@@ -208,12 +232,16 @@ pub(crate) async fn remove(tenancy: &Tenancy, tenant: &Tenant, removal: &Removal
             what: removal.to_string(),
             source,
         }),
-        Removal::Schema { name, .. } => schema::drop_schema(tenancy.master(), name).await.map_err(|source| {
-            Error::DeleteFailed { tenant: tenant.id().to_string(), what: removal.to_string(), source }
-        }),
-        Removal::LoginRole { name } => {
-            login::close_login_role(tenancy, tenant, name, wait).await?;
-            login::drop_login_role(tenancy.master(), name).await.map_err(|source| Error::DeleteFailed {
+        Removal::Schema { name, shard, .. } => {
+            schema::drop_schema_in(tenancy, shard.as_ref(), name).await.map_err(|source| Error::DeleteFailed {
+                tenant: tenant.id().to_string(),
+                what: removal.to_string(),
+                source,
+            })
+        }
+        Removal::LoginRole { name, shard } => {
+            login::close_login_role_in(tenancy, tenant, shard.as_ref(), name, wait).await?;
+            login::drop_login_role_in(tenancy, shard.as_ref(), name).await.map_err(|source| Error::DeleteFailed {
                 tenant: tenant.id().to_string(),
                 what: removal.to_string(),
                 source,

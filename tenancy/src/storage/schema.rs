@@ -1,10 +1,13 @@
-//! The schema driver: a schema-isolated tenant has a PostgreSQL schema of the master
-//! database named after its id, and a login role whose `search_path` is that schema and
-//! which may use no other.
+//! The schema driver: a schema-isolated tenant has a PostgreSQL schema named after its id,
+//! in the master database or in a shard database of another server ([`super::shard`]),
+//! and a login role whose `search_path` is that schema and which may use no other.
 //!
-//! Creating the role, the schema and its privileges, migrating it and marking the tenant
-//! ready happen in one transaction of the master database, so a failure at any of them,
-//! or a crash, leaves no schema behind.
+//! Creating the role, the schema and its privileges and migrating it happen in one
+//! transaction of the database that holds the schema; in the master database, marking
+//! the tenant ready is part of it, so a failure at any of them, or a crash, leaves no
+//! schema behind. On a shard the tenant is marked ready in the master once the shard's
+//! transaction committed; a crash between the two leaves the journal's undo entries,
+//! which the next run removes.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 
@@ -14,23 +17,50 @@ use crate::connection::{Binding, Route};
 use crate::deletion::Removal;
 use crate::operations::UndoEntry;
 use crate::provisioning::{Created, NewTenant, ProvisionStep, Run, StepFailure};
-use crate::registry::placement::Placement;
+use crate::registry::placement::{Placement, ShardDatabase};
 use crate::sql::quote_ident;
 use crate::{Backend, BoxError, Error, Result, Tenancy, Tenant, TenantBinding, TenantLogin};
 
-/// A schema tenant to make: the schema and its login role.
+/// A schema tenant to make: the schema and its login role, in the master database or a
+/// shard.
 pub(crate) struct Plan {
     name: String,
     login: PlannedLogin,
+    shard: Option<ShardTarget>,
+}
+
+/// The shard database a new schema goes in, with the admin connection that makes it.
+struct ShardTarget {
+    shard: ShardDatabase,
+    admin: DatabaseConnection,
 }
 
 pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
-    match tenancy.backend() {
-        Backend::Postgres => {
-            Ok(Plan { name: new.id().to_string(), login: PlannedLogin::new(tenancy, new.id()).await? })
-        }
-        other @ Backend::Sqlite => Err(Error::SchemaNeedsPostgres { backend: other.name() }),
+    if tenancy.backend() != Backend::Postgres {
+        return Err(Error::SchemaNeedsPostgres { backend: tenancy.backend().name() });
     }
+    let login = PlannedLogin::new(tenancy, new.id()).await?;
+    // A clone is made from its template's catalog in the same database: master only.
+    let server = match (new.server(), new.template()) {
+        (Some(name), _) => Some(tenancy.server_for_new_tenant(name).await?),
+        (None, None) => Some(tenancy.pick_server().await?),
+        (None, Some(_)) => None,
+    };
+    let shard = match server.filter(|server| !server.is_master()) {
+        Some(server) => {
+            if new.template().is_some() {
+                return Err(Error::ShardNotSupported {
+                    tenant: new.id().to_string(),
+                    what: "cloning from a template into a shard database",
+                });
+            }
+            let shard = super::shard::ensure(tenancy, &server).await?;
+            let admin = super::shard::admin(tenancy, &shard).await?;
+            Some(ShardTarget { shard, admin })
+        }
+        None => None,
+    };
+    Ok(Plan { name: new.id().to_string(), login, shard })
 }
 
 impl Plan {
@@ -41,13 +71,34 @@ impl Plan {
     }
 
     pub(crate) fn placement(&self) -> Placement {
-        Placement::Schema { schema: self.name.clone(), login: Some(self.login.config.clone()) }
+        Placement::Schema {
+            schema: self.name.clone(),
+            login: Some(self.login.config.clone()),
+            shard: self.shard.as_ref().map(|target| target.shard.clone()),
+        }
+    }
+
+    /// The database the schema goes in: the master's pool, or the shard's admin
+    /// connection; provisioning makes its transaction there.
+    pub(crate) fn home<'a>(&'a self, tenancy: &'a Tenancy) -> (&'a DatabaseConnection, bool) {
+        match &self.shard {
+            Some(target) => (&target.admin, false),
+            None => (tenancy.master(), true),
+        }
+    }
+
+    /// Releases the shard's admin connection.
+    pub(crate) async fn close(&self) {
+        if let Some(target) = &self.shard {
+            let _ = target.admin.close_by_ref().await;
+        }
     }
 
     pub(crate) async fn check_free(&self, tenancy: &Tenancy) -> Result<()> {
         // Both in one round trip.
-        let row = tenancy
-            .master()
+        let row = self
+            .home(tenancy)
+            .0
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1), \
@@ -78,15 +129,20 @@ impl Plan {
     ) -> Result<(), StepFailure> {
         let (name, user) = (&self.name, &self.login.config.user);
         let in_txn = || -> Result<&DatabaseTransaction, BoxError> {
-            txn.ok_or_else(|| "schema isolation is provisioned in a master transaction".into())
+            txn.ok_or_else(|| "schema isolation is provisioned in a transaction of the schema's database".into())
         };
         // Rolled back with the transaction; the journal covers a crash after the commit.
+        let shard = self.shard.as_ref().map(|target| target.shard.clone());
         if !self.login.existing {
-            run.step(ProvisionStep::CreateRole, Some(self.login.undo()), async {
+            let undo = UndoEntry::LoginRole { name: user.clone(), shard: shard.clone() };
+            run.step(ProvisionStep::CreateRole, Some(undo), async {
                 let txn = in_txn()?;
                 // The role's connections see the tenant's schema alone.
                 let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
-                let database = &tenancy.master_identity().await?.1;
+                let database = match &shard {
+                    Some(shard) => &shard.database,
+                    None => &tenancy.master_identity().await?.1,
+                };
                 let login = &self.login;
                 super::login::create_login_role(
                     txn,
@@ -101,15 +157,20 @@ impl Plan {
                 Ok(())
             })
             .await?;
-            run.created(Created::Role { name: user.clone(), server: tenancy.master_server() });
+            let server = shard.as_ref().map_or_else(|| tenancy.master_server(), ShardDatabase::address);
+            run.created(Created::Role { name: user.clone(), server });
         }
-        run.step(ProvisionStep::CreateSchema, Some(UndoEntry::Schema { name: name.clone() }), async {
-            // Marked as this master's (see `marker`), in the same round trip.
-            let schema = format!("SCHEMA {}", quote_ident(name));
-            let mark = super::marker::comment_sql(&schema, &tenancy.master_identity().await?.1, &self.login.tenant);
-            in_txn()?.execute_unprepared(&format!("CREATE {schema}; {mark}")).await?;
-            Ok(())
-        })
+        run.step(
+            ProvisionStep::CreateSchema,
+            Some(UndoEntry::Schema { name: name.clone(), shard: shard.clone() }),
+            async {
+                // Marked as this master's (see `marker`), in the same round trip.
+                let schema = format!("SCHEMA {}", quote_ident(name));
+                let mark = super::marker::comment_sql(&schema, &tenancy.master_identity().await?.1, &self.login.tenant);
+                in_txn()?.execute_unprepared(&format!("CREATE {schema}; {mark}")).await?;
+                Ok(())
+            },
+        )
         .await?;
         run.created(Created::Schema { name: name.clone() });
         run.step(ProvisionStep::GrantPrivileges, None, async {
@@ -137,17 +198,62 @@ pub(crate) async fn drop_schema(master: &DatabaseConnection, name: &str) -> Resu
     Ok(())
 }
 
-/// The master database with `search_path` set to the tenant's schema alone, so nothing
-/// falls through to `public`.
-pub(crate) async fn migration_target(tenancy: &Tenancy, schema: &str) -> Result<DatabaseConnection> {
-    connect(tenancy.master_url().as_str(), Some(schema)).await
+/// Drops a schema of the master database or of a shard.
+pub(crate) async fn drop_schema_in(
+    tenancy: &Tenancy,
+    shard: Option<&ShardDatabase>,
+    name: &str,
+) -> Result<(), BoxError> {
+    match shard {
+        None => drop_schema(tenancy.master(), name).await,
+        Some(shard) => {
+            let admin = super::shard::admin(tenancy, shard).await?;
+            let dropped = drop_schema(&admin, name).await;
+            let _ = admin.close().await;
+            dropped
+        }
+    }
+}
+
+/// The schema's database (the master, or its shard as the server's admin) with
+/// `search_path` set to the tenant's schema alone, so nothing falls through to `public`.
+pub(crate) async fn migration_target(
+    tenancy: &Tenancy,
+    schema: &str,
+    shard: Option<&ShardDatabase>,
+) -> Result<DatabaseConnection> {
+    match shard {
+        None => connect(tenancy.master_url().as_str(), Some(schema)).await,
+        Some(shard) => {
+            let mut url = tenancy.admin_url_for(&shard.host, shard.port).await?;
+            url.set_path(&format!("/{}", shard.database));
+            connect(url.as_str(), Some(schema)).await
+        }
+    }
 }
 
 /// The login's pool, or transactions of the master pool bound to the schema
 /// ([`TenantBinding::SharedTransactions`], or a tenant registered without a login).
-pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant, schema: &str, login: Option<&TenantLogin>) -> Result<Route> {
+pub(crate) fn route(
+    tenancy: &Tenancy,
+    tenant: &Tenant,
+    schema: &str,
+    login: Option<&TenantLogin>,
+    shard: Option<&ShardDatabase>,
+) -> Result<Route> {
     if tenancy.backend() != Backend::Postgres {
         return Err(Error::HandleNotYetSupported { tenant: tenant.id().to_string(), isolation: tenant.isolation() });
+    }
+    if shard.is_some() {
+        // The master pool cannot reach another database: a shard tenant always uses
+        // its login's pool, whatever the binding.
+        return match login {
+            Some(_) => Ok(Route::OwnPool { sqlite: false }),
+            None => Err(Error::CorruptRegistry {
+                tenant: tenant.id().to_string(),
+                reason: "a schema tenant on a shard has no login role".to_owned(),
+            }),
+        };
     }
     if login.is_none() || tenancy.tenant_binding() == TenantBinding::SharedTransactions {
         // `pg_temp` last: unless named, PostgreSQL searches the temporary schema first,
@@ -159,21 +265,36 @@ pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant, schema: &str, login: Opt
 
 /// What deleting a schema tenant removes: its login role (its sessions ended first, so
 /// none holds a lock in the schema), then the schema.
-pub(crate) async fn removals(tenancy: &Tenancy, schema: &str, login: Option<&TenantLogin>) -> Result<Vec<Removal>> {
-    let row = tenancy
-        .master()
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
-            [schema.into()],
-        ))
-        .await?;
+pub(crate) async fn removals(
+    tenancy: &Tenancy,
+    schema: &str,
+    login: Option<&TenantLogin>,
+    shard: Option<&ShardDatabase>,
+) -> Result<Vec<Removal>> {
+    let count = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+        [schema.into()],
+    );
+    let row = match shard {
+        None => tenancy.master().query_one_raw(count).await?,
+        Some(shard) => {
+            let admin = super::shard::admin(tenancy, shard).await?;
+            let row = admin.query_one_raw(count).await;
+            let _ = admin.close().await;
+            row?
+        }
+    };
     let tables = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
     let mut list = Vec::new();
     if let Some(login) = login {
-        list.push(Removal::LoginRole { name: login.user.clone() });
+        list.push(Removal::LoginRole { name: login.user.clone(), shard: shard.cloned() });
     }
-    list.push(Removal::Schema { name: schema.to_owned(), tables: u64::try_from(tables).unwrap_or(0) });
+    list.push(Removal::Schema {
+        name: schema.to_owned(),
+        tables: u64::try_from(tables).unwrap_or(0),
+        shard: shard.cloned(),
+    });
     Ok(list)
 }

@@ -92,7 +92,7 @@ pub(crate) async fn removals(tenancy: &Tenancy, id: &TenantId, login: Option<&Te
     let edges = foreign_keys(tenancy, present.keys()).await?;
     let mut list = Vec::new();
     if let Some(login) = login {
-        list.push(Removal::LoginRole { name: login.user.clone() });
+        list.push(Removal::LoginRole { name: login.user.clone(), shard: None });
     }
     for table in delete_order(present.keys().cloned().collect(), &edges) {
         let column = present.get(&table).cloned().unwrap_or_default();
