@@ -64,7 +64,8 @@ async fn connect(port: u16, db: &str) -> DatabaseConnection {
 async fn applied(port: u16, db: &str) -> Option<i64> {
     let conn = connect(port, db).await;
     let exists = count(&conn, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'seaql_migrations'", vec![]).await;
-    let applied = if exists == 1 { Some(count(&conn, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await) } else { None };
+    let applied =
+        if exists == 1 { Some(count(&conn, "SELECT COUNT(*) FROM seaql_migrations", vec![]).await) } else { None };
     conn.close().await.expect("close");
     applied
 }
