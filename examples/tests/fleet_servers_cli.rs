@@ -1,8 +1,9 @@
 //! `migratealltenants` as a process over three PostgreSQL servers (the main test server
 //! and two of the test's own, [`PgServer`]), tenants made with `createtenant --db-host
-//! 127.0.0.1 --db-port <port>`: a server stopped while the run waits on one of its
-//! tenants, the exit code, lines and summary per server, then `--resume` once it is back;
-//! an unknown `--server` and `--canary-tenants` refused before any run.
+//! 127.0.0.1 --db-port <port>`: a failing canary on one server, then a server stopped
+//! while the run waits on one of its tenants (the exit code, lines and summary per server)
+//! and `--resume` once it is back; an unknown `--server` and `--canary-tenants` refused
+//! before any run.
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -82,8 +83,8 @@ fn migrate_all(world: &World, args: &[&str]) -> Output {
     world.run(env!("CARGO_BIN_EXE_migratealltenants"), &strings(args), None)
 }
 
-/// Server B is stopped while `migratealltenants` waits for the migration lock of its first
-/// tenant (the test holds it): exit 1, B's tenants failed / not attempted with the server
+/// Refusals and a failing canary first. Then server B is stopped while
+/// `migratealltenants` waits for the migration lock of its first tenant (the test holds it): exit 1, B's tenants failed / not attempted with the server
 /// named, the main server's and C's migrated, per-server summary lines, the ledger's
 /// servers; after B is started again, `--resume --json` migrates exactly B's tenants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +116,30 @@ async fn migratealltenants_survives_a_server_going_down_and_resume_finishes_it()
          selected, existing tenants\n"
     );
     assert_eq!(world.tenancy.ledger().last_run().await.expect("the ledger"), None);
+
+    // A canary stage on C whose canary (c1) fails: c2 is never started, exit 1.
+    let c1 = connect(c, &db_of("c1")).await;
+    c1.execute_unprepared("CREATE TABLE comments (id int)").await.expect("plant the failure");
+    let out = migrate_all(&world, &["--canary", "1", "--server", &format!("127.0.0.1:{c}")]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "✗ canary failed (c1): no other tenant starts".to_owned(),
+        format!("… c2: not attempted: not started: the canary stage failed (c1) [127.0.0.1:{c}]"),
+        "The canary stage failed; no other tenant was started. Fix the failures, then continue with: \
+         migratealltenants --resume"
+            .to_owned(),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("✗ c1: failed: Migrating tenant 'c1' failed"), "{stdout}");
+    assert_eq!(applied(c, &db_of("c2")).await, None, "c2 was touched");
+    for id in ["m1", "b1"] {
+        let port = if id == "m1" { MAIN_PORT } else { b };
+        assert_eq!(applied(port, &db_of(id)).await, None, "{id} is not on the server of the run");
+    }
+    c1.execute_unprepared("DROP TABLE comments").await.expect("fix it");
+    c1.close().await.expect("close");
 
     // Hold b1's migration lock, run, and stop B once the others are done.
     let lock = connect(b, &db_of("b1")).await;

@@ -830,3 +830,84 @@ pub async fn plan(tenancy: &Tenancy, migrators: &Migrators, options: &FleetOptio
     }
     Ok(plans)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::sqlx;
+
+    use super::*;
+
+    fn servers(counts: &[(&str, usize)]) -> BTreeMap<ServerLabel, usize> {
+        counts.iter().map(|(label, n)| (ServerLabel::new(*label), *n)).collect()
+    }
+
+    fn shares(counts: &[(&str, usize)], jobs: usize, per_server: usize) -> Vec<(String, usize)> {
+        server_shares(&servers(counts), jobs, per_server).into_iter().map(|(label, n)| (label.0, n)).collect()
+    }
+
+    #[test]
+    fn jobs_are_divided_fairly_among_servers() {
+        // One server: today's behaviour, all the jobs.
+        assert_eq!(shares(&[("a", 10)], 4, 0), [("a".to_owned(), 4)]);
+        // The remainder goes to the servers with the most tenants, ties by label.
+        assert_eq!(
+            shares(&[("a", 2), ("b", 9), ("c", 2)], 4, 0),
+            [("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 1)]
+        );
+        assert_eq!(
+            shares(&[("a", 2), ("b", 2), ("c", 2)], 5, 0),
+            [("a".to_owned(), 2), ("b".to_owned(), 2), ("c".to_owned(), 1)]
+        );
+        // More servers than jobs: each still gets one (the global limit still holds).
+        assert_eq!(shares(&[("a", 1), ("b", 1), ("c", 1)], 2, 0).iter().map(|(_, n)| n).sum::<usize>(), 3);
+        // --jobs-per-server wins.
+        assert_eq!(shares(&[("a", 1), ("b", 5)], 8, 3), [("a".to_owned(), 3), ("b".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn canaries_are_taken_one_server_at_a_time() {
+        let by_server: BTreeMap<ServerLabel, Vec<TenantId>> =
+            [("x:1", vec!["c", "a", "e"]), ("y:1", vec!["b"]), ("z:1", vec!["f", "d"])]
+                .into_iter()
+                .map(|(label, ids)| (ServerLabel::new(label), ids.iter().map(|id| id.parse().unwrap()).collect()))
+                .collect();
+        let pick = |n| canary_pick(&by_server, n).iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(pick(2), ["a", "b"]);
+        assert_eq!(pick(4), ["a", "b", "d", "c"]);
+        assert_eq!(pick(10), ["a", "b", "d", "c", "f", "e"]);
+    }
+
+    fn migration_error(source: DbErr) -> Error {
+        Error::Migration { tenant: "t".to_owned(), migration: None, source }
+    }
+
+    fn io(kind: std::io::ErrorKind) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(kind.into()))))
+    }
+
+    #[test]
+    fn an_outage_is_told_from_a_failing_tenant_by_error_kind() {
+        use std::io::ErrorKind as K;
+        for kind in [K::ConnectionRefused, K::ConnectionReset, K::UnexpectedEof, K::TimedOut, K::BrokenPipe] {
+            assert!(server_unreachable(&migration_error(io(kind))), "{kind:?}");
+            let connect = tenancy::Error::CannotConnect { target: "h:1".to_owned(), source: io(kind) };
+            assert!(server_unreachable(&Error::Tenancy(connect)), "{kind:?}");
+        }
+        let timed_out = DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout);
+        assert!(server_unreachable(&migration_error(timed_out)));
+        // A migration's own error, a refused login, a panic, a missing file: the tenant's.
+        assert!(!server_unreachable(&migration_error(io(K::PermissionDenied))));
+        assert!(!server_unreachable(&migration_error(DbErr::Custom("relation exists".to_owned()))));
+        let refused = sqlx::Error::Protocol("password authentication failed".to_owned());
+        let refused = DbErr::Conn(RuntimeErr::SqlxError(Arc::new(refused)));
+        assert!(!server_unreachable(&Error::Tenancy(tenancy::Error::CannotConnect {
+            target: "h:1".to_owned(),
+            source: refused
+        })));
+        let panicked =
+            Error::MigrationPanicked { tenant: "t".to_owned(), migration: "m".to_owned(), message: "x".to_owned() };
+        assert!(!server_unreachable(&panicked));
+    }
+}
