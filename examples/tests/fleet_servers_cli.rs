@@ -99,6 +99,21 @@ async fn migratealltenants_survives_a_server_going_down_and_resume_finishes_it()
     }
     let db_of = |id: &str| places.iter().find(|(i, _, _)| *i == id).map(|(_, _, db)| db.clone()).expect("a tenant");
 
+    // showtenants --json names each tenant's server.
+    let out = world.run(env!("CARGO_BIN_EXE_showtenants"), &strings(&["--json"]), None);
+    expect_ok(&out, "showtenants --json");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let servers: Vec<(String, String)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|t| (t["tenant"].as_str().unwrap().to_owned(), t["server"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut expected: Vec<(String, String)> =
+        places.iter().map(|(id, port, _)| ((*id).to_owned(), format!("127.0.0.1:{port}"))).collect();
+    expected.sort();
+    assert_eq!(servers, expected);
+
     // Unknown server and canary tenant: one line each, exit 2, no run recorded.
     let out = migrate_all(&world, &["--server", "10.9.9.9:5432"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

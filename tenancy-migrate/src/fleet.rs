@@ -43,7 +43,8 @@ pub struct FleetOptions {
     pub skip_suspended: bool,
     /// Migrate this many tenants first (a canary stage, see [`canary_pick`]); `0` for none.
     pub canary: usize,
-    /// Migrate exactly these tenants first (a canary stage); they must be selected.
+    /// Migrate exactly these tenants first (a canary stage); they must be selected. Takes
+    /// precedence over `canary`.
     pub canary_tenants: Option<Vec<TenantId>>,
 }
 
@@ -257,6 +258,9 @@ struct Selection {
 async fn select(tenancy: &Tenancy, options: &FleetOptions) -> Result<Selection> {
     let mut tenants = tenancy.tenants().await?;
     tenants.sort_by(|a, b| a.id().cmp(b.id()));
+    // The servers of every registered tenant (and the master), before any filter.
+    let mut known_servers: BTreeSet<ServerLabel> = tenants.iter().map(|t| server_label(tenancy, t)).collect();
+    known_servers.insert(master_label(tenancy));
     if let Some(wanted) = &options.tenants {
         let known: HashSet<&str> = tenants.iter().map(|t| t.id().as_str()).collect();
         if let Some(missing) = wanted.iter().find(|id| !known.contains(id.as_str())) {
@@ -266,13 +270,10 @@ async fn select(tenancy: &Tenancy, options: &FleetOptions) -> Result<Selection> 
         tenants.retain(|t| wanted.contains(t.id().as_str()));
     }
     if let Some(server) = &options.server {
-        let mut known: BTreeSet<ServerLabel> =
-            tenancy.tenants().await?.iter().map(|t| server_label(tenancy, t)).collect();
-        known.insert(master_label(tenancy));
-        if !known.contains(server) {
+        if !known_servers.contains(server) {
             return Err(Error::UnknownServer {
                 server: server.to_string(),
-                known: known.into_iter().map(|label| label.0).collect(),
+                known: known_servers.into_iter().map(|label| label.0).collect(),
             });
         }
         tenants.retain(|t| &server_label(tenancy, t) == server);
@@ -789,6 +790,8 @@ pub struct TenantPlan {
     pub name: String,
     /// Its isolation mode.
     pub isolation: Isolation,
+    /// The server its storage is on ([`server_label`]).
+    pub server: ServerLabel,
     /// Its status.
     pub status: String,
     /// Where its data lives (no secrets).
@@ -819,6 +822,7 @@ pub async fn plan(tenancy: &Tenancy, migrators: &Migrators, options: &FleetOptio
         let applied = if tenant.isolation() == Isolation::Cache || error.is_some() { 0 } else { total - pending.len() };
         plans.push(TenantPlan {
             location: tenancy.describe_location(&tenant),
+            server: server_label(tenancy, &tenant),
             status: tenant.status().to_string(),
             name: tenant.name().to_owned(),
             isolation: tenant.isolation(),
