@@ -562,8 +562,9 @@ impl Run {
                     if queue.is_empty() || slot.down.load(Ordering::SeqCst) {
                         continue;
                     }
-                    // Only this loop takes permits, and it is the only one: a permit seen
-                    // free stays free until it is taken here.
+                    // Only this loop takes permits (finished tasks give theirs back), so
+                    // nothing waits on a semaphore: a tenant starts when both its server
+                    // and the run have a permit free, and otherwise waits in its queue.
                     let Ok(job) = Arc::clone(&self.jobs).try_acquire_owned() else { break };
                     let Ok(on_server) = Arc::clone(&slot.permits).try_acquire_owned() else { continue };
                     let Some(tenant) = queue.pop_front() else { continue };

@@ -272,8 +272,8 @@ async fn servers_migrate_in_parallel_within_their_share() {
 /// Server B is stopped while its first tenant waits for its migration lock and server
 /// C's second tenant waits for its own: B's tenant fails naming the server, B's other
 /// tenants are not attempted, and C's tenant, released after the outage was recorded,
-/// still migrates (a run without `continue_on_error`). Once B is back, `resume` finishes
-/// exactly B's tenants.
+/// still migrates (a run without `continue_on_error`). The live servers' tenants are
+/// served while B is down. Once B is back, `resume` finishes exactly B's tenants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_them() {
     let Some(mut world) = world().await else { return };
@@ -365,6 +365,17 @@ async fn a_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_them()
         ]
     );
     assert!(ledger[0].detail.as_deref().unwrap().starts_with(&b_down), "{:?}", ledger[0].detail);
+
+    // While B is down, the tenants of the live servers are served.
+    for id in ["m1", "c2"] {
+        let handle = world.tenancy.tenant(id).await.expect("a handle");
+        let row = handle
+            .query_one_raw(Statement::from_string(handle.get_database_backend(), "SELECT COUNT(*) FROM projects"))
+            .await
+            .unwrap_or_else(|err| panic!("{id} while B is down: {err}"))
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<i64>(0).expect("a count"), 0, "{id}");
+    }
 
     // B comes back: resume takes exactly its three tenants.
     tokio::task::block_in_place(|| world.servers[0].start_again());
