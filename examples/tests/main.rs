@@ -13,6 +13,7 @@ mod createtenant_pty;
 mod doctor_cli;
 mod fleet_cli;
 mod fleet_pty;
+mod fleet_servers_cli;
 mod lifecycle;
 mod migrations;
 mod move_cli;

@@ -347,6 +347,9 @@ async fn renamed_with_every_check(setup: Setup) {
     let entries = world.tenancy.ledger().entries(run.id).await.expect("entries");
     assert!(entries.iter().any(|e| e.tenant_id == new && e.renamed_from.as_deref() == Some(old.as_str())));
     assert!(!entries.iter().any(|e| e.tenant_id == old), "{entries:?}");
+    // The server the run recorded the line on moves with it.
+    let moved = entries.iter().find(|e| e.tenant_id == new).expect("the renamed line");
+    assert!(moved.server.as_deref().is_some_and(|server| !server.is_empty()), "{moved:?}");
 
     if setup == Setup::PgTable {
         // The renamed login role, as its own pool logs in: bound to the new id by its

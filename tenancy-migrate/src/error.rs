@@ -90,6 +90,26 @@ pub enum Error {
         status: String,
     },
 
+    /// A fleet run was restricted to a server no tenant is on.
+    #[error("Unknown server '{server}'; known servers: {}", known.join(", "))]
+    UnknownServer {
+        /// The server asked for.
+        server: String,
+        /// The servers the registry's tenants are on (and the master's).
+        known: Vec<String>,
+    },
+
+    /// Canary tenants were named that the run does not select.
+    #[error(
+        "Canary tenant(s) not among the tenants this run selects: {}; --canary-tenants takes ids of selected, \
+         existing tenants",
+        unknown.join(", ")
+    )]
+    UnknownCanaryTenants {
+        /// The ids that are not selected (or do not exist).
+        unknown: Vec<String>,
+    },
+
     /// `--resume` was asked for, but no run was ever recorded.
     #[error("Nothing to resume: no fleet migration run is recorded yet")]
     NothingToResume,

@@ -150,8 +150,7 @@ async fn main() {
         ["master", "second", "third"].iter().map(|name| name.parse().expect("valid name")).collect();
     let spread = measure(&three, &names, n, jobs).await;
     let overviews = three.server_overviews().await.expect("overviews");
-    let counts: Vec<(String, u64)> =
-        overviews.iter().map(|o| (o.server.name.to_string(), o.tenants.schema)).collect();
+    let counts: Vec<(String, u64)> = overviews.iter().map(|o| (o.server.name.to_string(), o.tenants.schema)).collect();
     assert!(counts.iter().all(|(_, c)| c.abs_diff((n / 3) as u64) <= 1), "uneven spread: {counts:?}");
     drop(three);
     drop(three_pg);

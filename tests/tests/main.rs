@@ -20,6 +20,7 @@ mod doctor_postgres;
 mod doctor_sqlite;
 mod fixture_master;
 mod fleet_postgres;
+mod fleet_servers;
 mod fleet_sqlite;
 mod handle_database;
 mod handle_schema;

@@ -113,6 +113,8 @@ impl Exit {
             },
             Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
             Error::NothingToResume
+            | Error::UnknownServer { .. }
+            | Error::UnknownCanaryTenants { .. }
             | Error::NotReady { .. }
             | Error::MissingInput { .. }
             | Error::InvalidUsername { .. }

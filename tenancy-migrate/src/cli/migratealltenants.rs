@@ -10,14 +10,17 @@ use tenancy::{Isolation, Tenancy, TenantId};
 
 use super::Exit;
 use crate::Result;
-use crate::fleet::{self, FleetEvent, FleetOptions, FleetReport, TenantReport};
+use crate::fleet::{self, FleetEvent, FleetOptions, FleetReport, OutcomeCounts, ServerLabel, TenantReport};
 use crate::migrator::Migrators;
 
 /// Migrate every tenant (or a selection): bounded concurrency, one transaction and
 /// advisory lock per tenant, a run ledger in the master database, and a summary.
 ///
-/// By default no new tenant starts after the first failure; --continue-on-error runs
-/// them all. --resume re-runs only what the last run did not finish.
+/// Tenants are grouped by the server they are on, and servers migrate in parallel, each
+/// within its share of --jobs (or --jobs-per-server). By default no new tenant starts
+/// after the first failure; --continue-on-error runs them all. A server that cannot be
+/// reached stops only its own tenants. --canary / --canary-tenants migrate a few tenants
+/// first and stop if one fails. --resume re-runs only what the last run did not finish.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "migratealltenants",
@@ -26,7 +29,7 @@ use crate::migrator::Migrators;
         &[
             (Exit::Success, Some("every tenant migrated or up to date (skipped tenants are reported, not failures)")),
             (Exit::Failed, Some("some tenants failed or were not attempted (see the summary; rerun with --resume)")),
-            (Exit::InvalidInput, Some("the run could not start (bad flag, nothing to resume)")),
+            (Exit::InvalidInput, Some("the run could not start (bad flag, nothing to resume, unknown server or canary tenant)")),
             (Exit::CannotConnect, Some("cannot connect")),
             (Exit::NotFound, Some("a tenant given with --tenants does not exist")),
         ],
@@ -36,6 +39,22 @@ pub struct MigrateAllArgs {
     /// Tenants migrated at once, at least 1 [default: half the master connection budget]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+
+    /// Tenants migrated at once on one server, at least 1 [default: --jobs divided among the servers of the run]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs_per_server: Option<u32>,
+
+    /// Migrate the first N tenants (one per server in turn, by id) first; stop if one fails
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "canary_tenants")]
+    pub canary: Option<u32>,
+
+    /// Migrate these tenants (comma-separated ids) first; stop if one fails
+    #[arg(long, value_delimiter = ',', value_name = "IDS", value_parser = super::value::listed_tenant_id)]
+    pub canary_tenants: Option<Vec<TenantId>>,
+
+    /// Only tenants on this server (host:port, as the summary lists them)
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 
     /// Keep going after a tenant fails
     #[arg(long)]
@@ -89,13 +108,22 @@ pub async fn migratealltenants_with_args(args: MigrateAllArgs, migrators: Migrat
 fn options(args: &MigrateAllArgs) -> FleetOptions {
     FleetOptions {
         // `0` is the default in `FleetOptions`; clap refuses a 0 given as --jobs.
-        jobs: args.jobs.map_or(0, |jobs| usize::try_from(jobs).unwrap_or(usize::MAX)),
+        jobs: count(args.jobs),
+        jobs_per_server: count(args.jobs_per_server),
         continue_on_error: args.continue_on_error,
         resume: args.resume,
         tenants: args.tenants.clone(),
         isolation: args.isolation,
+        server: args.server.as_ref().map(|server| ServerLabel::new(server.trim())),
         skip_suspended: args.skip_suspended,
+        canary: count(args.canary),
+        canary_tenants: args.canary_tenants.clone(),
     }
+}
+
+/// A count flag as `FleetOptions` takes it: `0` for "not given" (clap refuses a given 0).
+fn count(flag: Option<u32>) -> usize {
+    flag.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<Exit> {
@@ -131,20 +159,41 @@ async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<Exit> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default());
     } else {
-        println!(
-            "Summary: {} migrated, {} up to date, {} failed, {} skipped, {} not attempted (run {})",
-            report.count(TenantOutcome::Migrated),
-            report.count(TenantOutcome::UpToDate),
-            report.count(TenantOutcome::Failed),
-            report.count(TenantOutcome::Skipped),
-            report.count(TenantOutcome::NotAttempted),
-            report.run_id,
-        );
-        if !report.succeeded() {
+        let total = OutcomeCounts {
+            migrated: report.count(TenantOutcome::Migrated),
+            up_to_date: report.count(TenantOutcome::UpToDate),
+            failed: report.count(TenantOutcome::Failed),
+            skipped: report.count(TenantOutcome::Skipped),
+            not_attempted: report.count(TenantOutcome::NotAttempted),
+        };
+        println!("Summary: {} (run {})", counts(&total), report.run_id);
+        for (server, on_server) in report.by_server() {
+            let down = if report.unreachable.contains(&server) { " (unreachable)" } else { "" };
+            println!("  {server}: {}{down}", counts(&on_server));
+        }
+        if report.canary_failed {
+            println!(
+                "The canary stage failed; no other tenant was started. Fix the failures, then continue with: \
+                 migratealltenants --resume"
+            );
+        } else if !report.unreachable.is_empty() {
+            let servers: Vec<&str> = report.unreachable.iter().map(ServerLabel::as_str).collect();
+            println!(
+                "Server(s) unreachable: {}; once back, finish with: migratealltenants --resume",
+                servers.join(", ")
+            );
+        } else if !report.succeeded() {
             println!("Fix the failures, then finish with: migratealltenants --resume");
         }
     }
     Ok(if report.succeeded() { Exit::Success } else { Exit::Failed })
+}
+
+fn counts(counts: &OutcomeCounts) -> String {
+    format!(
+        "{} migrated, {} up to date, {} failed, {} skipped, {} not attempted",
+        counts.migrated, counts.up_to_date, counts.failed, counts.skipped, counts.not_attempted
+    )
 }
 
 fn report_json(report: &FleetReport) -> serde_json::Value {
@@ -155,6 +204,7 @@ fn report_json(report: &FleetReport) -> serde_json::Value {
             serde_json::json!({
                 "tenant": t.tenant,
                 "isolation": t.isolation,
+                "server": t.server,
                 "outcome": t.outcome.as_str(),
                 "migrations": t.migrations,
                 "detail": t.detail,
@@ -172,6 +222,15 @@ fn report_json(report: &FleetReport) -> serde_json::Value {
             "skipped": report.count(TenantOutcome::Skipped),
             "not_attempted": report.count(TenantOutcome::NotAttempted),
         },
+        "servers": report
+            .by_server()
+            .into_iter()
+            .map(|(server, counts)| {
+                let unreachable = report.unreachable.contains(&server);
+                (server.to_string(), serde_json::json!({ "summary": counts, "unreachable": unreachable }))
+            })
+            .collect::<serde_json::Map<_, _>>(),
+        "canary": { "tenants": report.canary, "failed": report.canary_failed },
         "succeeded": report.succeeded(),
         "tenants": tenants,
     })
@@ -205,12 +264,14 @@ impl Progress {
                 }
             }
             FleetEvent::SharedApplied(names) => {
-                let line = format!("✓ master: shared migrations applied ({})", names.join(", "));
-                match &self.bar {
-                    Some(bar) => bar.println(line),
-                    None if self.lines => println!("{line}"),
-                    None => {}
-                }
+                self.line(format!("✓ master: shared migrations applied ({})", names.join(", ")));
+            }
+            FleetEvent::ServerUnreachable(server) => {
+                self.line(format!("✗ server {server} unreachable: its remaining tenants are not attempted"));
+            }
+            FleetEvent::CanaryFailed(tenants) => {
+                let ids: Vec<String> = tenants.iter().map(TenantId::to_string).collect();
+                self.line(format!("✗ canary failed ({}): no other tenant starts", ids.join(", ")));
             }
             FleetEvent::TenantDone(report) => {
                 let line = describe(report);
@@ -218,12 +279,21 @@ impl Progress {
                     if report.outcome == TenantOutcome::Failed {
                         bar.println(&line);
                     }
-                    bar.set_message(report.tenant.to_string());
+                    bar.set_message(format!("{} on {}", report.tenant, report.server));
                     bar.inc(1);
                 } else if self.lines {
                     println!("{line}");
                 }
             }
+        }
+    }
+
+    /// A line above the bar, or on stdout without one (not with `--json`).
+    fn line(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None if self.lines => println!("{line}"),
+            None => {}
         }
     }
 
@@ -234,19 +304,22 @@ impl Progress {
     }
 }
 
+/// One tenant's line: its outcome, then the server it is on.
 fn describe(report: &TenantReport) -> String {
     let millis = report.duration.as_millis();
+    let (tenant, server) = (&report.tenant, &report.server);
     match report.outcome {
         TenantOutcome::Migrated => {
-            format!("✓ {}: migrated ({}) in {millis} ms", report.tenant, report.migrations.join(", "))
+            format!("✓ {tenant}: migrated ({}) in {millis} ms [{server}]", report.migrations.join(", "))
         }
-        TenantOutcome::UpToDate => format!("= {}: up to date", report.tenant),
+        TenantOutcome::UpToDate => format!("= {tenant}: up to date [{server}]"),
         TenantOutcome::Failed => {
-            format!("✗ {}: failed: {}", report.tenant, report.detail.as_deref().unwrap_or("unknown error"))
+            format!("✗ {tenant}: failed: {} [{server}]", report.detail.as_deref().unwrap_or("unknown error"))
         }
-        TenantOutcome::Skipped => {
-            format!("- {}: skipped: {}", report.tenant, report.detail.as_deref().unwrap_or(""))
-        }
-        TenantOutcome::NotAttempted => format!("… {}: not attempted", report.tenant),
+        TenantOutcome::Skipped => format!("- {tenant}: skipped: {} [{server}]", report.detail.as_deref().unwrap_or("")),
+        TenantOutcome::NotAttempted => match &report.detail {
+            Some(detail) => format!("… {tenant}: not attempted: {detail} [{server}]"),
+            None => format!("… {tenant}: not attempted [{server}]"),
+        },
     }
 }

@@ -78,6 +78,9 @@ pub struct LedgerEntry {
     /// The id the tenant had when the run recorded this line, if it was renamed since
     /// (`renametenant` keeps a tenant's history under its new id).
     pub renamed_from: Option<String>,
+    /// The server the tenant was on when the run recorded this line (`None` for lines
+    /// written before the ledger kept it, and for a selected tenant never recorded).
+    pub server: Option<String>,
 }
 
 /// One tenant's outcome, as written to the ledger.
@@ -93,6 +96,8 @@ pub struct OutcomeRecord {
     pub detail: Option<String>,
     /// How long the tenant took, in milliseconds.
     pub duration_ms: i64,
+    /// The server the tenant's storage is on, as the fleet run named it.
+    pub server: Option<String>,
 }
 
 /// A fleet migration run.
@@ -165,6 +170,7 @@ pub(crate) mod entries {
         pub duration_ms: i64,
         pub updated_at: DateTimeUtc,
         pub renamed_from: Option<String>,
+        pub server: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -227,6 +233,7 @@ impl<'a> Ledger<'a> {
                 duration_ms: Set(record.duration_ms),
                 updated_at: Set(now),
                 renamed_from: Set(None),
+                server: Set(record.server.clone()),
             });
             entries::Entity::insert_many(rows)
                 .on_conflict(
@@ -237,6 +244,7 @@ impl<'a> Ledger<'a> {
                             entries::Column::Detail,
                             entries::Column::DurationMs,
                             entries::Column::UpdatedAt,
+                            entries::Column::Server,
                         ])
                         .to_owned(),
                 )
@@ -299,6 +307,7 @@ impl<'a> Ledger<'a> {
                         duration_ms: row.duration_ms,
                         tenant_id: row.tenant_id,
                         renamed_from: row.renamed_from,
+                        server: row.server,
                     },
                 ))
             })
@@ -314,6 +323,7 @@ impl<'a> Ledger<'a> {
                     detail: None,
                     duration_ms: 0,
                     renamed_from: None,
+                    server: None,
                 })
             })
             .collect();
@@ -347,8 +357,8 @@ pub(crate) async fn rename_tenant<C: sea_orm::ConnectionTrait>(txn: &C, from: &T
         backend,
         sql(format!(
             "INSERT INTO {LEDGER_TABLE} \
-               (run_id, tenant_id, outcome, migrations, detail, duration_ms, updated_at, renamed_from) \
-             SELECT run_id, $2, outcome, migrations, detail, duration_ms, updated_at, coalesce(renamed_from, $1) \
+               (run_id, tenant_id, outcome, migrations, detail, duration_ms, updated_at, renamed_from, server) \
+             SELECT run_id, $2, outcome, migrations, detail, duration_ms, updated_at, coalesce(renamed_from, $1), server \
              FROM {LEDGER_TABLE} WHERE tenant_id = $1"
         )),
         [from_value.clone(), to_value],

@@ -32,6 +32,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(CreateLeftovers),
             Box::new(AddLedgerRenamedFrom),
             Box::new(CreateServers),
+            Box::new(AddLedgerServer),
         ]
     }
 
@@ -414,5 +415,41 @@ impl MigrationTrait for CreateServers {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(crate::servers::entity::SERVERS_TABLE).to_owned()).await
+    }
+}
+
+/// The ledger records the server each outcome happened on, so an operator sees which
+/// server a failed or unattempted tenant waits for (`migratealltenants` groups tenants by
+/// server).
+struct AddLedgerServer;
+
+impl MigrationName for AddLedgerServer {
+    fn name(&self) -> &str {
+        "m20261221_000010_ledger_server"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for AddLedgerServer {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::ledger::{LEDGER_TABLE, entries::Column};
+        // Only when missing: SQLite runs it outside a transaction.
+        if !manager.has_column(LEDGER_TABLE, "server").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(LEDGER_TABLE)
+                        .add_column(ColumnDef::new(Column::Server).string().null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use super::ledger::{LEDGER_TABLE, entries::Column};
+        manager.alter_table(Table::alter().table(LEDGER_TABLE).drop_column(Column::Server).to_owned()).await
     }
 }

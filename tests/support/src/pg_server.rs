@@ -68,15 +68,7 @@ impl PgServer {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let log = server.dir.join("log");
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c shared_buffers=16MB",
-                server.dir.display()
-            );
-            let out = server.pg_command("pg_ctl", |c| {
-                c.arg("-D").arg(&data).arg("-l").arg(&log).arg("-o").arg(&options);
-                c.args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "start"]);
-            });
+            let out = server.pg_ctl_start(port);
             if out.status.success() {
                 server.port = port;
                 server.running = true;
@@ -86,19 +78,56 @@ impl PgServer {
                 "{}{}\n{}",
                 text(&out.stdout),
                 text(&out.stderr),
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(server.dir.join("log")).unwrap_or_default()
             );
             // A failed start may leave a postmaster behind: stop it before another port.
             server.stop_quietly();
         }
         assert!(server.running, "pg_ctl start failed on {START_ATTEMPTS} ports: {last}");
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Starts it again after [`PgServer::stop`], on the same port with the same data, for
+    /// tests of a server that comes back.
+    ///
+    /// # Panics
+    /// When it does not start (its port was taken meanwhile, for one).
+    pub fn start_again(&mut self) {
+        assert!(!self.running, "the test PostgreSQL server on port {} is running", self.port);
+        let out = self.pg_ctl_start(self.port);
+        assert!(
+            out.status.success(),
+            "pg_ctl start on port {}: {}{}\n{}",
+            self.port,
+            text(&out.stdout),
+            text(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+        self.running = true;
+        self.wait_ready();
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> Output {
+        let (data, log) = (self.data_dir(), self.dir.join("log"));
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c shared_buffers=16MB",
+            self.dir.display()
+        );
+        self.pg_command("pg_ctl", |c| {
+            c.arg("-D").arg(&data).arg("-l").arg(&log).arg("-o").arg(&options);
+            c.args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "start"]);
+        })
+    }
+
+    fn wait_ready(&self) {
         for _ in 0..READY_PROBES {
-            if server.is_ready() {
-                return Some(server);
+            if self.is_ready() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("the test PostgreSQL server on port {} did not accept connections", server.port);
+        panic!("the test PostgreSQL server on port {} did not accept connections", self.port);
     }
 
     /// The superuser URL of its `postgres` database.
