@@ -374,3 +374,50 @@ async fn a_cluster_that_is_down_is_a_clear_error_and_a_bad_url_names_the_valid_f
         assert!(message.contains("redis+cluster://[user:password@]host:port[,host:port...]"), "{message}");
     }
 }
+
+/// `tenancydoctor`'s survey of the cache walks every primary: namespaces of unregistered
+/// tenants on two different nodes are both reported with their key counts, none cleared.
+#[tokio::test]
+async fn the_doctor_finds_unknown_namespaces_on_every_node() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use tenancy::doctor::Finding;
+    let Some((f, pg)) = Fixture::with_postgres(Kind::RedisCluster).await else { return };
+    let cluster = f.redis.as_ref().expect("a Redis fixture").cluster();
+    // Three tenants, each on a node of its own.
+    let mut ids: Vec<String> = Vec::new();
+    let mut ports = Vec::new();
+    while ids.len() < 3 {
+        let id = unique_name("doc");
+        let port = cluster.owner_of(slot_number(cluster, &format!("{{{id}}}")));
+        if !ports.contains(&port) {
+            ports.push(port);
+            ids.push(id);
+        }
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let cache = f.cache_tenant(id).await.cache();
+        for key in 0..n + 2 {
+            cache.set(&TenantKey::new("carts", key.to_string()), &1, None).await.expect("set");
+        }
+    }
+    let master = pg.connect().await;
+    for gone in &ids[..2] {
+        master
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM tenancy_tenants WHERE tenant_id = $1",
+                [gone.as_str().into()],
+            ))
+            .await
+            .expect("forget");
+    }
+    let mut expected = vec![
+        Finding::UnownedCacheNamespace { namespace: ids[0].clone(), keys: 2 },
+        Finding::UnownedCacheNamespace { namespace: ids[1].clone(), keys: 3 },
+    ];
+    expected.sort_by_key(|finding| format!("{finding:?}"));
+    let mut findings = f.tenancy.diagnose().await.expect("diagnose");
+    findings.sort_by_key(|finding| format!("{finding:?}"));
+    assert_eq!(findings, expected);
+    assert_eq!(RawKeys::of(&f).await.0.len(), 2 + 3 + 4, "nothing was cleared");
+}
