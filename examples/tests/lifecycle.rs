@@ -861,6 +861,43 @@ async fn delete_clears_the_tenants_redis_namespace_only() {
     assert_eq!(world.footprint(&victim).await, Footprint::default());
 }
 
+/// `deletetenant --cache-url redis+cluster://...` clears the tenant's keys on the Redis
+/// Cluster (every primary scanned) and leaves the other tenants', on every node, and the
+/// global ones, as they were.
+#[tokio::test]
+async fn delete_clears_the_tenants_namespace_on_redis_cluster_only() {
+    use tenancy::cache::{CacheConfig, GlobalKey, TenantKey};
+    let Some(world) = World::new(Setup::SqliteTable).await else { return };
+    let Some(cluster) = tenancy_test_support::RedisCluster::start() else { return };
+    let prefix = unique_name("del_c");
+    let cached = tenancy::Tenancy::builder(world.url.clone())
+        .secret_key_file(world.dir.path().join("key"))
+        .cache(CacheConfig::redis(cluster.url()).prefix(prefix.clone()))
+        .connect()
+        .await
+        .expect("connect with the cluster");
+    let ids: Vec<String> = (0..4).map(|n| unique_name(&format!("t{n}"))).collect();
+    for id in &ids {
+        expect_ok(&world.create(id, None), "create");
+        let handle = cached.tenant(id.as_str()).await.expect("handle");
+        for n in 0..30 {
+            handle.cache().set(&TenantKey::new("carts", format!("user-{n}")), &n, None).await.expect("set");
+        }
+    }
+    cached.global_cache().set(&GlobalKey::new("plans", "all"), &"gold", None).await.expect("set global");
+    let before = cluster.keys(&prefix);
+    assert_eq!(before.len(), 121);
+    let victim_part = format!(":{{{}}}:", ids[0]);
+
+    let cluster_url = cluster.url();
+    let out = world.delete(&ids[0], &["--cache-url", &cluster_url, "--cache-prefix", &prefix], None);
+    expect_ok(&out, "delete");
+    let expected: Vec<String> = before.into_iter().filter(|key| !key.contains(&victim_part)).collect();
+    assert_eq!(expected.len(), 91);
+    assert_eq!(cluster.keys(&prefix), expected);
+    assert_eq!(world.footprint(&ids[0]).await, Footprint::default());
+}
+
 /// On a terminal `deletetenant` shows what it will remove and asks to type the tenant id:
 /// a wrong answer deletes nothing (exit 130), the right one deletes.
 #[test]

@@ -575,6 +575,71 @@ async fn rename_sqlite_cache_with_redis() {
     cache_tenant_renamed(Setup::SqliteCache).await;
 }
 
+/// `renametenant --cache-url redis+cluster://...`: a cache tenant's keys move to the new
+/// id's slot (another node: `RENAME` could not span them) with their values and TTLs, also
+/// when the command is killed right after moving them and run again; the other tenant's
+/// keys stay where they were.
+#[tokio::test]
+async fn rename_cache_tenant_on_redis_cluster() {
+    use tenancy::cache::{CacheConfig, TenantKey};
+    let Some(world) = World::new(Setup::SqliteCache).await else { return };
+    let Some(cluster) = tenancy_test_support::RedisCluster::start() else { return };
+    let prefix = unique_name("ren_c");
+    let cached = tenancy::Tenancy::builder(world.url.clone())
+        .secret_key_file(world.dir.path().join("key"))
+        .cache(CacheConfig::redis(cluster.url()).prefix(prefix.clone()))
+        .live_registry(false)
+        .connect()
+        .await
+        .expect("connect with the cluster");
+    let slot_owner = |id: &str| {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(format!("{{{id}}}"))
+            .query(&mut cluster.node(cluster.ports[0]))
+            .expect("CLUSTER KEYSLOT");
+        cluster.owner_of(slot)
+    };
+    let other = unique_name("o");
+    expect_ok(&world.create(&other, None), "create the other tenant");
+    fill(&cached, &other).await;
+    let flags = ["--cache-url", &cluster.url(), "--cache-prefix", &prefix].map(str::to_owned);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    for fault in [None, Some("move-cache-namespace")] {
+        let old = unique_name("c");
+        let new =
+            (0..1000).map(|i| format!("{}_{i}", unique_name("d"))).find(|new| slot_owner(new) != slot_owner(&old));
+        let new = new.expect("an id on another node");
+        expect_ok(&world.create(&old, None), "create");
+        fill(&cached, &old).await;
+        let before = cluster.keys(&prefix);
+        let out = world.rename(&old, &new, &flags, fault);
+        if fault.is_some() {
+            assert!(killed(&out), "renametenant was not stopped");
+            expect_ok(&world.rename(&old, &new, &flags, None), "the re-run");
+        } else {
+            expect_ok(&out, "rename");
+        }
+        let (old_part, new_part) = (format!(":{{{old}}}:"), format!(":{{{new}}}:"));
+        let mut expected: Vec<String> = before.iter().map(|key| key.replace(&old_part, &new_part)).collect();
+        expected.sort();
+        assert_eq!(cluster.keys(&prefix), expected, "{fault:?}: the keys");
+        assert_eq!(cluster.keys_on(slot_owner(&new), &format!("{prefix}:{{{new}}}:")).len(), 21, "{fault:?}");
+        let cache = cached.tenant(new.as_str()).await.expect("the new id is served").cache();
+        for n in 0..20 {
+            let value: Option<i32> = cache.get(&TenantKey::new("carts", format!("u{n}"))).await.expect("get");
+            assert_eq!(value, Some(n), "{fault:?}");
+        }
+        let session_key = cache.store_key(&TenantKey::new("sessions", "s1"));
+        let mut conn = cluster.connect().await;
+        let ttl: i64 = redis::cmd("PTTL").arg(&session_key).query_async(&mut conn).await.expect("PTTL");
+        assert!(ttl > 0 && ttl <= 600_000, "{fault:?}: the TTL was not kept: {ttl}");
+    }
+    let other_cache = cached.tenant(other.as_str()).await.expect("the other tenant").cache();
+    let value: Option<i32> = other_cache.get(&TenantKey::new("carts", "u3")).await.expect("get");
+    assert_eq!(value, Some(3));
+}
+
 /// Through the library, with the in-process cache: a cache tenant's entries move to the
 /// new id with their TTLs (an entry about to expire still expires); a suspended table
 /// tenant stays suspended, with its reason, under the new id.

@@ -13,6 +13,7 @@ mod attack_shared_binding;
 mod attack_sqlite;
 mod cache_memory;
 mod cache_redis;
+mod cache_redis_cluster;
 mod cache_scoped_table;
 mod clone;
 mod context;

@@ -92,7 +92,7 @@ pub struct MasterArgs {
 /// own in-process cache, which no server shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {
-    /// The Redis cache URL (default: none, the command's own in-process cache)
+    /// The Redis cache URL, redis://host:port or, for Redis Cluster, redis+cluster://host:port,host:port,... (default: none, the command's own in-process cache)
     #[cfg(feature = "redis")]
     #[arg(long, env = "TENANCY_CACHE_URL", value_name = "URL", hide_env_values = true)]
     pub cache_url: Option<String>,

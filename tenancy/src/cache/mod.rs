@@ -59,8 +59,10 @@
 //! the keyspace with `SCAN ... MATCH <prefix>:{<tenant>}:* COUNT 1000` and removes what
 //! it finds with `UNLINK` in batches of at most that size, never `FLUSHDB`; other
 //! tenants keep reading and writing meanwhile. Keys the tenant writes *while* it is being
-//! cleared may survive (SCAN promises only the keys that existed throughout). Clearing
-//! walks one Redis node: with Redis Cluster, run it against each primary.
+//! cleared may survive (SCAN promises only the keys that existed throughout). On Redis
+//! Cluster (a `redis+cluster://` URL) it scans every primary the cluster lists at that
+//! moment, so a slot that moved, or is being migrated with its keys on two nodes, is
+//! cleared wherever its keys are.
 //!
 //! # When the cache is down
 //!
@@ -203,7 +205,10 @@ impl CacheConfig {
 
     /// Redis at `url` (`redis://[user:password@]host[:port][/db]` or
     /// `redis+unix:///path`), through one multiplexed connection that reconnects by
-    /// itself. Nothing is connected until the first cache call.
+    /// itself; or a Redis Cluster at
+    /// `redis+cluster://[user:password@]host:port[,host:port…]` (any of its nodes, the
+    /// others are discovered). Nothing is connected until the first cache call (a
+    /// cluster's connections are opened in the background).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(url: impl Into<String>) -> Self {

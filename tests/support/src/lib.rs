@@ -9,7 +9,8 @@
 //! | `TENANCY_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `TENANCY_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
 //!
-//! Tests that need a second PostgreSQL server start their own with [`PgServer`].
+//! Tests that need a second PostgreSQL server start their own with [`PgServer`]; tests on
+//! Redis Cluster start a three-primary cluster of their own with [`RedisCluster`].
 //!
 //! A test whose service is down is skipped with a message on a developer's machine, and
 //! fails when `CI` is set: CI never passes by skipping.
@@ -21,8 +22,10 @@ use std::sync::{Arc, Mutex};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 mod pg_server;
+mod redis_cluster;
 
 pub use pg_server::PgServer;
+pub use redis_cluster::{ClusterNode, RedisCluster};
 
 /// The PostgreSQL superuser URL the tests use to make their databases and roles.
 pub fn postgres_admin_url() -> String {

@@ -1,5 +1,6 @@
-//! The cache-isolation suite, run against each backend by `cache_memory.rs` and
-//! `cache_redis.rs`: the same scenarios, asserted on the stored bytes.
+//! The cache-isolation suite, run against each backend by `cache_memory.rs`,
+//! `cache_redis.rs` and `cache_redis_cluster.rs`: the same scenarios, asserted on the
+//! stored bytes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Set, Statement};
 use tenancy::cache::{CacheConfig, GlobalKey, TenantCache, TenantKey};
 use tenancy::{Error, Isolation, NewTenant, Tenancy, TenantConnection, TenantId};
-use tenancy_test_support::{PgMaster, RedisPrefix, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, RedisCluster, RedisPrefix, TempDir, unique_name};
 
 /// A prefix full of characters that would break a naive key layout or glob.
 pub(crate) const TRICKY_PREFIX_SUFFIX: &str = ":*?[a-z]\\%{x}";
@@ -17,13 +18,66 @@ pub(crate) const TRICKY_PREFIX_SUFFIX: &str = ":*?[a-z]\\%{x}";
 pub(crate) enum Kind {
     Memory,
     Redis,
+    /// A three-primary Redis Cluster of the fixture's own.
+    RedisCluster,
+}
+
+/// Raw access to the Redis a fixture's cache uses, below the crate: for assertions on
+/// the stored keys, bytes and TTLs.
+pub(crate) enum RawRedis {
+    /// The test Redis, under a unique prefix.
+    Single(RedisPrefix),
+    /// A cluster of the fixture's own (killed with it), under a unique prefix.
+    Cluster {
+        cluster: RedisCluster,
+        /// The unique start of every key of the fixture.
+        unique: String,
+        conn: redis::cluster_async::ClusterConnection,
+    },
+}
+
+impl RawRedis {
+    /// Every key of the fixture, sorted (on a cluster: from every node).
+    pub(crate) async fn keys(&self) -> Vec<String> {
+        match self {
+            RawRedis::Single(redis) => redis.keys().await,
+            RawRedis::Cluster { cluster, unique, .. } => cluster.keys(unique),
+        }
+    }
+
+    /// The bytes at `key` (on a cluster: wherever its slot is served).
+    pub(crate) async fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            RawRedis::Single(redis) => redis.raw(key).await,
+            RawRedis::Cluster { conn, .. } => {
+                redis::cmd("GET").arg(key).query_async(&mut conn.clone()).await.expect("GET")
+            }
+        }
+    }
+
+    /// `PTTL key`: milliseconds left, -1 for no expiry, -2 for no key.
+    pub(crate) async fn pttl(&self, key: &str) -> i64 {
+        let cmd = redis::cmd("PTTL").arg(key).clone();
+        match self {
+            RawRedis::Single(redis) => cmd.query_async(&mut redis.conn.clone()).await.expect("PTTL"),
+            RawRedis::Cluster { conn, .. } => cmd.query_async(&mut conn.clone()).await.expect("PTTL"),
+        }
+    }
+
+    /// The cluster, for a fixture of [`Kind::RedisCluster`].
+    pub(crate) fn cluster(&self) -> &RedisCluster {
+        match self {
+            RawRedis::Cluster { cluster, .. } => cluster,
+            RawRedis::Single(_) => panic!("not a cluster fixture"),
+        }
+    }
 }
 
 /// A `Tenancy` on a fresh SQLite master with the chosen cache; on Redis, under a unique
 /// prefix whose keys are removed when the fixture drops.
 pub(crate) struct Fixture {
     pub(crate) tenancy: Tenancy,
-    pub(crate) redis: Option<RedisPrefix>,
+    pub(crate) redis: Option<RawRedis>,
     _dir: TempDir,
 }
 
@@ -72,12 +126,20 @@ impl Fixture {
     }
 }
 
-async fn config(kind: Kind) -> Option<(CacheConfig, Option<RedisPrefix>)> {
+async fn config(kind: Kind) -> Option<(CacheConfig, Option<RawRedis>)> {
     Some(match kind {
         Kind::Memory => (CacheConfig::memory().prefix(unique_name("mem")), None),
         Kind::Redis => {
             let redis = RedisPrefix::create(TRICKY_PREFIX_SUFFIX).await?;
-            (CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone()), Some(redis))
+            let config = CacheConfig::redis(tenancy_test_support::redis_url()).prefix(redis.prefix.clone());
+            (config, Some(RawRedis::Single(redis)))
+        }
+        Kind::RedisCluster => {
+            let cluster = RedisCluster::start()?;
+            let unique = unique_name("cache_c");
+            let config = CacheConfig::redis(cluster.url()).prefix(format!("{unique}{TRICKY_PREFIX_SUFFIX}"));
+            let conn = cluster.connect().await;
+            (config, Some(RawRedis::Cluster { cluster, unique, conn }))
         }
     })
 }
@@ -216,17 +278,11 @@ pub(crate) async fn ttl_is_honoured(f: &Fixture) {
     cache.set(&long, &2, Some(Duration::from_secs(60))).await.unwrap();
     cache.set(&forever, &3, None).await.unwrap();
     if let Some(redis) = &f.redis {
-        let mut conn = redis.conn.clone();
-        let pttl = |key: String| {
-            let mut conn = conn.clone();
-            async move { redis::cmd("PTTL").arg(key).query_async::<i64>(&mut conn).await.unwrap() }
-        };
-        let short_ttl = pttl(cache.store_key(&short)).await;
+        let short_ttl = redis.pttl(&cache.store_key(&short)).await;
         assert!((1..=300).contains(&short_ttl), "PTTL {short_ttl}");
-        let long_ttl = pttl(cache.store_key(&long)).await;
+        let long_ttl = redis.pttl(&cache.store_key(&long)).await;
         assert!((50_000..=60_000).contains(&long_ttl), "PTTL {long_ttl}");
-        assert_eq!(pttl(cache.store_key(&forever)).await, -1, "no expiry");
-        let _ = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        assert_eq!(redis.pttl(&cache.store_key(&forever)).await, -1, "no expiry");
     }
     assert_eq!(cache.get::<i32>(&short).await.unwrap(), Some(1));
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -237,9 +293,7 @@ pub(crate) async fn ttl_is_honoured(f: &Fixture) {
     // Overwriting resets the TTL to the new one (here: none).
     cache.set(&long, &4, None).await.unwrap();
     if let Some(redis) = &f.redis {
-        let mut conn = redis.conn.clone();
-        let ttl: i64 = redis::cmd("PTTL").arg(cache.store_key(&long)).query_async(&mut conn).await.unwrap();
-        assert_eq!(ttl, -1);
+        assert_eq!(redis.pttl(&cache.store_key(&long)).await, -1);
     }
 }
 
@@ -412,8 +466,7 @@ pub(crate) async fn read_through_hits_the_database_once_then_the_cache(kind: Kin
     let cached = f.raw(&db.cache().store_key(&key)).await.expect("cached after the first read");
     assert_eq!(serde_json::from_slice::<session::Model>(&cached).unwrap(), inserted);
     if let Some(redis) = &f.redis {
-        let mut conn = redis.conn.clone();
-        let ttl: i64 = redis::cmd("PTTL").arg(db.cache().store_key(&key)).query_async(&mut conn).await.unwrap();
+        let ttl = redis.pttl(&db.cache().store_key(&key)).await;
         assert!((50_000..=60_000).contains(&ttl), "the model's TTL: {ttl}");
     }
     for _ in 0..3 {
