@@ -85,6 +85,10 @@ const MAX_BATCH: usize = 256;
 
 /// What the snapshot knows about one id.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a tenant: boxing it would add an allocation per tenant for the rare other two"
+)]
 enum Known {
     Tenant(Tenant),
     /// A row this version cannot read ([`Error::CorruptRegistry`]).
