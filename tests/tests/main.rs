@@ -14,6 +14,7 @@ mod attack_sqlite;
 mod cache_memory;
 mod cache_redis;
 mod cache_scoped_table;
+mod citus_check;
 mod clone;
 mod context;
 mod doctor_postgres;
