@@ -145,7 +145,8 @@ async fn master() -> Option<(PgMaster, Tenancy, TempDir)> {
     Some((pg, tenancy, dir))
 }
 
-const PLANTED: [&str; 5] = ["citus_orders", "citus_countries", "citus_invoices", "citus_invoice_lines", "citus_drafts"];
+const PLANTED: [&str; 6] =
+    ["citus_audit", "citus_orders", "citus_countries", "citus_invoices", "citus_invoice_lines", "citus_drafts"];
 
 #[tokio::test]
 async fn a_primary_key_without_the_tenant_column_and_a_referenced_shared_table_are_flagged() {
@@ -160,7 +161,9 @@ async fn a_primary_key_without_the_tenant_column_and_a_referenced_shared_table_a
            PRIMARY KEY (tenant_id, id), CONSTRAINT citus_invoices_id_key UNIQUE (id)); \
          CREATE TABLE citus_invoice_lines (tenant_id text NOT NULL, id bigint NOT NULL, \
            invoice_id integer NOT NULL CONSTRAINT citus_lines_invoice REFERENCES citus_invoices (id), \
-           PRIMARY KEY (tenant_id, id))",
+           PRIMARY KEY (tenant_id, id)); \
+         CREATE TABLE citus_audit (id bigserial PRIMARY KEY, \
+           order_id bigint CONSTRAINT citus_audit_order REFERENCES citus_orders (id))",
     )
     .await
     .expect("plant the tables");
@@ -179,6 +182,7 @@ async fn a_primary_key_without_the_tenant_column_and_a_referenced_shared_table_a
     assert_eq!(
         rules(&found),
         [
+            ("citus_audit", CitusRule::ForeignKey),
             ("citus_drafts", CitusRule::PrimaryKey),
             ("citus_drafts", CitusRule::IntegerKey),
             ("citus_invoice_lines", CitusRule::ForeignKey),
@@ -220,6 +224,12 @@ async fn a_primary_key_without_the_tenant_column_and_a_referenced_shared_table_a
     );
     let integer = text("citus_invoice_lines", CitusRule::IntegerKey);
     assert!(integer.contains("column invoice_id is integer and in a foreign key"), "{integer}");
+    // A table no model declares, referencing a scoped one.
+    let audit = text("citus_audit", CitusRule::ForeignKey);
+    assert!(
+        audit.contains("foreign key \"citus_audit_order\" (order_id) references the tenant-scoped table citus_orders"),
+        "{audit}"
+    );
     // No table: the model's own key, on its own tenant column.
     let drafts = text("citus_drafts", CitusRule::PrimaryKey);
     assert!(drafts.contains("primary key (id) declared by the model"), "{drafts}");

@@ -55,7 +55,7 @@ pub(crate) async fn check(tenancy: &Tenancy) -> Result<Vec<Finding>> {
             .collect();
         schema_sharding(tenancy.master(), &schemas, &mut findings).await?;
     }
-    findings.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    findings.sort_by_key(sort_key);
     Ok(findings)
 }
 
