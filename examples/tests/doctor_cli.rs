@@ -169,3 +169,89 @@ async fn postgres_orphan_schema_and_unknown_migrations_through_the_command() {
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(json(&out), serde_json::json!({"findings": [], "repairs": []}));
 }
+
+/// `tenancydoctor --citus` on the example app's own models, migrated for a table tenant
+/// (the shared tables in `public`) and a schema tenant: every scoped table's primary key
+/// is `id` alone, a 32-bit `serial`, and the foreign key columns are 32-bit too, so each
+/// is reported; the composite foreign keys, the per-tenant unique indexes and the schema
+/// tenant's schema break no rule. `plans` (shared) is referenced by no scoped table.
+#[tokio::test]
+async fn citus_check_reports_the_example_apps_keys_through_the_command() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy = pg.tenancy(&dir).await;
+    for (prefix, isolation) in [("cit_t", Isolation::Table), ("cit_s", Isolation::Schema)] {
+        let id = unique_name(prefix);
+        let new = NewTenant::new(id.as_str(), id.as_str(), isolation).expect("new tenant").migrate(true);
+        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
+    }
+    // What the findings say is what the catalog holds.
+    let master = pg.connect().await;
+    let key = tenancy_test_support::column_strings(
+        &master,
+        "SELECT a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod) FROM pg_constraint c \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) \
+         WHERE c.conrelid = 'public.projects'::regclass AND c.contype = 'p'",
+        vec![],
+    )
+    .await;
+    assert_eq!(key, ["id integer"]);
+
+    let out = run(DOCTOR, &dir, &pg.url, &["--citus", "--json"]);
+    assert_eq!(out.status.code(), Some(8), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report = json(&out);
+    let found: Vec<(String, String, Option<String>)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            let subject = f["subject"].as_str().unwrap_or_default().to_owned();
+            let message = f["message"].as_str().unwrap_or_default();
+            let problem = message.strip_prefix(&format!("Citus: {subject}: ")).map(str::to_owned);
+            (f["kind"].as_str().unwrap_or_default().to_owned(), subject, problem)
+        })
+        .collect();
+    let expected = [
+        (
+            "citus_primary_key",
+            "comments",
+            "primary key \"comments_pkey\" (id) does not include the tenant column tenant_id",
+        ),
+        ("citus_integer_key", "comments", "column id is integer and in the primary key, filled from a sequence"),
+        ("citus_integer_key", "comments", "column task_id is integer and in a foreign key"),
+        (
+            "citus_primary_key",
+            "projects",
+            "primary key \"projects_pkey\" (id) does not include the tenant column tenant_id",
+        ),
+        ("citus_integer_key", "projects", "column id is integer and in the primary key, filled from a sequence"),
+        ("citus_primary_key", "tasks", "primary key \"tasks_pkey\" (id) does not include the tenant column tenant_id"),
+        ("citus_integer_key", "tasks", "column id is integer and in the primary key, filled from a sequence"),
+        ("citus_integer_key", "tasks", "column project_id is integer and in a foreign key"),
+        (
+            "citus_primary_key",
+            "tenant_users",
+            "primary key \"tenant_users_pkey\" (id) does not include the tenant column tenant_id",
+        ),
+        ("citus_integer_key", "tenant_users", "column id is integer and in the primary key, filled from a sequence"),
+    ]
+    .map(|(kind, table, problem)| (kind.to_owned(), format!("table {table}"), Some(problem.to_owned())));
+    assert_eq!(found, expected, "{report}");
+    assert!(report["findings"].as_array().expect("findings").iter().all(|f| f["repairable"] == false));
+
+    let out = run(DOCTOR, &dir, &pg.url, &["--citus"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    let lines = text(&out.stdout);
+    assert!(
+        lines.starts_with(
+            "✗ citus_primary_key: Citus: table comments: primary key \"comments_pkey\" (id) does not include the \
+             tenant column tenant_id; fix: make it PRIMARY KEY (tenant_id, id)"
+        ),
+        "{lines}"
+    );
+    assert!(lines.ends_with("\n10 problem(s) found for Citus; see docs/scale-out.md\n"), "{lines}");
+
+    // Reports only: with --repair it is refused before anything runs.
+    let out = run(DOCTOR, &dir, &pg.url, &["--citus", "--repair"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -86,6 +86,7 @@ fn generate(krate: &syn::Path, model: &Model<'_>, scope: &Scope) -> TokenStream 
                 #table,
                 ::core::concat!(::core::module_path!(), "::Entity"),
                 <#entity as #krate::TenantScoped>::SCOPE,
+                #krate::__private::primary_key::<#entity>,
                 ::core::file!(),
                 ::core::line!(),
             )

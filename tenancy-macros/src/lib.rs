@@ -43,8 +43,9 @@ use proc_macro::TokenStream;
 /// Next to the unchanged struct: an impl of `tenancy::TenantScoped` for the model's
 /// `Entity`, whose `SCOPE` is the `tenancy::Scope` above and whose `tenant_column()` is
 /// the tenant field's `Column` variant (`None` for cache scope without `column`); and a registration that
-/// `tenancy::scoped_models()` lists, with the table name, the entity's path, and the
-/// file and line of the attribute.
+/// `tenancy::scoped_models()` lists, with the table name, the entity's path, a function
+/// reading the entity's primary key (`tenancy::__private::primary_key`), and the file and
+/// line of the attribute.
 ///
 /// # Errors
 ///

@@ -55,7 +55,9 @@
 //! [`doctor::Finding`]s; [`Tenancy::repair`] fixes the safe ones: it drops orphans this
 //! master provably made (tenancy marks what it creates, see [`doctor`]) and re-runs the
 //! row-security step. The `tenancydoctor` command of `tenancy-migrate` adds migration
-//! drift and prints them.
+//! drift and prints them. [`Tenancy::diagnose_citus`] (`tenancydoctor --citus`) checks
+//! the registered models and the master's catalog against the rules Citus imposes on
+//! table and schema isolation (`docs/scale-out.md`).
 //!
 //! ## Secrets
 //!
@@ -382,7 +384,7 @@ pub use crate::connection::url::{Backend, DEFAULT_MASTER_URL, DEFAULT_POSTGRES_P
 pub use crate::connection::{TenantBinding, TenantConnection};
 pub use crate::entry::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 pub use crate::error::{BoxError, Error, MissingValue, Result};
-pub use crate::models::{Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
+pub use crate::models::{KeyColumn, Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
 pub use crate::provisioning::{
     BoxFuture, Created, DatabaseLogin, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned, ServerChoice,
 };

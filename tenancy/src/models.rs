@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use sea_orm::EntityTrait;
+use sea_orm::{ColumnTrait, ColumnType, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn};
 
 use crate::{Error, Result};
 
@@ -76,16 +76,43 @@ pub struct ScopedModel {
     table: &'static str,
     entity: &'static str,
     scope: Scope,
+    /// Reads the entity's primary key; a function because sea-orm builds column
+    /// definitions at run time, while registrations are statics.
+    primary_key: fn() -> Vec<KeyColumn>,
     file: &'static str,
     line: u32,
+}
+
+/// A column of a model's primary key as the sea-orm entity declares it
+/// ([`ScopedModel::primary_key`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KeyColumn {
+    /// The column's SQL name.
+    pub name: &'static str,
+    /// Its sea-orm column type (`ColumnType::Integer` for an `i32` field, ...).
+    pub column_type: ColumnType,
 }
 
 impl ScopedModel {
     /// A registration; called by the code `#[tenant_scoped]` generates, which is why it is
     /// `const` (registrations are statics).
     #[doc(hidden)]
-    pub const fn new(table: &'static str, entity: &'static str, scope: Scope, file: &'static str, line: u32) -> Self {
-        Self { table, entity, scope, file, line }
+    pub const fn new(
+        table: &'static str,
+        entity: &'static str,
+        scope: Scope,
+        primary_key: fn() -> Vec<KeyColumn>,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
+        Self { table, entity, scope, primary_key, file, line }
+    }
+
+    /// The primary key the entity declares, in its order: what the model says, which the
+    /// doctor's Citus check falls back on where the table is not in the master database.
+    pub fn primary_key(&self) -> Vec<KeyColumn> {
+        (self.primary_key)()
     }
 
     /// The table name, from `#[sea_orm(table_name = "...")]`.
@@ -240,4 +267,20 @@ pub mod __private {
     pub use crate::models::{ScopedModel, SharedModel};
     pub use inventory;
     pub use sea_orm::EntityTrait;
+
+    /// The primary key of `E`, for [`ScopedModel::primary_key`]: the registration holds
+    /// this function, instantiated for the model's entity.
+    pub fn primary_key<E: EntityTrait>() -> Vec<crate::models::KeyColumn> {
+        super::primary_key_of::<E>()
+    }
+}
+
+/// The columns of `E`'s primary key with their sea-orm types.
+fn primary_key_of<E: EntityTrait>() -> Vec<KeyColumn> {
+    E::PrimaryKey::iter()
+        .map(|key| {
+            let column = key.into_column();
+            KeyColumn { name: column.as_str(), column_type: column.def().get_column_type().clone() }
+        })
+        .collect()
 }

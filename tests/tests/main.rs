@@ -15,6 +15,7 @@ mod cache_memory;
 mod cache_redis;
 mod cache_redis_cluster;
 mod cache_scoped_table;
+mod citus_check;
 mod clone;
 mod context;
 mod doctor_postgres;

@@ -249,6 +249,19 @@ fn registration_points_at_the_attribute() {
     );
 }
 
+/// The registration carries the primary key the entity declares, with sea-orm's column
+/// types (what `tenancydoctor --citus` checks a model by when its table is missing).
+#[test]
+fn registration_carries_the_declared_primary_key() {
+    let models = tenancy::scoped_models().expect("no table is registered twice");
+    let key = |table: &str| -> Vec<(&'static str, sea_orm::ColumnType)> {
+        let model = models.iter().find(|model| model.table() == table).expect("registered");
+        model.primary_key().into_iter().map(|column| (column.name, column.column_type)).collect()
+    };
+    assert_eq!(key("invoices"), [("id", sea_orm::ColumnType::Integer)]);
+    assert_eq!(key("members"), [("id", sea_orm::ColumnType::Integer)]);
+}
+
 #[test]
 fn scope_constants_match_the_registry() {
     assert_eq!(invoice::Entity::SCOPE, Scope::Table { column: "tenant_id" });

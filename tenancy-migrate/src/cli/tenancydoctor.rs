@@ -1,6 +1,7 @@
 //! `tenancydoctor [--json] [--repair] [--yes]`: the registry checked against what exists
 //! (missing storage, orphans, cache namespaces, table isolation, migration drift), one
-//! line per finding with what to do, and the safe repairs.
+//! line per finding with what to do, and the safe repairs. `tenancydoctor --citus
+//! [--json]`: the app's models and the master's catalog checked against Citus's rules.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -27,6 +28,10 @@ const ENVIRONMENT: &str = "Environment:\n  DATABASE_URL        master database (
 /// `--repair` fixes the safe subset after confirmation: it drops the orphans tenancy
 /// provably made for this master and runs the row-security step again. It never drops
 /// anything a registered tenant owns, nor anything it did not mark.
+///
+/// `--citus` runs another check instead: whether the app's schema would run on Citus
+/// (the registered models, the shared tables of table isolation and the schema tenants'
+/// schemas against the rules of docs/scale-out.md). Citus need not be installed.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tenancydoctor",
@@ -35,7 +40,7 @@ const ENVIRONMENT: &str = "Environment:\n  DATABASE_URL        master database (
         (Exit::Failed, Some("a check could not run (a catalog or the registry could not be read)")),
         (Exit::InvalidInput, Some("invalid input, or --repair without --yes and no terminal (nothing changed)")),
         (Exit::CannotConnect, None),
-        (Exit::Findings, Some("problems found (after --repair: some are left)")),
+        (Exit::Findings, Some("problems found (after --repair: some are left; with --citus: a table breaks a rule of Citus)")),
         (Exit::Cancelled, None),
     ]),
 )]
@@ -48,6 +53,12 @@ pub struct TenancyDoctorArgs {
     /// confirmation
     #[arg(long)]
     pub repair: bool,
+
+    /// Instead of the registry checks: check the app's models and the master's catalog
+    /// against the rules Citus imposes (primary, unique and foreign keys with the tenant
+    /// column, reference tables, bigint keys, schema-based sharding); reports only
+    #[arg(long, conflicts_with = "repair")]
+    pub citus: bool,
 
     /// Repair without asking (scripts); without it and without a terminal, --repair
     /// refuses and changes nothing
@@ -82,6 +93,15 @@ pub async fn tenancydoctor_with_args(args: TenancyDoctorArgs, migrators: Migrato
 async fn run(args: TenancyDoctorArgs, migrators: Migrators) -> Result<Exit> {
     let builder = args.cache.apply(Tenancy::builder(args.master.database_url.clone()));
     let tenancy = builder.connect().await?;
+    if args.citus {
+        let findings = tenancy.diagnose_citus().await?;
+        if args.json {
+            print(&findings, None, true, false);
+        } else {
+            print_citus(&findings);
+        }
+        return Ok(exit_for(&findings));
+    }
     let findings = examine(&tenancy, &migrators).await?;
     let repairable: Vec<Finding> = findings.iter().filter(|finding| finding.repairable()).cloned().collect();
     if !args.repair || repairable.is_empty() {
@@ -134,6 +154,19 @@ async fn examine(tenancy: &Tenancy, migrators: &Migrators) -> Result<Vec<Finding
 
 fn exit_for(findings: &[Finding]) -> Exit {
     if findings.is_empty() { Exit::Success } else { Exit::Findings }
+}
+
+/// `--citus`'s findings as text lines, with a closing line of its own (none of them is
+/// one `--repair` fixes: they are the app's migrations to change).
+fn print_citus(findings: &[Finding]) {
+    let mut out = std::io::stdout().lock();
+    for finding in findings {
+        let _ = writeln!(out, "✗ {}: {}; fix: {}", finding.kind(), finding.message(), finding.fix());
+    }
+    let _ = match findings.len() {
+        0 => writeln!(out, "✓ No table breaks a rule of Citus"),
+        n => writeln!(out, "{n} problem(s) found for Citus; see docs/scale-out.md"),
+    };
 }
 
 /// The findings (and repairs) as text lines or one JSON object on stdout. `quiet_summary`

@@ -21,6 +21,51 @@ impl fmt::Display for Server {
     }
 }
 
+/// A rule of Citus that [`Finding::Citus`] reports a table breaking.
+///
+/// Table isolation maps onto tables distributed by the tenant column
+/// (`create_distributed_table(table, tenant column)`) with the shared tables they reference
+/// as reference tables; schema isolation onto schema-based sharding. See
+/// `docs/scale-out.md` for the rules and their sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CitusRule {
+    /// A scoped table's primary key does not include its tenant column: Citus enforces
+    /// primary keys only when they contain the distribution column.
+    PrimaryKey,
+    /// A unique constraint or unique index of a scoped table does not include its tenant
+    /// column, for the same reason.
+    UniqueKey,
+    /// A foreign key between two scoped tables that does not pair their tenant columns,
+    /// or one from a table that is not tenant-scoped to a scoped one (Citus refuses keys
+    /// from reference and local tables to distributed ones).
+    ForeignKey,
+    /// A scoped table references a table that is not tenant-scoped: on Citus that table
+    /// must be a reference table (`create_reference_table`).
+    ReferenceTable,
+    /// A key column (primary key, foreign key, or one filled from a sequence) of a scoped
+    /// table is `smallint`/`integer` where Citus needs `bigint`.
+    IntegerKey,
+    /// A table in a schema tenant's schema uses a feature Citus's schema-based sharding
+    /// refuses (a foreign table, inheritance, a partition across schemas, a foreign key
+    /// across schemas other than to a reference table).
+    SchemaSharding,
+}
+
+impl CitusRule {
+    /// The finding's kind for this rule ([`Finding::kind`]).
+    pub const fn kind(self) -> &'static str {
+        match self {
+            CitusRule::PrimaryKey => "citus_primary_key",
+            CitusRule::UniqueKey => "citus_unique_key",
+            CitusRule::ForeignKey => "citus_foreign_key",
+            CitusRule::ReferenceTable => "citus_reference_table",
+            CitusRule::IntegerKey => "citus_integer_key",
+            CitusRule::SchemaSharding => "citus_schema_sharding",
+        }
+    }
+}
+
 /// One problem found by [`crate::Tenancy::diagnose`] (or, for migration drift, by
 /// `tenancy-migrate`).
 ///
@@ -206,6 +251,22 @@ pub enum Finding {
         /// Since when.
         since: chrono::DateTime<chrono::Utc>,
     },
+    /// A table that breaks a rule Citus imposes on the isolation mode it would be sharded
+    /// by (`tenancydoctor --citus`, [`crate::Tenancy::diagnose_citus`]; see
+    /// `docs/scale-out.md`). Reported only: the fix is a migration of the application's.
+    Citus {
+        /// The table: `projects` for a shared table of table isolation (the master's
+        /// `public` schema), `acme.notes` for a table in a schema tenant's schema.
+        table: String,
+        /// The schema tenant whose schema holds the table, if it is one's.
+        tenant: Option<TenantId>,
+        /// The rule it breaks.
+        rule: CitusRule,
+        /// What is wrong, naming the constraint, columns or tables.
+        problem: String,
+        /// What to change.
+        fix: String,
+    },
     /// A lifecycle operation whose worker is gone.
     StaleOperation {
         /// The tenant.
@@ -242,6 +303,7 @@ impl Finding {
             Finding::Unreadable { .. } => "unreadable",
             Finding::StaleOperation { .. } => "stale_operation",
             Finding::Leftover { .. } => "leftover",
+            Finding::Citus { rule, .. } => rule.kind(),
         }
     }
 
@@ -260,9 +322,9 @@ impl Finding {
             | Finding::OrphanRole { tenant, .. }
             | Finding::OrphanSchema { tenant, .. } => Some(tenant),
             Finding::UnownedCacheNamespace { namespace, .. } => Some(namespace),
-            Finding::MigrationsBehind { tenant, .. } | Finding::UnknownMigrations { tenant, .. } => {
-                tenant.as_ref().map(TenantId::as_str)
-            }
+            Finding::MigrationsBehind { tenant, .. }
+            | Finding::UnknownMigrations { tenant, .. }
+            | Finding::Citus { tenant, .. } => tenant.as_ref().map(TenantId::as_str),
             Finding::ServerUnreachable { .. }
             | Finding::OrphanDatabaseFile { .. }
             | Finding::UnownedSchema { .. }
@@ -298,6 +360,7 @@ impl Finding {
             Finding::MigrationsBehind { target, .. } | Finding::UnknownMigrations { target, .. } => target.clone(),
             Finding::Unreadable { tenant, .. } | Finding::StaleOperation { tenant, .. } => format!("tenant '{tenant}'"),
             Finding::Leftover { object, .. } => object.clone(),
+            Finding::Citus { table, .. } => format!("table {table}"),
         }
     }
 
@@ -373,6 +436,7 @@ impl Finding {
                 "tenant '{tenant}': {object} was left behind when it {reason} ({}); it is no longer served",
                 since.format("%Y-%m-%d %H:%M UTC")
             ),
+            Finding::Citus { table, problem, .. } => format!("Citus: table {table}: {problem}"),
         }
     }
 
@@ -436,6 +500,7 @@ impl Finding {
             Finding::Leftover { tenant, .. } => format!(
                 "once you no longer need it (to move back, or as a copy), deletetenant {tenant} --leftovers removes it"
             ),
+            Finding::Citus { fix, .. } => fix.clone(),
         }
     }
 

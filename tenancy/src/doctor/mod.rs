@@ -20,11 +20,18 @@
 //! Migration drift needs the application's migrators, so `tenancy-migrate` checks it and
 //! returns the same [`Finding`]s.
 //!
+//! - `citus` ([`crate::Tenancy::diagnose_citus`], `tenancydoctor --citus`; apart from
+//!   [`crate::Tenancy::diagnose`], being about whether the app's schema would run on
+//!   Citus, not about the registry's health): the registered models and the master's
+//!   catalog checked against the rules Citus imposes on table and schema isolation
+//!   ([`CitusRule`]).
+//!
 //! - stale operations: lifecycle operations of the journal ([`crate::operations`]) whose
 //!   worker is gone. `--repair` settles them as a re-run of their command would: a create
 //!   is undone, a delete finished.
 
 mod cache;
+mod citus;
 mod finding;
 mod orphans;
 mod repair;
@@ -35,7 +42,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-pub use self::finding::{Finding, Server};
+pub(crate) use self::citus::check as diagnose_citus;
+pub use self::finding::{CitusRule, Finding, Server};
 pub use self::repair::Repair;
 pub(crate) use self::repair::repair;
 use crate::registry::placement::{Placement, TenantDatabase};

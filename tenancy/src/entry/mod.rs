@@ -406,6 +406,24 @@ impl Tenancy {
         crate::doctor::diagnose(self).await
     }
 
+    /// Checks whether the application's schema would run on Citus: the registered
+    /// `#[tenant_scoped]` models and `#[tenancy::shared]` models, the master's shared
+    /// tables of table isolation and the schemas of the schema tenants, against the rules
+    /// Citus imposes (primary keys, unique keys and foreign keys with the tenant column,
+    /// reference tables, `bigint` keys, what schema-based sharding refuses). One
+    /// [`Finding::Citus`](crate::doctor::Finding::Citus) per violation, sorted by table;
+    /// empty when there is none. Read-only, and reads PostgreSQL's own catalog only: Citus
+    /// need not be installed. A model whose table is not in the master (or on a SQLite
+    /// master) is checked by the primary key it declares.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the registry or the catalog cannot be read, the model
+    /// registry's errors ([`Error::DuplicateScopedTable`],
+    /// [`Error::ConflictingTableDeclaration`]).
+    pub async fn diagnose_citus(&self) -> Result<Vec<crate::doctor::Finding>> {
+        crate::doctor::diagnose_citus(self).await
+    }
+
     /// Repairs the findings that may be repaired ([`Finding::repairable`]): drops orphans
     /// this master provably made (the registry is read again, and each object's mark,
     /// just before it is dropped; nothing a registry row names is ever dropped) and runs
