@@ -21,6 +21,7 @@ mod move_servers;
 mod readme;
 mod rename;
 mod serve_http;
+mod serve_servers;
 mod superuser_cli;
 mod superuser_pty;
 mod suspension_cli;

@@ -30,5 +30,6 @@ mod operations;
 mod provision_postgres;
 mod provision_sqlite;
 mod relocation;
+mod server_routes;
 mod table_isolation_attacks;
 mod ui;

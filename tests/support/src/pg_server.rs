@@ -69,14 +69,7 @@ impl PgServer {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let log = server.dir.join("log");
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c shared_buffers=16MB",
-                server.dir.display()
-            );
-            let out = server.pg_command("pg_ctl", |c| {
-                c.arg("-D").arg(&data).arg("-l").arg(&log).arg("-o").arg(&options);
-                c.args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "start"]);
-            });
+            let out = server.pg_ctl_start(port);
             if out.status.success() {
                 server.port = port;
                 server.running = true;
@@ -92,13 +85,44 @@ impl PgServer {
             server.stop_quietly();
         }
         assert!(server.running, "pg_ctl start failed on {START_ATTEMPTS} ports: {last}");
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Starts it again after [`PgServer::stop`], on its port and with its data, and waits
+    /// until it accepts connections.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        let out = self.pg_ctl_start(self.port);
+        assert!(out.status.success(), "pg_ctl start (restart): {}{}", text(&out.stdout), text(&out.stderr));
+        self.running = true;
+        self.wait_ready();
+    }
+
+    /// `pg_ctl start` on `port`, logging to the folder's `log`.
+    fn pg_ctl_start(&self, port: u16) -> Output {
+        let (data, log) = (self.data_dir(), self.dir.join("log"));
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c shared_buffers=16MB",
+            self.dir.display()
+        );
+        self.pg_command("pg_ctl", |c| {
+            c.arg("-D").arg(&data).arg("-l").arg(&log).arg("-o").arg(&options);
+            c.args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "start"]);
+        })
+    }
+
+    /// Waits until it accepts connections.
+    fn wait_ready(&self) {
         for _ in 0..READY_PROBES {
-            if server.is_ready() {
-                return Some(server);
+            if self.is_ready() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("the test PostgreSQL server on port {} did not accept connections", server.port);
+        panic!("the test PostgreSQL server on port {} did not accept connections", self.port);
     }
 
     /// The superuser URL of its `postgres` database.
