@@ -268,6 +268,7 @@ impl TenantConnection {
     /// Opens the tenant's own pool if it is not open yet (a cached pool costs a lookup),
     /// so that an unreachable server shows as [`Error::ServerUnavailable`] before a
     /// request's handler runs. Tenants without a pool of their own: `Ok`, nothing done.
+    #[cfg(feature = "tower")]
     pub(crate) async fn open_pool(&self) -> Result<()> {
         match &self.inner.route {
             Route::OwnPool { .. } => self.open_lease().await.map(drop),
@@ -277,6 +278,7 @@ impl TenantConnection {
 
     /// The server a call of this handle found unreachable, if any: its registered name,
     /// else `host:port`.
+    #[cfg(feature = "tower")]
     pub(crate) fn unavailable_server(&self) -> Option<&str> {
         self.inner.unavailable.get().map(String::as_str)
     }

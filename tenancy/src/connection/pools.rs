@@ -382,26 +382,33 @@ impl TenantPools {
     }
 
     /// After a call on `entry` (the pool of `id`) failed with `err`: when `err` may be the
-    /// connection's loss, the pool is evicted (its connections may all be dead; the next
-    /// call opens a new one) and its server probed, returning
-    /// [`Error::ServerUnavailable`] when it cannot be reached. `None`: `err` stands.
+    /// connection's loss, the server is probed, returning [`Error::ServerUnavailable`]
+    /// when it cannot be reached. The pool is evicted then, or when `err` is a broken
+    /// connection (its other connections may be dead too: the server restarted), so the
+    /// next call opens a new one; a pool that only timed out waiting for a busy connection
+    /// of a reachable server stays. `None`: `err` stands.
     pub(crate) async fn after_failure(&self, id: &TenantId, entry: &PoolEntry, err: &DbErr) -> Option<Error> {
         if !may_be_connection_loss(err) {
             return None;
         }
-        let evicted = {
-            let mut state = self.lock();
-            let current = state.pools.get(id).is_some_and(|slot| std::ptr::eq(Arc::as_ptr(&slot.entry), entry));
-            let slot = if current { state.pools.remove(id) } else { None };
-            if let Some(slot) = &slot {
-                slot.entry.mark_evicted();
-            }
-            slot
+        let unreachable = match entry.address() {
+            Some(address) => self.check_reachable(id, &entry.server, address).await.err(),
+            None => None,
         };
-        // Dropped outside the lock: the last lease spawns the close.
-        drop(evicted);
-        let address = entry.address()?;
-        self.check_reachable(id, &entry.server, address).await.err()
+        if unreachable.is_some() || broken_connection(err) {
+            let evicted = {
+                let mut state = self.lock();
+                let current = state.pools.get(id).is_some_and(|slot| std::ptr::eq(Arc::as_ptr(&slot.entry), entry));
+                let slot = if current { state.pools.remove(id) } else { None };
+                if let Some(slot) = &slot {
+                    slot.entry.mark_evicted();
+                }
+                slot
+            };
+            // Dropped outside the lock: the last lease spawns the close.
+            drop(evicted);
+        }
+        unreachable
     }
 
     /// Takes `per_pool` permits from `server`'s budget, then from the global one (always in
@@ -516,12 +523,23 @@ impl TenantPools {
 }
 
 /// Whether a failed call's error may mean the connection or its server is gone (rather
-/// than a statement PostgreSQL refused): connecting, acquiring, I/O, TLS and protocol
-/// errors, and PostgreSQL's own connection-exception and shutdown codes (classes `08` and
-/// `57P`).
+/// than a statement PostgreSQL refused): connecting and acquiring errors, and broken
+/// connections ([`broken_connection`]).
 fn may_be_connection_loss(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => {
+            matches!(**sqlx, sea_orm::sqlx::Error::PoolTimedOut | sea_orm::sqlx::Error::PoolClosed)
+                || broken_connection(err)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a failed call's connection broke under it: I/O, TLS and protocol errors, and
+/// PostgreSQL's own connection-exception and shutdown codes (classes `08` and `57P`).
+fn broken_connection(err: &DbErr) -> bool {
+    match err {
         DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
             match err.as_database_error() {
                 Some(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
@@ -530,8 +548,6 @@ fn may_be_connection_loss(err: &DbErr) -> bool {
                     sea_orm::sqlx::Error::Io(_)
                         | sea_orm::sqlx::Error::Tls(_)
                         | sea_orm::sqlx::Error::Protocol(_)
-                        | sea_orm::sqlx::Error::PoolTimedOut
-                        | sea_orm::sqlx::Error::PoolClosed
                         | sea_orm::sqlx::Error::WorkerCrashed
                 ),
             }
@@ -556,5 +572,33 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let _state = self.0.lock();
         self.1.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_keys() {
+        let key = |address: &str| ServerKey::of(Some(address)).0;
+        assert_eq!(key("127.0.0.1:5432"), "localhost:5432");
+        assert_eq!(key("localhost:5432"), key("::1:5432"));
+        assert_ne!(key("127.0.0.1:5432"), key("127.0.0.1:5433"));
+        assert_eq!(key("DB2.internal:5432"), "db2.internal:5432");
+        assert_eq!(ServerKey::of(None).0, "local files");
+    }
+
+    #[test]
+    fn server_budget_defaults_to_the_global_one_and_stays_within_it() {
+        let settings = |budget, server_budget, per_pool| {
+            let normalised = PoolSettings { budget, server_budget, per_pool, ..PoolSettings::default() }.normalised();
+            (normalised.budget, normalised.server_budget())
+        };
+        assert_eq!(settings(20, None, 2), (20, 20));
+        assert_eq!(settings(20, Some(6), 2), (20, 6));
+        assert_eq!(settings(20, Some(50), 2), (20, 20));
+        assert_eq!(settings(20, Some(1), 2), (20, 2));
+        assert_eq!(settings(1, Some(1), 3), (3, 3));
     }
 }
