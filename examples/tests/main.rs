@@ -22,6 +22,7 @@ mod move_servers;
 mod readme;
 mod rename;
 mod serve_http;
+mod serve_servers;
 mod superuser_cli;
 mod superuser_pty;
 mod suspension_cli;

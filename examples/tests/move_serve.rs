@@ -18,7 +18,7 @@ use crate::lifecycle::{Setup, World, expect_ok};
 use crate::move_cli::{Rows, movetenant, registry, rows, seed, storage, strings};
 
 /// One `GET` naming `tenant` in `X-Tenant`: status, `Retry-After`, body.
-fn get(addr: SocketAddr, path: &str, tenant: &str) -> (u16, Option<String>, Value) {
+pub(crate) fn get(addr: SocketAddr, path: &str, tenant: &str) -> (u16, Option<String>, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n");

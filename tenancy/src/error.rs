@@ -697,6 +697,23 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A tenant's server cannot be reached (the TCP connection is refused or not answered
+    /// within a few seconds): only the tenants on that server fail, the others are served.
+    /// `server` is the registered server's name, or `host:port` for an address no server
+    /// is registered at (or when the master could not be asked).
+    #[error("Tenant '{tenant}' is on server '{server}' at {address}, which cannot be reached")]
+    ServerUnavailable {
+        /// The tenant.
+        tenant: String,
+        /// The registered server's name, else `host:port`.
+        server: String,
+        /// `host:port`.
+        address: String,
+        /// What connecting failed with.
+        #[source]
+        source: Box<sea_orm::DbErr>,
+    },
+
     /// The admin credentials given for a server may not create databases and roles.
     #[error(
         "Role '{user}' may not create databases and roles: a server's admin must be a superuser, \

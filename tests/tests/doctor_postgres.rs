@@ -339,3 +339,57 @@ async fn a_cache_namespace_of_an_unknown_tenant_is_reported_and_kept() {
     let _ = tenancy.repair(&findings).await.expect("repair");
     assert_eq!(redis.keys().await.len(), 4, "nothing was cleared");
 }
+
+/// Registered servers are checked even when no tenant is on them: an orphan left on an
+/// otherwise empty server is found (and dropped by the repair), and a registered server
+/// that is down is one finding naming it while the rest of the run goes on.
+#[tokio::test]
+async fn registered_servers_without_tenants_are_checked_and_a_down_one_is_a_finding() {
+    let Some(spare) = tenancy_test_support::PgServer::start() else { return };
+    let Some(mut gone) = tenancy_test_support::PgServer::start() else { return };
+    let Some(ctx) = ctx().await else { return };
+    for (name, server) in [("spare", &spare), ("gone", &gone)] {
+        let new = tenancy::servers::NewServer::new(name, "127.0.0.1", server.port, "postgres").expect("a server");
+        ctx.tenancy.add_server(new).await.expect("add the server");
+    }
+    // A tenant on the spare server whose registry row is then lost: its database and role
+    // stay there, marked, and no tenant names the server any more.
+    let id = unique_name("doc_spare");
+    let (db, user) = (unique_name("db"), unique_name("u"));
+    let database = tenancy::NewDatabase::create(db.clone())
+        .login(user.clone(), tenancy::secrets::Password::new("pw"))
+        .server("127.0.0.1", spare.port);
+    let new = NewTenant::new(id.as_str(), id.as_str(), Isolation::Database).expect("new tenant").database(database);
+    ctx.tenancy.create_tenant(new, &()).await.expect("create on the spare server");
+    ctx.forget(&id).await;
+    gone.stop();
+
+    let on_spare = Server { host: "127.0.0.1".to_owned(), port: spare.port };
+    let findings = ctx.tenancy.diagnose().await.expect("diagnose goes on past a down server");
+    assert_eq!(findings.len(), 3, "{findings:#?}");
+    match &findings[0] {
+        Finding::ServerUnreachable { server, name, .. } => {
+            assert_eq!(server, &Server { host: "127.0.0.1".to_owned(), port: gone.port });
+            assert_eq!(name.as_deref(), Some("gone"));
+            let message = findings[0].message();
+            assert!(message.contains(&format!("server 'gone' at 127.0.0.1:{}", gone.port)), "{message}");
+        }
+        other => panic!("expected the down server first, got {other:?}"),
+    }
+    assert_eq!(
+        findings[1..],
+        [
+            Finding::OrphanDatabase { database: db.clone(), server: on_spare.clone(), tenant: id.clone() },
+            Finding::OrphanRole { role: user.clone(), server: on_spare, tenant: id.clone(), login: false },
+        ]
+    );
+
+    ctx.repair_all(&findings).await;
+    let admin = sea_orm::Database::connect(spare.admin_url()).await.expect("connect to the spare server");
+    assert!(!exists(&admin, "SELECT 1 FROM pg_database WHERE datname = $1", &db).await, "orphan database dropped");
+    assert!(!exists(&admin, "SELECT 1 FROM pg_roles WHERE rolname = $1", &user).await, "orphan role dropped");
+    admin.close().await.expect("close");
+    // Back up, the server is checked again and has nothing left to report.
+    gone.restart();
+    assert_eq!(ctx.tenancy.diagnose().await.expect("diagnose"), []);
+}

@@ -104,7 +104,7 @@ impl Exit {
                 | T::RoleExists { .. }
                 | T::SchemaExists { .. }
                 | T::LoginRoleExists { .. } => Exit::AlreadyExists,
-                T::CannotConnect { .. } => Exit::CannotConnect,
+                T::CannotConnect { .. } | T::ServerUnavailable { .. } => Exit::CannotConnect,
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
                 T::TenantNotFound { .. } => Exit::NotFound,
                 T::OperationInProgress { .. } | T::StaleOperation { .. } | T::TenantMoving { .. } => Exit::Busy,

@@ -140,6 +140,8 @@ impl Call for Unprepared<'_> {
 pub(crate) fn to_db_err(err: Error) -> DbErr {
     match err {
         Error::Database(err) | Error::CannotConnect { source: err, .. } => err,
+        // Kept a connection error, with the message naming the server.
+        err @ Error::ServerUnavailable { .. } => DbErr::Conn(sea_orm::RuntimeErr::Internal(err.to_string())),
         other => DbErr::Custom(other.to_string()),
     }
 }

@@ -10,8 +10,18 @@
 //! `404 Not Found` with a short plain-text body that names no tenant; a suspended tenant
 //! gets `503 Service Unavailable` with a `Retry-After` header
 //! ([`TenantLayer::retry_after`], default [`DEFAULT_RETRY_AFTER`]) and a body that gives no
-//! reason; any other error gets a `500 Internal Server Error`, logged with `tracing` and not
+//! reason; a tenant whose server cannot be reached ([`Error::ServerUnavailable`]) gets
+//! `503 Service Unavailable` with a `Retry-After` of [`SERVER_RETRY_AFTER`] and the body
+//! `server 'NAME' cannot be reached` (the registered server's name, else its `host:port`);
+//! any other error gets a `500 Internal Server Error`, logged with `tracing` and not
 //! shown to the client.
+//!
+//! A tenant with a pool of its own (database isolation, and schema or table tenants bound
+//! through their login roles) has it opened before the inner service runs, so an
+//! unreachable server is answered before the handler is. When the server goes away while
+//! the handler runs (its pool was open), the handle notices on the failed call, and the
+//! handler's response is replaced by that same `503`: whatever it answered was the
+//! failure's consequence.
 //!
 //! ```no_run
 //! # async fn demo(tenancy: tenancy::Tenancy) {
@@ -128,6 +138,9 @@ pub struct TenantLayer {
     retry_after: Duration,
 }
 
+/// What the `503` of a tenant whose server cannot be reached tells clients to wait.
+pub const SERVER_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// What a suspended tenant's `503` tells clients to wait by default.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -183,7 +196,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
-    ResBody: From<&'static str>,
+    ResBody: From<&'static str> + From<String>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -228,13 +241,34 @@ where
                     return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
                 }
             };
+            match handle.open_pool().await {
+                Ok(()) => {}
+                Err(Error::ServerUnavailable { server, .. }) => return Ok(server_unavailable(&server)),
+                Err(err) => {
+                    tracing::error!(tenant = %id, error = %err, "cannot open the tenant's pool");
+                    return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
+                }
+            }
             if let Some(uri) = uri {
                 *request.uri_mut() = uri;
             }
             request.extensions_mut().insert::<TenantConnection>(handle.clone());
-            crate::scope(handle, inner.call(request)).await
+            let response = crate::scope(handle.clone(), inner.call(request)).await?;
+            Ok(match handle.unavailable_server() {
+                Some(server) => server_unavailable(server),
+                None => response,
+            })
         })
     }
+}
+
+/// The `503` of a tenant whose server cannot be reached, naming the server.
+fn server_unavailable<ResBody: From<String>>(server: &str) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(format!("server '{server}' cannot be reached\n")));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(SERVER_RETRY_AFTER.as_secs()));
+    response
 }
 
 /// A response with `status` and a plain-text `body`.

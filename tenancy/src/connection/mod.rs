@@ -176,6 +176,9 @@ struct Inner {
     route: Route,
     /// Known without connecting: `get_database_backend` is synchronous.
     backend: DbBackend,
+    /// The server (name or address) found unreachable by a call of this handle, for the
+    /// tower layer's answer.
+    unavailable: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for TenantConnection {
@@ -209,7 +212,9 @@ impl TenantConnection {
             // before the call is refused.
             _ => tenancy.master().get_database_backend(),
         };
-        Ok(TenantConnection { inner: Arc::new(Inner { tenancy, tenant, route, backend }) })
+        Ok(TenantConnection {
+            inner: Arc::new(Inner { tenancy, tenant, route, backend, unavailable: std::sync::OnceLock::new() }),
+        })
     }
 
     /// The tenant, as the registry recorded it when the handle was made.
@@ -251,21 +256,70 @@ impl TenantConnection {
                 self.inner.tenancy.master().execute_raw(select_one).await?;
             }
             Route::OwnPool { .. } => {
-                self.open_lease().await?.connection().execute_raw(select_one).await?;
+                let lease = self.open_lease().await?;
+                if let Err(err) = lease.connection().execute_raw(select_one).await {
+                    return Err(self.failure(&lease, err).await);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Opens the tenant's own pool if it is not open yet (a cached pool costs a lookup),
+    /// so that an unreachable server shows as [`Error::ServerUnavailable`] before a
+    /// request's handler runs. Tenants without a pool of their own: `Ok`, nothing done.
+    #[cfg(feature = "tower")]
+    pub(crate) async fn open_pool(&self) -> Result<()> {
+        match &self.inner.route {
+            Route::OwnPool { .. } => self.open_lease().await.map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// The server a call of this handle found unreachable, if any: its registered name,
+    /// else `host:port`.
+    #[cfg(feature = "tower")]
+    pub(crate) fn unavailable_server(&self) -> Option<&str> {
+        self.inner.unavailable.get().map(String::as_str)
     }
 
     /// A lease on the tenant's own pool for one operation, so the pool is not closed
     /// under it.
     async fn open_lease(&self) -> Result<Arc<PoolEntry>> {
         let (tenancy, tenant) = (&self.inner.tenancy, &self.inner.tenant);
-        tenancy.pools().lease(tenant.id(), || crate::storage::pool_url(tenancy, tenant)).await
+        match tenancy.pools().lease(tenant.id(), || crate::storage::pool_url(tenancy, tenant)).await {
+            Err(err @ Error::ServerUnavailable { .. }) => Err(self.unavailable(err).await),
+            other => other,
+        }
     }
 
     async fn lease(&self) -> Result<Arc<PoolEntry>, DbErr> {
         self.open_lease().await.map_err(to_db_err)
+    }
+
+    /// `err` of a call on `lease`, or [`Error::ServerUnavailable`] (as a connection error)
+    /// when it was the loss of the server (see [`TenantPools::after_failure`]).
+    ///
+    /// [`TenantPools::after_failure`]: pools::TenantPools::after_failure
+    async fn failed(&self, lease: &PoolEntry, err: DbErr) -> DbErr {
+        to_db_err(self.failure(lease, err).await)
+    }
+
+    /// [`TenantConnection::failed`] as a tenancy error.
+    async fn failure(&self, lease: &PoolEntry, err: DbErr) -> Error {
+        match self.inner.tenancy.pools().after_failure(self.id(), lease, &err).await {
+            Some(unavailable) => self.unavailable(unavailable).await,
+            None => Error::Database(err),
+        }
+    }
+
+    /// `err` ([`Error::ServerUnavailable`] from the pools, which know addresses only)
+    /// naming the registered server at the address, recorded on the handle.
+    async fn unavailable(&self, err: Error) -> Error {
+        let Error::ServerUnavailable { tenant, address, source, .. } = err else { return err };
+        let server = self.inner.tenancy.server_name_at(&address).await.unwrap_or_else(|| address.clone());
+        let _ = self.inner.unavailable.set(server.clone());
+        Error::ServerUnavailable { tenant, server, address, source }
     }
 
     /// What every statement of the handle and its transactions goes through.
@@ -302,7 +356,10 @@ impl TenantConnection {
                     // The lease ends before a retry: the evicted pool gives its share of
                     // the budget back only once nothing holds it.
                     let lease = self.lease().await?;
-                    call.clone().run(lease.connection()).await
+                    match call.clone().run(lease.connection()).await {
+                        Err(err) => Err(self.failed(&lease, err).await),
+                        ok => ok,
+                    }
                 };
                 match first {
                     // Failed before running: retried once on fresh connections.
@@ -406,7 +463,11 @@ impl StreamTrait for TenantConnection {
                 Route::SqliteRewrite => self.inner.tenancy.master().stream_raw(self.check().statement(stmt)?).await,
                 Route::OwnPool { .. } => {
                     let stmt = self.check().statement(stmt)?;
-                    self.lease().await?.connection().stream_raw(stmt).await
+                    let lease = self.lease().await?;
+                    match lease.connection().stream_raw(stmt).await {
+                        Err(err) => Err(self.failed(&lease, err).await),
+                        ok => ok,
+                    }
                 }
                 Route::NoStorage => Err(self.no_storage()),
             }
@@ -443,7 +504,11 @@ impl TransactionTrait for TenantConnection {
                 Ok(TenantTransaction::new(tenancy.master().begin_with_options(options).await?, self.clone()))
             }
             Route::OwnPool { .. } => {
-                let txn = self.lease().await?.connection().begin_with_options(options).await?;
+                let lease = self.lease().await?;
+                let txn = match lease.connection().begin_with_options(options).await {
+                    Ok(txn) => txn,
+                    Err(err) => return Err(self.failed(&lease, err).await),
+                };
                 Ok(TenantTransaction::new(txn, self.clone()))
             }
             Route::NoStorage => Err(self.no_storage()),

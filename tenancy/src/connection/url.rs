@@ -348,23 +348,35 @@ async fn connect_with(
     let cannot_connect = |source| Error::CannotConnect { target: redact_url(url), source };
     // sqlx retries a refused connection until its acquire timeout and then reports only
     // "pool timed out"; a plain TCP probe first gives the operator the real reason.
-    if let Ok(parsed) = url::Url::parse(url)
-        && matches!(parsed.scheme(), "postgres" | "postgresql")
-        && let Some(host) = parsed.host_str()
+    if let Some(address) = postgres_address(url)
+        && let Err(reason) = probe(&address, std::time::Duration::from_secs(5)).await
     {
-        let address = format!("{}:{}", host.trim_matches(['[', ']']), parsed.port().unwrap_or(DEFAULT_POSTGRES_PORT));
-        let probe =
-            tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(&address)).await;
-        let failure = match probe {
-            Ok(Ok(_)) => None,
-            Ok(Err(err)) => Some(format!("{address}: {err}")),
-            Err(_) => Some(format!("{address}: no answer within 5 seconds")),
-        };
-        if let Some(reason) = failure {
-            return Err(cannot_connect(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason))));
-        }
+        return Err(cannot_connect(reason));
     }
     Database::connect(options).await.map_err(cannot_connect)
+}
+
+/// `host:port` of a PostgreSQL URL (the port defaulting to [`DEFAULT_POSTGRES_PORT`]),
+/// `None` for any other URL.
+pub(crate) fn postgres_address(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    Some(format!("{}:{}", host.trim_matches(['[', ']']), parsed.port().unwrap_or(DEFAULT_POSTGRES_PORT)))
+}
+
+/// Whether a server accepts a TCP connection at `address` within `timeout`: a plain probe
+/// that opens no database session, so it costs no connection of any budget. The error
+/// says why not, as the driver's connection error.
+pub(crate) async fn probe(address: &str, timeout: std::time::Duration) -> Result<(), sea_orm::DbErr> {
+    let reason = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(err)) => format!("{address}: {err}"),
+        Err(_) => format!("{address}: no answer within {} seconds", timeout.as_secs()),
+    };
+    Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)))
 }
 
 #[cfg(test)]

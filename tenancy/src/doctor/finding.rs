@@ -109,11 +109,13 @@ pub enum Finding {
         /// The schema's name.
         schema: String,
     },
-    /// A server that tenants' configs name could not be reached with the admin
-    /// credentials, so its tenants were not checked.
+    /// A server that tenants' configs name, or a registered one (`addserver`), could not be
+    /// reached with the admin credentials, so its tenants and orphans were not checked.
     ServerUnreachable {
         /// The server.
         server: Server,
+        /// Its registered name, if a registered server is at that address.
+        name: Option<String>,
         /// Why.
         reason: String,
     },
@@ -352,7 +354,8 @@ impl Finding {
             Finding::MissingSchema { schema, .. }
             | Finding::OrphanSchema { schema, .. }
             | Finding::UnownedSchema { schema } => format!("schema '{schema}'"),
-            Finding::ServerUnreachable { server, .. } => format!("server {server}"),
+            Finding::ServerUnreachable { server, name: Some(name), .. } => format!("server '{name}' ({server})"),
+            Finding::ServerUnreachable { server, name: None, .. } => format!("server {server}"),
             Finding::UnownedCacheNamespace { namespace, .. } => format!("cache namespace '{namespace}'"),
             Finding::RowSecurity { object, .. } => object.clone(),
             Finding::ViewBypassesRowSecurity { view, .. } => format!("view {view}"),
@@ -379,7 +382,10 @@ impl Finding {
             Finding::MissingSchema { tenant, schema } => {
                 format!("tenant '{tenant}': its schema '{schema}' does not exist")
             }
-            Finding::ServerUnreachable { server, reason } => {
+            Finding::ServerUnreachable { server, name: Some(name), reason } => {
+                format!("cannot reach server '{name}' at {server} to check the tenants on it: {reason}")
+            }
+            Finding::ServerUnreachable { server, name: None, reason } => {
                 format!("cannot reach {server} to check the tenants on it: {reason}")
             }
             Finding::OrphanDatabase { database, server, tenant } => format!(

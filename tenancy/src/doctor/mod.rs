@@ -190,10 +190,14 @@ impl Owned {
     }
 }
 
-/// Admin connections to the PostgreSQL servers to check: the master's and every server a
-/// database tenant's config names.
+/// Admin connections to the PostgreSQL servers to check: the master's, every server a
+/// database tenant's config names, and every registered server (`addserver`), also one
+/// that holds no tenant (orphans may be left there). A server that cannot be reached is
+/// kept with the reason, reported as a finding, and its checks skipped.
 pub(crate) struct Admins {
     servers: BTreeMap<Server, std::result::Result<DatabaseConnection, String>>,
+    /// The registered servers' names, by the address they were checked at.
+    names: BTreeMap<Server, String>,
 }
 
 impl Admins {
@@ -207,6 +211,24 @@ impl Admins {
                 wanted.push(Server { host: db.host.clone(), port: db.port });
             }
         }
+        let registered = match tenancy.backend() {
+            Backend::Postgres => tenancy.servers().await?,
+            Backend::Sqlite => Vec::new(),
+        };
+        // A registered server is checked once, under the spelling a tenant's config or the
+        // master URL already gave its address (`localhost` and `127.0.0.1` are one host).
+        for server in &registered {
+            if !wanted.iter().any(|known| server.is_at(&known.host, known.port)) {
+                wanted.push(Server { host: server.host.clone(), port: server.port });
+            }
+        }
+        let names = wanted
+            .iter()
+            .filter_map(|known| {
+                let server = registered.iter().find(|server| server.is_at(&known.host, known.port))?;
+                Some((known.clone(), server.name.to_string()))
+            })
+            .collect();
         let mut servers = BTreeMap::new();
         for server in wanted {
             if servers.contains_key(&server) {
@@ -218,7 +240,7 @@ impl Admins {
             };
             servers.insert(server, connection);
         }
-        Ok(Admins { servers })
+        Ok(Admins { servers, names })
     }
 
     /// The reachable servers and their admin connections.
@@ -235,9 +257,11 @@ impl Admins {
         self.servers
             .iter()
             .filter_map(|(server, conn)| {
-                conn.as_ref()
-                    .err()
-                    .map(|reason| Finding::ServerUnreachable { server: server.clone(), reason: reason.clone() })
+                conn.as_ref().err().map(|reason| Finding::ServerUnreachable {
+                    server: server.clone(),
+                    name: self.names.get(server).cloned(),
+                    reason: reason.clone(),
+                })
             })
             .collect()
     }

@@ -66,6 +66,22 @@ impl TenancyBuilder {
         self
     }
 
+    /// The most connections the tenant pools on any one server may hold together (default:
+    /// the [`tenant_connection_budget`](Self::tenant_connection_budget), so one server may
+    /// use it all). A server is the `host:port` a pool connects to (loopback names count
+    /// as one host; all SQLite tenant files as one local server); a pool holds its
+    /// connections' share of both budgets. When its server's budget is full, opening a
+    /// pool evicts the least recently used pool of that server; when the global budget is
+    /// full, the least recently used pool of any server. Raised to one pool's size if
+    /// smaller, lowered to the global budget if larger.
+    ///
+    /// It keeps a few busy tenants of one server from holding every connection of the
+    /// budget, and each server below its own `max_connections`.
+    pub fn server_connection_budget(mut self, budget: u32) -> Self {
+        self.tenant_pools.server_budget = Some(budget);
+        self
+    }
+
     /// The most connections one tenant's database pool opens (default
     /// [`DEFAULT_CONNECTIONS_PER_TENANT_POOL`](crate::DEFAULT_CONNECTIONS_PER_TENANT_POOL),
     /// at least 1).

@@ -47,6 +47,9 @@ use crate::{Error, Result, Tenancy, Tenant};
 /// The name of the master database's own server, always present.
 pub const MASTER_SERVER: &str = "master";
 
+/// How long naming an unreachable tenant server waits for the master's answer.
+const SERVER_NAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The weight of a server added without `--weight`.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -421,6 +424,17 @@ impl Tenancy {
     /// As [`Tenancy::servers`].
     pub async fn server_map(&self) -> Result<ServerMap> {
         Ok(ServerMap { servers: self.servers().await? })
+    }
+
+    /// The name of the registered server at `address` (`host:port`), asked of the master
+    /// only when a tenant's server cannot be reached, never per request; `None` for an
+    /// address no server is registered at, or when the master does not answer within
+    /// [`SERVER_NAME_TIMEOUT`].
+    pub(crate) async fn server_name_at(&self, address: &str) -> Option<String> {
+        let (host, port) = address.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        let servers = tokio::time::timeout(SERVER_NAME_TIMEOUT, self.servers()).await.ok()?.ok()?;
+        servers.into_iter().find(|server| server.is_at(host, port)).map(|server| server.name.to_string())
     }
 
     /// The server named `name`.

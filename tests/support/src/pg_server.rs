@@ -108,6 +108,15 @@ impl PgServer {
         self.wait_ready();
     }
 
+    /// Starts it again after [`PgServer::stop`] ([`PgServer::start_again`]).
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        self.start_again();
+    }
+
+    /// `pg_ctl start` on `port`, logging to the folder's `log`.
     fn pg_ctl_start(&self, port: u16) -> Output {
         let (data, log) = (self.data_dir(), self.dir.join("log"));
         let options = format!(
@@ -120,6 +129,7 @@ impl PgServer {
         })
     }
 
+    /// Waits until it accepts connections.
     fn wait_ready(&self) {
         for _ in 0..READY_PROBES {
             if self.is_ready() {

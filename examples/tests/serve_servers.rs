@@ -1,0 +1,163 @@
+//! One `serve` process over tenants spread across three PostgreSQL servers (the main test
+//! server and two of the test's own, [`PgServer`]): schema and table tenants in the
+//! master, database tenants on each server. Every tenant is answered with its own rows
+//! only; then one server is stopped: its tenants get `503` naming the server, every other
+//! tenant keeps getting `200` with its own rows, and none ever sees another tenant's
+//! rows. Once the server is back, its tenants are answered again.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tenancy::servers::NewServer;
+use tenancy_test_support::{PgServer, unique_name};
+
+use crate::lifecycle::{Setup, World, expect_ok};
+use crate::move_cli::{seed, strings};
+use crate::move_serve::get;
+
+/// `createtenant` of a database tenant on the server at `127.0.0.1:port`.
+fn create_database_tenant(world: &World, id: &str, port: u16) {
+    let (db, user) = (World::db_name(id), World::db_user(id));
+    if port == 5432 {
+        let pg = world.pg.as_ref().expect("PostgreSQL");
+        pg.track_database(&db);
+        pg.track_role(&user);
+    }
+    let mut args = strings(&["--id", id, "--name", id, "--isolation", "database", "--migrate", "--no-input"]);
+    args.extend(strings(&["--create-database", "--db-name", &db, "--db-user", &user]));
+    args.extend(strings(&["--db-host", "127.0.0.1", "--db-port", &port.to_string()]));
+    expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), &format!("create {id} on {port}"));
+}
+
+/// `/projects` of `id`: `Ok` when it is exactly the tenant's own seeded project, `Err`
+/// with status and body otherwise. Another tenant's row is a panic, whatever the status.
+fn projects(addr: SocketAddr, id: &str) -> Result<(), (u16, Option<String>, Value)> {
+    let (status, retry_after, list) = get(addr, "/projects", id);
+    if status != 200 {
+        return Err((status, retry_after, list));
+    }
+    let rows = list.as_array().unwrap_or_else(|| panic!("{id}: not a list: {list}"));
+    let owners: Vec<&str> = rows.iter().map(|p| p["tenant_id"].as_str().expect("owner")).collect();
+    let names: Vec<&str> = rows.iter().map(|p| p["name"].as_str().expect("name")).collect();
+    assert!(owners.iter().all(|o| *o == id), "{id} got another tenant's rows: {list}");
+    assert_eq!(names, [format!("{id} project")], "{id}: {list}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_keeps_answering_the_live_servers_tenants_while_one_server_is_down() {
+    let Some(east) = PgServer::start() else { return };
+    let Some(mut west) = PgServer::start() else { return };
+    let Some(world) = World::new(Setup::PgSchema).await else { return };
+    for (name, server) in [("east", &east), ("west", &west)] {
+        let new = NewServer::new(name, "127.0.0.1", server.port, "postgres").expect("a valid server");
+        world.tenancy.add_server(new).await.expect("add the server");
+    }
+    let (schema, table, main_db) = (unique_name("s"), unique_name("t"), unique_name("m"));
+    let (east_db, west_a, west_b) = (unique_name("e"), unique_name("wa"), unique_name("wb"));
+    crate::move_cli::create_as(&world, &schema, "schema");
+    crate::move_cli::create_as(&world, &table, "table");
+    create_database_tenant(&world, &main_db, 5432);
+    create_database_tenant(&world, &east_db, east.port);
+    create_database_tenant(&world, &west_a, west.port);
+    create_database_tenant(&world, &west_b, west.port);
+    let live = vec![schema.clone(), table.clone(), main_db.clone(), east_db.clone()];
+    let down = vec![west_a.clone(), west_b.clone()];
+    for id in live.iter().chain(&down) {
+        seed(&world, id).await;
+    }
+
+    let mut child = world
+        .command(env!("CARGO_BIN_EXE_serve"), &strings(&["--bind", "127.0.0.1:0", "--base-domain", "tenants.test"]))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(world.dir.path().join("serve.log")).expect("log file"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("serve's first line");
+    let addr: SocketAddr =
+        line.trim().strip_prefix("listening on http://").expect("serve's address").parse().expect("an address");
+
+    let checked = std::panic::AssertUnwindSafe(|| {
+        // Every tenant answered with its own rows (their pools are open when west stops).
+        for id in live.iter().chain(&down) {
+            projects(addr, id).unwrap_or_else(|err| panic!("{id} before the outage: {err:?}"));
+        }
+
+        west.stop();
+        let expected = "server 'west' cannot be reached".to_owned();
+        // Readers over every tenant at once, several laps each, each starting elsewhere.
+        let readers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (live, down, expected) = (live.clone(), down.clone(), expected.clone());
+                std::thread::spawn(move || {
+                    let tenants: Vec<&String> = live.iter().chain(&down).collect();
+                    let mut answers = (0, 0);
+                    for lap in 0..5 {
+                        for n in 0..tenants.len() {
+                            let id = tenants[(n + worker) % tenants.len()];
+                            match projects(addr, id) {
+                                Ok(()) => {
+                                    assert!(live.contains(id), "{id} on the stopped server answered 200");
+                                    answers.0 += 1;
+                                }
+                                Err((503, retry_after, body)) if down.contains(id) => {
+                                    let body = body.as_str().unwrap_or_default().to_owned();
+                                    assert!(body.contains(&expected), "{id}: 503 body {body:?}");
+                                    assert!(retry_after.is_some(), "{id}: 503 without Retry-After");
+                                    answers.1 += 1;
+                                }
+                                Err(other) => panic!("lap {lap}, {id}: {other:?}"),
+                            }
+                        }
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut answers = (0, 0);
+        for reader in readers {
+            let (ok, unavailable) = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            answers = (answers.0 + ok, answers.1 + unavailable);
+        }
+        assert_eq!(answers, (4 * 5 * live.len(), 4 * 5 * down.len()), "every answer was a 200 or a 503");
+
+        // Back up: its tenants are answered again (a server found down is probed again
+        // after a second).
+        west.restart();
+        for id in &down {
+            let mut last = None;
+            for _ in 0..40 {
+                match projects(addr, id) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(err) => last = Some(err),
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            assert!(last.is_none(), "{id} after the restart: {last:?}");
+        }
+        for id in &live {
+            projects(addr, id).unwrap_or_else(|err| panic!("{id} after the outage: {err:?}"));
+        }
+    });
+    let result = std::panic::catch_unwind(checked);
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        let log = std::fs::read_to_string(world.dir.path().join("serve.log")).unwrap_or_default();
+        eprintln!("serve's log:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
+    for id in live.iter().chain(&down) {
+        world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
+        expect_ok(&world.delete(id, &[], None), "delete");
+    }
+}
