@@ -22,6 +22,7 @@ mod move_servers;
 mod readme;
 mod rename;
 mod serve_http;
+mod servers_cli;
 mod superuser_cli;
 mod superuser_pty;
 mod suspension_cli;

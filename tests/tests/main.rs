@@ -33,6 +33,7 @@ mod operations;
 mod provision_postgres;
 mod provision_sqlite;
 mod relocation;
+mod servers;
 mod shards;
 mod table_isolation_attacks;
 mod ui;
