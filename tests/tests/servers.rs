@@ -177,7 +177,7 @@ async fn a_servers_stored_credentials_are_encrypted_and_used() {
         vec![db.name.clone().into()],
     )
     .await;
-    assert_eq!(owner, [db.user.clone()], "the database's owner");
+    assert_eq!(owner, std::slice::from_ref(&db.user), "the database's owner");
     let admins = column_strings(
         &superuser,
         "SELECT m.rolname::text FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid \
