@@ -432,3 +432,52 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
         expect_ok(&world.delete(id, &[], None), "deletetenant");
     }
 }
+
+/// On a terminal, with a server besides the master's registered, `createtenant` asks
+/// which server instead of a host and port, with the policy's pick selected (here the
+/// second in the list: the master has a tenant already); Enter takes it.
+#[tokio::test]
+async fn createtenant_on_a_terminal_offers_the_servers_with_the_policys_pick_selected() {
+    use crate::pty::{answer, exit_code, plain};
+    let Some((world, servers)) = world_and(1).await else { return };
+    add(&world, "db2", &servers[0], &[]);
+    let first = unique_name("f");
+    expect_ok(&create(&world, &first, &[]), "createtenant by policy");
+    assert_eq!(port_of(&world, &first).await, MAIN_PORT, "a tie goes to the master");
+
+    let id = unique_name("t");
+    let pg = world.pg.as_ref().expect("PostgreSQL");
+    let (db, user) = (World::db_name(&id), World::db_user(&id));
+    pg.track_database(&db);
+    pg.track_role(&user);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_createtenant"));
+    command
+        .current_dir(world.dir.path())
+        .env("DATABASE_URL", &world.url)
+        .env("TENANCY_SECRET_KEY_FILE", world.dir.path().join("key"))
+        .env("TENANT_DB_PASSWORD", crate::lifecycle::PASSWORD)
+        .env("TERM", "xterm-256color")
+        .env("NO_COLOR", "1")
+        .env_remove("TENANCY_SECRET_KEY");
+    let mut session = rexpect::session::spawn_command(command, Some(30_000)).expect("spawn createtenant in a pty");
+    let mut transcript = String::new();
+    answer(&mut session, "Enter tenant ID (unique):", &id, &mut transcript);
+    answer(&mut session, "Enter tenant name:", "Terminal", &mut transcript);
+    answer(&mut session, "Select isolation type (database/schema/table/cache):", "database", &mut transcript);
+    answer(&mut session, "Do you want to create the database now? (y/n):", "y", &mut transcript);
+    answer(&mut session, "Enter database name for tenant:", &db, &mut transcript);
+    answer(&mut session, "Enter database user:", &user, &mut transcript);
+    answer(&mut session, "Select database server:", "", &mut transcript);
+    answer(&mut session, "Do you want to run migrations for this tenant now? (y/n):", "n", &mut transcript);
+    transcript.push_str(&session.exp_eof().expect("createtenant finishes"));
+    let screen = plain(&transcript);
+    assert_eq!(exit_code(&session), 0, "{screen}");
+    assert!(screen.contains("Select database server: db2"), "{screen}");
+    assert!(!screen.contains("Enter database host"), "{screen}");
+    assert!(screen.contains("✓ On server 'db2'"), "{screen}");
+    assert_eq!(port_of(&world, &id).await, servers[0].port());
+    assert_eq!(databases_at(&servers, servers[0].port(), std::slice::from_ref(&id)).await.len(), 1);
+    for id in [&first, &id] {
+        expect_ok(&world.delete(id, &[], None), "deletetenant");
+    }
+}

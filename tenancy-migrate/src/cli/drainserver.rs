@@ -35,7 +35,7 @@ const ENVIRONMENT: &str = "Environment:\n  \
     name = "drainserver",
     after_help = Exit::after_help(ENVIRONMENT, &[
         (Exit::Success, Some("drained (--move: every database tenant moved off)")),
-        (Exit::Failed, Some("a move failed: that tenant stays where it was; the ones before it moved")),
+        (Exit::Failed, Some("a move failed: that tenant stays where it was, served again, and the ones before it are moved")),
         (Exit::InvalidInput, Some("invalid input, or --move without a terminal to confirm on and no --yes")),
         (Exit::AlreadyExists, Some("a target database or role exists already (--move)")),
         (Exit::CannotConnect, None),
