@@ -16,7 +16,7 @@ use tenancy_test_support::{PgServer, unique_name, with_database};
 
 use crate::commands::text;
 use crate::lifecycle::{Setup, World, expect_ok};
-use crate::move_cli::{Place, Rows, create_as, registry, rows_in, seed, shell, strings, strings_of};
+use crate::move_cli::{Place, Rows, create_args_as, registry, rows_in, seed, shell, strings, strings_of};
 
 /// The master's server.
 const MAIN_PORT: u16 = 5432;
@@ -415,9 +415,14 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
         (Some("draining"), Some(0))
     );
 
-    // The master's schema tenants cannot leave it.
+    // The master's schema tenants cannot leave it (placed there by name: the policy would
+    // put it on db3, which has fewer tenants).
     let schema = unique_name("s");
-    create_as(&world, &schema, "schema");
+    let mut args = create_args_as(&world, &schema, "schema");
+    args.extend(strings(&["--server", "master"]));
+    let out = run(&world, env!("CARGO_BIN_EXE_createtenant"), &args, None);
+    expect_ok(&out, "createtenant --isolation schema --server master");
+    assert!(text(&out.stdout).contains("✓ On server 'master'"), "{}", output(&out));
     let out = run(&world, env!("CARGO_BIN_EXE_drainserver"), &strings(&["master", "--json"]), None);
     expect_ok(&out, "drainserver master");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -83,8 +83,8 @@ pub struct CreateTenantArgs {
     #[arg(long, value_name = "USER")]
     pub db_user: Option<String>,
 
-    /// Registered server of the tenant's database (database isolation on PostgreSQL; see
-    /// showservers) [default: the placement policy's pick]
+    /// Registered server of the tenant's database or schema (database or schema isolation
+    /// on PostgreSQL; see showservers) [default: the placement policy's pick]
     #[arg(long, value_name = "NAME", conflicts_with_all = ["db_host", "db_port"])]
     pub server: Option<ServerName>,
 
@@ -241,7 +241,7 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     {
         println!("✓ Using existing database '{}'", db.name());
     }
-    if tenant.isolation() == Isolation::Database && backend == Backend::Postgres {
+    if matches!(tenant.isolation(), Isolation::Database | Isolation::Schema) && backend == Backend::Postgres {
         let map = tenancy.server_map().await?;
         // With the master's server alone there is no choice to report (the documented
         // transcript); with others registered, where the database went.
@@ -334,6 +334,11 @@ fn ask(
     };
 
     let mut new = NewTenant::new(id, name, isolation)?.migrate(migrate);
+    // A database goes on its server through `NewDatabase` (above); any other mode takes
+    // the server here (schema: a shard database there; table and cache refuse it).
+    if let (Some(server), false) = (&args.server, isolation == Isolation::Database) {
+        new = new.on_server(server.clone());
+    }
     if let Some(template) = &args.from {
         new = new.from_template(template.clone());
     }

@@ -28,8 +28,8 @@ const ENVIRONMENT: &str = "Environment:\n  \
 /// the drained server as each tenant's leftovers (`deletetenant ID --leftovers` removes
 /// them) unless --drop-source. The first move that fails stops the run (that tenant stays
 /// where it was, served again); running the command again moves the rest. Schema and table
-/// tenants live in the master database and cannot be moved off the master's server: they
-/// are listed, not moved. Asks to type the server's name first, unless --yes.
+/// tenants are listed, not moved: those of the master's server live in the master
+/// database, and schema tenants on a shard database cannot be moved yet. Asks to type the server's name first, unless --yes.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "drainserver",
@@ -240,7 +240,11 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
     }
     if !staying.is_empty() {
         let ids: Vec<String> = staying.iter().map(|t| format!("{} ({})", t.id, t.isolation)).collect();
-        println!("  Not movable off it: {} (schema and table tenants live in the master database)", ids.join(", "));
+        println!(
+            "  Not movable off it: {} (schema and table tenants are not moved: the master database holds the \
+             master's, and schema tenants on a shard database cannot be moved yet)",
+            ids.join(", ")
+        );
     }
     Ok(())
 }

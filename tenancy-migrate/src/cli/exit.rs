@@ -75,7 +75,8 @@ fn refused(err: &tenancy::Error) -> bool {
         | T::LeftoversRemain { .. }
         | T::KeyCollision { .. }
         | T::ServerNotAccepting { .. }
-        | T::NoActiveServer { .. } => true,
+        | T::NoActiveServer { .. }
+        | T::ShardNotSupported { .. } => true,
         T::MoveFailed { source, .. } | T::ProvisioningFailed { source, .. } => {
             source.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. }))
                 || source.downcast_ref::<tenancy::Error>().is_some_and(refused)
@@ -107,7 +108,8 @@ impl Exit {
                 | T::RenameToSameId { .. }
                 | T::InvalidServerName { .. }
                 | T::InvalidWeight { .. }
-                | T::ServersNeedPostgres => Exit::InvalidInput,
+                | T::ServersNeedPostgres
+                | T::ServerNotPlaceable { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
