@@ -427,9 +427,23 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
     expect_ok(&out, "drainserver master");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["not_movable"][0]["tenant"], schema.as_str(), "{report}");
+    // movetenant --server: refused while db2 drains (nothing changes), then back onto it.
+    let back = &ids[0];
+    let mut args = strings(&[back, "--to", "database", "--db-name", &World::db_name(back)]);
+    args.extend(strings(&["--db-user", &World::db_user(back), "--server", "db2", "--yes"]));
+    let port_before = port_of(&world, back).await;
+    let out = run(&world, env!("CARGO_BIN_EXE_movetenant"), &args, None);
+    assert_eq!(code(&out), Some(9), "{}", output(&out));
+    assert_eq!(port_of(&world, back).await, port_before);
     for server in ["master", "db2"] {
         expect_ok(&run(&world, env!("CARGO_BIN_EXE_undrainserver"), &strings(&[server]), None), "undrainserver");
     }
+    world.tenancy.reset_tenant_pool(&back.parse().expect("an id"));
+    let out = run(&world, env!("CARGO_BIN_EXE_movetenant"), &args, None);
+    expect_ok(&out, "movetenant --server db2");
+    assert_eq!(port_of(&world, back).await, db2);
+    assert_eq!(&rows_now(&world, &servers, back).await, &before[back], "{back}'s rows back on db2");
+    assert_eq!(databases_at(&servers, db2, std::slice::from_ref(back)).await.len(), 1);
     assert!(showservers(&world).values().all(|s| s["state"] == "active"));
 
     for id in ids.iter().chain([&schema]) {
