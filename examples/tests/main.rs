@@ -23,6 +23,7 @@ mod readme;
 mod rename;
 mod serve_http;
 mod serve_servers;
+mod servers_cli;
 mod superuser_cli;
 mod superuser_pty;
 mod suspension_cli;

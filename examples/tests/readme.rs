@@ -63,6 +63,10 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
         ("renametenant", env!("CARGO_BIN_EXE_renametenant")),
         ("tenantshell", env!("CARGO_BIN_EXE_tenantshell")),
         ("tenancydoctor", env!("CARGO_BIN_EXE_tenancydoctor")),
+        ("addserver", env!("CARGO_BIN_EXE_addserver")),
+        ("showservers", env!("CARGO_BIN_EXE_showservers")),
+        ("drainserver", env!("CARGO_BIN_EXE_drainserver")),
+        ("undrainserver", env!("CARGO_BIN_EXE_undrainserver")),
     ];
     for (command, binary) in binaries {
         let entry = reference

@@ -138,6 +138,15 @@ pub enum Error {
         typed: String,
     },
 
+    /// The confirmation of `drainserver --move` did not match the server's name.
+    #[error("Typed '{typed}', not the server name '{server}'; nothing was changed")]
+    DrainNotConfirmed {
+        /// The server to drain.
+        server: String,
+        /// What was typed.
+        typed: String,
+    },
+
     /// A username that the accounts rules refuse.
     #[cfg(feature = "accounts")]
     #[cfg_attr(docsrs, doc(cfg(feature = "accounts")))]

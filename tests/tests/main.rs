@@ -34,6 +34,7 @@ mod provision_postgres;
 mod provision_sqlite;
 mod relocation;
 mod server_routes;
+mod servers;
 mod shards;
 mod table_isolation_attacks;
 mod ui;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgAction, Parser};
 use tenancy::secrets::Password;
+use tenancy::servers::{Server, ServerName, ServerState};
 use tenancy::{Backend, Created, Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 
 use super::Exit;
@@ -22,6 +23,13 @@ pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
 /// Asks for every value not given as a flag when run on a terminal. Without a terminal,
 /// or with --no-input, a missing value is an error. The database password is read from
 /// the prompt or from TENANT_DB_PASSWORD, never from a flag.
+///
+/// A database goes on the server --server names, or at --db-host/--db-port; with
+/// neither, without a terminal or with --no-input, the placement policy picks the active
+/// server with the fewest database and schema tenants per unit of weight (ties: the
+/// master's own server, then by name). On a terminal, when servers other than the
+/// master's are registered (addserver), a list of the active ones is shown, the policy's
+/// pick first selected; otherwise the host and port are asked for.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "createtenant",
@@ -39,9 +47,9 @@ pub const PASSWORD_ENV: &str = "TENANT_DB_PASSWORD";
             (Exit::AlreadyExists, None),
             (Exit::CannotConnect, None),
             (Exit::SecretKey, None),
-            (Exit::NotFound, Some("no such template (--from)")),
+            (Exit::NotFound, Some("no such template (--from) or server (--server)")),
             (Exit::Busy, Some("the id has an unfinished delete, or a create of other arguments (the message says which)")),
-            (Exit::Refused, Some("the template cannot be cloned so (--from, the message says why)")),
+            (Exit::Refused, Some("the template cannot be cloned so (--from, the message says why), or the server takes no new tenants")),
             (Exit::Cancelled, None),
         ],
     )
@@ -74,6 +82,11 @@ pub struct CreateTenantArgs {
     /// Database user the tenant connects as (database isolation on PostgreSQL)
     #[arg(long, value_name = "USER")]
     pub db_user: Option<String>,
+
+    /// Registered server of the tenant's database or schema (database or schema isolation
+    /// on PostgreSQL; see showservers) [default: the placement policy's pick]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["db_host", "db_port"])]
+    pub server: Option<ServerName>,
 
     /// Host of the tenant's database server (database isolation on PostgreSQL)
     #[arg(long, value_name = "HOST")]
@@ -181,8 +194,10 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
         None => None,
     };
     let from = args.from.clone();
+    let servers = offered_servers(&tenancy, &args).await?;
+    let named_server = args.server.is_some();
     // inquire blocks on the terminal; keep that off the async workers.
-    let answers = super::blocking(move || ask(&args, backend, password_env, template)).await??;
+    let answers = super::blocking(move || ask(&args, backend, password_env, template, &servers)).await??;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
@@ -226,6 +241,18 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     {
         println!("✓ Using existing database '{}'", db.name());
     }
+    if matches!(tenant.isolation(), Isolation::Database | Isolation::Schema) && backend == Backend::Postgres {
+        let map = tenancy.server_map().await?;
+        // With the master's server alone there is no choice to report (the documented
+        // transcript); with others registered, where the database went.
+        if map.servers().len() > 1 || named_server {
+            let on = map.server_of(tenant);
+            match on.server() {
+                Some(server) => println!("✓ On server '{}' ({})", server.name, server.address()),
+                None => println!("✓ On server {} (not registered)", on.label()),
+            }
+        }
+    }
     match tenant.isolation() {
         Isolation::Table => println!("✓ Shared tables: rows are scoped by tenant_id '{}'", tenant.id()),
         Isolation::Cache => {
@@ -249,6 +276,7 @@ fn ask(
     backend: Backend,
     password_env: Option<Password>,
     template: Option<Isolation>,
+    servers: &Offered,
 ) -> Result<Answers> {
     let prompter = Prompter::new(args.no_input);
 
@@ -287,7 +315,7 @@ fn ask(
     }
 
     let database = if isolation == Isolation::Database {
-        Some(ask_database(args, backend, password_env, &prompter)?)
+        Some(ask_database(args, backend, password_env, &prompter, servers)?)
     } else {
         None
     };
@@ -306,6 +334,11 @@ fn ask(
     };
 
     let mut new = NewTenant::new(id, name, isolation)?.migrate(migrate);
+    // A database goes on its server through `NewDatabase` (above); any other mode takes
+    // the server here (schema: a shard database there; table and cache refuse it).
+    if let (Some(server), false) = (&args.server, isolation == Isolation::Database) {
+        new = new.on_server(server.clone());
+    }
     if let Some(template) = &args.from {
         new = new.from_template(template.clone());
     }
@@ -322,6 +355,7 @@ fn ask_database(
     backend: Backend,
     password_env: Option<Password>,
     prompter: &Prompter,
+    servers: &Offered,
 ) -> Result<NewDatabase> {
     let create = match args.create_database() {
         Some(create) => create,
@@ -339,6 +373,9 @@ fn ask_database(
         })
     })?;
     if backend == Backend::Sqlite {
+        if args.server.is_some() {
+            return Err(tenancy::Error::ServersNeedPostgres.into());
+        }
         // On SQLite the tenant's database is a file beside the master: nothing else to ask.
         return Ok(new_database(name, create));
     }
@@ -351,6 +388,19 @@ fn ask_database(
         Some(password) => password,
         None => prompter.password("Enter database password:", "database password", PASSWORD_ENV)?,
     };
+    let database = new_database(name, create).login(user, password);
+    if let Some(server) = &args.server {
+        return Ok(database.on_server(server.clone()));
+    }
+    if args.db_host.is_none() {
+        if !prompter.is_interactive() && args.db_port.is_none() {
+            // No terminal to ask on: the placement policy picks.
+            return Ok(database);
+        }
+        if let Some(server) = ask_server(servers, prompter)? {
+            return Ok(database.on_server(server));
+        }
+    }
     let host = match &args.db_host {
         Some(host) => host.trim().to_owned(),
         None => prompter.text("Enter database host:", "--db-host <HOST>", "database host", |input| {
@@ -367,7 +417,73 @@ fn ask_database(
             |input| super::value::port(input).map(drop).map_err(|e| e.to_string()),
         )?)?,
     };
-    Ok(new_database(name, create).login(user, password).server(host, port))
+    Ok(database.server(host, port))
+}
+
+/// The servers a prompt offers: the active ones, the placement policy's pick first
+/// selected. Empty when only the master's own server is registered (the prompts then ask
+/// for a host and port, as before servers were data) or nothing is to be asked.
+#[derive(Debug, Default)]
+struct Offered {
+    servers: Vec<OfferedServer>,
+    pick: usize,
+}
+
+/// A server in the prompt's list.
+#[derive(Debug, Clone)]
+struct OfferedServer {
+    name: ServerName,
+    label: String,
+}
+
+impl std::fmt::Display for OfferedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+async fn offered_servers(tenancy: &Tenancy, args: &CreateTenantArgs) -> Result<Offered> {
+    let asks = matches!(args.isolation, None | Some(Isolation::Database))
+        && args.server.is_none()
+        && args.db_host.is_none()
+        && tenancy.backend() == Backend::Postgres;
+    if !asks {
+        return Ok(Offered::default());
+    }
+    let all = tenancy.servers().await?;
+    if all.len() <= 1 {
+        return Ok(Offered::default());
+    }
+    let pick = tenancy.pick_server().await.ok().map(|server| server.name);
+    let active: Vec<&Server> = all.iter().filter(|server| server.state == ServerState::Active).collect();
+    Ok(Offered {
+        pick: active.iter().position(|server| Some(&server.name) == pick.as_ref()).unwrap_or(0),
+        servers: active
+            .into_iter()
+            .map(|server| {
+                let mark = if Some(&server.name) == pick.as_ref() { ", placement's pick" } else { "" };
+                OfferedServer {
+                    name: server.name.clone(),
+                    label: format!("{} ({}, weight {}{mark})", server.name, server.address(), server.weight),
+                }
+            })
+            .collect(),
+    })
+}
+
+/// Asks which registered server takes the database, when there is a choice.
+fn ask_server(offered: &Offered, prompter: &Prompter) -> Result<Option<ServerName>> {
+    if offered.servers.is_empty() {
+        return Ok(None);
+    }
+    let chosen = prompter.select_from(
+        "Select database server:",
+        "--server <NAME>",
+        "database server",
+        offered.servers.clone(),
+        offered.pick,
+    )?;
+    Ok(Some(chosen.name))
 }
 
 fn new_database(name: String, create: bool) -> NewDatabase {

@@ -45,13 +45,15 @@ exit_codes! {
         "the work failed; what the run created was removed again (`tenantshell -c`: the statement failed)";
     InvalidInput = 2, "invalid input",
         "invalid input (flag, id, isolation, name, port, username, email, weak password, a cache tenant where \
-         tables are needed), or a missing value with no terminal to ask on";
+         tables are needed, a server name or weight), or a missing value with no terminal to ask on";
     AlreadyExists = 3, "already exists",
-        "the tenant, its database, role or schema exists already; the username exists in the tenant";
+        "the tenant, its database, role or schema exists already; the username exists in the tenant; a server \
+         of that name or address is registered already";
     CannotConnect = 4, "cannot connect to a database server",
-        "a database server cannot be reached or refused the credentials";
+        "a database server cannot be reached or refused the credentials (or they may not create databases and \
+         roles)";
     SecretKey = 5, "secret key unreadable", "the secret key cannot be read or created";
-    NotFound = 6, "no such tenant", "no such tenant";
+    NotFound = 6, "no such tenant", "no such tenant, or no server of that name";
     Busy = 7, "tenant busy",
         "another lifecycle operation holds the tenant: still running, or interrupted (the message names the \
          command that finishes it)";
@@ -59,7 +61,8 @@ exit_codes! {
     Refused = 9, "refused",
         "a move was refused before anything changed: the tenant is not at the migrator's version, a move's \
          leftovers remain, a key collides with another tenant's in the shared tables, or the move is not possible \
-         (the message says which)";
+         (the message says which); or the server named takes no new tenants (draining or down), or no server \
+         does";
     Cancelled = 130, "cancelled", "cancelled at a prompt (Esc, Ctrl-C) or interrupted";
 }
 
@@ -68,7 +71,12 @@ exit_codes! {
 fn refused(err: &tenancy::Error) -> bool {
     use tenancy::Error as T;
     match err {
-        T::CannotRelocate { .. } | T::LeftoversRemain { .. } | T::KeyCollision { .. } => true,
+        T::CannotRelocate { .. }
+        | T::LeftoversRemain { .. }
+        | T::KeyCollision { .. }
+        | T::ServerNotAccepting { .. }
+        | T::NoActiveServer { .. }
+        | T::ShardNotSupported { .. } => true,
         T::MoveFailed { source, .. } | T::ProvisioningFailed { source, .. } => {
             source.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. }))
                 || source.downcast_ref::<tenancy::Error>().is_some_and(refused)
@@ -97,21 +105,32 @@ impl Exit {
                 | T::UnsupportedUrl { .. }
                 | T::SchemaNeedsPostgres { .. }
                 | T::DatabaseMissing { .. }
-                | T::RenameToSameId { .. } => Exit::InvalidInput,
+                | T::RenameToSameId { .. }
+                | T::InvalidServerName { .. }
+                | T::InvalidWeight { .. }
+                | T::ServersNeedPostgres
+                | T::ServerNotPlaceable { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
                 | T::RoleExists { .. }
                 | T::SchemaExists { .. }
-                | T::LoginRoleExists { .. } => Exit::AlreadyExists,
-                T::CannotConnect { .. } | T::ServerUnavailable { .. } => Exit::CannotConnect,
+                | T::LoginRoleExists { .. }
+                | T::ServerExists { .. } => Exit::AlreadyExists,
+                T::CannotConnect { .. }
+                | T::ServerUnavailable { .. }
+                | T::ServerUnreachable { .. }
+                | T::ServerAdminLacksPrivileges { .. } => Exit::CannotConnect,
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
-                T::TenantNotFound { .. } => Exit::NotFound,
+                T::TenantNotFound { .. } | T::UnknownServer { .. } => Exit::NotFound,
                 T::OperationInProgress { .. } | T::StaleOperation { .. } | T::TenantMoving { .. } => Exit::Busy,
                 err if refused(err) => Exit::Refused,
                 _ => Exit::Failed,
             },
-            Error::Cancelled | Error::NotConfirmed { .. } | Error::RenameNotConfirmed { .. } => Exit::Cancelled,
+            Error::Cancelled
+            | Error::NotConfirmed { .. }
+            | Error::RenameNotConfirmed { .. }
+            | Error::DrainNotConfirmed { .. } => Exit::Cancelled,
             Error::NothingToResume
             | Error::UnknownServer { .. }
             | Error::UnknownCanaryTenants { .. }

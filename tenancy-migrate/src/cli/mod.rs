@@ -42,15 +42,18 @@
 //! flags) a `hint:` line naming the flag, prompt or environment variable that gives what
 //! was missing or wrong.
 
+mod addserver;
 mod createtenant;
 mod createtenantsuperuser;
 mod deletetenant;
+mod drainserver;
 mod exit;
 mod migratealltenants;
 mod migratetenant;
 mod movetenant;
 mod prompt;
 mod renametenant;
+mod showservers;
 mod showtenants;
 mod suspension;
 mod tenancydoctor;
@@ -60,16 +63,21 @@ use std::error::Error as StdError;
 use std::io::Write;
 use std::process::ExitCode;
 
+pub use addserver::{AddServerArgs, SERVER_PASSWORD_ENV, addserver, addserver_with_args};
 pub use createtenant::{CreateTenantArgs, PASSWORD_ENV, clonetenant, createtenant, createtenant_with_args};
 pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };
 pub use deletetenant::{DeleteTenantArgs, deletetenant, deletetenant_with_args};
+pub use drainserver::{
+    DrainServerArgs, UndrainServerArgs, drainserver, drainserver_with_args, undrainserver, undrainserver_with_args,
+};
 pub use exit::Exit;
 pub use migratealltenants::{MigrateAllArgs, migratealltenants, migratealltenants_with_args};
 pub use migratetenant::{MigrateTenantArgs, migratetenant, migratetenant_with_args};
 pub use movetenant::{MoveTenantArgs, movetenant, movetenant_with_args};
 pub use renametenant::{RenameTenantArgs, renametenant, renametenant_with_args};
+pub use showservers::{ShowServersArgs, showservers, showservers_with_args};
 pub use showtenants::{ShowTenantsArgs, showtenants, showtenants_with_args};
 pub use suspension::{
     ResumeTenantArgs, SuspendTenantArgs, resumetenant, resumetenant_with_args, suspendtenant, suspendtenant_with_args,
@@ -169,6 +177,10 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
         T::DatabaseMissing { .. } => "answer 'y' to \"create the database now\" (--create-database) to create it",
         T::TenantNotReady { .. } => "it is served once createtenant finishes provisioning it",
         T::SessionsRemain { .. } => "raise --wait, or stop the processes still connected, then run the command again",
+        T::ServerUnreachable { .. } => {
+            "check --host, --port and --user, and the password (prompt or TENANCY_SERVER_PASSWORD); nothing was stored"
+        }
+        T::ServerNotAccepting { .. } | T::NoActiveServer { .. } => "`showservers` lists the servers and their states",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
         }

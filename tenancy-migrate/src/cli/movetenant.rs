@@ -11,6 +11,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenancy::relocation::{MoveEvent, MoveOptions, MovePlan, MoveTo, Moved};
 use tenancy::secrets::Password;
+use tenancy::servers::ServerName;
 use tenancy::{Backend, Isolation, NewDatabase, Tenancy, TenantId};
 
 use super::Exit;
@@ -41,9 +42,9 @@ const ENVIRONMENT: &str = "Environment:\n  \
         (Exit::AlreadyExists, Some("the target database, role or schema exists already")),
         (Exit::CannotConnect, None),
         (Exit::SecretKey, None),
-        (Exit::NotFound, None),
+        (Exit::NotFound, Some("no such tenant, or no such server (--server)")),
         (Exit::Busy, None),
-        (Exit::Refused, None),
+        (Exit::Refused, Some("refused (the message says why), or the server takes no new tenants (--server)")),
         (Exit::Cancelled, Some("not confirmed: nothing was moved")),
     ]),
 )]
@@ -62,6 +63,10 @@ pub struct MoveTenantArgs {
     /// User of the new database, created with it (--to database on PostgreSQL)
     #[arg(long, value_name = "USER")]
     pub db_user: Option<String>,
+
+    /// Registered server of the new database (--to database on PostgreSQL; see showservers)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["db_host", "db_port"])]
+    pub server: Option<ServerName>,
 
     /// Server of the new database (--to database on PostgreSQL) [default: the master's]
     #[arg(long, value_name = "HOST")]
@@ -127,8 +132,12 @@ async fn run(args: &MoveTenantArgs, migrators: &Migrators) -> Result<()> {
         .await?
         .iter()
         .any(|op| op.tenant == *id && op.kind == tenancy::operations::OperationKind::Move);
+    // The server fixed once (a --server name becomes its address), so that the check
+    // below and the move see one place.
+    let tenant = tenancy.get_tenant(id).await?;
+    let to = to.pinned(&tenancy, &tenant).await?;
     // Already there (a move that finished, run again): the move below says so.
-    let there = to.holds(&tenancy.get_tenant(id).await?);
+    let there = to.holds(&tenant);
     let plan = match (interrupted || there) && !args.dry_run {
         true => None,
         false => Some(tenancy.move_plan(id, &to).await?),
@@ -176,6 +185,7 @@ fn target(args: &MoveTenantArgs, tenancy: &Tenancy, prompter: &Prompter) -> Resu
             let name = args.db_name.clone().ok_or_else(|| prompter.missing("the new database's name", "--db-name"))?;
             let database = NewDatabase::create(name);
             match tenancy.backend() {
+                Backend::Sqlite if args.server.is_some() => return Err(tenancy::Error::ServersNeedPostgres.into()),
                 Backend::Sqlite => MoveTo::Database(database),
                 Backend::Postgres => {
                     let user =
@@ -188,6 +198,9 @@ fn target(args: &MoveTenantArgs, tenancy: &Tenancy, prompter: &Prompter) -> Resu
                             super::PASSWORD_ENV,
                         )?,
                     };
+                    if let Some(server) = &args.server {
+                        return Ok(MoveTo::Database(database.login(user, password).on_server(server.clone())));
+                    }
                     let (host, port) = master_server(tenancy);
                     MoveTo::Database(
                         database

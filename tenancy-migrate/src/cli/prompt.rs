@@ -114,6 +114,26 @@ impl Prompter {
             .map_err(|err| prompt_error(message, err))
     }
 
+    /// A selection whose cursor starts on `default` (an index into `options`).
+    pub(crate) fn select_from<T: std::fmt::Display>(
+        &self,
+        message: &str,
+        flag: &str,
+        what: &str,
+        options: Vec<T>,
+        default: usize,
+    ) -> Result<T> {
+        if !self.interactive {
+            return Err(self.missing(what, flag));
+        }
+        Select::new(message, options)
+            .with_render_config(render_config())
+            .with_vim_mode(false)
+            .with_starting_cursor(default)
+            .prompt()
+            .map_err(|err| prompt_error(message, err))
+    }
+
     pub(crate) fn confirm(&self, message: &str, flag: &str, what: &str) -> Result<bool> {
         if !self.interactive {
             return Err(self.missing(what, flag));
@@ -141,6 +161,20 @@ impl Prompter {
                     Validation::Valid
                 })
             })
+            .prompt()
+            .map(tenancy::secrets::Password::new)
+            .map_err(|err| prompt_error(message, err))
+    }
+
+    /// A password typed hidden (nothing echoed, not even its length), asked once.
+    pub(crate) fn hidden_password(&self, message: &str, what: &str, env: &str) -> Result<tenancy::secrets::Password> {
+        if !self.interactive {
+            return Err(self.missing_password(what, env));
+        }
+        Password::new(message)
+            .with_render_config(render_config())
+            .with_display_mode(PasswordDisplayMode::Hidden)
+            .without_confirmation()
             .prompt()
             .map(tenancy::secrets::Password::new)
             .map_err(|err| prompt_error(message, err))

@@ -10,8 +10,10 @@ use crate::Result;
 use crate::fleet::{self, FleetOptions, TenantPlan};
 use crate::migrator::Migrators;
 
-/// List tenants: id, name, isolation, status, where the data lives, applied and pending
-/// migration counts. Passwords never appear.
+/// List tenants: id, name, isolation, status, the server its storage is on (a registered
+/// server's name, `host:port` of an unregistered one; SQLite files and cache tenants
+/// count as the master's), where the data lives, applied and pending migration counts.
+/// Passwords never appear.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "showtenants",
@@ -67,8 +69,8 @@ async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
 /// An aligned text table. Written by hand: a table crate would be a dependency for
 /// twenty lines.
 fn table(plans: &[TenantPlan]) -> String {
-    let header = ["ID", "NAME", "ISOLATION", "STATUS", "LOCATION", "APPLIED", "PENDING"].map(str::to_owned);
-    let rows: Vec<[String; 7]> = plans
+    let header = ["ID", "NAME", "ISOLATION", "STATUS", "SERVER", "LOCATION", "APPLIED", "PENDING"].map(str::to_owned);
+    let rows: Vec<[String; 8]> = plans
         .iter()
         .map(|p| {
             [
@@ -76,6 +78,7 @@ fn table(plans: &[TenantPlan]) -> String {
                 p.name.clone(),
                 p.isolation.to_string(),
                 p.status.clone(),
+                p.server.to_string(),
                 p.location.clone(),
                 if p.error.is_some() { "?".to_owned() } else { p.applied.to_string() },
                 match &p.error {

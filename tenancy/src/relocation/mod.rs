@@ -144,7 +144,8 @@ impl MoveTo {
     /// database of the name it has stays on its server.
     ///
     /// # Errors
-    /// [`Error::UnknownServer`] or [`Error::NoActiveServer`], or a master database error.
+    /// [`Error::UnknownServer`], [`Error::ServerNotAccepting`] (a named server that is
+    /// draining or down) or [`Error::NoActiveServer`], or a master database error.
     pub async fn pinned(&self, tenancy: &Tenancy, tenant: &Tenant) -> Result<MoveTo> {
         let MoveTo::Database(new) = self else { return Ok(self.clone()) };
         if tenancy.backend() != Backend::Postgres {
@@ -153,7 +154,8 @@ impl MoveTo {
         let (host, port) = match new.server_choice() {
             ServerChoice::Address { .. } => return Ok(self.clone()),
             ServerChoice::Named(name) => {
-                let server = tenancy.server(name).await?;
+                // A draining or down server takes no tenant, moved ones included.
+                let server = tenancy.server_for_new_tenant(name).await?;
                 (server.host, server.port)
             }
             ServerChoice::Policy => match tenant.placement() {

@@ -273,9 +273,19 @@ impl NewServer {
     /// The database admin connections use.
     ///
     /// # Errors
-    /// [`Error::InvalidIdentifier`] when it is not a valid database name.
+    /// [`Error::InvalidIdentifier`] when it is empty, longer than 63 bytes or holds a
+    /// control character, a space, `/`, `?`, `#` or `%`. (Not [`crate::validate_sql_name`]: that refuses reserved names
+    /// such as `postgres`, the usual maintenance database.)
     pub fn maintenance_db(mut self, database: &str) -> Result<Self> {
-        crate::validate_sql_name("maintenance database", database)?;
+        // It becomes the path of a URL: no characters that end or escape a path.
+        let bad = |c: char| c.is_control() || matches!(c, '/' | '?' | '#' | '%' | ' ');
+        if database.is_empty() || database.len() > 63 || database.chars().any(bad) {
+            return Err(Error::InvalidIdentifier {
+                what: "maintenance database",
+                value: database.escape_debug().to_string(),
+                reason: "it must be 1 to 63 bytes without control characters, spaces, '/', '?', '#' or '%'".to_owned(),
+            });
+        }
         database.clone_into(&mut self.maintenance_db);
         Ok(self)
     }
@@ -706,6 +716,10 @@ mod tests {
         assert!(NewServer::new("master", "127.0.0.1", 5432, "postgres").is_err());
         assert!(NewServer::new("db2", "127.0.0.1", 0, "postgres").is_err());
         assert!(NewServer::new("db2", "bad host", 5432, "postgres").is_err());
+        let new = NewServer::new("db2", "127.0.0.1", 5432, "postgres").expect("db2");
+        assert!(new.clone().maintenance_db("postgres").is_ok(), "the usual maintenance database");
+        assert!(new.clone().maintenance_db("").is_err());
+        assert!(new.maintenance_db(&"d".repeat(64)).is_err());
     }
 
     #[test]

@@ -230,10 +230,21 @@ impl PostgresPlan {
         let on_server = |name: &str| (name.to_owned(), config.host.clone(), config.port);
         let (name, host, port) = on_server(&config.user);
         run.step(ProvisionStep::CreateRole, Some(UndoEntry::Role { name, host, port }), async {
-            // Created and marked as this master's in one implicit transaction.
+            // Created and marked as this master's in one implicit transaction. An admin
+            // that is no superuser (CREATEDB CREATEROLE, as a managed server gives) must be
+            // a member of the role to make it the new database's owner: it grants itself
+            // the role it just created.
             let mark = super::marker::comment_sql(&format!("ROLE {user}"), &self.master, &self.tenant);
+            let member = format!(
+                "DO $member$ BEGIN IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
+                 THEN EXECUTE format('GRANT %I TO %I', {}, current_user); END IF; END $member$",
+                quote_literal(&config.user)
+            );
             admin
-                .execute_unprepared(&format!("CREATE ROLE {user} LOGIN PASSWORD {}; {mark}", quote_literal(verifier)))
+                .execute_unprepared(&format!(
+                    "CREATE ROLE {user} LOGIN PASSWORD {}; {mark}; {member}",
+                    quote_literal(verifier)
+                ))
                 .await?;
             Ok(())
         })

@@ -33,6 +33,8 @@ pub struct PgServer {
     /// The OS user its commands run as (`postgres` when the tests run as root).
     run_as: Option<&'static str>,
     running: bool,
+    /// The superuser's password once [`PgServer::require_passwords`] was called.
+    password: Option<String>,
 }
 
 impl PgServer {
@@ -54,7 +56,7 @@ impl PgServer {
         let run_as = running_as_root().then_some("postgres");
         let dir = std::env::temp_dir().join(unique_name("tenancy_pg"));
         std::fs::create_dir_all(&dir).expect("create the server's folder");
-        let mut server = PgServer { port: 0, dir, bindir, run_as, running: false };
+        let mut server = PgServer { port: 0, dir, bindir, run_as, running: false, password: None };
         if let Some(user) = run_as {
             let out = Command::new("chown").arg(format!("{user}:")).arg(&server.dir).output().expect("run chown");
             assert!(out.status.success(), "chown {user}: {}", String::from_utf8_lossy(&out.stderr));
@@ -142,12 +144,50 @@ impl PgServer {
 
     /// The superuser URL of its `postgres` database.
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.url("postgres")
     }
 
-    /// The superuser URL of `database` on it.
+    /// The superuser URL of `database` on it (with the password, once passwords are
+    /// required).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        match &self.password {
+            Some(password) => format!("postgres://postgres:{password}@127.0.0.1:{}/{database}", self.port),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
+    }
+
+    /// Makes the server ask every TCP connection for a password (SCRAM-SHA-256), as a
+    /// production server does, the superuser's being `password` (an ASCII word): from
+    /// then on a role without the right password cannot connect, so a test can tell which
+    /// credentials a connection really used. [`PgServer::url`] carries the password.
+    ///
+    /// # Panics
+    /// When the server cannot be configured so, or still lets a connection in without a
+    /// password after the reload.
+    pub async fn require_passwords(&mut self, password: &str) {
+        use sea_orm::ConnectionTrait;
+        assert!(password.chars().all(|c| c.is_ascii_alphanumeric()), "an ASCII word");
+        let trusting = self.admin_url();
+        let admin = sea_orm::Database::connect(trusting.clone()).await.expect("connect the test server");
+        admin.execute_unprepared(&format!("ALTER ROLE postgres PASSWORD '{password}'")).await.expect("set a password");
+        admin.close().await.expect("close");
+        // The Unix socket (pg_ctl, pg_isready) stays trusted; TCP asks for passwords.
+        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(self.data_dir().join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        let data = self.data_dir();
+        let out = self.pg_command("pg_ctl", |c| {
+            c.arg("-D").arg(&data).arg("reload");
+        });
+        assert!(out.status.success(), "pg_ctl reload: {}{}", text(&out.stdout), text(&out.stderr));
+        self.password = Some(password.to_owned());
+        // The reload is a signal: wait until the postmaster has read the new file.
+        for _ in 0..READY_PROBES {
+            if sea_orm::Database::connect(trusting.clone()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the test server on port {} still lets connections in without a password", self.port);
     }
 
     /// Whether it accepts connections now (`pg_isready`).
