@@ -415,18 +415,52 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
         (Some("draining"), Some(0))
     );
 
-    // The master's schema tenants cannot leave it (placed there by name: the policy would
-    // put it on db3, which has fewer tenants).
+    // Draining the master's server: its schema tenant (placed there by name: the policy
+    // would put it on db3, which has fewer tenants) moves to db3's shard database, the
+    // only active server left; its table tenant stays in the shared tables.
     let schema = unique_name("s");
     let mut args = create_args_as(&world, &schema, "schema");
     args.extend(strings(&["--server", "master"]));
     let out = run(&world, env!("CARGO_BIN_EXE_createtenant"), &args, None);
     expect_ok(&out, "createtenant --isolation schema --server master");
     assert!(text(&out.stdout).contains("✓ On server 'master'"), "{}", output(&out));
+    seed(&world, &schema).await;
+    world.tenancy.reset_tenant_pool(&schema.parse().expect("an id"));
+    let table = unique_name("t");
+    expect_ok(
+        &run(&world, env!("CARGO_BIN_EXE_createtenant"), &create_args_as(&world, &table, "table"), None),
+        "table",
+    );
     let out = run(&world, env!("CARGO_BIN_EXE_drainserver"), &strings(&["master", "--json"]), None);
     expect_ok(&out, "drainserver master");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(report["not_movable"][0]["tenant"], schema.as_str(), "{report}");
+    // Movable: the schema tenant, and the database tenants the policy put on the master.
+    let movable = report["movable"].as_array().expect("movable").clone();
+    assert!(movable.iter().any(|t| t["tenant"] == schema.as_str() && t["isolation"] == "schema"), "{report}");
+    assert_eq!(report["not_movable"][0]["tenant"], table.as_str(), "{report}");
+    let args = strings(&["master", "--move", "--yes", "--drop-source", "--json"]);
+    let out = run(&world, env!("CARGO_BIN_EXE_drainserver"), &args, None);
+    expect_ok(&out, "drainserver master --move");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let moved = report["moved"].as_array().expect("moved");
+    assert_eq!(moved.len(), movable.len(), "{report}");
+    assert!(moved.iter().all(|m| m["to_server"] == "db3"), "db2 drains too: {report}");
+    assert!(moved.iter().any(|m| m["tenant"] == schema.as_str()), "{report}");
+    assert_eq!(report["not_movable"][0]["tenant"], table.as_str(), "{report}");
+    for id in &ids {
+        assert_eq!(&rows_now(&world, &servers, id).await, &before[id], "{id}'s rows after the master drained");
+    }
+    assert_eq!(registry(&world, &schema).await, Some(("schema".to_owned(), "ready".to_owned())));
+    let placed = world.tenancy.get_tenant(schema.as_str()).await.expect("registered");
+    assert_eq!(placed.placement().shard().map(|s| (s.server.as_str(), s.port)), Some(("db3", servers[1].port())));
+    // Its schema left the master database; its rows are read through tenantshell on db3.
+    let master_schema =
+        world.scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", vec![schema.as_str().into()]).await;
+    assert_eq!(master_schema, None, "the schema was dropped from the master database");
+    let out = shell(&world, &schema, "SELECT name FROM projects ORDER BY id");
+    expect_ok(&out, "a read through tenantshell on db3");
+    assert!(text(&out.stdout).contains(&format!("{schema} project")), "{}", output(&out));
+    assert_eq!(showservers(&world)["db3"]["tenants"]["schema"].as_u64(), Some(1));
     // movetenant --server: refused while db2 drains (nothing changes), then back onto it.
     let back = &ids[0];
     let mut args = strings(&[back, "--to", "database", "--db-name", &World::db_name(back)]);
@@ -446,7 +480,7 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
     assert_eq!(databases_at(&servers, db2, std::slice::from_ref(back)).await.len(), 1);
     assert!(showservers(&world).values().all(|s| s["state"] == "active"));
 
-    for id in ids.iter().chain([&schema]) {
+    for id in ids.iter().chain([&schema, &table]) {
         world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
         expect_ok(&world.delete(id, &[], None), "deletetenant");
     }
@@ -497,6 +531,82 @@ async fn createtenant_on_a_terminal_offers_the_servers_with_the_policys_pick_sel
     assert_eq!(port_of(&world, &id).await, servers[0].port());
     assert_eq!(databases_at(&servers, servers[0].port(), std::slice::from_ref(&id)).await.len(), 1);
     for id in [&first, &id] {
+        expect_ok(&world.delete(id, &[], None), "deletetenant");
+    }
+}
+
+/// `movetenant` across servers: a schema tenant moves from the master database to db2's
+/// shard database by `--server` (its rows read back through `tenantshell`, its old schema
+/// gone); `--to table --server` is refused with nothing changed; a database tenant moved
+/// without `--server` or `--db-host` goes where the policy picks, as `createtenant` does.
+#[tokio::test]
+async fn movetenant_moves_schema_tenants_between_servers_and_places_by_policy() {
+    let Some((world, servers)) = world_and(1).await else { return };
+    add(&world, "db2", &servers[0], &[]);
+    let move_args = |id: &str, extra: &[&str]| {
+        let mut args = strings(&[id]);
+        args.extend(strings(extra));
+        args
+    };
+    let schema = unique_name("s");
+    let mut args = create_args_as(&world, &schema, "schema");
+    args.extend(strings(&["--server", "master"]));
+    expect_ok(&run(&world, env!("CARGO_BIN_EXE_createtenant"), &args, None), "createtenant schema on master");
+    seed(&world, &schema).await;
+    world.tenancy.reset_tenant_pool(&schema.parse().expect("an id"));
+
+    let out = run(
+        &world,
+        env!("CARGO_BIN_EXE_movetenant"),
+        &move_args(&schema, &["--to", "table", "--server", "db2", "--yes"]),
+        None,
+    );
+    assert_eq!(code(&out), Some(2), "{}", output(&out));
+    assert!(text(&out.stderr).contains("--server 'db2' does not apply to table isolation"), "{}", output(&out));
+    assert_eq!(registry(&world, &schema).await, Some(("schema".to_owned(), "ready".to_owned())));
+
+    let args = move_args(&schema, &["--to", "schema", "--server", "db2", "--yes", "--drop-source", "--json"]);
+    let out = run(&world, env!("CARGO_BIN_EXE_movetenant"), &args, None);
+    expect_ok(&out, "movetenant --to schema --server db2");
+    let moved: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(moved["source_dropped"], true, "{moved}");
+    let tenant = world.tenancy.get_tenant(schema.as_str()).await.expect("registered");
+    assert_eq!(tenant.placement().shard().map(|s| (s.server.as_str(), s.port)), Some(("db2", servers[0].port())));
+    let in_master =
+        world.scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", vec![schema.as_str().into()]).await;
+    assert_eq!(in_master, None, "the old schema is dropped");
+    let out = shell(&world, &schema, "SELECT name FROM projects ORDER BY id");
+    expect_ok(&out, "a read through tenantshell on db2");
+    assert!(text(&out.stdout).contains(&format!("{schema} project")), "{}", output(&out));
+    // Without --server a schema tenant stays where it is: nothing to move.
+    let out = run(&world, env!("CARGO_BIN_EXE_movetenant"), &move_args(&schema, &["--to", "schema", "--yes"]), None);
+    expect_ok(&out, "movetenant --to schema again");
+    let still = world.tenancy.get_tenant(schema.as_str()).await.expect("registered");
+    assert_eq!(still.placement().shard().map(|s| s.server.as_str()), Some("db2"));
+    assert_eq!(showservers(&world)["db2"]["tenants"]["schema"].as_u64(), Some(1));
+
+    // Two database tenants on the master: a move without a server goes to db2 (one
+    // tenant against two).
+    let (first, second) = (unique_name("d"), unique_name("e"));
+    for id in [&first, &second] {
+        expect_ok(&create(&world, id, &["--server", "master"]), "createtenant --server master");
+        assert_eq!(port_of(&world, id).await, MAIN_PORT);
+    }
+    seed(&world, &first).await;
+    world.tenancy.reset_tenant_pool(&first.parse().expect("an id"));
+    let new_db = format!("{}_moved", World::db_name(&first));
+    let args = move_args(
+        &first,
+        &["--to", "database", "--db-name", &new_db, "--db-user", &World::db_user(&first), "--yes", "--drop-source"],
+    );
+    expect_ok(&run(&world, env!("CARGO_BIN_EXE_movetenant"), &args, None), "movetenant --to database by policy");
+    assert_eq!(port_of(&world, &first).await, servers[0].port(), "the policy's pick: db2");
+    let out = shell(&world, &first, "SELECT name FROM projects ORDER BY id");
+    expect_ok(&out, "a read through tenantshell on db2");
+    assert!(text(&out.stdout).contains(&format!("{first} project")), "{}", output(&out));
+
+    for id in [&schema, &first, &second] {
+        world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
         expect_ok(&world.delete(id, &[], None), "deletetenant");
     }
 }

@@ -768,15 +768,6 @@ pub enum Error {
         isolation: crate::Isolation,
     },
 
-    /// An operation that does not handle schema tenants on shard databases yet.
-    #[error("Tenant '{tenant}': {what} is not supported yet")]
-    ShardNotSupported {
-        /// The tenant.
-        tenant: String,
-        /// The operation.
-        what: &'static str,
-    },
-
     /// A statement returned something it never returns.
     #[error("Unexpected answer from the database: {reason}")]
     Statement {

@@ -7,6 +7,7 @@ use example_app::Migrator;
 use example_app::entities::project;
 use sea_orm::prelude::ChronoUtc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, Set};
+use tenancy::relocation::{MoveOptions, MoveTo};
 use tenancy::servers::{NewServer, ServerName, ServerState};
 use tenancy::{BoxError, Error, Isolation, NewTenant, ProvisionHooks, ProvisionStep, Tenancy, TenantId};
 use tenancy_migrate::MigrateOnCreate;
@@ -223,15 +224,287 @@ async fn a_failure_after_the_shard_committed_is_undone_on_the_shard() {
 }
 
 #[tokio::test]
-async fn what_shards_do_not_support_yet_is_refused_with_nothing_changed() {
+async fn a_table_tenant_cannot_be_placed_on_a_server() {
     let Some(ctx) = ctx().await else { return };
-    let id = ctx.schema_tenant("refuse", Some(Ctx::shard2())).await;
-    let to = tenancy::relocation::MoveTo::Table;
-    let err = ctx.tenancy.move_plan(&id, &to).await.expect_err("a shard tenant does not move yet");
-    assert!(matches!(err, Error::ShardNotSupported { .. }), "{err:?}");
     let table: TenantId = unique_name("tbl").parse().expect("valid id");
     let new = NewTenant::new(table.clone(), "Table", Isolation::Table).expect("new").on_server(Ctx::shard2());
     let err = ctx.tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect_err("table on a server");
     assert!(matches!(err, Error::ServerNotPlaceable { .. }), "{err:?}");
     assert!(ctx.tenancy.get_tenant(&table).await.is_err());
+}
+
+/// Adds `n` projects (unicode, quotes, newlines) through the tenant's own handle.
+async fn seed(ctx: &Ctx, id: &TenantId, n: usize) {
+    let handle = ctx.tenancy.tenant(id).await.expect("a handle");
+    for i in 0..n {
+        add_project(&handle, id, &format!("{id} «project» {i}\n'quoted'")).await;
+    }
+    drop(handle);
+    ctx.tenancy.reset_tenant_pool(id);
+}
+
+/// `(rows, md5)` of the tenant's projects in `relation` (a schema's `projects`, or the
+/// shared table filtered by tenant), tenant column aside, read by a superuser.
+async fn projects_digest(db: &DatabaseConnection, relation: &str, tenant: &TenantId) -> (i64, String) {
+    let sql = format!(
+        "SELECT COUNT(*), coalesce(md5(string_agg(id::text || ':' || name || ':' || created_at::text, ',' ORDER BY id)), '') \
+         FROM {relation} WHERE tenant_id = $1"
+    );
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            [tenant.as_str().into()],
+        ))
+        .await
+        .expect("digest")
+        .expect("a row");
+    (row.try_get_by_index(0).expect("count"), row.try_get_by_index(1).expect("md5"))
+}
+
+fn schema_projects(schema: &str) -> String {
+    format!("\"{schema}\".projects")
+}
+
+async fn role_can_login(db: &DatabaseConnection, role: &str) -> Option<bool> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            [role.into()],
+        ))
+        .await
+        .expect("query");
+    row.map(|row| row.try_get_by_index(0).expect("rolcanlogin"))
+}
+
+/// A schema tenant moves from the master database to a shard on another server, from the
+/// shard into the master's shared tables, and from there onto the shard again: rows equal
+/// byte for byte each time, a login role of its own on each server, the sources kept as
+/// leftovers or dropped, and the moved tenant's own SQL reaching nothing of its old home.
+#[tokio::test]
+async fn a_schema_tenant_moves_between_servers_and_modes_with_its_rows() {
+    let Some(ctx) = ctx().await else { return };
+    let hooks = MigrateOnCreate::new(&Migrator);
+    let id = ctx.schema_tenant("mv", Some(ServerName::master())).await;
+    let bystander = ctx.schema_tenant("by", Some(Ctx::shard2())).await;
+    seed(&ctx, &id, 30).await;
+    seed(&ctx, &bystander, 3).await;
+    let master = ctx.pg.connect().await;
+    let shard_db = ctx.shard().await;
+    let second = ctx.second_server().await;
+    let before = projects_digest(&master, &schema_projects(id.as_str()), &id).await;
+    let bystander_before = projects_digest(&shard_db, &schema_projects(bystander.as_str()), &bystander).await;
+    assert_eq!(before.0, 30);
+    let master_login =
+        ctx.tenancy.get_tenant(&id).await.expect("tenant").placement().login().expect("login").user.clone();
+
+    // master → shard2, keeping the source.
+    let plan = ctx.tenancy.move_plan(&id, &MoveTo::Schema).await.expect_err("a schema tenant stays without a server");
+    assert!(matches!(plan, Error::CannotRelocate { .. }), "{plan:?}");
+    let moved = ctx
+        .tenancy
+        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())), &hooks)
+        .await
+        .expect("move onto the shard");
+    assert_eq!(moved.tables.iter().find(|t| t.table == "projects").map(|t| t.rows), Some(30));
+    let tenant = ctx.tenancy.get_tenant(&id).await.expect("tenant");
+    assert_eq!(tenant.placement().shard().map(|s| s.server.as_str()), Some("shard2"));
+    assert_eq!(projects_digest(&shard_db, &schema_projects(id.as_str()), &id).await, before, "rows on the shard");
+    // The old schema and role are the tenant's leftovers on the master's server; the old
+    // role may not log in.
+    assert_eq!(projects_digest(&master, &schema_projects(id.as_str()), &id).await, before, "source kept");
+    assert_eq!(role_can_login(&master, &master_login).await, Some(false));
+    let new_login = tenant.placement().login().expect("login").user.clone();
+    assert_eq!(role_can_login(&second, &new_login).await, Some(true), "a role of its own on shard2");
+    assert_eq!(ctx.tenancy.leftovers(Some(&id)).await.expect("leftovers").len(), 2);
+
+    // Served from the shard; a new row gets a key above the copied ones; the tenant's SQL
+    // reaches neither its old schema (another server) nor its neighbour.
+    let handle = ctx.tenancy.tenant(&id).await.expect("a handle");
+    assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 30);
+    let max_before = count(&shard_db, &format!("SELECT max(id)::bigint FROM \"{id}\".projects"), vec![]).await;
+    let added = add_project(&handle, &id, "after the move").await;
+    assert!(i64::from(added.id) > max_before, "key {} after max {max_before}", added.id);
+    for attack in [
+        format!("SELECT name FROM \"{bystander}\".projects"),
+        "SET ROLE postgres".to_owned(),
+        format!("SELECT set_config('search_path', '\"{bystander}\"', false); SELECT name FROM projects"),
+    ] {
+        assert!(handle.execute_unprepared(&attack).await.is_err(), "ran `{attack}`");
+        assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 31, "{attack}");
+    }
+    drop(handle);
+    ctx.tenancy.reset_tenant_pool(&id);
+    ctx.tenancy.remove_leftovers(&id).await.expect("remove leftovers");
+    assert!(!exists(&master, "SELECT 1 FROM pg_namespace WHERE nspname = $1", id.as_str()).await);
+    assert_eq!(role_can_login(&master, &master_login).await, None, "old role dropped");
+
+    // shard2 → the master's shared tables, dropping the source.
+    let on_shard = projects_digest(&shard_db, &schema_projects(id.as_str()), &id).await;
+    ctx.tenancy
+        .move_tenant(&id, &MoveOptions::new(MoveTo::Table).drop_source(true), &hooks)
+        .await
+        .expect("move into the shared tables");
+    let tenant = ctx.tenancy.get_tenant(&id).await.expect("tenant");
+    assert_eq!(tenant.isolation(), Isolation::Table);
+    assert_eq!(projects_digest(&master, "public.projects", &id).await, on_shard, "rows in the shared table");
+    assert!(!exists(&shard_db, "SELECT 1 FROM pg_namespace WHERE nspname = $1", id.as_str()).await, "schema dropped");
+    assert_eq!(role_can_login(&second, &new_login).await, None, "shard2's role dropped");
+    let table_login = tenant.placement().login().expect("login").user.clone();
+    assert_eq!(role_can_login(&master, &table_login).await, Some(true), "a role of its own on the master");
+    let handle = ctx.tenancy.tenant(&id).await.expect("a handle");
+    assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 31);
+    drop(handle);
+    ctx.tenancy.reset_tenant_pool(&id);
+
+    // The shared tables → shard2 again (by name), dropping the source.
+    let in_table = projects_digest(&master, "public.projects", &id).await;
+    let plan = ctx.tenancy.move_plan(&id, &MoveTo::SchemaOn(Ctx::shard2())).await.expect("a plan");
+    assert_eq!(plan.to, Isolation::Schema);
+    ctx.tenancy
+        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())).drop_source(true), &hooks)
+        .await
+        .expect("move onto the shard again");
+    assert_eq!(projects_digest(&shard_db, &schema_projects(id.as_str()), &id).await, in_table);
+    assert_eq!(projects_digest(&master, "public.projects", &id).await.0, 0, "shared rows dropped");
+    assert_eq!(role_can_login(&master, &table_login).await, None, "the master's role dropped");
+    // Run again: it is there already.
+    let again = ctx
+        .tenancy
+        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())), &hooks)
+        .await
+        .expect("nothing to move");
+    assert!(again.already_there);
+    assert_eq!(
+        projects_digest(&shard_db, &schema_projects(bystander.as_str()), &bystander).await,
+        bystander_before,
+        "the bystander on the same shard is untouched"
+    );
+}
+
+/// A move onto a shard that fails after the copy leaves the tenant where it was, served,
+/// and nothing of the copy on the shard's server.
+#[tokio::test]
+async fn a_failed_move_onto_a_shard_is_undone_there() {
+    let Some(ctx) = ctx().await else { return };
+    let id = ctx.schema_tenant("mvfail", Some(ServerName::master())).await;
+    seed(&ctx, &id, 5).await;
+    let err = ctx
+        .tenancy
+        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())), &FailAfter("copy"))
+        .await
+        .expect_err("vetoed after the copy");
+    assert!(matches!(err, Error::MoveFailed { .. }), "{err:?}");
+    let tenant = ctx.tenancy.get_tenant(&id).await.expect("tenant");
+    assert!(tenant.placement().shard().is_none(), "still in the master database");
+    assert_eq!(tenant.status(), tenancy::TenantStatus::Ready);
+    let login = tenant.placement().login().expect("login").user.clone();
+    assert_eq!(role_can_login(&ctx.pg.connect().await, &login).await, Some(true), "its role opened again");
+    assert!(!exists(&ctx.shard().await, "SELECT 1 FROM pg_namespace WHERE nspname = $1", id.as_str()).await);
+    assert_eq!(role_can_login(&ctx.second_server().await, &login).await, None, "no role left on shard2");
+    let handle = ctx.tenancy.tenant(&id).await.expect("served again");
+    assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 5);
+}
+
+/// Fails a move after the named step.
+struct FailAfter(&'static str);
+
+impl ProvisionHooks for FailAfter {
+    fn migrate<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a tenancy::Tenant,
+        within: Option<&'a sea_orm::DatabaseTransaction>,
+    ) -> tenancy::BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
+    }
+
+    fn check_version<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a tenancy::Tenant,
+    ) -> tenancy::BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { MigrateOnCreate::new(&Migrator).check_version(tenancy, tenant).await })
+    }
+
+    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
+        match step == self.0 {
+            true => Err(format!("vetoed after {step}").into()),
+            false => Ok(()),
+        }
+    }
+}
+
+/// A shard tenant renamed: schema and role renamed on its shard's server (the password
+/// kept), every row's tenant column the new id, served under the new id only.
+#[tokio::test]
+async fn a_shard_tenant_is_renamed_on_its_shard() {
+    let Some(ctx) = ctx().await else { return };
+    let id = ctx.schema_tenant("ren", Some(Ctx::shard2())).await;
+    seed(&ctx, &id, 4).await;
+    let old_login = ctx.tenancy.get_tenant(&id).await.expect("tenant").placement().login().expect("login").user.clone();
+    let second = ctx.second_server().await;
+    let verifier = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+    let password_before = strings(&second, verifier, &old_login).await;
+    let new_id: TenantId = unique_name("renamed").parse().expect("valid id");
+    ctx.tenancy
+        .rename_tenant(id.clone(), new_id.clone(), &tenancy::renaming::RenameOptions::default())
+        .await
+        .expect("rename");
+    let shard_db = ctx.shard().await;
+    assert!(!exists(&shard_db, "SELECT 1 FROM pg_namespace WHERE nspname = $1", id.as_str()).await);
+    let (rows, _) = projects_digest(&shard_db, &schema_projects(new_id.as_str()), &new_id).await;
+    assert_eq!(rows, 4, "rows carry the new id");
+    let tenant = ctx.tenancy.get_tenant(&new_id).await.expect("renamed");
+    let new_login = tenant.placement().login().expect("login").user.clone();
+    assert_eq!(role_can_login(&second, &old_login).await, None);
+    assert_eq!(strings(&second, verifier, &new_login).await, password_before, "the password survives");
+    assert!(ctx.tenancy.get_tenant(&id).await.is_err(), "the old id is gone");
+    let handle = ctx.tenancy.tenant(&new_id).await.expect("a handle");
+    assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 4);
+}
+
+async fn strings(db: &DatabaseConnection, sql: &str, value: &str) -> Vec<String> {
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, [value.into()]))
+        .await
+        .expect("query")
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("text"))
+        .collect()
+}
+
+/// A clone of a shard template is made on the template's server (from its catalog, in the
+/// same shard), or on another server by name (migrated, then copied): the rows with the
+/// new id, the template untouched.
+#[tokio::test]
+async fn clones_of_a_shard_template_land_on_its_server_or_the_one_named() {
+    let Some(ctx) = ctx().await else { return };
+    let hooks = MigrateOnCreate::new(&Migrator);
+    let template = ctx.schema_tenant("tpl", Some(Ctx::shard2())).await;
+    seed(&ctx, &template, 6).await;
+    let shard_db = ctx.shard().await;
+    let template_digest = projects_digest(&shard_db, &schema_projects(template.as_str()), &template).await;
+
+    let near: TenantId = unique_name("near").parse().expect("valid id");
+    let new = NewTenant::new(near.clone(), "Near", Isolation::Schema).expect("new").from_template(template.clone());
+    ctx.tenancy.create_tenant(new, &hooks).await.expect("clone on the template's server");
+    let tenant = ctx.tenancy.get_tenant(&near).await.expect("cloned");
+    assert_eq!(tenant.placement().shard().map(|s| s.server.as_str()), Some("shard2"));
+    let near_digest = projects_digest(&shard_db, &schema_projects(near.as_str()), &near).await;
+    assert_eq!(near_digest, template_digest, "the template's rows, as the clone's");
+
+    let far: TenantId = unique_name("far").parse().expect("valid id");
+    let new = NewTenant::new(far.clone(), "Far", Isolation::Schema)
+        .expect("new")
+        .from_template(template.clone())
+        .on_server(ServerName::master());
+    ctx.tenancy.create_tenant(new, &hooks).await.expect("clone onto the master's server");
+    let tenant = ctx.tenancy.get_tenant(&far).await.expect("cloned");
+    assert!(tenant.placement().shard().is_none());
+    let far_digest = projects_digest(&ctx.pg.connect().await, &schema_projects(far.as_str()), &far).await;
+    assert_eq!(far_digest, template_digest);
+    let handle = ctx.tenancy.tenant(&far).await.expect("a handle");
+    assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 6);
+    assert_eq!(projects_digest(&shard_db, &schema_projects(template.as_str()), &template).await, template_digest);
 }

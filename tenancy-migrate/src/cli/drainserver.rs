@@ -21,20 +21,22 @@ const ENVIRONMENT: &str = "Environment:\n  \
 /// Drain a server: it takes no new tenants (placement skips it, `createtenant --server`
 /// refuses it); its tenants are still served.
 ///
-/// With --move, its database tenants are then moved off it one by one, each as
-/// `movetenant --to database` would: into a database of the same name, with a role of the
-/// same name and password, on the server the placement policy picks (among the active
-/// ones), created, migrated, copied, verified and switched. The old databases are kept on
-/// the drained server as each tenant's leftovers (`deletetenant ID --leftovers` removes
-/// them) unless --drop-source. The first move that fails stops the run (that tenant stays
-/// where it was, served again); running the command again moves the rest. Schema and table
-/// tenants are listed, not moved: those of the master's server live in the master
-/// database, and schema tenants on a shard database cannot be moved yet. Asks to type the server's name first, unless --yes.
+/// With --move, its database and schema tenants are then moved off it one by one, each to
+/// the server the placement policy picks (among the active ones), created, migrated,
+/// copied, verified and switched as `movetenant` does: a database tenant into a database of
+/// the same name, with a role of the same name and password; a schema tenant into a schema
+/// of the same name in that server's shard database (the master database for the master's
+/// server), with a new login role there. The old databases and schemas are kept on the
+/// drained server as each tenant's leftovers (`deletetenant ID --leftovers` removes them)
+/// unless --drop-source. The first move that fails stops the run (that tenant stays where
+/// it was, served again); running the command again moves the rest. Table tenants are
+/// listed, not moved: they live in the master database's shared tables. Asks to type the
+/// server's name first, unless --yes.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "drainserver",
     after_help = Exit::after_help(ENVIRONMENT, &[
-        (Exit::Success, Some("drained (--move: every database tenant moved off)")),
+        (Exit::Success, Some("drained (--move: every database and schema tenant moved off)")),
         (Exit::Failed, Some("a move failed: that tenant stays where it was, served again, and the ones before it are moved")),
         (Exit::InvalidInput, Some("invalid input, or --move without a terminal to confirm on and no --yes")),
         (Exit::AlreadyExists, Some("a target database or role exists already (--move)")),
@@ -51,11 +53,11 @@ pub struct DrainServerArgs {
     #[arg(value_name = "NAME")]
     pub name: ServerName,
 
-    /// Then move its database tenants to the servers placement picks
+    /// Then move its database and schema tenants to the servers placement picks
     #[arg(long = "move")]
     pub move_tenants: bool,
 
-    /// Drop each old database once its tenant is moved, instead of keeping it as a leftover
+    /// Drop each old database or schema once its tenant is moved, instead of keeping it as a leftover
     #[arg(long, requires = "move_tenants")]
     pub drop_source: bool,
 
@@ -149,8 +151,15 @@ pub async fn undrainserver_with_args(args: UndrainServerArgs, _migrators: Migrat
 struct OnServer {
     id: TenantId,
     isolation: Isolation,
-    /// Its database and role, for a PostgreSQL database tenant (the movable ones).
+    /// Its database and role, for a PostgreSQL database tenant.
     database: Option<(String, String)>,
+}
+
+impl OnServer {
+    /// Database and schema tenants move; table tenants live in the master's shared tables.
+    fn movable(&self) -> bool {
+        self.database.is_some() || self.isolation == Isolation::Schema
+    }
 }
 
 async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
@@ -171,7 +180,7 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
             },
         })
         .collect();
-    let (movable, staying): (Vec<&OnServer>, Vec<&OnServer>) = on_server.iter().partition(|t| t.database.is_some());
+    let (movable, staying): (Vec<&OnServer>, Vec<&OnServer>) = on_server.iter().partition(|t| t.movable());
     if args.move_tenants && !args.yes && !movable.is_empty() {
         confirm(&args.name, &movable, args.drop_source, args.json).await?;
     }
@@ -184,41 +193,55 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
     if args.move_tenants {
         let hooks = MigrateOnCreate::from(migrators);
         for tenant in &movable {
-            let Some((database, user)) = &tenant.database else { continue };
-            let current = tenancy.get_tenant(&tenant.id).await?;
-            let Placement::Database(TenantDatabase::Postgres(db)) = current.placement() else { continue };
-            // The same role and password on the new server: the tenant's credentials stay.
-            let password = tenancy.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
             let target = tenancy.pick_server().await?;
+            let to = match &tenant.database {
+                Some((database, user)) => {
+                    let current = tenancy.get_tenant(&tenant.id).await?;
+                    let Placement::Database(TenantDatabase::Postgres(db)) = current.placement() else { continue };
+                    // The same role and password on the new server: the tenant's credentials stay.
+                    let password = tenancy.secret_key()?.0.decrypt(&db.password, tenant.id.as_str())?;
+                    MoveTo::Database(
+                        NewDatabase::create(database.clone())
+                            .login(user.clone(), password)
+                            .on_server(target.name.clone()),
+                    )
+                }
+                None => MoveTo::SchemaOn(target.name.clone()),
+            };
             if !args.json {
-                eprintln!("  moving tenant '{}' to server '{}'…", tenant.id, target.name);
+                eprintln!("  moving {} tenant '{}' to server '{}'…", tenant.isolation, tenant.id, target.name);
             }
-            let to = MoveTo::Database(
-                NewDatabase::create(database.clone()).login(user.clone(), password).on_server(target.name.clone()),
-            );
             let options =
                 MoveOptions::new(to).drop_source(args.drop_source).session_wait(Duration::from_secs(args.wait));
             let result = tenancy.move_tenant(&tenant.id, &options, &hooks).await?;
+            let rows: u64 = result.tables.iter().map(|t| t.rows).sum();
             if !args.json {
-                let rows: u64 = result.tables.iter().map(|t| t.rows).sum();
-                let kept = if result.source_dropped { "dropped" } else { "kept as a leftover" };
+                let (what, kept) = match &tenant.database {
+                    Some((database, _)) => (format!("database '{database}'"), "old database"),
+                    None => (format!("schema '{}'", tenant.id), "old schema"),
+                };
+                let kept_how = if result.source_dropped { "dropped" } else { "kept as a leftover" };
                 println!(
-                    "✓ Tenant '{}' moved to server '{}' (database '{database}'): {rows} row(s) copied and verified; \
-                     old database {kept}",
+                    "✓ Tenant '{}' moved to server '{}' ({what}): {rows} row(s) copied and verified; {kept} {kept_how}",
                     tenant.id, target.name
                 );
             }
             moved.push(serde_json::json!({
                 "tenant": tenant.id,
-                "database": database,
+                "isolation": tenant.isolation,
+                "database": tenant.database.as_ref().map(|(database, _)| database),
                 "to_server": target.name,
                 "to_address": target.address(),
-                "rows": result.tables.iter().map(|t| t.rows).sum::<u64>(),
+                "rows": rows,
                 "source_dropped": result.source_dropped,
             }));
         }
     }
     if args.json {
+        let remaining: Vec<serde_json::Value> = match args.move_tenants {
+            true => Vec::new(),
+            false => movable.iter().map(|t| serde_json::json!({ "tenant": t.id, "isolation": t.isolation })).collect(),
+        };
         let staying: Vec<serde_json::Value> =
             staying.iter().map(|t| serde_json::json!({ "tenant": t.id, "isolation": t.isolation })).collect();
         let value = serde_json::json!({
@@ -226,6 +249,7 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
             "state": ServerState::Draining,
             "previous_state": before,
             "moved": moved,
+            "movable": remaining,
             "not_movable": staying,
         });
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
@@ -233,7 +257,7 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
     }
     if !args.move_tenants && !movable.is_empty() {
         println!(
-            "  {} database tenant(s) remain on it; `drainserver {} --move` moves them off",
+            "  {} database or schema tenant(s) remain on it; `drainserver {} --move` moves them off",
             movable.len(),
             args.name
         );
@@ -241,8 +265,7 @@ async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
     if !staying.is_empty() {
         let ids: Vec<String> = staying.iter().map(|t| format!("{} ({})", t.id, t.isolation)).collect();
         println!(
-            "  Not movable off it: {} (schema and table tenants are not moved: the master database holds the \
-             master's, and schema tenants on a shard database cannot be moved yet)",
+            "  Not movable off it: {} (table tenants live in the master database's shared tables)",
             ids.join(", ")
         );
     }
@@ -259,12 +282,12 @@ async fn confirm(name: &ServerName, movable: &[&OnServer], drop_source: bool, js
             how: "pass --yes to move the tenants without a terminal; nothing was changed".to_owned(),
         });
     }
-    eprintln!("Draining server '{name}' moves these database tenants to the servers placement picks:");
+    eprintln!("Draining server '{name}' moves these tenants to the servers placement picks:");
     for tenant in movable {
-        eprintln!("  - {}", tenant.id);
+        eprintln!("  - {} ({})", tenant.id, tenant.isolation);
     }
     let old = if drop_source { "dropped" } else { "kept as leftovers" };
-    eprintln!("Each is not served while its rows are copied; the old databases are {old}.");
+    eprintln!("Each is not served while its rows are copied; the old databases and schemas are {old}.");
     let typed = super::typed_answer("Type the server's name to drain it:").await?;
     if typed != name.as_str() {
         return Err(Error::DrainNotConfirmed { server: name.to_string(), typed });

@@ -75,8 +75,7 @@ fn refused(err: &tenancy::Error) -> bool {
         | T::LeftoversRemain { .. }
         | T::KeyCollision { .. }
         | T::ServerNotAccepting { .. }
-        | T::NoActiveServer { .. }
-        | T::ShardNotSupported { .. } => true,
+        | T::NoActiveServer { .. } => true,
         T::MoveFailed { source, .. } | T::ProvisioningFailed { source, .. } => {
             source.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotAtMigratorVersion { .. }))
                 || source.downcast_ref::<tenancy::Error>().is_some_and(refused)

@@ -25,7 +25,7 @@ const ENVIRONMENT: &str = "Environment:\n  \
     TENANCY_SECRET_KEY       key that encrypts stored passwords (base64 of 32 bytes)\n  \
     TENANCY_SECRET_KEY_FILE  file holding that key (default: .tenancy-secret.key)";
 
-/// Move a tenant to another isolation mode or database with its data.
+/// Move a tenant to another isolation mode, database or server with its data.
 ///
 /// The new storage is created and migrated, the rows copied table by table and verified
 /// (row counts and checksums), then the registry points at the copy in one transaction;
@@ -64,15 +64,16 @@ pub struct MoveTenantArgs {
     #[arg(long, value_name = "USER")]
     pub db_user: Option<String>,
 
-    /// Registered server of the new database (--to database on PostgreSQL; see showservers)
+    /// Registered server to move to (--to database or schema on PostgreSQL; see showservers)
+    /// [default: by the placement policy]
     #[arg(long, value_name = "NAME", conflicts_with_all = ["db_host", "db_port"])]
     pub server: Option<ServerName>,
 
-    /// Server of the new database (--to database on PostgreSQL) [default: the master's]
+    /// Server of the new database, by address (--to database on PostgreSQL)
     #[arg(long, value_name = "HOST")]
     pub db_host: Option<String>,
 
-    /// Port of the new database's server [default: the master's]
+    /// Port of the new database's server (with --db-host) [default: the master's]
     #[arg(long, value_name = "PORT", value_parser = super::value::port)]
     pub db_port: Option<u16>,
 
@@ -170,8 +171,21 @@ async fn run(args: &MoveTenantArgs, migrators: &Migrators) -> Result<()> {
 /// environment or a prompt).
 fn target(args: &MoveTenantArgs, tenancy: &Tenancy, prompter: &Prompter) -> Result<MoveTo> {
     Ok(match args.to {
-        Isolation::Schema => MoveTo::Schema,
-        Isolation::Table => MoveTo::Table,
+        Isolation::Schema => match &args.server {
+            Some(server) => MoveTo::SchemaOn(server.clone()),
+            None => MoveTo::Schema,
+        },
+        Isolation::Table => match &args.server {
+            // Table tenants live in the master database's shared tables.
+            Some(server) => {
+                return Err(tenancy::Error::ServerNotPlaceable {
+                    server: server.to_string(),
+                    isolation: Isolation::Table,
+                }
+                .into());
+            }
+            None => MoveTo::Table,
+        },
         Isolation::Cache => {
             return Err(tenancy::Error::CannotRelocate {
                 action: "move",
@@ -198,15 +212,21 @@ fn target(args: &MoveTenantArgs, tenancy: &Tenancy, prompter: &Prompter) -> Resu
                             super::PASSWORD_ENV,
                         )?,
                     };
+                    let database = database.login(user, password);
                     if let Some(server) = &args.server {
-                        return Ok(MoveTo::Database(database.login(user, password).on_server(server.clone())));
+                        return Ok(MoveTo::Database(database.on_server(server.clone())));
                     }
-                    let (host, port) = master_server(tenancy);
-                    MoveTo::Database(
-                        database
-                            .login(user, password)
-                            .server(args.db_host.clone().unwrap_or(host), args.db_port.unwrap_or(port)),
-                    )
+                    // By address, or (neither given) where the placement policy puts it,
+                    // as `createtenant` does.
+                    match (&args.db_host, args.db_port) {
+                        (None, None) => MoveTo::Database(database),
+                        (host, port) => {
+                            let (master_host, master_port) = master_server(tenancy);
+                            MoveTo::Database(
+                                database.server(host.clone().unwrap_or(master_host), port.unwrap_or(master_port)),
+                            )
+                        }
+                    }
                 }
             }
         }

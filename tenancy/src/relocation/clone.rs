@@ -47,8 +47,10 @@ pub(crate) async fn populate(
         return Err(refuse("a cache tenant cannot hold a template's tables".to_owned()));
     }
     let new_id = target.id().as_str();
+    // From the catalog only within one database: the master's, or one shard.
     if let (Placement::Schema { schema: from, .. }, Placement::Schema { schema: into, .. }, Some(txn)) =
         (template.placement(), target.placement(), txn)
+        && template.placement().shard() == target.placement().shard()
         && catalog_cloneable(txn, from).await?
     {
         let columns = crate::storage::table::tenant_columns(tenancy).await?;

@@ -47,7 +47,7 @@ use crate::connection::binding::{Binding, begin_bound, end_bound};
 use crate::operations::{self, Guard, OperationKind, UndoEntry};
 use crate::provisioning::{NewDatabase, NewTenant, ProvisionHooks, Run, ServerChoice};
 use crate::registry::entity;
-use crate::registry::placement::{Placement, TenantDatabase};
+use crate::registry::placement::{Placement, ShardDatabase, TenantDatabase};
 use crate::sql::quote_ident;
 use crate::storage::{Plan, SessionsOf};
 use crate::{Backend, BoxError, Error, Isolation, Result, Tenancy, Tenant, TenantId, TenantStatus};
@@ -118,8 +118,14 @@ pub(crate) struct Checksum {
 pub enum MoveTo {
     /// A database of its own: on another server, or (SQLite) a file beside the master.
     Database(NewDatabase),
-    /// A schema of the master database named after the tenant (PostgreSQL).
+    /// A schema named after the tenant (PostgreSQL), on the server the placement policy
+    /// picks ([`Tenancy::pick_server`]; the master database when no other server is
+    /// registered). A schema tenant stays on its server: this names no move for it.
     Schema,
+    /// A schema named after the tenant on the named server: in the master database for
+    /// the master's server, else in that server's shard database. A schema tenant moves
+    /// between servers this way.
+    SchemaOn(crate::servers::ServerName),
     /// The master's shared tables.
     Table,
 }
@@ -130,6 +136,9 @@ impl MoveTo {
     pub fn holds(&self, tenant: &Tenant) -> bool {
         match (self, tenant.placement()) {
             (MoveTo::Schema, Placement::Schema { .. }) | (MoveTo::Table, Placement::Table { .. }) => true,
+            (MoveTo::SchemaOn(server), Placement::Schema { shard, .. }) => {
+                schema_server(shard.as_ref()) == server.as_str()
+            }
             (MoveTo::Database(new), Placement::Database(TenantDatabase::Sqlite(db))) => db.name == new.name(),
             (MoveTo::Database(new), Placement::Database(TenantDatabase::Postgres(db))) => {
                 db.name == new.name() && new.is_at(&db.host, db.port)
@@ -147,10 +156,29 @@ impl MoveTo {
     /// [`Error::UnknownServer`], [`Error::ServerNotAccepting`] (a named server that is
     /// draining or down) or [`Error::NoActiveServer`], or a master database error.
     pub async fn pinned(&self, tenancy: &Tenancy, tenant: &Tenant) -> Result<MoveTo> {
-        let MoveTo::Database(new) = self else { return Ok(self.clone()) };
         if tenancy.backend() != Backend::Postgres {
             return Ok(self.clone());
         }
+        let new = match self {
+            MoveTo::Database(new) => new,
+            MoveTo::Table => return Ok(MoveTo::Table),
+            MoveTo::Schema => {
+                let server = match tenant.placement() {
+                    // A schema tenant stays where it is (`holds`): a re-run after the
+                    // switch finds it there.
+                    Placement::Schema { shard, .. } => schema_server(shard.as_ref()).parse()?,
+                    _ => tenancy.pick_server().await?.name,
+                };
+                return Ok(MoveTo::SchemaOn(server));
+            }
+            MoveTo::SchemaOn(name) => {
+                // Where it is already (a re-run), or a server that takes new tenants.
+                if !self.holds(tenant) {
+                    tenancy.server_for_new_tenant(name).await?;
+                }
+                return Ok(self.clone());
+            }
+        };
         let (host, port) = match new.server_choice() {
             ServerChoice::Address { .. } => return Ok(self.clone()),
             ServerChoice::Named(name) => {
@@ -175,10 +203,26 @@ impl MoveTo {
     pub fn isolation(&self) -> Isolation {
         match self {
             MoveTo::Database(_) => Isolation::Database,
-            MoveTo::Schema => Isolation::Schema,
+            MoveTo::Schema | MoveTo::SchemaOn(_) => Isolation::Schema,
             MoveTo::Table => Isolation::Table,
         }
     }
+}
+
+/// The name of the server a schema in `shard` (the master database: `None`) is on.
+fn schema_server(shard: Option<&ShardDatabase>) -> &str {
+    shard.map_or(crate::servers::MASTER_SERVER, |shard| shard.server.as_str())
+}
+
+/// Whether a move from `source` into `target` keeps the tenant's login role: between
+/// schema and table isolation on the same server (the master's: table tenants live
+/// there), where the switch converts it. Elsewhere the target gets a role of its own.
+fn keeps_login(source: &Placement, target_isolation: Isolation, target_on_shard: bool) -> bool {
+    let pair = matches!(
+        (source, target_isolation),
+        (Placement::Schema { .. }, Isolation::Table) | (Placement::Table { .. }, Isolation::Schema)
+    );
+    pair && source.shard().is_none() && !target_on_shard
 }
 
 /// A step of a move, as the journal and [`crate::ProvisionHooks::after_move_step`] name it.
@@ -383,6 +427,7 @@ pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, to: &MoveTo) -> Resul
     let tenant = tenancy.get_tenant(id).await?;
     let to = &to.pinned(tenancy, &tenant).await?;
     refuse_pair(tenancy, &tenant, to)?;
+    let on_shard = matches!(to, MoveTo::SchemaOn(server) if !server.is_master());
     let tables = match tenancy.backend() {
         Backend::Postgres => {
             let side = PgSide::of(tenancy, &tenant).await?;
@@ -426,7 +471,8 @@ pub(crate) async fn plan(tenancy: &Tenancy, id: &TenantId, to: &MoveTo) -> Resul
         to: to.isolation(),
         source: crate::storage::describe(tenancy, &tenant),
         tables,
-        source_objects: source_objects(tenancy, &tenant, to.isolation()).await?,
+        source_objects: source_objects(tenancy, &tenant, keeps_login(tenant.placement(), to.isolation(), on_shard))
+            .await?,
     })
 }
 
@@ -450,8 +496,16 @@ fn refuse_pair(tenancy: &Tenancy, tenant: &Tenant, to: &MoveTo) -> Result<()> {
             "schema isolation needs a PostgreSQL master; on SQLite move to database or table".to_owned(),
         ));
     }
-    if from == into && from != Isolation::Database {
+    if let (Placement::Schema { shard, .. }, MoveTo::SchemaOn(server)) = (tenant.placement(), to)
+        && schema_server(shard.as_ref()) == server.as_str()
+    {
+        return Err(refuse(format!("it is a schema tenant on server '{server}' already")));
+    }
+    if from == into && !matches!(from, Isolation::Database | Isolation::Schema) {
         return Err(refuse(format!("it is a {from} tenant already")));
+    }
+    if from == Isolation::Schema && matches!(to, MoveTo::Schema) {
+        return Err(refuse("it is a schema tenant already; name another server to move it to".to_owned()));
     }
     if let (Placement::Database(TenantDatabase::Sqlite(current)), MoveTo::Database(new)) = (tenant.placement(), to)
         && current.name == new.name()
@@ -480,8 +534,8 @@ fn target_of(tenant: &Tenant, to: &MoveTo) -> Result<NewTenant> {
     let new = NewTenant::new(tenant.id().clone(), tenant.name(), to.isolation())?.migrate(true);
     Ok(match to {
         MoveTo::Database(database) => new.database(database.clone()),
-        // Into the master database: the copy engine reads and writes the master's schemas.
-        MoveTo::Schema => new.on_server(crate::servers::ServerName::master()),
+        MoveTo::SchemaOn(server) => new.on_server(server.clone()),
+        MoveTo::Schema => new,
         MoveTo::Table => new,
     })
 }
@@ -604,12 +658,15 @@ async fn move_planned(
         source,
     })?;
     let mut plan = Plan::new(tenancy, new).await?;
-    // Between schema and table isolation the tenant keeps its login role: the switch
-    // converts it.
-    match (&mut plan, tenant.placement().login()) {
-        (Plan::Schema(plan), Some(login)) => plan.keep_login(id, login.clone()),
-        (Plan::Table(plan), Some(login)) => plan.keep_login(id, login.clone()),
-        _ => {}
+    // Between schema and table isolation on one server the tenant keeps its login role:
+    // the switch converts it.
+    let on_shard = matches!(&plan, Plan::Schema(plan) if plan.on_shard());
+    if keeps_login(tenant.placement(), new.isolation(), on_shard) {
+        match (&mut plan, tenant.placement().login()) {
+            (Plan::Schema(plan), Some(login)) => plan.keep_login(id, login.clone()),
+            (Plan::Table(plan), Some(login)) => plan.keep_login(id, login.clone()),
+            _ => {}
+        }
     }
     let result = match plan.check_free(tenancy).await {
         Ok(()) => run(tenancy, &tenant, &plan, options, hooks, guard, resumed).await,
@@ -670,7 +727,8 @@ async fn run(
     // it rolls back, after it it finishes.
     let kept = |err: Error| Unfinished::Kept(err);
     begin_step(tenancy, guard, options, MoveStep::Switch).await.map_err(kept)?;
-    let objects = source_objects(tenancy, tenant, target.isolation()).await.map_err(kept)?;
+    let keeps = keeps_login(tenant.placement(), target.isolation(), target.placement().shard().is_some());
+    let objects = source_objects(tenancy, tenant, keeps).await.map_err(kept)?;
     let moved = switch(tenancy, tenant, &target, &objects, options.drop_source, guard).await.map_err(kept)?;
     if let Err(source) = after_step(hooks, MoveStep::Switch) {
         return Err(kept(step_failed(MoveStep::Switch, source)));
@@ -727,12 +785,17 @@ async fn freeze(tenancy: &Tenancy, tenant: &Tenant, wait: Duration) -> Result<()
         }
         placement => match placement.login() {
             Some(login) => {
-                crate::storage::drain_sessions(tenancy.master(), SessionsOf::Role(&login.user), grace).await?;
+                let shard = placement.shard();
+                let home = crate::storage::shard::Home::open(tenancy, shard).await?;
+                let drained =
+                    crate::storage::drain_sessions(home.db(tenancy), SessionsOf::Role(&login.user), grace).await;
+                home.close().await;
+                drained?;
                 // The role may not log in while the rows are copied (a client outside
                 // tenancy holding its password included); the switch or a roll-back lets
                 // it in again. Its sessions are ended; if some remain, it may log in again
                 // and the move stops.
-                crate::storage::login::close_login_role(tenancy, tenant, &login.user, wait).await?;
+                crate::storage::login::close_login_role_in(tenancy, tenant, shard, &login.user, wait).await?;
                 (0, String::new())
             }
             None => (0, String::new()),
@@ -758,9 +821,14 @@ async fn unfreeze(tenancy: &Tenancy, id: &TenantId) -> Result<()> {
         return Ok(());
     }
     let status = if row.suspended_at.is_some() { TenantStatus::Suspended } else { TenantStatus::Ready };
-    // The login role the freeze closed opens again (before the tenant is served).
-    if let Some(login) = Tenant::from_row(row)?.placement().login() {
-        open_login_role(tenancy.master(), &login.user).await?;
+    // The login role the freeze closed opens again (before the tenant is served), on its
+    // server.
+    let tenant = Tenant::from_row(row)?;
+    if let Some(login) = tenant.placement().login() {
+        let home = crate::storage::shard::Home::open(tenancy, tenant.placement().shard()).await?;
+        let opened = open_login_role(home.db(tenancy), &login.user).await;
+        home.close().await;
+        opened?;
     }
     crate::deletion::mark(tenancy, id, status).await
 }
@@ -842,14 +910,13 @@ struct PgSide {
 
 impl PgSide {
     async fn of(tenancy: &Tenancy, tenant: &Tenant) -> Result<PgSide> {
-        if tenant.placement().shard().is_some() {
-            return Err(Error::ShardNotSupported {
-                tenant: tenant.id().to_string(),
-                what: "moving, cloning from or copying a schema tenant on a shard database",
-            });
-        }
         let id = tenant.id().to_string();
         match tenant.placement() {
+            // The shard database, as its server's admin.
+            Placement::Schema { schema, shard: Some(_), .. } => {
+                let own = crate::storage::migration_target(tenancy, tenant).await?;
+                Ok(PgSide { own, end: copy_postgres::End { schema: schema.clone(), shared_by: None } })
+            }
             Placement::Database(TenantDatabase::Postgres(_)) => {
                 let own = crate::storage::migration_target(tenancy, tenant).await?;
                 Ok(PgSide { own, end: copy_postgres::End { schema: "public".to_owned(), shared_by: None } })
@@ -1186,11 +1253,8 @@ pub(crate) async fn verify(
 }
 
 /// The source's objects a move leaves behind, in the order they are removed.
-async fn source_objects(tenancy: &Tenancy, tenant: &Tenant, into: Isolation) -> Result<Vec<UndoEntry>> {
-    let keeps_login = matches!(
-        (tenant.isolation(), into),
-        (Isolation::Schema, Isolation::Table) | (Isolation::Table, Isolation::Schema)
-    );
+/// `keeps_login`: the target keeps the source's login role ([`keeps_login`]).
+async fn source_objects(tenancy: &Tenancy, tenant: &Tenant, keeps_login: bool) -> Result<Vec<UndoEntry>> {
     let mut objects = Vec::new();
     match tenant.placement() {
         Placement::Database(TenantDatabase::Postgres(db)) if db.ownership.created_by_tenancy() => {
@@ -1256,7 +1320,9 @@ async fn switch(
         if updated.rows_affected != 1 {
             return Err(Error::TenantNotReady { tenant: id.to_string(), status: TenantStatus::Moving });
         }
-        convert_login(&txn, tenant, target).await?;
+        if keeps_login(tenant.placement(), target.isolation(), target.placement().shard().is_some()) {
+            convert_login(&txn, tenant, target).await?;
+        }
         if drop_source {
             guard.replace_in(&txn, SWITCHED, objects.to_vec()).await?;
         } else {

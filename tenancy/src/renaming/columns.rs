@@ -28,8 +28,10 @@ use crate::storage::{self, table};
 use crate::{Backend, BoxError, Error, Result, Tenancy, Tenant, TenantId};
 
 /// Sets `to` where the tenant column holds the tenant's old id; the rows changed per table.
+/// `home`: the database of a schema tenant's schema (the master's, or its shard).
 pub(super) async fn update(
     tenancy: &Tenancy,
+    home: &sea_orm::DatabaseConnection,
     tenant: &Tenant,
     steps: &[RenameStep],
     to: &TenantId,
@@ -76,8 +78,8 @@ pub(super) async fn update(
                 })
                 .unwrap_or(schema);
             async {
-                let tables = postgres_tables(tenancy.master(), Some(schema)).await?;
-                let txn = tenancy.master().begin().await?;
+                let tables = postgres_tables(home, Some(schema)).await?;
+                let txn = home.begin().await?;
                 let rows = in_one_statement(&txn, Some(schema), &tables, from, to).await?;
                 txn.commit().await?;
                 Ok(rows)

@@ -42,7 +42,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+};
 use serde::Serialize;
 
 mod columns;
@@ -221,13 +223,8 @@ async fn steps(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId) -> Result<Vec<
     let from = tenant.id();
     let mut list = vec![RenameStep::StopServing];
     match tenant.placement() {
-        Placement::Schema { shard: Some(_), .. } => {
-            return Err(Error::ShardNotSupported {
-                tenant: from.to_string(),
-                what: "renaming a schema tenant on a shard database",
-            });
-        }
-        Placement::Schema { schema, login, shard: None } => {
+        // In the master database or a shard: the same steps, in that database.
+        Placement::Schema { schema, login, .. } => {
             // The schema is named after the id (**contract**); one that is not keeps its name.
             if schema == from.as_str() {
                 list.push(RenameStep::Schema { from: schema.clone(), to: to.to_string() });
@@ -347,8 +344,33 @@ pub(crate) async fn rename(
             return Err(err);
         }
     };
+    // The schema's and login role's database: the master's, or the tenant's shard.
+    let home = match storage::shard::Home::open(tenancy, tenant.placement().shard()).await {
+        Ok(home) => home,
+        Err(err) => {
+            held.settle(tenancy).await;
+            return Err(err);
+        }
+    };
+    let renamed = run_steps(tenancy, &tenant, to, &steps, options, held, &home).await;
+    home.close().await;
+    renamed
+}
+
+/// The steps of a rename, in `home` (the database of the tenant's schema or login role).
+async fn run_steps(
+    tenancy: &Tenancy,
+    tenant: &Tenant,
+    to: &TenantId,
+    steps: &[RenameStep],
+    options: &RenameOptions,
+    held: Held,
+    home: &storage::shard::Home,
+) -> Result<Renamed> {
+    let from = tenant.id();
+    let db = home.db(tenancy);
     // Everything that can refuse the rename refuses it before anything changes.
-    if let Err(err) = check_free(tenancy, &tenant, to, &steps).await {
+    if let Err(err) = check_free(tenancy, db, tenant, to, steps).await {
         held.settle(tenancy).await;
         return Err(err);
     }
@@ -356,7 +378,7 @@ pub(crate) async fn rename(
     let mut renamed = Renamed {
         from: from.clone(),
         to: to.clone(),
-        steps: steps.clone(),
+        steps: steps.to_vec(),
         rows: Vec::new(),
         cache_keys: 0,
         resumed: held.resumed,
@@ -367,34 +389,34 @@ pub(crate) async fn rename(
         step: step.slug().to_owned(),
         source,
     };
-    for step in &steps {
+    for step in steps {
         held.step(tenancy, step).await?;
         let done: Result<()> = match step {
-            RenameStep::StopServing => stop_serving(tenancy, &tenant).await,
+            RenameStep::StopServing => stop_serving(tenancy, tenant).await,
             RenameStep::Schema { from: old, to: new } => {
-                rename_schema(tenancy, old, new, to).await.map_err(|source| fail(step, source))
+                rename_schema(tenancy, db, old, new, to).await.map_err(|source| fail(step, source))
             }
             RenameStep::LoginRole { from: old, to: new } => {
-                rename_login_role(tenancy, &tenant, old, new, to, options.session_wait).await
+                rename_login_role(tenancy, db, tenant, old, new, to, options.session_wait).await
             }
             RenameStep::DatabaseMarks { .. } => {
-                rewrite_database_marks(tenancy, &tenant, to).await.map_err(|source| fail(step, source))
+                rewrite_database_marks(tenancy, tenant, to).await.map_err(|source| fail(step, source))
             }
-            RenameStep::TenantColumns => match columns::update(tenancy, &tenant, &steps, to).await {
+            RenameStep::TenantColumns => match columns::update(tenancy, db, tenant, steps, to).await {
                 Ok(rows) => {
                     renamed.rows = rows;
                     Ok(())
                 }
                 Err(err) => Err(err),
             },
-            RenameStep::CacheNamespace { .. } => match move_cache(tenancy, &tenant, to).await {
+            RenameStep::CacheNamespace { .. } => match move_cache(tenancy, tenant, to).await {
                 Ok(keys) => {
                     renamed.cache_keys = keys;
                     Ok(())
                 }
                 Err(err) => Err(err),
             },
-            RenameStep::Registry => switch_registry(tenancy, &tenant, to, &steps, &held).await,
+            RenameStep::Registry => switch_registry(tenancy, tenant, to, steps, &held).await,
         };
         if let Err(err) = done {
             // The first step failing changed nothing (one conditional update): serve the
@@ -440,17 +462,23 @@ async fn checked(tenancy: &Tenancy, from: &TenantId, to: &TenantId) -> Result<Te
 /// Refuses a rename whose new names are taken (while the old ones still exist: a name
 /// taken by this rename's own earlier run is its result), and a cache tenant on a store
 /// that cannot move its keys.
-async fn check_free(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId, steps: &[RenameStep]) -> Result<()> {
+async fn check_free(
+    tenancy: &Tenancy,
+    db: &DatabaseConnection,
+    tenant: &Tenant,
+    to: &TenantId,
+    steps: &[RenameStep],
+) -> Result<()> {
     for step in steps {
         match step {
             RenameStep::Schema { from, to } => {
-                let (old, new) = (schema_exists(tenancy, from).await?, schema_exists(tenancy, to).await?);
+                let (old, new) = (schema_exists(db, from).await?, schema_exists(db, to).await?);
                 if old && new {
                     return Err(Error::SchemaExists { name: to.clone() });
                 }
             }
             RenameStep::LoginRole { from, to } => {
-                let (old, new) = (role_exists(tenancy, from).await?, role_exists(tenancy, to).await?);
+                let (old, new) = (role_exists(db, from).await?, role_exists(db, to).await?);
                 if old && new {
                     return Err(Error::LoginRoleExists { name: to.clone() });
                 }
@@ -475,12 +503,12 @@ async fn cache_can_move(tenancy: &Tenancy) -> Result<bool> {
     Ok(tenancy.cache_store().move_namespace("%probe-from%", "%probe-to%").await?.is_some())
 }
 
-async fn schema_exists(tenancy: &Tenancy, name: &str) -> Result<bool> {
-    storage::exists(tenancy.master(), "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", name).await
+async fn schema_exists(db: &DatabaseConnection, name: &str) -> Result<bool> {
+    storage::exists(db, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", name).await
 }
 
-async fn role_exists(tenancy: &Tenancy, name: &str) -> Result<bool> {
-    storage::exists(tenancy.master(), "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", name).await
+async fn role_exists(db: &DatabaseConnection, name: &str) -> Result<bool> {
+    storage::exists(db, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", name).await
 }
 
 /// A ready tenant is marked `renaming`; a suspended one stays suspended. This process
@@ -503,17 +531,23 @@ async fn stop_serving(tenancy: &Tenancy, tenant: &Tenant) -> Result<()> {
 
 /// Renames the schema and rewrites its mark; after an earlier run renamed it, rewrites the
 /// mark only.
-async fn rename_schema(tenancy: &Tenancy, old: &str, new: &str, to: &TenantId) -> Result<(), BoxError> {
+async fn rename_schema(
+    tenancy: &Tenancy,
+    db: &DatabaseConnection,
+    old: &str,
+    new: &str,
+    to: &TenantId,
+) -> Result<(), BoxError> {
     let master_name = tenancy.master_identity().await?.1.clone();
     let mark = marker::comment_sql(&format!("SCHEMA {}", quote_ident(new)), &master_name, to);
-    let sql = match (schema_exists(tenancy, old).await?, schema_exists(tenancy, new).await?) {
+    let sql = match (schema_exists(db, old).await?, schema_exists(db, new).await?) {
         // One implicit transaction: renamed and marked together.
         (true, false) => format!("ALTER SCHEMA {} RENAME TO {}; {mark}", quote_ident(old), quote_ident(new)),
         (false, true) => mark,
         (true, true) => return Err(format!("both schema '{old}' and schema '{new}' exist").into()),
         (false, false) => return Err(format!("neither schema '{old}' nor schema '{new}' exists").into()),
     };
-    tenancy.master().execute_unprepared(&sql).await?;
+    db.execute_unprepared(&sql).await?;
     Ok(())
 }
 
@@ -523,6 +557,7 @@ async fn rename_schema(tenancy: &Tenancy, old: &str, new: &str, to: &TenantId) -
 /// again.
 async fn rename_login_role(
     tenancy: &Tenancy,
+    db: &DatabaseConnection,
     tenant: &Tenant,
     old: &str,
     new: &str,
@@ -545,16 +580,16 @@ async fn rename_login_role(
     }
     settings.push_str(&marker::comment_sql(&format!("ROLE {quoted}"), &master_name, to));
     settings.push_str(&format!("; ALTER ROLE {quoted} LOGIN"));
-    let sql = match (role_exists(tenancy, old).await?, role_exists(tenancy, new).await?) {
+    let sql = match (role_exists(db, old).await?, role_exists(db, new).await?) {
         (true, false) => {
-            storage::login::close_login_role(tenancy, tenant, old, wait).await?;
+            storage::login::close_login_role_in(tenancy, tenant, tenant.placement().shard(), old, wait).await?;
             format!("ALTER ROLE {} RENAME TO {quoted}; {settings}", quote_ident(old))
         }
         (false, true) => settings,
         (true, true) => return Err(fail(format!("both role '{old}' and role '{new}' exist").into())),
         (false, false) => return Err(fail(format!("neither role '{old}' nor role '{new}' exists").into())),
     };
-    tenancy.master().execute_unprepared(&sql).await.map_err(|err| fail(err.into()))?;
+    db.execute_unprepared(&sql).await.map_err(|err| fail(err.into()))?;
     Ok(())
 }
 

@@ -40,30 +40,48 @@ pub(crate) async fn plan(tenancy: &Tenancy, new: &NewTenant) -> Result<Plan> {
         return Err(Error::SchemaNeedsPostgres { backend: tenancy.backend().name() });
     }
     let login = PlannedLogin::new(tenancy, new.id()).await?;
-    // A clone is made from its template's catalog in the same database: master only.
     let server = match (new.server(), new.template()) {
-        (Some(name), _) => Some(tenancy.server_for_new_tenant(name).await?),
-        (None, None) => Some(tenancy.pick_server().await?),
-        (None, Some(_)) => None,
+        (Some(name), _) => tenancy.server_for_new_tenant(name).await?,
+        (None, None) => tenancy.pick_server().await?,
+        // A clone goes where its template is, if that server takes new tenants: in the
+        // same database it is made from the template's catalog, without migrations.
+        (None, Some(template)) => match template_server(tenancy, template).await? {
+            Some(server) => server,
+            None => tenancy.pick_server().await?,
+        },
     };
-    let shard = match server.filter(|server| !server.is_master()) {
-        Some(server) => {
-            if new.template().is_some() {
-                return Err(Error::ShardNotSupported {
-                    tenant: new.id().to_string(),
-                    what: "cloning from a template into a shard database",
-                });
-            }
+    let shard = match server.is_master() {
+        true => None,
+        false => {
             let shard = super::shard::ensure(tenancy, &server).await?;
             let admin = super::shard::admin(tenancy, &shard).await?;
             Some(ShardTarget { shard, admin })
         }
-        None => None,
     };
     Ok(Plan { name: new.id().to_string(), login, shard })
 }
 
+/// The server of a schema template, if it takes new tenants.
+async fn template_server(tenancy: &Tenancy, template: &crate::TenantId) -> Result<Option<crate::servers::Server>> {
+    let Some(template) = tenancy.find_tenant(template).await? else { return Ok(None) };
+    let Placement::Schema { shard, .. } = template.placement() else { return Ok(None) };
+    let name: crate::servers::ServerName = match shard {
+        Some(shard) => shard.server.parse()?,
+        None => crate::servers::ServerName::master(),
+    };
+    match tenancy.server_for_new_tenant(&name).await {
+        Ok(server) => Ok(Some(server)),
+        Err(Error::ServerNotAccepting { .. } | Error::UnknownServer { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 impl Plan {
+    /// Whether the schema goes in a shard database (not the master's).
+    pub(crate) fn on_shard(&self) -> bool {
+        self.shard.is_some()
+    }
+
     /// The tenant keeps `login`, its role already (a table tenant moving to a schema): the
     /// move's switch gives it the schema's `search_path` and takes the shared tables away.
     pub(crate) fn keep_login(&mut self, id: &crate::TenantId, login: TenantLogin) {

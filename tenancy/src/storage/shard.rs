@@ -15,6 +15,34 @@ use crate::servers::Server;
 use crate::sql::quote_ident;
 use crate::{Result, Tenancy};
 
+/// The database a schema tenant's schema and login role are in: the master's pool, or an
+/// admin connection of its shard, closed after use.
+pub(crate) struct Home {
+    shard: Option<DatabaseConnection>,
+}
+
+impl Home {
+    /// The master database for `None`, else `shard` as its server's admin.
+    pub(crate) async fn open(tenancy: &Tenancy, shard: Option<&ShardDatabase>) -> Result<Home> {
+        Ok(Home {
+            shard: match shard {
+                Some(shard) => Some(admin(tenancy, shard).await?),
+                None => None,
+            },
+        })
+    }
+
+    pub(crate) fn db<'a>(&'a self, tenancy: &'a Tenancy) -> &'a DatabaseConnection {
+        self.shard.as_ref().unwrap_or(tenancy.master())
+    }
+
+    pub(crate) async fn close(self) {
+        if let Some(shard) = self.shard {
+            let _ = shard.close().await;
+        }
+    }
+}
+
 /// A connection as the server's admin to `shard`.
 pub(crate) async fn admin(tenancy: &Tenancy, shard: &ShardDatabase) -> Result<DatabaseConnection> {
     let mut url = tenancy.admin_url_for(&shard.host, shard.port).await?;
