@@ -1,9 +1,11 @@
 //! One `serve` process over tenants spread across three PostgreSQL servers (the main test
 //! server and two of the test's own, [`PgServer`]): schema and table tenants in the
-//! master, database tenants on each server. Every tenant is answered with its own rows
-//! only; then one server is stopped: its tenants get `503` naming the server, every other
-//! tenant keeps getting `200` with its own rows, and none ever sees another tenant's
-//! rows. Once the server is back, its tenants are answered again.
+//! master, database tenants on each server, and schema tenants in the shard databases of
+//! the two others, one placed by the policy and one by `--server`. `showservers` counts
+//! them per server. Every tenant is answered with its own rows only; then one server is
+//! stopped: its tenants (a shard tenant among them) get `503` naming the server, every
+//! other tenant keeps getting `200` with its own rows, and none ever sees another
+//! tenant's rows. Once the server is back, its tenants are answered again.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,8 +16,9 @@ use serde_json::Value;
 use tenancy::servers::NewServer;
 use tenancy_test_support::{PgServer, unique_name};
 
+use crate::commands::text;
 use crate::lifecycle::{Setup, World, expect_ok};
-use crate::move_cli::{seed, strings};
+use crate::move_cli::{create_args_as, seed, strings};
 use crate::move_serve::get;
 
 /// `createtenant` of a database tenant on the server at `127.0.0.1:port`.
@@ -30,6 +33,24 @@ fn create_database_tenant(world: &World, id: &str, port: u16) {
     args.extend(strings(&["--create-database", "--db-name", &db, "--db-user", &user]));
     args.extend(strings(&["--db-host", "127.0.0.1", "--db-port", &port.to_string()]));
     expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), &format!("create {id} on {port}"));
+}
+
+/// `showservers --json`: each server's name and `[database, schema, table]` tenants, in
+/// its order (the master's first, then by name).
+fn showservers_counts(world: &World) -> Vec<(String, [u64; 3])> {
+    let out = world.run(env!("CARGO_BIN_EXE_showservers"), &strings(&["--json"]), None);
+    expect_ok(&out, "showservers --json");
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let count = |server: &Value, mode: &str| server["tenants"][mode].as_u64().expect("a count");
+    listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().expect("a name").to_owned();
+            (name, [count(s, "database"), count(s, "schema"), count(s, "table")])
+        })
+        .collect()
 }
 
 /// `/projects` of `id`: `Ok` when it is exactly the tenant's own seeded project, `Err`
@@ -64,8 +85,28 @@ async fn serve_keeps_answering_the_live_servers_tenants_while_one_server_is_down
     create_database_tenant(&world, &east_db, east.port);
     create_database_tenant(&world, &west_a, west.port);
     create_database_tenant(&world, &west_b, west.port);
-    let live = vec![schema.clone(), table.clone(), main_db.clone(), east_db.clone()];
-    let down = vec![west_a.clone(), west_b.clone()];
+    // Schema tenants on the other servers' shards: by the policy (east has the fewest
+    // tenants: one, against two on the master and two on west), and by name.
+    let (east_schema, west_schema) = (unique_name("es"), unique_name("ws"));
+    let out = world.run(env!("CARGO_BIN_EXE_createtenant"), &create_args_as(&world, &east_schema, "schema"), None);
+    expect_ok(&out, "createtenant --isolation schema by policy");
+    assert!(text(&out.stdout).contains("✓ On server 'east'"), "{}", text(&out.stdout));
+    let mut args = create_args_as(&world, &west_schema, "schema");
+    args.extend(strings(&["--server", "west"]));
+    expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), "createtenant --server west");
+    for (id, server, port) in [(&east_schema, "east", east.port), (&west_schema, "west", west.port)] {
+        let tenant = world.tenancy.get_tenant(id.as_str()).await.expect("registered");
+        let shard = tenant.placement().shard().unwrap_or_else(|| panic!("{id} is not on a shard"));
+        assert_eq!((shard.server.as_str(), shard.port), (server, port), "{id}");
+    }
+    let counts = showservers_counts(&world);
+    assert_eq!(
+        counts,
+        vec![("master".to_owned(), [1, 1, 1]), ("east".to_owned(), [1, 1, 0]), ("west".to_owned(), [2, 1, 0])],
+        "[database, schema, table] per server"
+    );
+    let live = vec![schema.clone(), table.clone(), main_db.clone(), east_db.clone(), east_schema.clone()];
+    let down = vec![west_a.clone(), west_b.clone(), west_schema.clone()];
     for id in live.iter().chain(&down) {
         seed(&world, id).await;
     }

@@ -587,8 +587,7 @@ impl Tenancy {
     /// [`Error::NoActiveServer`] when every server is draining or down.
     pub async fn pick_server(&self) -> Result<Server> {
         let map = self.server_map().await?;
-        let tenants = self.tenants().await?;
-        let counts = overview::count_tenants(&map, &tenants);
+        let counts = overview::count_placed(self, &map).await?;
         map.servers
             .iter()
             .enumerate()

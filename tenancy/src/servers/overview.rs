@@ -88,6 +88,52 @@ pub(super) fn count_tenants(map: &ServerMap, tenants: &[Tenant]) -> Vec<TenantCo
     counts
 }
 
+/// [`count_tenants`] without reading every tenant: the registry grouped by mode and
+/// place in one query (a handful of rows however many tenants there are), each group then
+/// given to its server as [`ServerMap::server_of`] would. Placement runs it for every new
+/// tenant. PostgreSQL masters only (servers need one).
+pub(super) async fn count_placed(tenancy: &Tenancy, map: &ServerMap) -> Result<Vec<TenantCounts>> {
+    if tenancy.backend() != crate::Backend::Postgres {
+        return Ok(count_tenants(map, &tenancy.tenants().await?));
+    }
+    let rows = tenancy
+        .master()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT CAST(isolation_type AS TEXT), config->'shard'->>'server', config->'database'->>'engine',                     config->'database'->>'host', config->'database'->>'port', count(*)              FROM tenancy_tenants GROUP BY 1, 2, 3, 4, 5",
+        ))
+        .await?;
+    let master = map.servers.iter().position(|server| server.is_master());
+    let mut counts = vec![TenantCounts::default(); map.servers.len()];
+    for row in rows {
+        let isolation: String = row.try_get_by_index(0)?;
+        let shard: Option<String> = row.try_get_by_index(1)?;
+        let engine: Option<String> = row.try_get_by_index(2)?;
+        let host: Option<String> = row.try_get_by_index(3)?;
+        let port: Option<String> = row.try_get_by_index(4)?;
+        let n = u64::try_from(row.try_get_by_index::<i64>(5)?).unwrap_or(0);
+        let position = |name: &str| map.servers.iter().position(|server| server.name.as_str() == name);
+        let (at, slot): (Option<usize>, fn(&mut TenantCounts) -> &mut u64) = match isolation.parse::<Isolation>() {
+            Ok(Isolation::Database) => match (engine.as_deref(), host, port.and_then(|p| p.parse::<u16>().ok())) {
+                (Some("postgres"), Some(host), Some(port)) => {
+                    (map.servers.iter().position(|server| server.is_at(&host, port)), |c| &mut c.database)
+                }
+                _ => continue,
+            },
+            Ok(Isolation::Schema) => match shard {
+                Some(name) => (position(&name), |c| &mut c.schema),
+                None => (master, |c| &mut c.schema),
+            },
+            Ok(Isolation::Table) => (master, |c| &mut c.table),
+            Ok(Isolation::Cache) | Err(_) => continue,
+        };
+        if let Some(at) = at {
+            *slot(&mut counts[at]) += n;
+        }
+    }
+    Ok(counts)
+}
+
 /// Checks that the connected role may create databases and roles.
 pub(super) async fn check_admin(conn: &DatabaseConnection) -> Result<()> {
     let row = conn
@@ -130,6 +176,11 @@ impl Tenancy {
                 .collect();
             if server.is_master() {
                 databases.extend(master_db.clone());
+            }
+            // The shard database of this master's schema tenants there.
+            let at = map.servers.iter().position(|s| s.name == server.name);
+            if !server.is_master() && at.is_some_and(|at| counts[at].schema > 0) {
+                databases.extend(master_db.as_deref().map(crate::registry::placement::ShardDatabase::name_for));
             }
             async move {
                 match tokio::time::timeout(PROBE_TIMEOUT, self.probe(server, &databases)).await {
