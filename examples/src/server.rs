@@ -60,7 +60,9 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
         TENANCY_BIND         address to listen on (default: 127.0.0.1:8080)\n  \
         TENANCY_BASE_DOMAIN  domain the tenants' subdomains are under (default: localhost)\n  \
         TENANCY_CACHE_URL    Redis for the tenants' cache namespaces (default: in-process cache)\n  \
-        TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)",
+        TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)\n  \
+        TENANCY_CONNECTION_BUDGET         connections all tenant pools may hold together\n  \
+        TENANCY_SERVER_CONNECTION_BUDGET  connections the tenant pools of one server may hold",
         &[
             (Exit::Success, Some("stopped by Ctrl-C or SIGTERM")),
             (Exit::Failed, Some("cannot listen, or the server failed")),
@@ -91,6 +93,20 @@ pub struct ServeArgs {
     /// The first part of every cache key, so several apps can share one Redis
     #[arg(long, env = "TENANCY_CACHE_PREFIX", default_value = "tenancy", value_name = "PREFIX")]
     pub cache_prefix: String,
+
+    /// The most connections all tenant pools may hold together [default: 20]
+    #[arg(long, env = "TENANCY_CONNECTION_BUDGET", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connection_budget: Option<u32>,
+
+    /// The most connections the tenant pools of any one server may hold together
+    /// [default: the whole --connection-budget]
+    #[arg(
+        long,
+        env = "TENANCY_SERVER_CONNECTION_BUDGET",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub server_connection_budget: Option<u32>,
 
     /// The master database.
     #[command(flatten)]
@@ -124,7 +140,14 @@ async fn run(args: ServeArgs) -> Result<(), Error> {
         Some(url) => CacheConfig::redis(url),
         None => CacheConfig::memory(),
     };
-    let tenancy = Tenancy::builder(args.master.database_url).cache(cache.prefix(args.cache_prefix)).connect().await?;
+    let mut builder = Tenancy::builder(args.master.database_url).cache(cache.prefix(args.cache_prefix));
+    if let Some(budget) = args.connection_budget {
+        builder = builder.tenant_connection_budget(budget);
+    }
+    if let Some(budget) = args.server_connection_budget {
+        builder = builder.server_connection_budget(budget);
+    }
+    let tenancy = builder.connect().await?;
     let listener =
         tokio::net::TcpListener::bind(args.bind).await.map_err(|source| Error::Bind { addr: args.bind, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr: args.bind, source })?;

@@ -84,6 +84,26 @@ fn reader(addr: SocketAddr, tenants: Vec<String>, moving: String, worker: usize,
     seen
 }
 
+/// The example app's `serve` on a free loopback port with `extra` flags (its log in
+/// `serve.log` of the world's folder), and the address it listens on.
+pub(crate) fn spawn_serve(world: &World, extra: &[&str]) -> (std::process::Child, SocketAddr) {
+    let mut args = strings(&["--bind", "127.0.0.1:0", "--base-domain", "tenants.test"]);
+    args.extend(strings(extra));
+    let mut child = world
+        .command(env!("CARGO_BIN_EXE_serve"), &args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(world.dir.path().join("serve.log")).expect("log file"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("serve's first line");
+    let addr: SocketAddr =
+        line.trim().strip_prefix("listening on http://").expect("serve's address").parse().expect("an address");
+    (child, addr)
+}
+
 #[tokio::test]
 async fn serve_follows_a_move_made_by_another_process() {
     let Some(world) = World::new(Setup::PgSchema).await else { return };
@@ -95,18 +115,7 @@ async fn serve_follows_a_move_made_by_another_process() {
     }
     let before: Rows = rows(&world, &crate::move_cli::Place::Schema, &moving).await;
 
-    let mut child = world
-        .command(env!("CARGO_BIN_EXE_serve"), &strings(&["--bind", "127.0.0.1:0", "--base-domain", "tenants.test"]))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(world.dir.path().join("serve.log")).expect("log file"))
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start serve");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("serve's first line");
-    let addr: SocketAddr =
-        line.trim().strip_prefix("listening on http://").expect("serve's address").parse().expect("an address");
+    let (mut child, addr) = spawn_serve(&world, &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tenants = vec![moving.clone(), table.clone(), database.clone()];

@@ -1,15 +1,13 @@
 //! One `serve` process over tenants spread across three PostgreSQL servers (the main test
 //! server and two of the test's own, [`PgServer`]): schema and table tenants in the
 //! master, database tenants on each server, and schema tenants in the shard databases of
-//! the two others, one placed by the policy and one by `--server`. `showservers` counts
+//! the two others, placed by the policy or by `--server`. `showservers` counts
 //! them per server. Every tenant is answered with its own rows only; then one server is
 //! stopped: its tenants (a shard tenant among them) get `503` naming the server, every
 //! other tenant keeps getting `200` with its own rows, and none ever sees another
 //! tenant's rows. Once the server is back, its tenants are answered again.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,10 +17,11 @@ use tenancy_test_support::{PgServer, unique_name};
 use crate::commands::text;
 use crate::lifecycle::{Setup, World, expect_ok};
 use crate::move_cli::{create_args_as, seed, strings};
-use crate::move_serve::get;
+use crate::move_serve::{get, spawn_serve};
 
-/// `createtenant` of a database tenant on the server at `127.0.0.1:port`.
-fn create_database_tenant(world: &World, id: &str, port: u16) {
+/// `createtenant` of a database tenant on the server `server` names, or (`None`) where
+/// the placement policy puts it; checks that it is on the server at `port`.
+async fn create_database_tenant(world: &World, id: &str, server: Option<&str>, port: u16) {
     let (db, user) = (World::db_name(id), World::db_user(id));
     if port == 5432 {
         let pg = world.pg.as_ref().expect("PostgreSQL");
@@ -31,8 +30,23 @@ fn create_database_tenant(world: &World, id: &str, port: u16) {
     }
     let mut args = strings(&["--id", id, "--name", id, "--isolation", "database", "--migrate", "--no-input"]);
     args.extend(strings(&["--create-database", "--db-name", &db, "--db-user", &user]));
-    args.extend(strings(&["--db-host", "127.0.0.1", "--db-port", &port.to_string()]));
-    expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), &format!("create {id} on {port}"));
+    if let Some(server) = server {
+        args.extend(strings(&["--server", server]));
+    }
+    expect_ok(&world.run(env!("CARGO_BIN_EXE_createtenant"), &args, None), &format!("create {id} on {server:?}"));
+    let tenant = world.tenancy.get_tenant(id).await.expect("registered");
+    match tenant.placement() {
+        tenancy::Placement::Database(tenancy::TenantDatabase::Postgres(db)) => assert_eq!(db.port, port, "{id}"),
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// The TCP connections process `pid` holds open to `server` (read with `ss`).
+fn connections_of(pid: u32, server: &PgServer) -> usize {
+    let port = format!("dport = :{}", server.port);
+    let out = std::process::Command::new("ss").args(["-Htnp", "state", "established", &port]).output().expect("run ss");
+    assert!(out.status.success(), "ss: {}", text(&out.stderr));
+    text(&out.stdout).lines().filter(|line| line.contains(&format!("pid={pid},"))).count()
 }
 
 /// `showservers --json`: each server's name and `[database, schema, table]` tenants, in
@@ -79,12 +93,15 @@ async fn serve_keeps_answering_the_live_servers_tenants_while_one_server_is_down
     }
     let (schema, table, main_db) = (unique_name("s"), unique_name("t"), unique_name("m"));
     let (east_db, west_a, west_b) = (unique_name("e"), unique_name("wa"), unique_name("wb"));
+    // By the policy (fewest database and schema tenants per weight; ties to the master,
+    // then by name) or by name.
     crate::move_cli::create_as(&world, &schema, "schema");
+    assert!(world.tenancy.get_tenant(schema.as_str()).await.expect("registered").placement().shard().is_none());
     crate::move_cli::create_as(&world, &table, "table");
-    create_database_tenant(&world, &main_db, 5432);
-    create_database_tenant(&world, &east_db, east.port);
-    create_database_tenant(&world, &west_a, west.port);
-    create_database_tenant(&world, &west_b, west.port);
+    create_database_tenant(&world, &main_db, Some("master"), 5432).await;
+    create_database_tenant(&world, &east_db, None, east.port).await;
+    create_database_tenant(&world, &west_a, Some("west"), west.port).await;
+    create_database_tenant(&world, &west_b, Some("west"), west.port).await;
     // Schema tenants on the other servers' shards: by the policy (east has the fewest
     // tenants: one, against two on the master and two on west), and by name.
     let (east_schema, west_schema) = (unique_name("es"), unique_name("ws"));
@@ -111,23 +128,20 @@ async fn serve_keeps_answering_the_live_servers_tenants_while_one_server_is_down
         seed(&world, id).await;
     }
 
-    let mut child = world
-        .command(env!("CARGO_BIN_EXE_serve"), &strings(&["--bind", "127.0.0.1:0", "--base-domain", "tenants.test"]))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(world.dir.path().join("serve.log")).expect("log file"))
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start serve");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("serve's first line");
-    let addr: SocketAddr =
-        line.trim().strip_prefix("listening on http://").expect("serve's address").parse().expect("an address");
+    // One pool per server at a time (two connections each): a server's tenants take turns
+    // (without the flag west's three would hold three connections).
+    let (mut child, addr) = spawn_serve(&world, &["--connection-budget", "8", "--server-connection-budget", "2"]);
+    let serve_pid = child.id();
 
     let checked = std::panic::AssertUnwindSafe(|| {
         // Every tenant answered with its own rows (their pools are open when west stops).
         for id in live.iter().chain(&down) {
             projects(addr, id).unwrap_or_else(|err| panic!("{id} before the outage: {err:?}"));
+        }
+        // Each server holds at most its budget of the tenants' connections.
+        for (name, server) in [("east", &east), ("west", &west)] {
+            let open = connections_of(serve_pid, server);
+            assert!((1..=2).contains(&open), "serve holds {open} connections to {name}, its budget is 2");
         }
 
         west.stop();

@@ -610,3 +610,74 @@ async fn movetenant_moves_schema_tenants_between_servers_and_places_by_policy() 
         expect_ok(&world.delete(id, &[], None), "deletetenant");
     }
 }
+
+/// Whether the schema `schema` and the role `role` exist in `database` on the server at
+/// `port` (the master's server, or one of the test's), as its superuser sees it.
+async fn schema_and_role_at(servers: &[Far], port: u16, database: &str, schema: &str, role: &str) -> (bool, bool) {
+    let conn = connect(&url_at(servers, port, database)).await;
+    let found = |sql: &'static str, value: &str| {
+        let value = value.to_owned();
+        let conn = &conn;
+        async move { !strings_of(conn, sql, vec![value.into()]).await.is_empty() }
+    };
+    let schema = found("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", schema).await;
+    let role = found("SELECT rolname::text FROM pg_roles WHERE rolname = $1", role).await;
+    conn.close().await.expect("close");
+    (schema, role)
+}
+
+/// `movetenant --to schema --server … --drop-source` killed (as `SIGKILL` would) after each
+/// step in turn, the tenant going back and forth between the master database and db2's
+/// shard: before the switch the registry still points at the source (status `moving`),
+/// after it at the target; each time the same command run again finishes the move, with
+/// the rows intact, and nothing of the tenant is left on the server it left.
+#[tokio::test]
+async fn movetenant_between_servers_killed_after_every_step_is_finished_by_a_rerun() {
+    let Some((world, servers)) = world_and(1).await else { return };
+    add(&world, "db2", &servers[0], &[]);
+    let master_db = world.scalar("SELECT current_database()::text", vec![]).await.expect("the master database");
+    let shard_db = tenancy::ShardDatabase::name_for(&master_db);
+    let id = unique_name("k");
+    let mut args = create_args_as(&world, &id, "schema");
+    args.extend(strings(&["--server", "master"]));
+    expect_ok(&run(&world, env!("CARGO_BIN_EXE_createtenant"), &args, None), "createtenant on master");
+    seed(&world, &id).await;
+    world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
+    let login = world
+        .tenancy
+        .get_tenant(id.as_str())
+        .await
+        .expect("registered")
+        .placement()
+        .login()
+        .expect("a role")
+        .user
+        .clone();
+    let places = [("master", MAIN_PORT, master_db.as_str()), ("db2", servers[0].port(), shard_db.as_str())];
+
+    for (n, step) in ["freeze", "provision", "copy", "verify", "switch"].into_iter().enumerate() {
+        let (from, to) = if n % 2 == 0 { (places[0], places[1]) } else { (places[1], places[0]) };
+        let args = strings(&[&id, "--to", "schema", "--server", to.0, "--yes", "--drop-source"]);
+        let out = world.run(env!("CARGO_BIN_EXE_movetenant"), &args, Some(step));
+        assert!(crate::lifecycle::killed(&out), "not stopped after {step}: {}", output(&out));
+        let status = if step == "switch" { "ready" } else { "moving" };
+        assert_eq!(registry(&world, &id).await, Some(("schema".to_owned(), status.to_owned())), "after {step}");
+        let at = world.tenancy.get_tenant(id.as_str()).await.expect("registered");
+        let server = at.placement().shard().map_or("master", |shard| shard.server.as_str()).to_owned();
+        let expected = if step == "switch" { to.0 } else { from.0 };
+        assert_eq!(server, expected, "the registry after {step}");
+
+        expect_ok(&world.run(env!("CARGO_BIN_EXE_movetenant"), &args, None), &format!("the re-run after {step}"));
+        assert_eq!(registry(&world, &id).await, Some(("schema".to_owned(), "ready".to_owned())), "after {step}");
+        let at = world.tenancy.get_tenant(id.as_str()).await.expect("registered");
+        assert_eq!(at.placement().shard().map_or("master", |shard| shard.server.as_str()), to.0, "after {step}");
+        assert_eq!(schema_and_role_at(&servers, to.1, to.2, &id, &login).await, (true, true), "{step}: target");
+        assert_eq!(schema_and_role_at(&servers, from.1, from.2, &id, &login).await, (false, false), "{step}: source");
+        let out = shell(&world, &id, "SELECT name FROM projects ORDER BY id");
+        expect_ok(&out, "a read through tenantshell");
+        assert!(text(&out.stdout).contains(&format!("{id} project")), "after {step}: {}", output(&out));
+        assert!(world.tenancy.leftovers(Some(&id.parse().expect("an id"))).await.expect("leftovers").is_empty());
+    }
+    world.tenancy.reset_tenant_pool(&id.parse().expect("an id"));
+    expect_ok(&world.delete(&id, &[], None), "deletetenant");
+}

@@ -13,19 +13,10 @@ use std::time::Instant;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tenancy::{Isolation, NewTenant, Tenancy};
-use tenancy_test_support::{PgMaster, TempDir, unique_name};
+use tenancy_test_support::{PgMaster, TempDir, peak_rss_kib, unique_name};
 
 const BUDGET: u32 = 20;
 const PER_POOL: u32 = 2;
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::main]
 async fn main() {

@@ -25,7 +25,7 @@ use sea_orm_migration::prelude::*;
 use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_migrate::fleet::{FleetOptions, migrate_all};
 use tenancy_migrate::{MigrateOnCreate, Migrators};
-use tenancy_test_support::{PgMaster, TempDir};
+use tenancy_test_support::{PgMaster, TempDir, peak_rss_kib, reset_peak_rss};
 
 #[derive(DeriveMigrationName)]
 struct m20260401_000001_create_labels;
@@ -85,20 +85,6 @@ async fn floor(db: &DatabaseConnection, schema: &str, create: bool, migrations: 
         migration.up(&manager).await.expect("floor migration");
     }
     txn.commit().await.expect("commit");
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets the process's peak RSS (VmHWM) to the current RSS.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn per_tenant(total: Duration, n: usize) -> f64 {

@@ -11,8 +11,10 @@
 //!    `--jobs-per-server J`.
 //! 2. **Three servers.** A second fresh master with the two extra servers registered;
 //!    N schema tenants, one creator per server in parallel (each on its own server's shard
-//!    database: no shared catalog row between them); the placement policy's counts are
-//!    checked equal; the same fleet migration with `--jobs-per-server J` (so 3 J at once).
+//!    database: no shared catalog row between them); the servers' counts (as
+//!    `showservers` gives them) are checked equal; the same fleet migration at the same
+//!    total concurrency (`--jobs J`), then, with the migration taken out again by SQL,
+//!    with `--jobs-per-server J` (so 3 J at once).
 //! 3. Ratios three / one, and the peak RSS of the process during each fleet run (the
 //!    high-water mark is reset before each).
 //!
@@ -32,7 +34,7 @@ use tenancy::servers::{NewServer, ServerName};
 use tenancy::{Isolation, NewTenant, Tenancy};
 use tenancy_migrate::fleet::{FleetOptions, migrate_all};
 use tenancy_migrate::{MigrateOnCreate, Migrators};
-use tenancy_test_support::{PgMaster, PgServer, TempDir};
+use tenancy_test_support::{PgMaster, PgServer, TempDir, peak_rss_kib, reset_peak_rss};
 
 #[derive(DeriveMigrationName)]
 struct m20260501_000001_create_badges;
@@ -68,20 +70,6 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets the process's peak RSS (VmHWM) to the current RSS.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// Creates `ids` on `server` one after another.
 async fn create_on(tenancy: &Tenancy, server: ServerName, ids: Vec<String>) {
     for id in ids {
@@ -90,29 +78,46 @@ async fn create_on(tenancy: &Tenancy, server: ServerName, ids: Vec<String>) {
     }
 }
 
-struct Measured {
-    create: Duration,
-    migrate: Duration,
-    peak_rss_kib: u64,
-}
-
-async fn measure(tenancy: &Tenancy, servers: &[ServerName], n: usize, jobs_per_server: usize) -> Measured {
+/// Creates `n` schema tenants spread evenly over `servers` (named), one creator per server
+/// in parallel; how long it took.
+async fn create(tenancy: &Tenancy, servers: &[ServerName], n: usize) -> Duration {
     let started = Instant::now();
     let creators = servers.iter().enumerate().map(|(at, server)| {
         let ids = (0..n).filter(|i| i % servers.len() == at).map(|i| format!("t_{i}")).collect();
         create_on(tenancy, server.clone(), ids)
     });
     join_all(creators).await;
-    let create = started.elapsed();
+    started.elapsed()
+}
 
+/// One fleet run that applies the new migration to all `n` tenants, at most `jobs` at once
+/// and `jobs_per_server` per server: how long it took and the process's peak RSS meanwhile.
+async fn migrate(tenancy: &Tenancy, n: usize, jobs: usize, jobs_per_server: usize) -> (Duration, u64) {
     reset_peak_rss();
-    let options = FleetOptions { jobs: jobs_per_server * servers.len(), ..FleetOptions::default() };
+    let options = FleetOptions { jobs, jobs_per_server, ..FleetOptions::default() };
     let started = Instant::now();
     let report = migrate_all(tenancy, &Migrators::new(WithBadges), &options, &|_| {}).await.expect("fleet run");
-    let migrate = started.elapsed();
+    let took = started.elapsed();
     assert!(report.succeeded(), "fleet run failed");
     assert_eq!(report.count(tenancy::ledger::TenantOutcome::Migrated), n);
-    Measured { create, migrate, peak_rss_kib: peak_rss_kib() }
+    (took, peak_rss_kib())
+}
+
+/// Takes the new migration back out of every tenant schema of `database` (its table and
+/// its history row), so that another fleet run applies it again.
+async fn unapply(url: &str) {
+    let db = sea_orm::Database::connect(url.to_owned()).await.expect("connect");
+    db.execute_unprepared(
+        "DO $$ DECLARE s text; BEGIN \
+           FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%' LOOP \
+             EXECUTE format('DROP TABLE %I.badges', s); \
+             EXECUTE format('DELETE FROM %I.seaql_migrations WHERE version = %L', s, 'm20260501_000001_create_badges'); \
+           END LOOP; \
+         END $$",
+    )
+    .await
+    .expect("unapply the new migration");
+    db.close().await.expect("close");
 }
 
 #[tokio::main]
@@ -132,7 +137,8 @@ async fn main() {
     };
     let one_dir = TempDir::new();
     let one = one_pg.tenancy(&one_dir).await;
-    let single = measure(&one, &[ServerName::master()], n, jobs).await;
+    let single_create = create(&one, &[ServerName::master()], n).await;
+    let single = migrate(&one, n, jobs, jobs).await;
     drop(one);
     drop(one_pg);
 
@@ -148,29 +154,46 @@ async fn main() {
     }
     let names: Vec<ServerName> =
         ["master", "second", "third"].iter().map(|name| name.parse().expect("valid name")).collect();
-    let spread = measure(&three, &names, n, jobs).await;
+    let spread_create = create(&three, &names, n).await;
     let overviews = three.server_overviews().await.expect("overviews");
     let counts: Vec<(String, u64)> = overviews.iter().map(|o| (o.server.name.to_string(), o.tenants.schema)).collect();
     assert!(counts.iter().all(|(_, c)| c.abs_diff((n / 3) as u64) <= 1), "uneven spread: {counts:?}");
+    // The same total concurrency as the one server (`--jobs J`), then J per server.
+    let same_total = migrate(&three, n, jobs, jobs).await;
+    let shard = tenancy::ShardDatabase::name_for(&three_pg.name);
+    unapply(&three_pg.url).await;
+    for server in [&second, &third] {
+        unapply(&server.url(&shard)).await;
+    }
+    let per_server = migrate(&three, n, jobs * names.len(), jobs).await;
     drop(three);
     drop(three_pg);
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!("| servers | create s | tenants/s | fleet migrate s | tenants/s | peak RSS during the fleet run |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (label, m) in [("1", &single), ("3", &spread)] {
+    println!(
+        "| servers | create s | tenants/s | fleet run | fleet migrate s | tenants/s | peak RSS during the fleet run |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let rows = [
+        ("1", single_create, format!("--jobs {jobs}"), single),
+        ("3", spread_create, format!("--jobs {jobs} --jobs-per-server {jobs}"), same_total),
+        ("3", spread_create, format!("--jobs {} --jobs-per-server {jobs}", jobs * names.len()), per_server),
+    ];
+    for (label, create, run, (migrate, peak)) in &rows {
         println!(
-            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {} MiB |",
-            m.create.as_secs_f64(),
-            rate(m.create),
-            m.migrate.as_secs_f64(),
-            rate(m.migrate),
-            m.peak_rss_kib / 1024
+            "| {label} | {:.1} | {:.1} | `{run}` | {:.1} | {:.1} | {} MiB |",
+            create.as_secs_f64(),
+            rate(*create),
+            migrate.as_secs_f64(),
+            rate(*migrate),
+            peak / 1024
         );
     }
     println!(
-        "ratio three servers / one server: create {:.2}, fleet migrate {:.2} (below 1: faster); servers' schema tenants: {counts:?}",
-        spread.create.as_secs_f64() / single.create.as_secs_f64(),
-        spread.migrate.as_secs_f64() / single.migrate.as_secs_f64()
+        "ratios three servers / one server: create {:.2}; fleet migrate {:.2} at the same total concurrency, \
+         {:.2} at {jobs} per server (below 1: faster); servers' schema tenants: {counts:?}",
+        spread_create.as_secs_f64() / single_create.as_secs_f64(),
+        same_total.0.as_secs_f64() / single.0.as_secs_f64(),
+        per_server.0.as_secs_f64() / single.0.as_secs_f64()
     );
 }

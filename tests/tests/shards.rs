@@ -187,10 +187,17 @@ async fn a_fleet_run_migrates_shard_tenants_and_deleting_one_removes_it_from_the
     assert!(!exists(&ctx.second_server().await, "SELECT 1 FROM pg_roles WHERE rolname = $1", &login).await);
 }
 
-/// Vetoes the last step: the shard's transaction has committed, the master's has not.
-struct VetoReady;
+/// The example app's migrations, with a veto after one provisioning step or one move
+/// step.
+enum Veto {
+    /// After this step of a creation (`MarkReady`: the shard's transaction has committed,
+    /// the master's has not).
+    Provision(ProvisionStep),
+    /// After this step of a move.
+    Move(&'static str),
+}
 
-impl ProvisionHooks for VetoReady {
+impl ProvisionHooks for Veto {
     fn migrate<'a>(
         &'a self,
         tenancy: &'a Tenancy,
@@ -200,9 +207,24 @@ impl ProvisionHooks for VetoReady {
         Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
     }
 
+    fn check_version<'a>(
+        &'a self,
+        tenancy: &'a Tenancy,
+        tenant: &'a tenancy::Tenant,
+    ) -> tenancy::BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { MigrateOnCreate::new(&Migrator).check_version(tenancy, tenant).await })
+    }
+
     fn after_step(&self, step: ProvisionStep) -> Result<(), BoxError> {
-        match step {
-            ProvisionStep::MarkReady => Err("vetoed".into()),
+        match self {
+            Veto::Provision(vetoed) if *vetoed == step => Err("vetoed".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
+        match self {
+            Veto::Move(vetoed) if *vetoed == step => Err(format!("vetoed after {step}").into()),
             _ => Ok(()),
         }
     }
@@ -214,7 +236,7 @@ async fn a_failure_after_the_shard_committed_is_undone_on_the_shard() {
     let id: TenantId = unique_name("veto").parse().expect("valid id");
     let new =
         NewTenant::new(id.clone(), "Veto", Isolation::Schema).expect("new").migrate(true).on_server(Ctx::shard2());
-    let err = ctx.tenancy.create_tenant(new, &VetoReady).await.expect_err("vetoed");
+    let err = ctx.tenancy.create_tenant(new, &Veto::Provision(ProvisionStep::MarkReady)).await.expect_err("vetoed");
     assert!(matches!(err, Error::ProvisioningFailed { .. }), "{err:?}");
     assert!(ctx.tenancy.get_tenant(&id).await.is_err(), "no registry row");
     let shard_db = ctx.shard().await;
@@ -392,7 +414,7 @@ async fn a_failed_move_onto_a_shard_is_undone_there() {
     seed(&ctx, &id, 5).await;
     let err = ctx
         .tenancy
-        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())), &FailAfter("copy"))
+        .move_tenant(&id, &MoveOptions::new(MoveTo::SchemaOn(Ctx::shard2())), &Veto::Move("copy"))
         .await
         .expect_err("vetoed after the copy");
     assert!(matches!(err, Error::MoveFailed { .. }), "{err:?}");
@@ -405,35 +427,6 @@ async fn a_failed_move_onto_a_shard_is_undone_there() {
     assert_eq!(role_can_login(&ctx.second_server().await, &login).await, None, "no role left on shard2");
     let handle = ctx.tenancy.tenant(&id).await.expect("served again");
     assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 5);
-}
-
-/// Fails a move after the named step.
-struct FailAfter(&'static str);
-
-impl ProvisionHooks for FailAfter {
-    fn migrate<'a>(
-        &'a self,
-        tenancy: &'a Tenancy,
-        tenant: &'a tenancy::Tenant,
-        within: Option<&'a sea_orm::DatabaseTransaction>,
-    ) -> tenancy::BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move { MigrateOnCreate::new(&Migrator).migrate(tenancy, tenant, within).await })
-    }
-
-    fn check_version<'a>(
-        &'a self,
-        tenancy: &'a Tenancy,
-        tenant: &'a tenancy::Tenant,
-    ) -> tenancy::BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move { MigrateOnCreate::new(&Migrator).check_version(tenancy, tenant).await })
-    }
-
-    fn after_move_step(&self, step: &str) -> Result<(), BoxError> {
-        match step == self.0 {
-            true => Err(format!("vetoed after {step}").into()),
-            false => Ok(()),
-        }
-    }
 }
 
 /// A shard tenant renamed: schema and role renamed on its shard's server (the password

@@ -56,6 +56,7 @@ mod renametenant;
 mod showservers;
 mod showtenants;
 mod suspension;
+mod table;
 mod tenancydoctor;
 mod tenantshell;
 

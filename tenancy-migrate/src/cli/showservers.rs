@@ -95,8 +95,7 @@ fn describe(overview: &ServerOverview) -> serde_json::Value {
 
 /// An aligned text table, with the reasons of servers that are down below it.
 fn table(overviews: &[ServerOverview]) -> String {
-    let header =
-        ["NAME", "ADDRESS", "STATE", "WEIGHT", "TENANTS (D/S/T)", "SIZE", "CONNECTIONS", "HEALTH"].map(str::to_owned);
+    let header = ["NAME", "ADDRESS", "STATE", "WEIGHT", "TENANTS (D/S/T)", "SIZE", "CONNECTIONS", "HEALTH"];
     let mut notes = Vec::new();
     let rows: Vec<[String; 8]> = overviews
         .iter()
@@ -125,18 +124,7 @@ fn table(overviews: &[ServerOverview]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = super::table::aligned(header, &rows);
     if overviews.is_empty() {
         out.push_str("(no servers: a SQLite master has none)\n");
     }

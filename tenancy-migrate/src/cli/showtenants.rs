@@ -66,10 +66,9 @@ async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
     Ok(())
 }
 
-/// An aligned text table. Written by hand: a table crate would be a dependency for
-/// twenty lines.
+/// An aligned text table.
 fn table(plans: &[TenantPlan]) -> String {
-    let header = ["ID", "NAME", "ISOLATION", "STATUS", "SERVER", "LOCATION", "APPLIED", "PENDING"].map(str::to_owned);
+    let header = ["ID", "NAME", "ISOLATION", "STATUS", "SERVER", "LOCATION", "APPLIED", "PENDING"];
     let rows: Vec<[String; 8]> = plans
         .iter()
         .map(|p| {
@@ -88,18 +87,7 @@ fn table(plans: &[TenantPlan]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = super::table::aligned(header, &rows);
     if plans.is_empty() {
         out.push_str("(no tenants)\n");
     }

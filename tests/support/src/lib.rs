@@ -33,6 +33,23 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The process's peak resident memory (`VmHWM` of `/proc/self/status`), in KiB; 0 where
+/// it cannot be read. Benchmarks report it.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the process's peak resident memory to the current one, so that
+/// [`peak_rss_kib`] measures one phase (Linux: writing 5 to `/proc/self/clear_refs`).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// A name no other test (in this or a parallel process) uses: `prefix_<pid>_<n>_<nanos>`,
 /// lower-case and short enough for a tenant id.
 pub fn unique_name(prefix: &str) -> String {
