@@ -96,9 +96,11 @@ enum Target<'a> {
     /// A connection of the master pool; `schema` is set as the transaction's only
     /// `search_path` entry.
     Master { db: &'a DatabaseConnection, schema: Option<&'a str> },
-    /// A connection of the tenant's own (closed afterwards); `schema` as for `Master` (a
-    /// schema tenant on a shard database).
+    /// A connection of the tenant's own (closed afterwards); `schema` as for `Master`.
     Own(DatabaseConnection, Option<&'a str>),
+    /// The admin pool of a shard database, kept for the next tenant there; `schema` as
+    /// for `Master`.
+    Shard(DatabaseConnection, &'a str),
 }
 
 /// Applies the pending migrations of `migrator` to one tenant. `fresh` skips the
@@ -114,6 +116,9 @@ pub(crate) async fn migrate_one(
         Placement::Schema { schema, shard: None, .. } => {
             (Target::Master { db: tenancy.master(), schema: Some(schema) }, tenant.id().as_str())
         }
+        Placement::Schema { schema, shard: Some(shard), .. } => {
+            (Target::Shard(tenancy.shard_admin_pool(shard).await?, schema), tenant.id().as_str())
+        }
         placement => match tenancy.connect_storage(tenant).await? {
             Some(conn) => (Target::Own(conn, placement.schema()), tenant.id().as_str()),
             None => return Ok(MigrationOutcome::NothingToMigrate),
@@ -122,6 +127,7 @@ pub(crate) async fn migrate_one(
     let (db, schema) = match &target {
         Target::Master { db, schema } => (*db, *schema),
         Target::Own(conn, schema) => (conn, *schema),
+        Target::Shard(pool, schema) => (pool, Some(*schema)),
     };
     // Table tenants' migrations change the shared tables: the row-security step secures
     // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
@@ -461,6 +467,9 @@ pub(crate) async fn applied_read_only(
         Placement::Cache => return Ok(HashSet::new()),
         Placement::Table { .. } => applied_versions(tenancy.master(), None, &table).await,
         Placement::Schema { schema, shard: None, .. } => applied_versions(tenancy.master(), Some(schema), &table).await,
+        Placement::Schema { schema, shard: Some(shard), .. } => {
+            applied_versions(&tenancy.shard_admin_pool(shard).await?, Some(schema), &table).await
+        }
         placement => {
             let Some(conn) = tenancy.connect_storage(tenant).await? else { return Ok(HashSet::new()) };
             let applied = applied_versions(&conn, placement.schema(), &table).await;

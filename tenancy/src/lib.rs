@@ -378,6 +378,7 @@ pub use crate::connection::context::{current, scope, spawn};
 pub use crate::connection::layer::{DEFAULT_RETRY_AFTER, TenantLayer, TenantResolver, TenantService};
 pub use crate::connection::pools::{
     DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
+    SHARD_POOL_CONNECTIONS,
 };
 pub use crate::connection::transaction::TenantTransaction;
 pub use crate::connection::url::{Backend, DEFAULT_MASTER_URL, DEFAULT_POSTGRES_PORT, master_url_from_env, redact_url};

@@ -13,8 +13,8 @@
 //!    N schema tenants, one creator per server in parallel (each on its own server's shard
 //!    database: no shared catalog row between them); the servers' counts (as
 //!    `showservers` gives them) are checked equal; the same fleet migration at the same
-//!    total concurrency (`--jobs J`), then, with the migration taken out again by SQL,
-//!    with `--jobs-per-server J` (so 3 J at once).
+//!    total concurrency (`--jobs J`); then all of it again on a third fresh master, the
+//!    fleet migration with `--jobs-per-server J` (so 3 J at once).
 //! 3. Ratios three / one, and the peak RSS of the process during each fleet run (the
 //!    high-water mark is reset before each).
 //!
@@ -100,24 +100,27 @@ async fn migrate(tenancy: &Tenancy, n: usize, jobs: usize, jobs_per_server: usiz
     let took = started.elapsed();
     assert!(report.succeeded(), "fleet run failed");
     assert_eq!(report.count(tenancy::ledger::TenantOutcome::Migrated), n);
-    (took, peak_rss_kib())
-}
-
-/// Takes the new migration back out of every tenant schema of `database` (its table and
-/// its history row), so that another fleet run applies it again.
-async fn unapply(url: &str) {
-    let db = sea_orm::Database::connect(url.to_owned()).await.expect("connect");
-    db.execute_unprepared(
-        "DO $$ DECLARE s text; BEGIN \
-           FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%' LOOP \
-             EXECUTE format('DROP TABLE %I.badges', s); \
-             EXECUTE format('DELETE FROM %I.seaql_migrations WHERE version = %L', s, 'm20260501_000001_create_badges'); \
-           END LOOP; \
-         END $$",
-    )
-    .await
-    .expect("unapply the new migration");
-    db.close().await.expect("close");
+    let peak = peak_rss_kib();
+    // Where the time goes: each tenant's own time, as the ledger recorded it, per server.
+    let rows = tenancy
+        .master()
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT coalesce(server, '?'), avg(duration_ms)::float8 FROM tenancy_migration_ledger \
+             GROUP BY 1 ORDER BY 1",
+        ))
+        .await
+        .expect("the ledger");
+    let per_server: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let (server, ms): (String, f64) =
+                (row.try_get_by_index(0).expect("server"), row.try_get_by_index(1).expect("mean"));
+            format!("{server} {ms:.1} ms")
+        })
+        .collect();
+    println!("  --jobs {jobs}: mean time per tenant, by server: {}", per_server.join(", "));
+    (took, peak)
 }
 
 #[tokio::main]
@@ -142,43 +145,42 @@ async fn main() {
     drop(one);
     drop(one_pg);
 
-    // 2. Three servers: the master's own and the two started here.
-    let Some(three_pg) = PgMaster::create().await else { std::process::exit(1) };
-    let three_dir = TempDir::new();
-    let three = three_pg.tenancy(&three_dir).await;
-    for (name, server) in [("second", &second), ("third", &third)] {
-        three
-            .add_server(NewServer::new(name, "127.0.0.1", server.port, "postgres").expect("valid"))
-            .await
-            .expect("add server");
-    }
+    // 2. Three servers: the master's own and the two started here; a fleet run at the same
+    // total concurrency as the one server (`--jobs J`), then on a second fleet made the
+    // same way, with J per server (so 3 J at once).
     let names: Vec<ServerName> =
         ["master", "second", "third"].iter().map(|name| name.parse().expect("valid name")).collect();
-    let spread_create = create(&three, &names, n).await;
-    let overviews = three.server_overviews().await.expect("overviews");
-    let counts: Vec<(String, u64)> = overviews.iter().map(|o| (o.server.name.to_string(), o.tenants.schema)).collect();
-    assert!(counts.iter().all(|(_, c)| c.abs_diff((n / 3) as u64) <= 1), "uneven spread: {counts:?}");
-    // The same total concurrency as the one server (`--jobs J`), then J per server.
-    let same_total = migrate(&three, n, jobs, jobs).await;
-    let shard = tenancy::ShardDatabase::name_for(&three_pg.name);
-    unapply(&three_pg.url).await;
-    for server in [&second, &third] {
-        unapply(&server.url(&shard)).await;
+    let mut spread = Vec::new();
+    for jobs_in_all in [jobs, jobs * names.len()] {
+        let Some(three_pg) = PgMaster::create().await else { std::process::exit(1) };
+        let three_dir = TempDir::new();
+        let three = three_pg.tenancy(&three_dir).await;
+        for (name, server) in [("second", &second), ("third", &third)] {
+            three
+                .add_server(NewServer::new(name, "127.0.0.1", server.port, "postgres").expect("valid"))
+                .await
+                .expect("add server");
+        }
+        let created = create(&three, &names, n).await;
+        let overviews = three.server_overviews().await.expect("overviews");
+        let counts: Vec<(String, u64)> =
+            overviews.iter().map(|o| (o.server.name.to_string(), o.tenants.schema)).collect();
+        assert!(counts.iter().all(|(_, c)| c.abs_diff((n / 3) as u64) <= 1), "uneven spread: {counts:?}");
+        let migrated = migrate(&three, n, jobs_in_all, jobs).await;
+        spread.push((created, jobs_in_all, migrated, counts));
+        drop(three);
+        drop(three_pg);
     }
-    let per_server = migrate(&three, n, jobs * names.len(), jobs).await;
-    drop(three);
-    drop(three_pg);
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "| servers | create s | tenants/s | fleet run | fleet migrate s | tenants/s | peak RSS during the fleet run |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let rows = [
-        ("1", single_create, format!("--jobs {jobs}"), single),
-        ("3", spread_create, format!("--jobs {jobs} --jobs-per-server {jobs}"), same_total),
-        ("3", spread_create, format!("--jobs {} --jobs-per-server {jobs}", jobs * names.len()), per_server),
-    ];
+    let mut rows = vec![("1", single_create, format!("--jobs {jobs}"), single)];
+    for (created, jobs_in_all, migrated, _) in &spread {
+        rows.push(("3", *created, format!("--jobs {jobs_in_all} --jobs-per-server {jobs}"), *migrated));
+    }
     for (label, create, run, (migrate, peak)) in &rows {
         println!(
             "| {label} | {:.1} | {:.1} | `{run}` | {:.1} | {:.1} | {} MiB |",
@@ -189,11 +191,12 @@ async fn main() {
             peak / 1024
         );
     }
+    let counts = &spread[0].3;
     println!(
         "ratios three servers / one server: create {:.2}; fleet migrate {:.2} at the same total concurrency, \
          {:.2} at {jobs} per server (below 1: faster); servers' schema tenants: {counts:?}",
-        spread_create.as_secs_f64() / single_create.as_secs_f64(),
-        same_total.0.as_secs_f64() / single.0.as_secs_f64(),
-        per_server.0.as_secs_f64() / single.0.as_secs_f64()
+        spread[0].0.as_secs_f64() / single_create.as_secs_f64(),
+        spread[0].2.0.as_secs_f64() / single.0.as_secs_f64(),
+        spread[1].2.0.as_secs_f64() / single.0.as_secs_f64()
     );
 }

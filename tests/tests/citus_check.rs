@@ -297,3 +297,38 @@ async fn a_schema_tenants_tables_are_checked_for_what_schema_sharding_refuses() 
         findings.iter().filter(|f| f.subject().contains(&format!("{id}."))).map(Finding::tenant).collect();
     assert_eq!(tenants, [Some(id.as_str()), Some(id.as_str())]);
 }
+
+/// A schema tenant in a shard database on another server is checked there: its planted
+/// inheritance is flagged, and named with its tenant (the master has no such schema).
+#[tokio::test]
+async fn a_shard_tenants_tables_are_checked_in_its_shard_database() {
+    let Some(server) = tenancy_test_support::PgServer::start() else { return };
+    let Some((pg, tenancy, _dir)) = master().await else { return };
+    let new = tenancy::servers::NewServer::new("citus2", "127.0.0.1", server.port, "postgres").expect("valid");
+    tenancy.add_server(new).await.expect("add the server");
+    let id = unique_name("citus_shard");
+    let new = NewTenant::new(id.as_str(), id.as_str(), Isolation::Schema)
+        .expect("new tenant")
+        .on_server("citus2".parse().expect("a valid name"));
+    tenancy.create_tenant(new, &()).await.expect("create the shard tenant");
+    let shard = sea_orm::Database::connect(server.url(&tenancy::ShardDatabase::name_for(&pg.name)))
+        .await
+        .expect("connect to the shard");
+    shard
+        .execute_unprepared(&format!(
+            "CREATE TABLE \"{id}\".notes (id bigint PRIMARY KEY); \
+             CREATE TABLE \"{id}\".old_notes () INHERITS (\"{id}\".notes)"
+        ))
+        .await
+        .expect("plant the tables");
+    shard.close().await.expect("close");
+
+    let findings = tenancy.diagnose_citus().await.expect("diagnose_citus");
+    let (notes, old_notes) = (format!("{id}.notes"), format!("{id}.old_notes"));
+    let found = about(&findings, &[notes.as_str(), old_notes.as_str()]);
+    assert_eq!(rules(&found), [(old_notes.as_str(), CitusRule::SchemaSharding)], "{found:#?}");
+    assert!(found[0].2.contains(&format!("inherits from {notes}")), "{found:#?}");
+    let tenants: Vec<Option<&str>> =
+        findings.iter().filter(|f| f.subject().contains(&format!("{id}."))).map(Finding::tenant).collect();
+    assert_eq!(tenants, [Some(id.as_str())]);
+}

@@ -501,3 +501,94 @@ async fn clones_of_a_shard_template_land_on_its_server_or_the_one_named() {
     assert_eq!(project::Entity::find().count(&handle).await.expect("count"), 6);
     assert_eq!(projects_digest(&shard_db, &schema_projects(template.as_str()), &template).await, template_digest);
 }
+
+/// The advisory-lock namespace of tenant migrations (`tenancy_migrate`'s, `'tena'`).
+const LOCK_NAMESPACE: i32 = 0x7465_6e61;
+
+/// A shard's server stopped while a fleet run waits on one of its tenants: that tenant
+/// fails naming the server, the shard's other tenant is not attempted, the master's tenant
+/// is migrated; once the server is back, `--resume` in the same process (whose shard pool
+/// still holds connections from before the stop) migrates both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_them() {
+    use tenancy::ledger::TenantOutcome;
+    let Some(mut ctx) = ctx().await else { return };
+    let bare = |prefix: &str, server: ServerName| {
+        let id: TenantId = unique_name(prefix).parse().expect("valid id");
+        (id.clone(), NewTenant::new(id, "Bare", Isolation::Schema).expect("new tenant").on_server(server))
+    };
+    let mut ids = Vec::new();
+    for (prefix, server) in [("om", ServerName::master()), ("os1", Ctx::shard2()), ("os2", Ctx::shard2())] {
+        let (id, new) = bare(prefix, server);
+        ctx.tenancy.create_tenant(new, &()).await.expect("create an unmigrated tenant");
+        ids.push(id);
+    }
+    let (on_master, first, second) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    // A plan reads each tenant's migrations: the shard's pool keeps an idle connection,
+    // which the server's stop will break.
+    let planned = tenancy_migrate::fleet::plan(&ctx.tenancy, &Migrators::new(Migrator), &FleetOptions::default())
+        .await
+        .expect("a plan");
+    assert_eq!(planned.len(), 3);
+    // The first shard tenant's migration waits on this lock (in the shard database) while
+    // the server stops.
+    let holder = ctx.shard().await;
+    holder
+        .execute_unprepared(&format!("SELECT pg_advisory_lock({LOCK_NAMESPACE}, hashtext('{first}'))"))
+        .await
+        .expect("hold the first shard tenant's migration lock");
+
+    let fleet = {
+        let tenancy = ctx.tenancy.clone();
+        tokio::spawn(async move {
+            let options = FleetOptions { jobs: 2, jobs_per_server: 1, ..FleetOptions::default() };
+            migrate_all(&tenancy, &Migrators::new(Migrator), &options, &|_| {}).await
+        })
+    };
+    let master = ctx.pg.connect().await;
+    let migrated =
+        format!("SELECT COUNT(*) FROM pg_tables WHERE schemaname = '{on_master}' AND tablename = 'projects'");
+    let waiting = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let mut ready = false;
+    for _ in 0..200 {
+        if count(&master, &migrated, vec![]).await == 1 && count(&holder, waiting, vec![]).await == 1 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the master's tenant migrated and the first shard tenant waiting for its lock");
+
+    tokio::task::block_in_place(|| ctx.server.stop());
+    let report = fleet.await.expect("the run's task").expect("the run ends");
+    let outcomes: Vec<(String, TenantOutcome)> =
+        report.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
+    let expect = |id: &TenantId, outcome| (id.to_string(), outcome);
+    let mut expected = vec![
+        expect(&on_master, TenantOutcome::Migrated),
+        expect(&first, TenantOutcome::Failed),
+        expect(&second, TenantOutcome::NotAttempted),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut got = outcomes.clone();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, expected, "{report:?}");
+    assert_eq!(report.unreachable.iter().map(|l| l.as_str().to_owned()).collect::<Vec<_>>(), ["shard2"]);
+    let detail = report.tenants.iter().find(|t| t.tenant == second).and_then(|t| t.detail.clone());
+    assert_eq!(detail.as_deref(), Some("server shard2 unreachable"));
+
+    tokio::task::block_in_place(|| ctx.server.start_again());
+    let options = FleetOptions { resume: true, ..FleetOptions::default() };
+    let resumed = migrate_all(&ctx.tenancy, &Migrators::new(Migrator), &options, &|_| {}).await.expect("resume");
+    let mut got: Vec<(String, TenantOutcome)> =
+        resumed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![expect(&first, TenantOutcome::Migrated), expect(&second, TenantOutcome::Migrated)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, expected, "{resumed:?}");
+    let shard_db = ctx.shard().await;
+    for id in [&first, &second] {
+        let tables = format!("SELECT COUNT(*) FROM pg_tables WHERE schemaname = '{id}' AND tablename = 'projects'");
+        assert_eq!(count(&shard_db, &tables, vec![]).await, 1, "{id} migrated on the shard");
+    }
+}

@@ -50,6 +50,11 @@ pub const DEFAULT_TENANT_CONNECTION_BUDGET: u32 = 20;
 /// The default size of each tenant's database pool.
 pub const DEFAULT_CONNECTIONS_PER_TENANT_POOL: u32 = 2;
 
+/// The most connections of one shard database's admin pool
+/// ([`Tenancy::shard_admin_pool`](crate::Tenancy::shard_admin_pool)): enough for a fleet
+/// run's jobs on one server; more wait for a connection.
+pub const SHARD_POOL_CONNECTIONS: u32 = 8;
+
 /// The default time after which an idle connection of a tenant pool is closed.
 pub const DEFAULT_TENANT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -286,7 +286,18 @@ const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_s
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
-    connect_with(url, search_path, 1, None, true, false).await
+    connect_with(url, search_path, 1, None, true, false, false).await
+}
+
+/// A pool of up to `max_connections` admin connections to `url`, closed after `idle`,
+/// each pinged before it is handed out: a pool kept across a server's restart gives out
+/// live connections only.
+pub(crate) async fn connect_admin_pool(
+    url: &str,
+    max_connections: u32,
+    idle: std::time::Duration,
+) -> Result<DatabaseConnection> {
+    connect_with(url, None, max_connections, Some(idle), true, true, true).await
 }
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
@@ -299,7 +310,7 @@ pub(crate) async fn connect_pool(
     idle_timeout: Option<std::time::Duration>,
     named_statements: bool,
 ) -> Result<DatabaseConnection> {
-    connect_with(url, search_path, max_connections, idle_timeout, named_statements, true).await
+    connect_with(url, search_path, max_connections, idle_timeout, named_statements, true, false).await
 }
 
 /// [`connect_pool`]; `maintained` pools replace their connections after
@@ -313,6 +324,7 @@ async fn connect_with(
     idle_timeout: Option<std::time::Duration>,
     named_statements: bool,
     maintained: bool,
+    ping_always: bool,
 ) -> Result<DatabaseConnection> {
     use sea_orm::{ConnectOptions, Database};
 
@@ -333,7 +345,7 @@ async fn connect_with(
         .acquire_timeout(std::time::Duration::from_secs(8))
         // sqlx pings every pooled connection before handing it out by default: a round
         // trip per statement. Ping only connections idle long enough to have gone stale.
-        .test_before_acquire_if_idle_for(std::time::Duration::from_secs(30))
+        .test_before_acquire_if_idle_for(std::time::Duration::from_secs(if ping_always { 0 } else { 30 }))
         // A PostgreSQL backend keeps the catalog entries of every schema it has touched
         // (about 110 KiB per schema tenant) and never frees them: replacing shared
         // connections after a while bounds that growth across thousands of tenants.

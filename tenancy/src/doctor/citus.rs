@@ -14,8 +14,8 @@
 //!   table tenant has migrated it yet, or a SQLite master) is checked by what the model
 //!   declares: its primary key's columns and their types.
 //! - **Schema isolation** maps onto schema-based sharding. The tables in the schemas of the
-//!   registered schema tenants are checked for what `citus_schema_distribute` refuses
-//!   ([`CitusRule::SchemaSharding`]).
+//!   registered schema tenants (in the master database and in every shard database) are
+//!   checked for what `citus_schema_distribute` refuses ([`CitusRule::SchemaSharding`]).
 //! - **Database isolation** has nothing to check: Citus does not shard databases.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,7 +24,7 @@ use sea_orm::{ColumnType, ConnectionTrait};
 
 use super::finding::CitusRule;
 use super::{Finding, json_list, pg};
-use crate::registry::placement::Placement;
+use crate::registry::placement::{Placement, ShardDatabase};
 use crate::{Backend, Result, ScopedModel, Tenancy, TenantId, scoped_models, shared_models};
 
 /// [`Tenancy::diagnose_citus`].
@@ -44,16 +44,26 @@ pub(crate) async fn check(tenancy: &Tenancy) -> Result<Vec<Finding>> {
         from_model(model, &mut findings);
     }
     if tenancy.backend() == Backend::Postgres {
-        let schemas: BTreeMap<String, TenantId> = tenancy
-            .tenants()
-            .await?
-            .into_iter()
-            .filter_map(|tenant| match tenant.placement() {
-                Placement::Schema { schema, .. } => Some((schema.clone(), tenant.id().clone())),
-                _ => None,
-            })
-            .collect();
-        schema_sharding(tenancy.master(), &schemas, &mut findings).await?;
+        // The schemas by the database they are in: the master's, or each shard.
+        let mut by_database: Vec<(Option<ShardDatabase>, BTreeMap<String, TenantId>)> = Vec::new();
+        for tenant in tenancy.tenants().await? {
+            if let Placement::Schema { schema, shard, .. } = tenant.placement() {
+                let at = match by_database.iter().position(|(database, _)| database == shard) {
+                    Some(at) => at,
+                    None => {
+                        by_database.push((shard.clone(), BTreeMap::new()));
+                        by_database.len() - 1
+                    }
+                };
+                by_database[at].1.insert(schema.clone(), tenant.id().clone());
+            }
+        }
+        for (shard, schemas) in &by_database {
+            let home = crate::storage::shard::Home::open(tenancy, shard.as_ref()).await?;
+            let checked = schema_sharding(home.db(tenancy), schemas, &mut findings).await;
+            home.close().await;
+            checked?;
+        }
     }
     findings.sort_by_key(sort_key);
     Ok(findings)
@@ -359,7 +369,7 @@ impl<C: ConnectionTrait> Catalog<'_, C> {
     }
 }
 
-/// The tables in the registered schema tenants' schemas of the master, checked for what
+/// The tables in the registered schema tenants' schemas of one database, checked for what
 /// Citus's schema-based sharding refuses (`citus_schema_distribute`, or a table created in
 /// a distributed schema): foreign tables, inheritance, partitions whose parent is in
 /// another schema, foreign keys out of the schema to anything but a reference table, and

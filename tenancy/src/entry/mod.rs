@@ -59,6 +59,9 @@ struct Shared {
     master_identity: tokio::sync::OnceCell<(String, String)>,
     /// The cache tenants' namespaces live in.
     cache: SharedCache,
+    /// Admin pools of the shard databases ([`Tenancy::shard_admin_pool`]), opened on first
+    /// use.
+    shard_pools: tokio::sync::Mutex<std::collections::HashMap<crate::ShardDatabase, DatabaseConnection>>,
 }
 
 /// What [`TenancyBuilder::connect`] gathered.
@@ -100,6 +103,7 @@ impl Tenancy {
                 binding: parts.binding,
                 master_identity: tokio::sync::OnceCell::new(),
                 cache: parts.cache,
+                shard_pools: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -504,6 +508,30 @@ impl Tenancy {
     /// [`Error::CannotConnect`], [`Error::Decrypt`], [`Error::SecretKey`].
     pub async fn connect_storage(&self, tenant: &Tenant) -> Result<Option<DatabaseConnection>> {
         crate::storage::migration_target(self, tenant).await
+    }
+
+    /// A pool of admin connections (the server's stored credentials) to `shard`, opened on
+    /// first use and kept by this `Tenancy` and its clones: fleet runs migrate the schemas
+    /// of a shard through it, as they migrate the master's schemas through the master pool,
+    /// setting each transaction's `search_path` to the tenant's schema. At most
+    /// [`SHARD_POOL_CONNECTIONS`](crate::SHARD_POOL_CONNECTIONS), each pinged before use
+    /// (so a pool kept across the server's restart hands out live ones only) and closed
+    /// after 30 seconds idle. Do not close it.
+    ///
+    /// # Errors
+    /// [`Error::CannotConnect`], [`Error::Decrypt`], [`Error::SecretKey`].
+    pub async fn shard_admin_pool(&self, shard: &crate::ShardDatabase) -> Result<DatabaseConnection> {
+        let mut pools = self.shared.shard_pools.lock().await;
+        if let Some(pool) = pools.get(shard) {
+            return Ok(pool.clone());
+        }
+        let mut url = self.admin_url_for(&shard.host, shard.port).await?;
+        url.set_path(&format!("/{}", shard.database));
+        let idle = std::time::Duration::from_secs(30);
+        let pool =
+            crate::connection::url::connect_admin_pool(url.as_str(), crate::SHARD_POOL_CONNECTIONS, idle).await?;
+        pools.insert(shard.clone(), pool.clone());
+        Ok(pool)
     }
 
     /// Closes the tenant's cached connection pool, if one is open (once the operations
