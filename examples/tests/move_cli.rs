@@ -926,3 +926,36 @@ async fn movetenant_cli_plans_confirms_and_refuses() {
         assert_eq!(storage(&world, tenant).await, BTreeSet::new(), "{tenant}");
     }
 }
+
+/// Eight `createtenant` processes at once, of schema and then of table tenants (each with a
+/// login role granted `CONNECT` on the master database): all exit 0, all ready, no
+/// operation left in the journal.
+#[tokio::test]
+async fn eight_createtenant_processes_at_once_all_succeed() {
+    let Some(world) = World::new(Setup::PgSchema).await else { return };
+    for isolation in ["schema", "table"] {
+        let ids: Vec<String> = (0..8).map(|n| unique_name(&format!("p{n}"))).collect();
+        let children: Vec<std::process::Child> = ids
+            .iter()
+            .map(|id| {
+                world
+                    .command(env!("CARGO_BIN_EXE_createtenant"), &create_args_as(&world, id, isolation))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn createtenant")
+            })
+            .collect();
+        for (id, child) in ids.iter().zip(children) {
+            let out = child.wait_with_output().expect("wait for createtenant");
+            expect_ok(&out, &format!("createtenant {id} ({isolation}) beside seven others"));
+            assert_eq!(registry(&world, id).await, Some((isolation.to_owned(), "ready".to_owned())), "{id}");
+            assert_eq!(operation(&world, id).await, None, "{id}");
+        }
+        for id in &ids {
+            let out = shell(&world, id, "SELECT count(*) FROM projects");
+            expect_ok(&out, &format!("tenantshell {id}"));
+            expect_ok(&world.delete(id, &[], None), "deletetenant");
+        }
+    }
+}

@@ -17,6 +17,7 @@ mod cache_redis_cluster;
 mod cache_scoped_table;
 mod citus_check;
 mod clone;
+mod concurrent_signups;
 mod context;
 mod doctor_postgres;
 mod doctor_sqlite;

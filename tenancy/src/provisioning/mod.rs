@@ -345,6 +345,7 @@ async fn run_steps(new: &NewTenant, tenant: &mut Tenant, plan: &Plan, run: &mut 
     // process dies before it can undo. A shard's transaction commits first, then the
     // master marks the tenant ready: the journal undoes a shard schema whose tenant never
     // became ready.
+    plan.create_role(tenancy, run).await?;
     let home = plan.transaction_home(tenancy);
     let txn = match home {
         Some((home, _)) => {

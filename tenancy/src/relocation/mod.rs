@@ -876,6 +876,7 @@ async fn provision(
         source,
     };
     let mut run = Run::new(tenancy, hooks, guard);
+    plan.create_role(tenancy, &mut run).await.map_err(failed)?;
     let txn = match plan.transaction_home(tenancy) {
         Some((home, _)) => Some(home.begin().await?),
         None => None,

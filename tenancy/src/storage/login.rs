@@ -11,6 +11,10 @@ use crate::sql::{quote_ident, quote_literal};
 use crate::table_isolation::row_security;
 use crate::{BoxError, Result, Tenancy, TenantLogin};
 
+/// Advisory-lock namespace of granting `CONNECT` to a new login role (`'tcon'` in ASCII);
+/// held by the granting transaction, which must be short.
+const GRANT_LOCK_NAMESPACE: i32 = 0x7463_6f6e;
+
 /// A tenant login role to create: its registry record and its password's SCRAM verifier.
 pub(crate) struct PlannedLogin {
     pub(crate) tenant: TenantId,
@@ -80,7 +84,8 @@ pub(crate) async fn create_table_tenant_role(
 /// `CREATE ROLE ... LOGIN` without powers that could defeat isolation, marked as
 /// `tenant`'s ([`super::marker`]), `CONNECT` on the master database `database` (in case it
 /// was revoked from `PUBLIC`), then `and_then` (a statement without values, or empty): one
-/// round trip.
+/// round trip. `db` must be a short transaction: it holds the lock that makes concurrent
+/// grants take turns until it ends.
 pub(crate) async fn create_login_role<C: ConnectionTrait>(
     db: &C,
     tenant: &TenantId,
@@ -93,8 +98,12 @@ pub(crate) async fn create_login_role<C: ConnectionTrait>(
     let inherit = if inherit { "INHERIT" } else { "NOINHERIT" };
     let mark = super::marker::comment_sql(&format!("ROLE {}", quote_ident(role)), database, tenant);
     let role = quote_ident(role);
+    // `GRANT CONNECT` rewrites the database's one `pg_database` row: creators take turns
+    // (until their short transactions end) instead of failing with "tuple concurrently
+    // updated".
     db.execute_unprepared(&format!(
-        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
+        "SELECT pg_catalog.pg_advisory_xact_lock({GRANT_LOCK_NAMESPACE}, 0); \
+         CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION {inherit} \
          PASSWORD {verifier}; {mark}; GRANT CONNECT ON DATABASE {database} TO {role}; {and_then}",
         verifier = quote_literal(verifier),
         database = quote_ident(database),

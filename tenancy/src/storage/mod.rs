@@ -93,8 +93,20 @@ impl Plan {
         }
     }
 
+    /// Creates the login role a schema tenant gets, in a short transaction of its own
+    /// before [`Plan::transaction_home`]'s begins (journaled for undo like every object):
+    /// granting it `CONNECT` rewrites its database's one `pg_database` row, which two
+    /// creators' long transactions would both hold ("tuple concurrently updated").
+    pub(crate) async fn create_role(&self, tenancy: &Tenancy, run: &mut Run<'_>) -> Result<(), StepFailure> {
+        match self {
+            Plan::Schema(plan) => plan.create_role(tenancy, run).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Creates the storage, recording what it made in `run`. `txn` is the transaction of
-    /// [`Plan::transaction_home`].
+    /// [`Plan::transaction_home`]; a schema tenant's role is made before it
+    /// ([`Plan::create_role`]).
     pub(crate) async fn create(
         &self,
         tenancy: &Tenancy,

@@ -9,7 +9,7 @@
 //! transaction committed; a crash between the two leaves the journal's undo entries,
 //! which the next run removes.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 
 use super::login::PlannedLogin;
 use crate::connection::url::connect;
@@ -137,8 +137,52 @@ impl Plan {
         Ok(())
     }
 
-    /// The role, the schema and the privileges, in `txn` (the master transaction that
-    /// provisioning commits once the tenant is migrated and marked ready).
+    /// The login role, in a short transaction of the schema's database before the long
+    /// one of [`Plan::create`] begins (see [`super::Plan::create_role`]); journaled, so a
+    /// failure later or a crash has it dropped again.
+    pub(crate) async fn create_role(&self, tenancy: &Tenancy, run: &mut Run<'_>) -> Result<(), StepFailure> {
+        if self.login.existing {
+            return Ok(());
+        }
+        let (name, user) = (&self.name, &self.login.config.user);
+        let shard = self.shard.as_ref().map(|target| target.shard.clone());
+        let undo = UndoEntry::LoginRole { name: user.clone(), shard: shard.clone() };
+        run.step(ProvisionStep::CreateRole, Some(undo), async {
+            // The role's connections see the tenant's schema alone (made next).
+            let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
+            let database = match &shard {
+                Some(shard) => &shard.database,
+                None => &tenancy.master_identity().await?.1,
+            };
+            let login = &self.login;
+            let txn = self.home(tenancy).0.begin().await?;
+            let made = super::login::create_login_role(
+                &txn,
+                &login.tenant,
+                user,
+                &login.verifier,
+                false,
+                database,
+                &search_path,
+            )
+            .await;
+            match made {
+                Ok(()) => txn.commit().await?,
+                Err(err) => {
+                    let _ = txn.rollback().await;
+                    return Err(err.into());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let server = shard.as_ref().map_or_else(|| tenancy.master_server(), ShardDatabase::address);
+        run.created(Created::Role { name: user.clone(), server });
+        Ok(())
+    }
+
+    /// The schema and the privileges, in `txn` (the transaction that provisioning commits
+    /// once the tenant is migrated and, in the master database, marked ready).
     pub(crate) async fn create(
         &self,
         tenancy: &Tenancy,
@@ -151,33 +195,6 @@ impl Plan {
         };
         // Rolled back with the transaction; the journal covers a crash after the commit.
         let shard = self.shard.as_ref().map(|target| target.shard.clone());
-        if !self.login.existing {
-            let undo = UndoEntry::LoginRole { name: user.clone(), shard: shard.clone() };
-            run.step(ProvisionStep::CreateRole, Some(undo), async {
-                let txn = in_txn()?;
-                // The role's connections see the tenant's schema alone.
-                let search_path = format!("ALTER ROLE {} SET search_path = {}", quote_ident(user), quote_ident(name));
-                let database = match &shard {
-                    Some(shard) => &shard.database,
-                    None => &tenancy.master_identity().await?.1,
-                };
-                let login = &self.login;
-                super::login::create_login_role(
-                    txn,
-                    &login.tenant,
-                    user,
-                    &login.verifier,
-                    false,
-                    database,
-                    &search_path,
-                )
-                .await?;
-                Ok(())
-            })
-            .await?;
-            let server = shard.as_ref().map_or_else(|| tenancy.master_server(), ShardDatabase::address);
-            run.created(Created::Role { name: user.clone(), server });
-        }
         run.step(
             ProvisionStep::CreateSchema,
             Some(UndoEntry::Schema { name: name.clone(), shard: shard.clone() }),
