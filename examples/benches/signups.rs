@@ -66,7 +66,9 @@ async fn as_processes(n: usize, creators: usize) -> Duration {
     let pg = PgMaster::create().await.expect("PostgreSQL is not reachable; nothing measured");
     let dir = TempDir::new();
     // The registry tables and the key exist before the clock starts, as on a live system.
-    drop(pg.tenancy(&dir).await);
+    let tenancy = pg.tenancy(&dir).await;
+    tenancy.secret_key().expect("generate the secret key");
+    drop(tenancy);
     let spawn = |i: usize| -> Child {
         let id = format!("t_{i}");
         Command::new(env!("CARGO_BIN_EXE_createtenant"))
