@@ -106,6 +106,18 @@ fn create(world: &World, id: &str, extra: &[&str]) -> Output {
     run(world, env!("CARGO_BIN_EXE_createtenant"), &args, None)
 }
 
+/// Schema tenant `id` is registered in the shard of `server` (at `port`), its schema is
+/// gone from the master database, and its seeded project is read through `tenantshell`.
+async fn assert_in_shard_of(world: &World, id: &str, server: &str, port: u16) {
+    let tenant = world.tenancy.get_tenant(id).await.expect("registered");
+    assert_eq!(tenant.placement().shard().map(|s| (s.server.as_str(), s.port)), Some((server, port)), "{id}");
+    let in_master = world.scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", vec![id.into()]).await;
+    assert_eq!(in_master, None, "{id}'s schema is still in the master database");
+    let out = shell(world, id, "SELECT name FROM projects ORDER BY id");
+    expect_ok(&out, &format!("a read through tenantshell on {server}"));
+    assert!(text(&out.stdout).contains(&format!("{id} project")), "{}", output(&out));
+}
+
 /// `showservers --json`, by name: the whole object.
 fn showservers(world: &World) -> BTreeMap<String, serde_json::Value> {
     let out = run(world, env!("CARGO_BIN_EXE_showservers"), &strings(&["--json"]), None);
@@ -451,15 +463,8 @@ async fn drainserver_move_empties_a_server_with_the_rows_intact() {
         assert_eq!(&rows_now(&world, &servers, id).await, &before[id], "{id}'s rows after the master drained");
     }
     assert_eq!(registry(&world, &schema).await, Some(("schema".to_owned(), "ready".to_owned())));
-    let placed = world.tenancy.get_tenant(schema.as_str()).await.expect("registered");
-    assert_eq!(placed.placement().shard().map(|s| (s.server.as_str(), s.port)), Some(("db3", servers[1].port())));
     // Its schema left the master database; its rows are read through tenantshell on db3.
-    let master_schema =
-        world.scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", vec![schema.as_str().into()]).await;
-    assert_eq!(master_schema, None, "the schema was dropped from the master database");
-    let out = shell(&world, &schema, "SELECT name FROM projects ORDER BY id");
-    expect_ok(&out, "a read through tenantshell on db3");
-    assert!(text(&out.stdout).contains(&format!("{schema} project")), "{}", output(&out));
+    assert_in_shard_of(&world, &schema, "db3", servers[1].port()).await;
     assert_eq!(showservers(&world)["db3"]["tenants"]["schema"].as_u64(), Some(1));
     // movetenant --server: refused while db2 drains (nothing changes), then back onto it.
     let back = &ids[0];
@@ -570,14 +575,7 @@ async fn movetenant_moves_schema_tenants_between_servers_and_places_by_policy() 
     expect_ok(&out, "movetenant --to schema --server db2");
     let moved: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(moved["source_dropped"], true, "{moved}");
-    let tenant = world.tenancy.get_tenant(schema.as_str()).await.expect("registered");
-    assert_eq!(tenant.placement().shard().map(|s| (s.server.as_str(), s.port)), Some(("db2", servers[0].port())));
-    let in_master =
-        world.scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = $1", vec![schema.as_str().into()]).await;
-    assert_eq!(in_master, None, "the old schema is dropped");
-    let out = shell(&world, &schema, "SELECT name FROM projects ORDER BY id");
-    expect_ok(&out, "a read through tenantshell on db2");
-    assert!(text(&out.stdout).contains(&format!("{schema} project")), "{}", output(&out));
+    assert_in_shard_of(&world, &schema, "db2", servers[0].port()).await;
     // Without --server a schema tenant stays where it is: nothing to move.
     let out = run(&world, env!("CARGO_BIN_EXE_movetenant"), &move_args(&schema, &["--to", "schema", "--yes"]), None);
     expect_ok(&out, "movetenant --to schema again");

@@ -729,7 +729,7 @@ async fn run(
     begin_step(tenancy, guard, options, MoveStep::Switch).await.map_err(kept)?;
     let keeps = keeps_login(tenant.placement(), target.isolation(), target.placement().shard().is_some());
     let objects = source_objects(tenancy, tenant, keeps).await.map_err(kept)?;
-    let moved = switch(tenancy, tenant, &target, &objects, options.drop_source, guard).await.map_err(kept)?;
+    let moved = switch(tenancy, tenant, &target, keeps, &objects, options.drop_source, guard).await.map_err(kept)?;
     if let Err(source) = after_step(hooks, MoveStep::Switch) {
         return Err(kept(step_failed(MoveStep::Switch, source)));
     }
@@ -1291,12 +1291,14 @@ async fn source_objects(tenancy: &Tenancy, tenant: &Tenant, keeps_login: bool) -
 }
 
 /// Points the registry at the copy and serves the tenant again, in one master
-/// transaction with the login role's conversion and the source's record (leftovers, or
-/// the journal's list to drop).
+/// transaction with the login role's conversion (`keeps_login`) and the source's record
+/// (leftovers, or the journal's list to drop).
+#[allow(clippy::too_many_arguments)]
 async fn switch(
     tenancy: &Tenancy,
     tenant: &Tenant,
     target: &Tenant,
+    keeps_login: bool,
     objects: &[UndoEntry],
     drop_source: bool,
     guard: &mut Guard,
@@ -1321,7 +1323,7 @@ async fn switch(
         if updated.rows_affected != 1 {
             return Err(Error::TenantNotReady { tenant: id.to_string(), status: TenantStatus::Moving });
         }
-        if keeps_login(tenant.placement(), target.isolation(), target.placement().shard().is_some()) {
+        if keeps_login {
             convert_login(&txn, tenant, target).await?;
         }
         if drop_source {

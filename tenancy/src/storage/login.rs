@@ -119,18 +119,13 @@ pub(crate) async fn drop_login_role_in(
     shard: Option<&ShardDatabase>,
     name: &str,
 ) -> Result<(), BoxError> {
-    match shard {
-        None => drop_login_role(tenancy.master(), name).await,
-        Some(shard) => {
-            let admin = super::shard::admin(tenancy, shard).await?;
-            let dropped = drop_login_role(&admin, name).await;
-            let _ = admin.close().await;
-            dropped
-        }
-    }
+    let home = super::shard::Home::open(tenancy, shard).await?;
+    let dropped = drop_login_role(home.db(tenancy), name).await;
+    home.close().await;
+    dropped
 }
 
-/// [`close_login_role`] of a role on the master's server or a shard's.
+/// [`close_role_on`] the master's server or a shard's (`shard`).
 pub(crate) async fn close_login_role_in(
     tenancy: &Tenancy,
     tenant: &crate::Tenant,
@@ -138,15 +133,10 @@ pub(crate) async fn close_login_role_in(
     name: &str,
     wait: std::time::Duration,
 ) -> Result<()> {
-    match shard {
-        None => close_login_role(tenancy, tenant, name, wait).await,
-        Some(shard) => {
-            let admin = super::shard::admin(tenancy, shard).await?;
-            let closed = close_role_on(&admin, tenant, name, wait).await;
-            let _ = admin.close().await;
-            closed
-        }
-    }
+    let home = super::shard::Home::open(tenancy, shard).await?;
+    let closed = close_role_on(home.db(tenancy), tenant, name, wait).await;
+    home.close().await;
+    closed
 }
 
 /// Drops a tenant login role on the master, revoking what was granted to it first.
@@ -196,15 +186,6 @@ pub(crate) fn url(
 
 /// Stops a tenant login role from logging in and ends its sessions (waiting at most
 /// `wait`), so dropping it, its schema or its rows waits on none of them.
-pub(crate) async fn close_login_role(
-    tenancy: &Tenancy,
-    tenant: &crate::Tenant,
-    name: &str,
-    wait: std::time::Duration,
-) -> Result<()> {
-    close_role_on(tenancy.master(), tenant, name, wait).await
-}
-
 async fn close_role_on(
     master: &DatabaseConnection,
     tenant: &crate::Tenant,

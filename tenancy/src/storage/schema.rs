@@ -239,15 +239,10 @@ pub(crate) async fn drop_schema_in(
     shard: Option<&ShardDatabase>,
     name: &str,
 ) -> Result<(), BoxError> {
-    match shard {
-        None => drop_schema(tenancy.master(), name).await,
-        Some(shard) => {
-            let admin = super::shard::admin(tenancy, shard).await?;
-            let dropped = drop_schema(&admin, name).await;
-            let _ = admin.close().await;
-            dropped
-        }
-    }
+    let home = super::shard::Home::open(tenancy, shard).await?;
+    let dropped = drop_schema(home.db(tenancy), name).await;
+    home.close().await;
+    dropped
 }
 
 /// The schema's database (the master, or its shard as the server's admin) with
@@ -312,15 +307,10 @@ pub(crate) async fn removals(
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
         [schema.into()],
     );
-    let row = match shard {
-        None => tenancy.master().query_one_raw(count).await?,
-        Some(shard) => {
-            let admin = super::shard::admin(tenancy, shard).await?;
-            let row = admin.query_one_raw(count).await;
-            let _ = admin.close().await;
-            row?
-        }
-    };
+    let home = super::shard::Home::open(tenancy, shard).await?;
+    let row = home.db(tenancy).query_one_raw(count).await;
+    home.close().await;
+    let row = row?;
     let tables = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
     let mut list = Vec::new();
     if let Some(login) = login {
