@@ -62,7 +62,10 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
         TENANCY_CACHE_URL    Redis for the tenants' cache namespaces (default: in-process cache)\n  \
         TENANCY_CACHE_PREFIX first part of every cache key (default: tenancy)\n  \
         TENANCY_CONNECTION_BUDGET         connections all tenant pools may hold together\n  \
-        TENANCY_SERVER_CONNECTION_BUDGET  connections the tenant pools of one server may hold",
+        TENANCY_SERVER_CONNECTION_BUDGET  connections the tenant pools of one server may hold\n  \
+        TENANCY_POOLER       none, session or transaction: the pooler DATABASE_URL names (default: none)\n  \
+        TENANCY_DIRECT_URL   the master database reached directly, behind a pooler\n  \
+        TENANCY_BINDING      tenant-pools or shared-transactions (default: tenant-pools)",
         &[
             (Exit::Success, Some("stopped by Ctrl-C or SIGTERM")),
             (Exit::Failed, Some("cannot listen, or the server failed")),
@@ -108,9 +111,25 @@ pub struct ServeArgs {
     )]
     pub server_connection_budget: Option<u32>,
 
+    /// What stands between serve and PostgreSQL: none, session or transaction (PgBouncer's pool_mode); transaction needs --direct-url
+    #[arg(long, env = tenancy::pooler::POOLER_ENV, default_value = "none", value_name = "MODE")]
+    pub pooler: tenancy::Pooler,
+
+    /// How schema and table tenants' handles reach their data: tenant-pools (each tenant logged in as its own role) or shared-transactions (transactions of the master pool bound with settings)
+    #[arg(long, env = "TENANCY_BINDING", default_value = "tenant-pools", value_name = "BINDING", value_parser = parse_binding)]
+    pub binding: tenancy::TenantBinding,
+
     /// The master database.
     #[command(flatten)]
     pub master: tenancy_migrate::cli::MasterArgs,
+}
+
+fn parse_binding(value: &str) -> Result<tenancy::TenantBinding, String> {
+    match value {
+        "tenant-pools" => Ok(tenancy::TenantBinding::TenantPools),
+        "shared-transactions" => Ok(tenancy::TenantBinding::SharedTransactions),
+        other => Err(format!("'{other}' is no binding: expected tenant-pools or shared-transactions")),
+    }
 }
 
 /// Runs `serve` with the process's arguments; see [`ServeArgs`].
@@ -140,7 +159,13 @@ async fn run(args: ServeArgs) -> Result<(), Error> {
         Some(url) => CacheConfig::redis(url),
         None => CacheConfig::memory(),
     };
-    let mut builder = Tenancy::builder(args.master.database_url).cache(cache.prefix(args.cache_prefix));
+    let mut builder = Tenancy::builder(&args.master.database_url)
+        .cache(cache.prefix(args.cache_prefix))
+        .pooler(args.pooler)
+        .tenant_binding(args.binding);
+    if let Some(direct) = args.master.direct_url.filter(|url| !url.trim().is_empty()) {
+        builder = builder.direct_url(direct);
+    }
     if let Some(budget) = args.connection_budget {
         builder = builder.tenant_connection_budget(budget);
     }

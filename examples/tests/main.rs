@@ -19,6 +19,7 @@ mod migrations;
 mod move_cli;
 mod move_serve;
 mod move_servers;
+mod pgbouncer;
 mod readme;
 mod rename;
 mod serve_http;

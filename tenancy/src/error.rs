@@ -78,6 +78,21 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// `TENANCY_POOLER` (or the pooler given to the builder) names no pooler mode.
+    #[error("Invalid pooler '{given}': expected none, session or transaction (TENANCY_POOLER)")]
+    InvalidPooler {
+        /// The value given.
+        given: String,
+    },
+
+    /// Behind a transaction-mode pooler some work cannot go through it (the registry's
+    /// migration check, `LISTEN`, creating databases) and needs the database directly.
+    #[error(
+        "A transaction-mode pooler needs the master database's direct URL as well: set TENANCY_DIRECT_URL \
+         (the registry check, its LISTEN and provisioning cannot run through the pooler)"
+    )]
+    PoolerNeedsDirectUrl,
+
     /// A tenant with this id is already registered (or being provisioned right now).
     #[error("Tenant with ID '{id}' already exists")]
     TenantExists {

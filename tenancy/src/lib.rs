@@ -369,6 +369,7 @@ pub use crate::connection::context;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::connection::layer;
+pub use crate::connection::pooler;
 pub use crate::registry::ledger;
 pub use crate::registry::live;
 pub use crate::table_isolation::row_security as rls;
@@ -376,6 +377,7 @@ pub use crate::table_isolation::row_security as rls;
 pub use crate::connection::context::{current, scope, spawn};
 #[cfg(feature = "tower")]
 pub use crate::connection::layer::{DEFAULT_RETRY_AFTER, TenantLayer, TenantResolver, TenantService};
+pub use crate::connection::pooler::Pooler;
 pub use crate::connection::pools::{
     DEFAULT_CONNECTIONS_PER_TENANT_POOL, DEFAULT_TENANT_CONNECTION_BUDGET, DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
     SHARD_POOL_CONNECTIONS,

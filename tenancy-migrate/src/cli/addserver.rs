@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenancy::Tenancy;
 use tenancy::secrets::Password;
 use tenancy::servers::{DEFAULT_WEIGHT, NewServer, Server};
 
@@ -103,7 +102,7 @@ async fn run(args: AddServerArgs) -> Result<()> {
     let new = NewServer::new(&args.name, args.host.trim(), args.port, args.user.trim())?
         .maintenance_db(args.maintenance_db.trim())?
         .weight(args.weight)?;
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let password = match std::env::var(SERVER_PASSWORD_ENV) {
         Ok(password) => Password::new(password),
         Err(_) if args.no_input => Password::new(String::new()),

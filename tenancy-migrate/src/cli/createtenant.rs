@@ -185,10 +185,10 @@ struct Answers {
 }
 
 async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
-    let backend = Backend::of_url(&args.master.database_url)?;
+    let backend = Backend::of_url(args.master.url())?;
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let template = match &args.from {
         Some(template) => Some(tenancy.get_tenant(template).await?.isolation()),
         None => None,

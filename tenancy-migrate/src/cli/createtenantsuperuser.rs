@@ -122,7 +122,7 @@ async fn run<S: SuperuserStore>(args: CreateTenantSuperuserArgs, store: &S) -> R
     let password_env =
         std::env::var(SUPERUSER_PASSWORD_ENV).ok().filter(|password| !password.is_empty()).map(Password::new);
 
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let tenant_id = match tenant_id {
         Some(id) => id,
         None => choose_tenant(&tenancy, prompter).await?,

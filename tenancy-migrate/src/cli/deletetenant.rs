@@ -93,7 +93,7 @@ pub async fn deletetenant_with_args(args: DeleteTenantArgs, _migrators: crate::M
 }
 
 async fn run(args: &DeleteTenantArgs) -> Result<()> {
-    let tenancy = args.cache.apply(Tenancy::builder(args.master.database_url.clone())).connect().await?;
+    let tenancy = args.cache.apply(args.master.builder()).connect().await?;
     let id = &args.tenant_id;
     if args.leftovers {
         return remove_leftovers(&tenancy, args).await;

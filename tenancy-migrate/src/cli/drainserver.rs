@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tenancy::relocation::{MoveOptions, MoveTo};
 use tenancy::servers::{ServerName, ServerState};
-use tenancy::{Isolation, NewDatabase, Placement, Tenancy, TenantDatabase, TenantId};
+use tenancy::{Isolation, NewDatabase, Placement, TenantDatabase, TenantId};
 
 use super::Exit;
 use super::prompt::Prompter;
@@ -131,7 +131,7 @@ pub async fn undrainserver(migrators: Migrators) -> ExitCode {
 /// Runs `undrainserver` with parsed arguments; returns the exit code.
 pub async fn undrainserver_with_args(args: UndrainServerArgs, _migrators: Migrators) -> ExitCode {
     let run = async {
-        let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+        let tenancy = args.master.connect().await?;
         let (server, before) = tenancy.set_server_state(&args.name, ServerState::Active).await?;
         if args.json {
             let value = serde_json::json!({ "server": server.name, "state": server.state, "previous_state": before });
@@ -163,7 +163,7 @@ impl OnServer {
 }
 
 async fn drain(args: &DrainServerArgs, migrators: &Migrators) -> Result<()> {
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let map = tenancy.server_map().await?;
     // Unknown names are refused before anything is asked or changed.
     let server = tenancy.server(&args.name).await?;

@@ -108,6 +108,8 @@ impl Exit {
                 | T::InvalidServerName { .. }
                 | T::InvalidWeight { .. }
                 | T::ServersNeedPostgres
+                | T::InvalidPooler { .. }
+                | T::PoolerNeedsDirectUrl
                 | T::ServerNotPlaceable { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenancy::ledger::TenantOutcome;
-use tenancy::{Isolation, Tenancy, TenantId};
+use tenancy::{Isolation, TenantId};
 
 use super::Exit;
 use crate::Result;
@@ -128,7 +128,7 @@ fn count(flag: Option<u32>) -> usize {
 
 async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<Exit> {
     let options = options(&args);
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     if args.plan {
         let plans = fleet::plan(&tenancy, &migrators, &options).await?;
         if args.json {

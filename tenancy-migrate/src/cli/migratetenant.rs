@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenancy::{Tenancy, TenantId, TenantStatus};
+use tenancy::{TenantId, TenantStatus};
 
 use super::Exit;
 use crate::migrator::{Migrators, migrate_one};
@@ -53,7 +53,7 @@ pub async fn migratetenant_with_args(args: MigrateTenantArgs, migrators: Migrato
 
 async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
     let id = args.tenant_id;
-    let tenancy = Tenancy::connect(args.master.database_url).await?;
+    let tenancy = args.master.connect().await?;
     let tenant = tenancy.get_tenant(&id).await?;
     // A suspended tenant is migrated too, so it is not behind when it is resumed.
     if !matches!(tenant.status(), TenantStatus::Ready | TenantStatus::Suspended) {

@@ -88,12 +88,39 @@ pub use tenantshell::{DEFAULT_HISTORY_FILE, HISTORY_ENV, TenantShellArgs, tenant
 
 use crate::Error;
 
-/// The master database flag every command takes.
+/// The master database flags every command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MasterArgs {
     /// Master database URL
     #[arg(long, env = "DATABASE_URL", default_value = tenancy::DEFAULT_MASTER_URL, hide_env_values = true)]
     pub database_url: String,
+
+    /// The master database reached directly, when --database-url names a connection pooler (PgBouncer): commands connect to it instead
+    #[arg(long, env = tenancy::pooler::DIRECT_URL_ENV, value_name = "URL", hide_env_values = true)]
+    pub direct_url: Option<String>,
+}
+
+impl MasterArgs {
+    /// The URL commands connect to: the direct one when given, else the master URL.
+    /// Commands are operations (DDL, advisory locks, long transactions): they bypass a
+    /// pooler (see `tenancy::pooler`).
+    pub fn url(&self) -> &str {
+        self.direct_url.as_deref().filter(|url| !url.trim().is_empty()).unwrap_or(&self.database_url)
+    }
+
+    /// A builder for the master database the way commands reach it: [`MasterArgs::url`],
+    /// with no pooler in between.
+    pub fn builder(&self) -> tenancy::TenancyBuilder {
+        tenancy::Tenancy::builder(self.url()).pooler(tenancy::Pooler::None)
+    }
+
+    /// Connects the way commands do ([`MasterArgs::builder`]).
+    ///
+    /// # Errors
+    /// As [`tenancy::TenancyBuilder::connect`].
+    pub async fn connect(&self) -> tenancy::Result<tenancy::Tenancy> {
+        self.builder().connect().await
+    }
 }
 
 /// The shared cache tenants' namespaces live in, for the commands that clear or inspect

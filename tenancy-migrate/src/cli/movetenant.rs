@@ -123,7 +123,7 @@ pub async fn movetenant_with_args(args: MoveTenantArgs, migrators: Migrators) ->
 }
 
 async fn run(args: &MoveTenantArgs, migrators: &Migrators) -> Result<()> {
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let prompter = Prompter::new(args.no_input || args.json);
     let to = target(args, &tenancy, &prompter)?;
     let id = &args.tenant_id;

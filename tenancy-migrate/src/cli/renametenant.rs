@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tenancy::TenantId;
 use tenancy::renaming::{RenameOptions, RenameStep, Renamed};
-use tenancy::{Tenancy, TenantId};
 
 use super::Exit;
 use super::prompt::Prompter;
@@ -83,7 +83,7 @@ pub async fn renametenant_with_args(args: RenameTenantArgs, _migrators: crate::M
 }
 
 async fn run(args: &RenameTenantArgs) -> Result<()> {
-    let tenancy = args.cache.apply(Tenancy::builder(args.master.database_url.clone())).connect().await?;
+    let tenancy = args.cache.apply(args.master.builder()).connect().await?;
     let (old, new) = (&args.old, &args.new);
     let plan = match tenancy.rename_plan(old, new).await {
         Ok(plan) => Some(plan),

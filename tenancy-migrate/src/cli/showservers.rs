@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenancy::Tenancy;
 use tenancy::servers::{ServerHealth, ServerOverview};
 
 use super::Exit;
@@ -56,7 +55,7 @@ pub async fn showservers_with_args(args: ShowServersArgs, _migrators: crate::Mig
 }
 
 async fn run(args: ShowServersArgs) -> Result<()> {
-    let tenancy = Tenancy::connect(args.master.database_url).await?;
+    let tenancy = args.master.connect().await?;
     let overviews = tenancy.server_overviews().await?;
     if args.json {
         let servers: Vec<serde_json::Value> = overviews.iter().map(describe).collect();

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenancy::Tenancy;
 
 use super::Exit;
 use crate::Result;
@@ -53,7 +52,7 @@ pub async fn showtenants_with_args(args: ShowTenantsArgs, migrators: Migrators) 
 }
 
 async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
-    let tenancy = Tenancy::connect(args.master.database_url).await?;
+    let tenancy = args.master.connect().await?;
     let mut plans = fleet::plan(&tenancy, &migrators, &FleetOptions::default()).await?;
     if args.pending {
         plans.retain(|plan| !plan.pending.is_empty());

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tenancy::{Tenancy, TenantId};
+use tenancy::TenantId;
 
 use super::Exit;
 use crate::Result;
@@ -72,7 +72,7 @@ pub async fn suspendtenant(migrators: crate::Migrators) -> ExitCode {
 /// Runs `suspendtenant` with parsed arguments; returns the exit code.
 pub async fn suspendtenant_with_args(args: SuspendTenantArgs, _migrators: crate::Migrators) -> ExitCode {
     let run = async {
-        let tenancy = Tenancy::connect(args.master.database_url).await?;
+        let tenancy = args.master.connect().await?;
         let reason = args.reason.map(|reason| reason.trim().to_owned()).filter(|reason| !reason.is_empty());
         tenancy.suspend_tenant(&args.tenant_id, reason).await?;
         println!("✓ Tenant '{}' suspended", args.tenant_id);
@@ -95,7 +95,7 @@ pub async fn resumetenant(migrators: crate::Migrators) -> ExitCode {
 /// Runs `resumetenant` with parsed arguments; returns the exit code.
 pub async fn resumetenant_with_args(args: ResumeTenantArgs, _migrators: crate::Migrators) -> ExitCode {
     let run = async {
-        let tenancy = Tenancy::connect(args.master.database_url).await?;
+        let tenancy = args.master.connect().await?;
         tenancy.resume_tenant(&args.tenant_id).await?;
         println!("✓ Tenant '{}' resumed", args.tenant_id);
         Result::Ok(())

@@ -91,7 +91,7 @@ pub async fn tenancydoctor_with_args(args: TenancyDoctorArgs, migrators: Migrato
 }
 
 async fn run(args: TenancyDoctorArgs, migrators: Migrators) -> Result<Exit> {
-    let builder = args.cache.apply(Tenancy::builder(args.master.database_url.clone()));
+    let builder = args.cache.apply(args.master.builder());
     let tenancy = builder.connect().await?;
     if args.citus {
         let findings = tenancy.diagnose_citus().await?;

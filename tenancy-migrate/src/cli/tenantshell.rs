@@ -46,7 +46,7 @@ use clap::Parser;
 use rustyline::error::ReadlineError;
 use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
-use tenancy::{Isolation, Tenancy, TenantConnection, TenantId};
+use tenancy::{Isolation, TenantConnection, TenantId};
 
 use super::Exit;
 use crate::migrator::Migrators;
@@ -143,7 +143,7 @@ pub async fn tenantshell_with_args(args: TenantShellArgs, migrators: Migrators) 
 
 async fn run(args: TenantShellArgs) -> Result<()> {
     let id = args.tenant_id.clone();
-    let tenancy = Tenancy::connect(args.master.database_url.clone()).await?;
+    let tenancy = args.master.connect().await?;
     let db = tenancy.tenant(&id).await?;
     // A wrong secret key or an unreachable server is reported as such, with its exit code.
     db.ping().await?;

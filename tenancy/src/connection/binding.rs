@@ -140,7 +140,11 @@ pub(crate) async fn begin_bound(
             )
         }
     };
-    let txn = tenancy.master().begin_with_options(options).await?;
+    let pool = tenancy.traffic_pool();
+    let txn = match tenancy.pooler() {
+        super::pooler::Pooler::Transaction => super::pooler::begin(pool, options).await?,
+        _ => pool.begin_with_options(options).await?,
+    };
     txn.execute_raw(bind).await?;
     Ok(txn)
 }
@@ -165,6 +169,11 @@ pub(crate) async fn begin_bound(
 const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
                              CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()";
 
+/// [`RESET_SESSION`], then `DEALLOCATE ALL` (see [`end_bound`]).
+const RESET_SESSION_AND_STATEMENTS: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; \
+                                             DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; \
+                                             SELECT pg_advisory_unlock_all(); DEALLOCATE ALL";
+
 /// Commits a transaction from [`begin_bound`] after resetting the
 /// session ([`RESET_SESSION`]).
 ///
@@ -173,8 +182,14 @@ const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL;
 /// returned as for sea-orm's own commit of such a transaction (PostgreSQL answers that
 /// `COMMIT` with a rollback, not an error). Any other failure of the reset rolls back and
 /// is returned.
-pub(crate) async fn end_bound(txn: DatabaseTransaction) -> Result<(), DbErr> {
-    match txn.execute_unprepared(RESET_SESSION).await {
+///
+/// On a traffic pool that prepares nothing for reuse ([`Tenancy::traffic_statements_uncached`])
+/// the reset also deallocates the statements the transaction prepared: sqlx names each of
+/// them and closes none, and a shared connection would otherwise keep thousands until it
+/// is replaced. A pool with sqlx's statement cache must keep them (sqlx reuses them).
+pub(crate) async fn end_bound(txn: DatabaseTransaction, tenancy: &Tenancy) -> Result<(), DbErr> {
+    let reset = if tenancy.traffic_statements_uncached() { RESET_SESSION_AND_STATEMENTS } else { RESET_SESSION };
+    match txn.execute_unprepared(reset).await {
         Ok(_) => txn.commit().await,
         Err(err) => {
             txn.rollback().await?;

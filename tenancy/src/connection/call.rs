@@ -45,6 +45,13 @@ pub(crate) trait Call: Clone + Send + Sync {
 
     /// Runs it on `db`.
     fn run<C: ConnectionTrait + Sync>(self, db: &C) -> impl Future<Output = Result<Self::Output, DbErr>> + Send;
+
+    /// Whether sqlx sends it as a prepared statement (a `Parse`, then a `Bind` in a second
+    /// round trip), which behind a transaction-mode pooler must run inside a transaction
+    /// (see [`super::pooler`]). SQL without values sent as it is goes in one round trip.
+    fn prepared(&self) -> bool {
+        true
+    }
 }
 
 /// [`ConnectionTrait::execute_raw`].
@@ -105,6 +112,10 @@ impl Call for QueryAll {
 
 impl Call for Unprepared<'_> {
     type Output = ExecResult;
+
+    fn prepared(&self) -> bool {
+        matches!(self, Unprepared::Scoped(_))
+    }
 
     fn checked(self, check: Check<'_>) -> Result<Self, DbErr> {
         let Unprepared::Sql(sql) = self else { return Ok(self) };

@@ -11,6 +11,7 @@ mod call;
 pub mod context;
 #[cfg(feature = "tower")]
 pub mod layer;
+pub mod pooler;
 pub(crate) mod pools;
 pub(crate) mod transaction;
 pub(crate) mod url;
@@ -29,6 +30,7 @@ pub use self::binding::TenantBinding;
 use self::binding::{begin_bound, end_bound};
 pub(crate) use self::call::to_db_err;
 use self::call::{Call, Check, Execute, QueryAll, QueryOne, Unprepared};
+use self::pooler::Pooler;
 use self::pools::PoolEntry;
 use self::transaction::TenantTransaction;
 use crate::table_isolation::sqlite_rewrite;
@@ -249,15 +251,16 @@ impl TenantConnection {
     /// # Errors
     /// What opening the tenant's pool or running `SELECT 1` on its storage fails with.
     pub async fn ping(&self) -> Result<()> {
-        let select_one = Statement::from_string(self.inner.backend, "SELECT 1");
+        // Without values, in one round trip: nothing prepared, safe behind any pooler.
+        let select_one = "SELECT 1";
         match &self.inner.route {
             Route::NoStorage => {}
             Route::Bound(_) | Route::SqliteRewrite => {
-                self.inner.tenancy.master().execute_raw(select_one).await?;
+                self.inner.tenancy.master().execute_unprepared(select_one).await?;
             }
             Route::OwnPool { .. } => {
                 let lease = self.open_lease().await?;
-                if let Err(err) = lease.connection().execute_raw(select_one).await {
+                if let Err(err) = lease.connection().execute_unprepared(select_one).await {
                     return Err(self.failure(&lease, err).await);
                 }
             }
@@ -346,29 +349,37 @@ impl TenantConnection {
             Route::Bound(binding) => {
                 let txn = begin_bound(&self.inner.tenancy, self.id().as_str(), binding, Default::default()).await?;
                 let output = call.run(&txn).await?;
-                end_bound(txn).await?;
+                end_bound(txn, &self.inner.tenancy).await?;
                 Ok(output)
             }
             Route::SqliteRewrite => call.checked(self.check())?.run(self.inner.tenancy.master()).await,
             Route::OwnPool { .. } => {
                 let call = call.checked(self.check())?;
+                let pooler = self.inner.tenancy.pooler();
                 let first = {
                     // The lease ends before a retry: the evicted pool gives its share of
                     // the budget back only once nothing holds it.
                     let lease = self.lease().await?;
-                    match call.clone().run(lease.connection()).await {
+                    match run_on_pool(call.clone(), lease.connection(), pooler).await {
                         Err(err) => Err(self.failed(&lease, err).await),
                         ok => ok,
                     }
                 };
                 match first {
                     // Failed before running: retried once on fresh connections.
-                    Err(err) if self.stale_plan(&err) => call.run(self.lease().await?.connection()).await,
+                    Err(err) if self.stale_plan(&err) => {
+                        run_on_pool(call, self.lease().await?.connection(), pooler).await
+                    }
                     other => other,
                 }
             }
             Route::NoStorage => Err(self.no_storage()),
         }
+    }
+
+    /// Whether this process reaches PostgreSQL through a transaction-mode pooler.
+    fn behind_transaction_pooler(&self) -> bool {
+        self.inner.tenancy.pooler() == Pooler::Transaction
     }
 
     /// Whether `err` is PostgreSQL refusing a statement the driver prepared and cached
@@ -383,6 +394,20 @@ impl TenantConnection {
         }
         stale
     }
+}
+
+/// Runs `call` on a tenant's own pool; behind a transaction-mode pooler a prepared one
+/// runs in a transaction of its own (see [`pooler`]), committed before its output is
+/// returned.
+async fn run_on_pool<Q: Call>(call: Q, pool: &sea_orm::DatabaseConnection, pooler: Pooler) -> Result<Q::Output, DbErr> {
+    if pooler != Pooler::Transaction || !call.prepared() {
+        return call.run(pool).await;
+    }
+    let txn = pooler::begin(pool, TransactionOptions::default()).await?;
+    // A failure drops the transaction, which rolls it back.
+    let output = call.run(&txn).await?;
+    txn.commit().await?;
+    Ok(output)
 }
 
 /// The tables a table-isolated tenant on a SQLite master may reach: the table-scoped
@@ -461,6 +486,11 @@ impl StreamTrait for TenantConnection {
                     self.isolation()
                 ))),
                 Route::SqliteRewrite => self.inner.tenancy.master().stream_raw(self.check().statement(stmt)?).await,
+                Route::OwnPool { .. } if self.behind_transaction_pooler() => Err(DbErr::Custom(format!(
+                    "tenant '{}': behind a transaction-mode pooler a stream must run inside a transaction of its \
+                     handle (`handle.begin()`), which keeps one server connection for it",
+                    self.id()
+                ))),
                 Route::OwnPool { .. } => {
                     let stmt = self.check().statement(stmt)?;
                     let lease = self.lease().await?;
@@ -505,7 +535,11 @@ impl TransactionTrait for TenantConnection {
             }
             Route::OwnPool { .. } => {
                 let lease = self.lease().await?;
-                let txn = match lease.connection().begin_with_options(options).await {
+                let begun = match self.behind_transaction_pooler() {
+                    true => pooler::begin(lease.connection(), options).await,
+                    false => lease.connection().begin_with_options(options).await,
+                };
+                let txn = match begun {
                     Ok(txn) => txn,
                     Err(err) => return Err(self.failed(&lease, err).await),
                 };

@@ -78,6 +78,8 @@ pub(crate) struct PoolSettings {
     pub(crate) server_budget: Option<u32>,
     pub(crate) per_pool: u32,
     pub(crate) idle_timeout: Duration,
+    /// What stands between the pools and their servers.
+    pub(crate) pooler: super::pooler::Pooler,
 }
 
 impl Default for PoolSettings {
@@ -87,6 +89,7 @@ impl Default for PoolSettings {
             server_budget: None,
             per_pool: DEFAULT_CONNECTIONS_PER_TENANT_POOL,
             idle_timeout: DEFAULT_TENANT_POOL_IDLE_TIMEOUT,
+            pooler: super::pooler::Pooler::None,
         }
     }
 }
@@ -318,7 +321,14 @@ impl TenantPools {
         }
         let server_budget = self.server_budget(&server);
         let permits = self.reserve(&server, &server_budget).await?;
-        let pool = match connect_pool(&url, None, self.settings.per_pool, Some(self.settings.idle_timeout), true).await
+        let pool = match connect_pool(
+            &url,
+            self.settings.per_pool,
+            Some(self.settings.idle_timeout),
+            true,
+            self.settings.pooler,
+        )
+        .await
         {
             Ok(pool) => pool,
             Err(err) => {

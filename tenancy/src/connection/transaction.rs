@@ -65,7 +65,7 @@ impl TenantTransaction {
     /// transaction is then rolled back.
     pub async fn commit(self) -> Result<(), DbErr> {
         if self.bound {
-            return super::binding::end_bound(self.txn).await;
+            return super::binding::end_bound(self.txn, &self.handle.inner.tenancy).await;
         }
         self.txn.commit().await
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sea_orm::DatabaseConnection;
 
+use super::pooler::Pooler;
 use crate::{Error, Result};
 
 /// The master database used when `DATABASE_URL` is not set: a SQLite file in the
@@ -286,7 +287,7 @@ const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_s
 /// statement may carry a secret), a short connect timeout so an unreachable server is
 /// reported promptly, and optionally a fixed `search_path`.
 pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<DatabaseConnection> {
-    connect_with(url, search_path, 1, None, true, false, false).await
+    connect_with(url, search_path, PoolShape { max_connections: 1, maintained: false, ..PoolShape::default() }).await
 }
 
 /// A pool of up to `max_connections` admin connections to `url`, closed after `idle`,
@@ -297,46 +298,88 @@ pub(crate) async fn connect_admin_pool(
     max_connections: u32,
     idle: std::time::Duration,
 ) -> Result<DatabaseConnection> {
-    connect_with(url, None, max_connections, Some(idle), true, true, true).await
+    connect_with(
+        url,
+        None,
+        PoolShape { max_connections, idle_timeout: Some(idle), ping_always: true, ..PoolShape::default() },
+    )
+    .await
 }
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
 /// `idle_timeout` if given, and preparing unnamed (uncached) statements only unless
-/// `named_statements`.
+/// `named_statements`. Behind a `pooler` the connections send no startup parameter a
+/// pooler may refuse, and behind a transaction-mode one nothing is prepared for reuse
+/// (see [`super::pooler`]).
 pub(crate) async fn connect_pool(
     url: &str,
-    search_path: Option<&str>,
     max_connections: u32,
     idle_timeout: Option<std::time::Duration>,
     named_statements: bool,
+    pooler: Pooler,
 ) -> Result<DatabaseConnection> {
-    connect_with(url, search_path, max_connections, idle_timeout, named_statements, true, false).await
+    let named_statements = named_statements && pooler != Pooler::Transaction;
+    connect_with(
+        url,
+        None,
+        PoolShape { max_connections, idle_timeout, named_statements, pooler, ..PoolShape::default() },
+    )
+    .await
 }
 
-/// [`connect_pool`]; `maintained` pools replace their connections after
+/// What a pool of [`connect_with`] is like.
+struct PoolShape {
+    max_connections: u32,
+    /// How long a connection may stay idle before it is closed; `None`: sqlx's default.
+    idle_timeout: Option<std::time::Duration>,
+    /// Whether sqlx caches prepared statements per connection.
+    named_statements: bool,
+    /// Whether connections are replaced after [`MAX_CONNECTION_LIFETIME`] and closed when
+    /// idle.
+    maintained: bool,
+    /// Whether every connection is pinged before it is handed out.
+    ping_always: bool,
+    /// What stands between the pool and PostgreSQL.
+    pooler: Pooler,
+}
+
+impl Default for PoolShape {
+    fn default() -> Self {
+        PoolShape {
+            max_connections: 1,
+            idle_timeout: None,
+            named_statements: true,
+            maintained: true,
+            ping_always: false,
+            pooler: Pooler::None,
+        }
+    }
+}
+
+/// Opens a pool shaped by `shape`. `maintained` pools replace their connections after
 /// [`MAX_CONNECTION_LIFETIME`]. The one-connection pools of [`connect`] live for one task
 /// and are closed by it: they get no lifetime and no idle timeout, and so no maintenance
 /// task (sqlx's can spin once such a pool is closed with a connection idle).
-async fn connect_with(
-    url: &str,
-    search_path: Option<&str>,
-    max_connections: u32,
-    idle_timeout: Option<std::time::Duration>,
-    named_statements: bool,
-    maintained: bool,
-    ping_always: bool,
-) -> Result<DatabaseConnection> {
+async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) -> Result<DatabaseConnection> {
     use sea_orm::{ConnectOptions, Database};
 
     let mut options = ConnectOptions::new(url.to_owned());
-    if !named_statements {
-        options.map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0));
+    let behind_pooler = shape.pooler != Pooler::None;
+    let named_statements = shape.named_statements;
+    if !named_statements || behind_pooler {
+        options.map_sqlx_postgres_opts(move |pg| {
+            let pg = if named_statements { pg } else { pg.statement_cache_capacity(0) };
+            // PgBouncer refuses startup parameters it does not know unless told to ignore
+            // them; sqlx's `extra_float_digits` is one. PostgreSQL 12 and later print
+            // floats exactly without it.
+            if behind_pooler { pg.extra_float_digits(None) } else { pg }
+        });
     }
-    if let Some(timeout) = idle_timeout {
+    if let Some(timeout) = shape.idle_timeout {
         options.idle_timeout(timeout);
     }
     options
-        .max_connections(max_connections)
+        .max_connections(shape.max_connections)
         .min_connections(0)
         .sqlx_logging(false)
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -345,12 +388,12 @@ async fn connect_with(
         .acquire_timeout(std::time::Duration::from_secs(8))
         // sqlx pings every pooled connection before handing it out by default: a round
         // trip per statement. Ping only connections idle long enough to have gone stale.
-        .test_before_acquire_if_idle_for(std::time::Duration::from_secs(if ping_always { 0 } else { 30 }))
+        .test_before_acquire_if_idle_for(std::time::Duration::from_secs(if shape.ping_always { 0 } else { 30 }))
         // A PostgreSQL backend keeps the catalog entries of every schema it has touched
         // (about 110 KiB per schema tenant) and never frees them: replacing shared
         // connections after a while bounds that growth across thousands of tenants.
-        .max_lifetime(maintained.then_some(MAX_CONNECTION_LIFETIME));
-    if !maintained {
+        .max_lifetime(shape.maintained.then_some(MAX_CONNECTION_LIFETIME));
+    if !shape.maintained {
         options.idle_timeout(None::<std::time::Duration>);
     }
     if let Some(schema) = search_path {

@@ -224,7 +224,7 @@ async fn script_of_rows(tenancy: &Tenancy, tenant: &Tenant, removals: &[Removal]
                 let txn = begin_bound(tenancy, id, &Binding::Table, Default::default()).await?;
                 let row =
                     txn.query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [id.into()])).await;
-                end_bound(txn).await?;
+                end_bound(txn, tenancy).await?;
                 let json: String =
                     row?.map(|row| row.try_get_by_index(0)).transpose()?.unwrap_or_else(|| "[]".to_owned());
                 postgres_insert(&mut script, &qualified, &json);

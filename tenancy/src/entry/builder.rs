@@ -7,10 +7,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use sea_orm_migration::MigratorTrait;
 
 use super::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Parts, Tenancy};
-#[cfg(doc)]
 use crate::Error;
 use crate::cache::CacheConfig;
 use crate::connection::TenantBinding;
+use crate::connection::pooler::{DIRECT_URL_ENV, Pooler, PoolerRoute};
 use crate::connection::pools::{PoolSettings, TenantPools};
 use crate::connection::url::{AdminUrl, MasterUrl, connect_pool};
 use crate::{RegistryMigrator, Result};
@@ -26,6 +26,10 @@ pub struct TenancyBuilder {
     binding: TenantBinding,
     cache: CacheConfig,
     live_registry: bool,
+    /// `None`: [`Pooler::from_env`].
+    pooler: Option<Pooler>,
+    /// `None`: `TENANCY_DIRECT_URL`, if set.
+    direct_url: Option<String>,
 }
 
 impl TenancyBuilder {
@@ -156,6 +160,34 @@ impl TenancyBuilder {
         self
     }
 
+    /// What stands between the application and PostgreSQL (default: `TENANCY_POOLER`,
+    /// else [`Pooler::None`]); see [`crate::pooler`].
+    ///
+    /// Behind a transaction-mode pooler ([`Pooler::Transaction`]) every statement with
+    /// values that tenancy sends (through a tenant's handle, its transactions, and the
+    /// registry reads) runs in a transaction of its own that first clears what other
+    /// clients prepared on the server connection; the pools prepare nothing for reuse. It
+    /// needs the [`direct_url`](Self::direct_url) as well, for what cannot go through
+    /// such a pooler.
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = Some(pooler);
+        self
+    }
+
+    /// The master database reached directly, not through the pooler the master URL names
+    /// (default: `TENANCY_DIRECT_URL`, if set).
+    ///
+    /// It carries what a transaction-mode pooler cannot: the registry's migration check on
+    /// connecting, the live registry's `LISTEN` (one connection per process), creating
+    /// and dropping tenants' databases and roles (the admin credentials default to this
+    /// URL's), and the one-off connections of lifecycle operations and migrations.
+    /// Tenants' pools on the same server (their login roles, their databases) go through
+    /// the pooler: the master URL's host and port replace the direct ones.
+    pub fn direct_url(mut self, url: impl Into<String>) -> Self {
+        self.direct_url = Some(url.into());
+        self
+    }
+
     /// Connects to the master database and applies the framework's own migrations
     /// (creating `tenancy_tenants` on first use).
     ///
@@ -164,25 +196,62 @@ impl TenancyBuilder {
     /// [`Error::CannotConnect`] when the server cannot be reached, [`Error::Database`]
     /// when the registry migration fails.
     pub async fn connect(self) -> Result<Tenancy> {
-        let url = MasterUrl::parse(&self.url)?;
+        let app_url = MasterUrl::parse(&self.url)?;
+        let pooler = match self.pooler {
+            Some(pooler) => pooler,
+            None => Pooler::from_env()?,
+        };
+        let direct_url = self
+            .direct_url
+            .or_else(|| std::env::var(DIRECT_URL_ENV).ok())
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| MasterUrl::parse(&url))
+            .transpose()?;
+        let (url, route) = match direct_url {
+            // Without a pooler the master URL reaches the server itself.
+            Some(_) if pooler == Pooler::None => (app_url.clone(), None),
+            Some(direct) => {
+                let route = PoolerRoute::new(&app_url, &direct).ok_or(Error::UnsupportedUrl {
+                    url: crate::redact_url(direct.as_str()),
+                    reason: "a pooler stands in front of PostgreSQL: the master URL and TENANCY_DIRECT_URL must both \
+                             be postgres:// URLs",
+                })?;
+                (direct, Some(route))
+            }
+            None if pooler == Pooler::Transaction => return Err(Error::PoolerNeedsDirectUrl),
+            None => (app_url.clone(), None),
+        };
         let cache = self.cache.open()?;
         // Shared transactions bind tenants on the master pool's connections, where a
         // statement prepared under one tenant's `search_path` must never run for another
         // (PostgreSQL would re-plan it and fail with "cached plan must not change result
         // type" where the tenants' tables differ): that pool prepares unnamed statements.
         let named_statements = self.binding == TenantBinding::TenantPools;
-        let master = connect_pool(url.as_str(), None, self.max_connections, None, named_statements).await?;
+        // Behind a pooler the master pool reaches the server directly, for the library's
+        // operations and the application's own statements; a second pool through the
+        // pooler carries the tenants' traffic (see `pooled`).
+        let idle = route.as_ref().map(|_| DIRECT_POOL_IDLE_TIMEOUT);
+        let master = connect_pool(url.as_str(), self.max_connections, idle, named_statements, Pooler::None).await?;
         migrate_registry(&master).await?;
+        let pooled = match &route {
+            Some(_) => {
+                Some(connect_pool(app_url.as_str(), self.max_connections, None, named_statements, pooler).await?)
+            }
+            None => None,
+        };
         let admin_url =
             self.admin_url.or_else(|| std::env::var("TENANCY_ADMIN_URL").ok()).filter(|url| !url.trim().is_empty());
         let admin_url = AdminUrl::new(admin_url.as_deref(), &url)?;
         Ok(Tenancy::from_parts(Parts {
             master,
+            pooled,
             max_connections: self.max_connections,
             url,
+            pooler,
+            route,
             admin_url,
             secret_key_file: self.secret_key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_KEY_FILE)),
-            pools: TenantPools::new(self.tenant_pools),
+            pools: TenantPools::new(PoolSettings { pooler, ..self.tenant_pools }),
             live: self.live_registry,
             binding: self.binding,
             cache,
@@ -207,6 +276,8 @@ impl Tenancy {
             binding: TenantBinding::default(),
             cache: CacheConfig::default(),
             live_registry: true,
+            pooler: None,
+            direct_url: None,
         }
     }
 }
@@ -252,6 +323,10 @@ async fn migrate_registry(master: &DatabaseConnection) -> Result<()> {
         }
     }
 }
+
+/// How long a connection of the direct master pool may stay idle behind a pooler: a
+/// process that only serves requests holds none of them for long.
+const DIRECT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The advisory lock key guarding the framework's master-database migrations
 /// (`'tenancy'` as ASCII bytes, so it is recognisable in `pg_locks`).

@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Query
 pub use self::builder::TenancyBuilder;
 use crate::cache::{CacheStore, GlobalCache, SharedCache};
 use crate::connection::TenantBinding;
+use crate::connection::pooler::{MasterAccess, Pooler, PoolerRoute};
 use crate::connection::pools::TenantPools;
 use crate::connection::url::{AdminUrl, Backend, MasterUrl};
 use crate::provisioning::{NewTenant, ProvisionHooks, Provisioned};
@@ -41,7 +42,19 @@ pub struct Tenancy {
 /// What the clones of one [`Tenancy`] share.
 struct Shared {
     max_connections: u32,
+    /// The master database reached directly: the master URL, or behind a pooler
+    /// `TENANCY_DIRECT_URL`.
     url: MasterUrl,
+    /// What stands between the application's pools and PostgreSQL.
+    pooler: Pooler,
+    /// Behind a pooler: how tenants' pools on the master's server reach it.
+    route: Option<PoolerRoute>,
+    /// How the live registry reaches the master database.
+    registry: crate::registry::live::Master,
+    /// Behind a pooler: the master pool through it, which tenants' traffic uses (bound
+    /// transactions, registry reads); the `master` pool of [`Tenancy`] then reaches the
+    /// server directly.
+    pooled: Option<DatabaseConnection>,
     /// `None` on a SQLite master without `TENANCY_ADMIN_URL`: nothing to administer.
     admin_url: Option<AdminUrl>,
     secret_key_file: PathBuf,
@@ -67,8 +80,11 @@ struct Shared {
 /// What [`TenancyBuilder::connect`] gathered.
 struct Parts {
     master: DatabaseConnection,
+    pooled: Option<DatabaseConnection>,
     max_connections: u32,
     url: MasterUrl,
+    pooler: Pooler,
+    route: Option<PoolerRoute>,
     admin_url: Option<AdminUrl>,
     secret_key_file: PathBuf,
     pools: TenantPools,
@@ -89,11 +105,20 @@ impl std::fmt::Debug for Tenancy {
 
 impl Tenancy {
     fn from_parts(parts: Parts) -> Tenancy {
+        let registry = crate::registry::live::Master {
+            pool: parts.pooled.clone().unwrap_or_else(|| parts.master.clone()),
+            pooler: parts.pooler,
+            listen_url: parts.route.as_ref().map(|_| parts.url.as_str().to_owned()),
+        };
         Tenancy {
             master: parts.master,
             shared: Arc::new(Shared {
                 max_connections: parts.max_connections,
                 url: parts.url,
+                pooler: parts.pooler,
+                registry,
+                pooled: parts.pooled,
+                route: parts.route,
                 admin_url: parts.admin_url,
                 secret_key_file: parts.secret_key_file,
                 secret_key: OnceLock::new(),
@@ -157,6 +182,38 @@ impl Tenancy {
 
     async fn find_by_id(&self, id: &TenantId) -> Result<Option<Tenant>> {
         entity::Entity::find_by_id(id.as_str()).one(&self.master).await?.map(Tenant::from_row).transpose()
+    }
+
+    /// The master pool the application's traffic goes through: behind a pooler the pool
+    /// through it, else the master pool.
+    pub(crate) fn traffic_pool(&self) -> &DatabaseConnection {
+        self.shared.pooled.as_ref().unwrap_or(&self.master)
+    }
+
+    /// A tenant's registry row as [`Tenancy::tenant`] reads it without the live registry:
+    /// through the traffic pool, safe behind the configured pooler (see [`MasterAccess`]).
+    async fn read_for_handle(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        let master = MasterAccess::open(self.traffic_pool(), self.shared.pooler).await?;
+        let row = entity::Entity::find_by_id(id.as_str()).one(&master).await?;
+        master.finish().await?;
+        row.map(Tenant::from_row).transpose()
+    }
+
+    /// What stands between this process's pools and PostgreSQL
+    /// ([`TenancyBuilder::pooler`]).
+    pub fn pooler(&self) -> Pooler {
+        self.shared.pooler
+    }
+
+    /// Whether the traffic pool ([`Tenancy::traffic_pool`]) prepares nothing for reuse:
+    /// with shared transactions, or behind a transaction-mode pooler.
+    pub(crate) fn traffic_statements_uncached(&self) -> bool {
+        self.shared.binding == TenantBinding::SharedTransactions || self.shared.pooler == Pooler::Transaction
+    }
+
+    /// Behind a pooler: how tenants' pools on the master's server go through it.
+    pub(crate) fn pooler_route(&self) -> Option<&PoolerRoute> {
+        self.shared.route.as_ref()
     }
 
     /// The registered tenant with this id.
@@ -483,8 +540,8 @@ impl Tenancy {
     {
         let id = id.try_into()?;
         let tenant = match &self.shared.live {
-            Some(live) => live.tenant(&self.master, &self.shared.pools, &id).await?,
-            None => self.find_by_id(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?,
+            Some(live) => live.tenant(&self.shared.registry, &self.shared.pools, &id).await?,
+            None => self.read_for_handle(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?,
         };
         TenantConnection::open(self.clone(), tenant)
     }
@@ -564,6 +621,10 @@ impl Tenancy {
 
     /// The master database connection (the registry and, in table isolation, the shared
     /// tables).
+    ///
+    /// Behind a pooler ([`TenancyBuilder::direct_url`]) it reaches the server directly,
+    /// so the library's operations and the application's own statements on it work as
+    /// without one; tenants' handles go through the pooler.
     pub fn master(&self) -> &DatabaseConnection {
         &self.master
     }

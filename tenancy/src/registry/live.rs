@@ -41,11 +41,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, Statement};
 use tokio::sync::{Semaphore, watch};
 
 use super::{Tenant, TenantStatus, entity};
+use crate::connection::pooler::{MasterAccess, Pooler};
 use crate::connection::pools::TenantPools;
 use crate::{Error, Result, TenantId};
 
@@ -213,12 +214,7 @@ impl LiveRegistry {
 
     /// The tenant `id`, from the snapshot when it is live (starting the feed on first
     /// use), from the registry otherwise.
-    pub(crate) async fn tenant(
-        &self,
-        master: &DatabaseConnection,
-        pools: &Arc<TenantPools>,
-        id: &TenantId,
-    ) -> Result<Tenant> {
+    pub(crate) async fn tenant(&self, master: &Master, pools: &Arc<TenantPools>, id: &TenantId) -> Result<Tenant> {
         self.start(master, pools);
         if !self.is_live() {
             return read_one(master, id).await?.into_result(id);
@@ -277,7 +273,7 @@ impl LiveRegistry {
 
     /// Spawns the feed task unless one runs (or there is no runtime to run it on: lookups
     /// then read the registry).
-    fn start(&self, master: &DatabaseConnection, pools: &Arc<TenantPools>) {
+    fn start(&self, master: &Master, pools: &Arc<TenantPools>) {
         if self.shared.running.load(Ordering::Acquire) {
             return;
         }
@@ -295,9 +291,23 @@ impl LiveRegistry {
     }
 }
 
+/// How the live registry reaches the master database.
+#[derive(Clone)]
+pub(crate) struct Master {
+    /// The master pool, for reads.
+    pub(crate) pool: DatabaseConnection,
+    /// What stands between the pool and PostgreSQL: behind a transaction-mode pooler the
+    /// reads run in transactions ([`MasterAccess`]).
+    pub(crate) pooler: Pooler,
+    /// The master database's direct URL, for `LISTEN`, when the pool goes through a
+    /// pooler (a transaction-mode pooler would hand the listening session to other
+    /// clients); `None`: the pool's own connect options.
+    pub(crate) listen_url: Option<String>,
+}
+
 /// The task that keeps one snapshot in step with the registry.
 struct Feed {
-    master: DatabaseConnection,
+    master: Master,
     shared: Arc<Shared>,
     pools: Arc<TenantPools>,
     stop: watch::Receiver<()>,
@@ -324,7 +334,7 @@ impl Feed {
     async fn run(mut self) {
         let mut retry = Duration::from_millis(50);
         loop {
-            let ended = match self.master.get_database_backend() {
+            let ended = match self.master.pool.get_database_backend() {
                 DbBackend::Postgres => self.listen().await,
                 _ => self.poll().await,
             };
@@ -343,8 +353,11 @@ impl Feed {
     /// PostgreSQL: `LISTEN`, re-read everything, then follow the notifications.
     async fn listen(&mut self) -> Ended {
         let connected = async {
-            let options = self.master.get_postgres_connection_pool().connect_options();
-            let options = (*options).clone().application_name(LISTENER_APPLICATION_NAME);
+            let options = match &self.master.listen_url {
+                Some(url) => url.parse::<PgConnectOptions>()?,
+                None => (*self.master.pool.get_postgres_connection_pool().connect_options()).clone(),
+            };
+            let options = options.application_name(LISTENER_APPLICATION_NAME);
             let pool = PgPoolOptions::new()
                 .max_connections(1)
                 .idle_timeout(None)
@@ -425,7 +438,7 @@ impl Feed {
                 _ = tick.tick() => {}
             }
             // Read before the registry: a change after this read moves the counter again.
-            let generation = match generation(&self.master).await {
+            let generation = match generation(&self.master.pool).await {
                 Ok(generation) => generation,
                 Err(err) => {
                     tracing::warn!(error = %err, "live registry: cannot read the registry's generation");
@@ -446,7 +459,9 @@ impl Feed {
     /// Replaces the snapshot with the whole registry, closes the pools of tenants that are
     /// no longer served as they were, and makes the snapshot live.
     async fn reload(&self) -> Result<()> {
-        let rows = entity::Entity::find().all(&self.master).await?;
+        let access = MasterAccess::open(&self.master.pool, self.master.pooler).await?;
+        let rows = entity::Entity::find().all(&access).await?;
+        access.finish().await?;
         let known: HashMap<TenantId, Known> = rows.into_iter().filter_map(Known::from_row).collect();
         let close: Vec<TenantId> = {
             let mut snapshot = self.shared.write();
@@ -486,10 +501,12 @@ impl Feed {
         if ids.len() > MAX_BATCH {
             return self.reload().await;
         }
+        let access = MasterAccess::open(&self.master.pool, self.master.pooler).await?;
         let rows = entity::Entity::find()
             .filter(entity::Column::TenantId.is_in(ids.iter().map(TenantId::as_str)))
-            .all(&self.master)
+            .all(&access)
             .await?;
+        access.finish().await?;
         let mut found: HashMap<TenantId, Known> = rows.into_iter().filter_map(Known::from_row).collect();
         let mut close = Vec::new();
         {
@@ -510,8 +527,10 @@ impl Feed {
 }
 
 /// What the registry holds for `id` now.
-async fn read_one(master: &DatabaseConnection, id: &TenantId) -> Result<Known> {
-    let row = entity::Entity::find_by_id(id.as_str()).one(master).await?;
+async fn read_one(master: &Master, id: &TenantId) -> Result<Known> {
+    let access = MasterAccess::open(&master.pool, master.pooler).await?;
+    let row = entity::Entity::find_by_id(id.as_str()).one(&access).await?;
+    access.finish().await?;
     Ok(row.and_then(Known::from_row).map_or(Known::Absent, |(_, known)| known))
 }
 

@@ -128,7 +128,7 @@ async fn copy_into(
             copy_postgres::advance_sequences(txn, &maxima).await
         }
         .await;
-        from.end(src).await?;
+        from.end(tenancy, src).await?;
         written?;
         // Verified inside the transaction that holds the copy.
         let src = from.begin(tenancy, true).await?;
@@ -143,7 +143,7 @@ async fn copy_into(
                 break;
             }
         }
-        from.end(src).await?;
+        from.end(tenancy, src).await?;
         result
     }
     .await;

@@ -954,9 +954,9 @@ impl PgSide {
         })
     }
 
-    async fn end(&self, txn: DatabaseTransaction) -> Result<()> {
+    async fn end(&self, tenancy: &Tenancy, txn: DatabaseTransaction) -> Result<()> {
         match self.end.shared_by {
-            Some(_) => end_bound(txn).await?,
+            Some(_) => end_bound(txn, tenancy).await?,
             None => txn.commit().await?,
         }
         Ok(())
@@ -1138,7 +1138,7 @@ async fn copy_pg(
     let _ = src.rollback().await;
     let maxima = match written {
         Ok(maxima) => {
-            into.end(dst).await?;
+            into.end(tenancy, dst).await?;
             maxima
         }
         Err(err) => {
@@ -1209,8 +1209,8 @@ pub(crate) async fn verify(
                     let b = copy_postgres::checksum(&dst, &into.end, spec, new_id).await?;
                     sums.push((spec.name.clone(), a, b));
                 }
-                from.end(src).await?;
-                into.end(dst).await?;
+                from.end(tenancy, src).await?;
+                into.end(tenancy, dst).await?;
                 Ok::<_, Error>(())
             }
             .await;

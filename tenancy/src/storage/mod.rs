@@ -152,6 +152,16 @@ pub(crate) fn route(tenancy: &Tenancy, tenant: &Tenant) -> Result<Route> {
 /// database logged in as a schema or table tenant's role. Its password is decrypted: never
 /// print it.
 pub(crate) fn pool_url(tenancy: &Tenancy, tenant: &Tenant) -> Result<String> {
+    let url = storage_url(tenancy, tenant)?;
+    // Behind a pooler, tenants on the master's server are reached through it too.
+    Ok(match tenancy.pooler_route() {
+        Some(route) => route.through_pooler(url),
+        None => url,
+    })
+}
+
+/// The URL of the tenant's own storage on its server, not through any pooler.
+fn storage_url(tenancy: &Tenancy, tenant: &Tenant) -> Result<String> {
     match tenant.placement() {
         Placement::Database(database) => database::url(tenancy, tenant, database),
         placement => match placement.login() {

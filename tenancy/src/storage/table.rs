@@ -239,7 +239,7 @@ pub(crate) async fn count_rows(tenancy: &Tenancy, id: &TenantId, table: &str, co
             let row = txn
                 .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, &sql, [id.as_str().into()]))
                 .await;
-            end_bound(txn).await?;
+            end_bound(txn, tenancy).await?;
             row?
         }
         Backend::Sqlite => {
@@ -270,7 +270,7 @@ pub(crate) async fn delete_rows(tenancy: &Tenancy, id: &TenantId, table: &str, c
                 let _ = txn.rollback().await;
                 return Err(err.into());
             }
-            end_bound(txn).await?;
+            end_bound(txn, tenancy).await?;
         }
         Backend::Sqlite => {
             tenancy

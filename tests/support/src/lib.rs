@@ -9,7 +9,8 @@
 //! | `TENANCY_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `TENANCY_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
 //!
-//! Tests that need a second PostgreSQL server start their own with [`PgServer`]; tests on
+//! Tests that need a second PostgreSQL server start their own with [`PgServer`], tests
+//! behind a connection pooler their own PgBouncer with [`PgBouncer`]; tests on
 //! Redis Cluster start a three-primary cluster of their own with [`RedisCluster`].
 //!
 //! A test whose service is down is skipped with a message on a developer's machine, and
@@ -22,9 +23,11 @@ use std::sync::{Arc, Mutex};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 mod pg_server;
+mod pgbouncer;
 mod redis_cluster;
 
 pub use pg_server::PgServer;
+pub use pgbouncer::{PgBouncer, PoolMode};
 pub use redis_cluster::{ClusterNode, RedisCluster};
 
 /// The PostgreSQL superuser URL the tests use to make their databases and roles.
@@ -104,6 +107,11 @@ impl PgMaster {
         let url = with_database(&admin_url, &name);
         let tracked = Arc::new(Mutex::new(Tracked { roles: Vec::new(), databases: vec![name.clone()] }));
         Some(PgMaster { name, url, admin, tracked })
+    }
+
+    /// The port of the PostgreSQL server the master database is on.
+    pub fn server_port(&self) -> u16 {
+        url_port(&self.url)
     }
 
     /// Drops `role` (if it exists) when this master is dropped.
@@ -225,6 +233,13 @@ impl Drop for PgMaster {
         });
         let _ = cleaner.join();
     }
+}
+
+/// The port of a `postgres://` URL, 5432 when it names none.
+fn url_port(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    host_port.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(5432)
 }
 
 /// `url` with its database (path) replaced.

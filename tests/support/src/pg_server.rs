@@ -272,12 +272,12 @@ fn server_bindir() -> Option<PathBuf> {
 }
 
 /// Whether this process runs as root (`/proc/self` belongs to the process's user).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
 /// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a free loopback port");
     listener.local_addr().expect("the bound port").port()
 }
