@@ -422,3 +422,46 @@ async fn a_tenants_own_sql_through_the_pooler_reaches_no_other_tenant() {
         assert_eq!(project_names(&other).await, own(id), "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_on_the_direct_url_and_refuse_a_transaction_pooler_without_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(fleet) = Fleet::new(0).await else { return };
+    let Some(bouncer) = PgBouncer::start(PoolMode::Transaction, fleet.pg.server_port()) else { return };
+    let createtenant = |id: &str, direct: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_createtenant"));
+        command
+            .args(["--no-input", "--id", id, "--name", id, "--isolation", "schema", "--migrate"])
+            .current_dir(fleet.dir.path())
+            .env("DATABASE_URL", bouncer.superuser_url(&fleet.pg.name))
+            .env("TENANCY_POOLER", "transaction")
+            .env("TENANCY_SECRET_KEY_FILE", fleet.dir.path().join("key"))
+            .env_remove("TENANCY_SECRET_KEY")
+            .env_remove("TENANCY_DIRECT_URL")
+            .stdin(Stdio::null());
+        if let Some(direct) = direct {
+            command.env("TENANCY_DIRECT_URL", direct);
+        }
+        command.output().expect("run createtenant")
+    };
+
+    // Without the direct URL: refused before anything is made.
+    let out = createtenant("nodirect", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TENANCY_DIRECT_URL"), "{stderr}");
+    assert!(fleet.tenancy.find_tenant("nodirect").await.expect("the registry").is_none());
+
+    // With it: made on the server itself, then served through the pooler.
+    let out = createtenant("viadirect", Some(&fleet.pg.url));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pooled = Tenancy::builder(bouncer.superuser_url(&fleet.pg.name))
+        .pooler(tenancy::Pooler::Transaction)
+        .direct_url(fleet.pg.url.clone())
+        .secret_key_file(fleet.dir.path().join("key"))
+        .connect()
+        .await
+        .expect("connect through the pooler");
+    let handle = pooled.tenant("viadirect").await.expect("the new tenant's handle");
+    assert_eq!(project_names(&handle).await, Ok(Vec::new()));
+}

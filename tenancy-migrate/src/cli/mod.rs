@@ -110,8 +110,16 @@ impl MasterArgs {
 
     /// A builder for the master database the way commands reach it: [`MasterArgs::url`],
     /// with no pooler in between.
+    ///
+    /// Without a direct URL the pooler named in `TENANCY_POOLER` applies: a
+    /// transaction-mode one is refused ([`tenancy::Error::PoolerNeedsDirectUrl`]), since
+    /// provisioning and migrations cannot run through it.
     pub fn builder(&self) -> tenancy::TenancyBuilder {
-        tenancy::Tenancy::builder(self.url()).pooler(tenancy::Pooler::None)
+        let builder = tenancy::Tenancy::builder(self.url());
+        match self.direct_url.as_deref().filter(|url| !url.trim().is_empty()) {
+            Some(_) => builder.pooler(tenancy::Pooler::None),
+            None => builder,
+        }
     }
 
     /// Connects the way commands do ([`MasterArgs::builder`]).
@@ -209,6 +217,8 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
             "check --host, --port and --user, and the password (prompt or TENANCY_SERVER_PASSWORD); nothing was stored"
         }
         T::ServerNotAccepting { .. } | T::NoActiveServer { .. } => "`showservers` lists the servers and their states",
+        T::PoolerNeedsDirectUrl => "set TENANCY_DIRECT_URL (--direct-url) to the server's own address, not the pooler's",
+        T::InvalidPooler { .. } => "set TENANCY_POOLER to none, session or transaction, or unset it",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"
         }

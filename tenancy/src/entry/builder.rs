@@ -231,7 +231,8 @@ impl TenancyBuilder {
         // operations and the application's own statements; a second pool through the
         // pooler carries the tenants' traffic (see `pooled`).
         let idle = route.as_ref().map(|_| DIRECT_POOL_IDLE_TIMEOUT);
-        let master = connect_pool(url.as_str(), self.max_connections, idle, named_statements, Pooler::None).await?;
+        let master_pooler = if route.is_some() { Pooler::None } else { pooler };
+        let master = connect_pool(url.as_str(), self.max_connections, idle, named_statements, master_pooler).await?;
         migrate_registry(&master).await?;
         let pooled = match &route {
             Some(_) => {

@@ -210,8 +210,14 @@ fn binary() -> Option<PathBuf> {
     if let Some(found) = find() {
         return Some(found);
     }
+    // `apt-get update` first only when the package lists are missing.
     let installed = Command::new("flock")
-        .args(["/tmp/tenancy-apt-get.lock", "apt-get", "install", "-y", "-q", "pgbouncer"])
+        .args([
+            "/tmp/tenancy-apt-get.lock",
+            "sh",
+            "-c",
+            "apt-get install -y -q pgbouncer || { apt-get update -q && apt-get install -y -q pgbouncer; }",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
         .output()
