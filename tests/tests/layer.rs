@@ -251,3 +251,117 @@ async fn a_suspended_tenant_gets_503_with_retry_after_until_resumed() {
     assert!(matches!(tenancy.suspend_tenant("globex", None).await, Err(tenancy::Error::TenantNotReady { .. })));
     assert_eq!(tenancy.get_tenant("globex").await.unwrap().status(), tenancy::TenantStatus::Provisioning);
 }
+
+/// Index and sequential scans of the master's framework tables (`public.tenancy_*`), the
+/// registry `tenancy_tenants` among them, read once no session of the master database is
+/// left: a backend sends its pending table statistics when it exits, so what the counters
+/// show then is every scan the sessions made (PostgreSQL 15 otherwise holds them back
+/// for up to a second, or longer under contention).
+async fn framework_table_scans(pg: &PgMaster) -> std::collections::BTreeMap<String, i64> {
+    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tenancy_test_support::count(&pg.admin, sessions, vec![pg.name.as_str().into()]).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "sessions of the master database did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let master = pg.connect().await;
+    let rows = master
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT relname::text, (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint \
+             FROM pg_stat_user_tables WHERE schemaname = 'public' AND relname LIKE 'tenancy\\_%'",
+        ))
+        .await
+        .expect("read the table statistics");
+    master.close().await.expect("close");
+    rows.iter().map(|row| (row.try_get_by_index(0).expect("name"), row.try_get_by_index(1).expect("scans"))).collect()
+}
+
+/// Starts a `Tenancy` (with or without the live registry) serving `tenants` through the
+/// layer, sends one request and waits for its live registry, sends `requests` requests per
+/// tenant, stops everything, and returns the scans of each framework table its sessions made.
+async fn scans_of_a_server(
+    pg: &PgMaster,
+    dir: &TempDir,
+    live: bool,
+    tenants: &[(&TenantId, &str)],
+    requests: usize,
+) -> std::collections::BTreeMap<String, i64> {
+    let before = framework_table_scans(pg).await;
+    let tenancy = pg.builder(dir).live_registry(live).connect().await.expect("connect");
+    let app = Router::new().route("/projects", get(by_extension));
+    let app = app.layer(TenantLayer::new(tenancy.clone(), TenantResolver::header("x-tenant")));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    // One request starts the live registry; it is then awaited without lookups, so the
+    // registry reads before it is live (this request's, and the feed's first read of the
+    // whole registry) are the same in every run.
+    let (first, project) = tenants[0];
+    assert_eq!(get_with(addr, "/projects", &[("x-tenant", first.as_str())]).await, (200, project.to_owned()));
+    if live {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !tenancy.registry_is_live() {
+            assert!(std::time::Instant::now() < deadline, "the live registry did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    for _ in 0..requests {
+        for (id, project) in tenants {
+            assert_eq!(get_with(addr, "/projects", &[("x-tenant", id.as_str())]).await, (200, (*project).to_owned()));
+        }
+    }
+    server.abort();
+    let _ = server.await;
+    tenancy.master().clone().close().await.expect("close the master pool");
+    drop(tenancy);
+    let after = framework_table_scans(pg).await;
+    after.into_iter().map(|(table, scans)| (table.clone(), scans - before.get(&table).copied().unwrap_or(0))).collect()
+}
+
+/// Once the registry is live, a request through the layer for a known, ready tenant (a
+/// schema tenant and a database tenant) reads no framework table of the master database,
+/// the registry included: two servers' runs, one request per tenant and fifty more, scan
+/// them equally often. The same runs without the live registry show the requests'
+/// registry reads, so the counters do see them.
+#[tokio::test]
+async fn a_live_registry_serves_requests_without_reading_the_registry() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let setup = pg.tenancy(&dir).await;
+    let (schema, database): (TenantId, TenantId) =
+        (unique_name("scan_s").parse().expect("id"), unique_name("scan_d").parse().expect("id"));
+    let new = NewTenant::new(schema.clone(), "S", Isolation::Schema).expect("a valid new tenant").migrate(true);
+    setup.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create the schema tenant");
+    let handle = setup.tenant(&schema).await.expect("handle");
+    project::ActiveModel {
+        tenant_id: Set(schema.to_string()),
+        name: Set("sigma".to_owned()),
+        created_at: Set(ChronoUtc::now()),
+        ..Default::default()
+    }
+    .insert(&handle)
+    .await
+    .expect("insert project");
+    drop(handle);
+    database_tenant(&pg, &setup, &database, "delta").await;
+    setup.master().clone().close().await.expect("close the setup's master pool");
+    drop(setup);
+
+    let tenants = [(&schema, "sigma"), (&database, "delta")];
+    const REQUESTS: usize = 50;
+    for live in [true, false] {
+        let base = scans_of_a_server(&pg, &dir, live, &tenants, 0).await;
+        let loaded = scans_of_a_server(&pg, &dir, live, &tenants, REQUESTS).await;
+        eprintln!("live registry {live}: scans with no more requests {base:?}, with {REQUESTS} more each {loaded:?}");
+        let registry = |scans: &std::collections::BTreeMap<String, i64>| scans.get("tenancy_tenants").copied();
+        assert!(registry(&base).is_some_and(|scans| scans > 0), "the counters see the registry's reads: {base:?}");
+        if live {
+            assert_eq!(loaded, base, "requests for known tenants read framework tables of the master");
+        } else {
+            let per_request = registry(&loaded).unwrap_or(0) - registry(&base).unwrap_or(0);
+            let requests = i64::try_from(REQUESTS * tenants.len()).expect("small");
+            assert!(per_request >= requests, "the control reads the registry per request: {per_request}");
+        }
+    }
+}
