@@ -87,6 +87,8 @@ impl Fleet {
             .connect()
             .await
             .expect("connect the master");
+        // The commands and `serve` read the key file the test names; make it once, here.
+        tenancy.secret_key().expect("generate the secret key");
         let (schema, table) = (size * 2 / 5, size * 2 / 5);
         let mut tenants = Vec::new();
         for n in 0..size {
