@@ -9,6 +9,10 @@
 //! `TENANCY_TEST_POSTGRES_URL`). Tenants per second, and the speed-up against one creator
 //! measured in the same run. On a 2-core machine the creators share the cores with the
 //! server, so the speed-up is bounded by them, not by the framework's locking.
+//!
+//! Then the single creator's milliseconds per tenant in process and as a process, and
+//! their ratio: what a `createtenant` process costs on top of the work (issue 15).
+//! `TENANCY_BENCH_CREATORS=1` (a comma-separated list) measures only those creator counts.
 
 #![allow(missing_docs, clippy::print_stdout, reason = "a benchmark binary")]
 
@@ -99,6 +103,14 @@ async fn as_processes(n: usize, creators: usize) -> Duration {
     took
 }
 
+/// The creator counts to measure: `TENANCY_BENCH_CREATORS` (e.g. `1` or `1,8`), else
+/// [`CREATORS`].
+fn creator_counts() -> Vec<usize> {
+    let given = std::env::var("TENANCY_BENCH_CREATORS").unwrap_or_default();
+    let given: Vec<usize> = given.split(',').filter_map(|c| c.trim().parse().ok()).filter(|&c| c > 0).collect();
+    if given.is_empty() { CREATORS.to_vec() } else { given }
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_usize("TENANCY_BENCH_N", 200);
@@ -107,14 +119,27 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- |");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let mut base: Option<(f64, f64)> = None;
-    for creators in CREATORS {
-        let inside = rate(in_process(n, creators).await);
-        let outside = rate(as_processes(n, creators).await);
+    let mut single: Option<(Duration, Duration)> = None;
+    for creators in creator_counts() {
+        let (inside_took, outside_took) = (in_process(n, creators).await, as_processes(n, creators).await);
+        if creators == 1 {
+            single = Some((inside_took, outside_took));
+        }
+        let (inside, outside) = (rate(inside_took), rate(outside_took));
         let (base_inside, base_outside) = *base.get_or_insert((inside, outside));
         println!(
             "| {creators} | {inside:.1} | {:.2}x | {outside:.1} | {:.2}x |",
             inside / base_inside,
             outside / base_outside
+        );
+    }
+    if let Some((inside, outside)) = single {
+        let per_tenant = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
+        println!(
+            "one creator: {:.1} ms per tenant in process, {:.1} ms per tenant as createtenant processes: {:.2}x",
+            per_tenant(inside),
+            per_tenant(outside),
+            outside.as_secs_f64() / inside.as_secs_f64()
         );
     }
 }

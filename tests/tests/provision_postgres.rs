@@ -481,3 +481,61 @@ async fn an_admin_url_that_is_not_postgres_is_refused_when_connecting() {
         assert!(!message.contains("hunter2"), "{message}");
     }
 }
+
+/// The framework's migrations of an empty master, started by eight processes at once (each
+/// `Tenancy` has its own pool, as a process does): every connect succeeds and each
+/// migration is recorded once. Connecting reads the recorded versions first and only
+/// migrates when one is missing; on an empty master all eight find the table missing and
+/// take turns under the advisory lock.
+#[tokio::test]
+async fn eight_first_connects_at_once_on_an_empty_master() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let connects = (0..8).map(|_| pg.builder(&dir).connect());
+    let results = futures_util::future::join_all(connects).await;
+    for result in &results {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    drop(results);
+    let master = pg.connect().await;
+    let known =
+        i64::try_from(<tenancy::RegistryMigrator as sea_orm_migration::MigratorTrait>::migrations().len()).unwrap();
+    assert_eq!(count(&master, "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, known);
+    assert_eq!(count(&master, "SELECT COUNT(DISTINCT version) FROM tenancy_migrations", vec![]).await, known);
+}
+
+/// The read that lets an up-to-date master skip the migrator does not skip a missing
+/// migration (it is applied on the next connect) nor hide one this build does not know
+/// (the migrator refuses it, as it did before the read).
+#[tokio::test]
+async fn connecting_applies_a_missing_registry_migration_and_refuses_an_unknown_one() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    drop(pg.tenancy(&dir).await);
+    let master = pg.connect().await;
+    let known =
+        i64::try_from(<tenancy::RegistryMigrator as sea_orm_migration::MigratorTrait>::migrations().len()).unwrap();
+    // The last migration adds a column when it is missing: drop both, as before it ran.
+    master.execute_unprepared("ALTER TABLE tenancy_migration_ledger DROP COLUMN server").await.unwrap();
+    master
+        .execute_unprepared("DELETE FROM tenancy_migrations WHERE version = 'm20261221_000010_ledger_server'")
+        .await
+        .unwrap();
+    drop(pg.tenancy(&dir).await);
+    assert_eq!(count(&master, "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, known);
+    let column = "SELECT COUNT(*) FROM information_schema.columns \
+                  WHERE table_name = 'tenancy_migration_ledger' AND column_name = 'server'";
+    assert_eq!(count(&master, column, vec![]).await, 1, "the missing migration was not applied");
+
+    master
+        .execute_unprepared(
+            "INSERT INTO tenancy_migrations (version, applied_at) VALUES ('m29990101_000001_future', 0)",
+        )
+        .await
+        .unwrap();
+    let err = pg.builder(&dir).connect().await.expect_err("a master migrated by a newer build is refused");
+    assert!(
+        err.to_string().contains("m29990101_000001_future") || format!("{err:?}").contains("m29990101_000001_future"),
+        "{err:?}"
+    );
+}

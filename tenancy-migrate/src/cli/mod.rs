@@ -217,7 +217,9 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
             "check --host, --port and --user, and the password (prompt or TENANCY_SERVER_PASSWORD); nothing was stored"
         }
         T::ServerNotAccepting { .. } | T::NoActiveServer { .. } => "`showservers` lists the servers and their states",
-        T::PoolerNeedsDirectUrl => "set TENANCY_DIRECT_URL (--direct-url) to the server's own address, not the pooler's",
+        T::PoolerNeedsDirectUrl => {
+            "set TENANCY_DIRECT_URL (--direct-url) to the server's own address, not the pooler's"
+        }
         T::InvalidPooler { .. } => "set TENANCY_POOLER to none, session or transaction, or unset it",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"

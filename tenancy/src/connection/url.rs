@@ -361,7 +361,7 @@ impl Default for PoolShape {
 /// and are closed by it: they get no lifetime and no idle timeout, and so no maintenance
 /// task (sqlx's can spin once such a pool is closed with a connection idle).
 async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) -> Result<DatabaseConnection> {
-    use sea_orm::{ConnectOptions, Database};
+    use sea_orm::ConnectOptions;
 
     let mut options = ConnectOptions::new(url.to_owned());
     let behind_pooler = shape.pooler != Pooler::None;
@@ -401,14 +401,40 @@ async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) ->
         options.set_schema_search_path(crate::sql::quote_ident(schema));
     }
     let cannot_connect = |source| Error::CannotConnect { target: redact_url(url), source };
-    // sqlx retries a refused connection until its acquire timeout and then reports only
-    // "pool timed out"; a plain TCP probe first gives the operator the real reason.
-    if let Some(address) = postgres_address(url)
-        && let Err(reason) = probe(&address, std::time::Duration::from_secs(5)).await
-    {
-        return Err(cannot_connect(reason));
-    }
-    Database::connect(options).await.map_err(cannot_connect)
+    connect_explained(url, options).await.map_err(cannot_connect)
+}
+
+/// How long a PostgreSQL connection may take before [`connect_explained`] probes its
+/// server: far above a reachable server's answer, far below the acquire timeout.
+const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Connects with `options`, explained when it fails or lingers: sqlx retries a refused connection
+/// until its acquire timeout and then reports only "pool timed out", so a plain TCP probe
+/// of a PostgreSQL server gives the operator the real reason, and gives it within
+/// moments. A connection made in time costs no probe (it would cost the server a forked
+/// backend per connect); one that fails, or is not made within [`PROBE_AFTER`], races the
+/// probe, and the probe's reason wins when the server does not accept TCP connections.
+async fn connect_explained(url: &str, options: sea_orm::ConnectOptions) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    // On the heap: sea-orm's connect future is large, and raced on the stack it overflowed
+    // a test thread's stack in debug builds.
+    let mut connecting = Box::pin(sea_orm::Database::connect(options));
+    let Some(address) = postgres_address(url) else { return connecting.await };
+    let explain = || probe(&address, std::time::Duration::from_secs(5));
+    let failed = tokio::select! {
+        connected = &mut connecting => match connected {
+            Ok(connection) => return Ok(connection),
+            Err(err) => err,
+        },
+        () = tokio::time::sleep(PROBE_AFTER) => {
+            return tokio::select! {
+                connected = &mut connecting => connected,
+                Err(reason) = explain() => Err(reason),
+            };
+        }
+    };
+    // A failure that was not the TCP connection's (credentials, a missing database) is
+    // reported as it is.
+    explain().await.and(Err(failed))
 }
 
 /// `host:port` of a PostgreSQL URL (the port defaulting to [`DEFAULT_POSTGRES_PORT`]),

@@ -1,5 +1,6 @@
 //! [`TenancyBuilder`]: the options of [`Tenancy`], and connecting to the master database.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::connection::TenantBinding;
 use crate::connection::pooler::{DIRECT_URL_ENV, Pooler, PoolerRoute};
 use crate::connection::pools::{PoolSettings, TenantPools};
 use crate::connection::url::{AdminUrl, MasterUrl, connect_pool};
+use crate::registry::FRAMEWORK_MIGRATIONS_TABLE;
 use crate::{RegistryMigrator, Result};
 
 /// Options for [`Tenancy`]; start from [`Tenancy::builder`].
@@ -284,7 +286,14 @@ impl Tenancy {
 }
 
 /// Applies [`RegistryMigrator`] so that concurrent first runs cannot trip over each other.
+///
+/// Every command connects, so this runs once per process: a master that is up to date
+/// costs one read; only a master missing a migration (or one this read cannot judge)
+/// takes the lock and runs the migrator.
 async fn migrate_registry(master: &DatabaseConnection) -> Result<()> {
+    if registry_up_to_date(master).await {
+        return Ok(());
+    }
     match master.get_database_backend() {
         DbBackend::Postgres => {
             // Concurrent `CREATE TABLE IF NOT EXISTS` can still fail on PostgreSQL's
@@ -328,6 +337,27 @@ async fn migrate_registry(master: &DatabaseConnection) -> Result<()> {
 /// How long a connection of the direct master pool may stay idle behind a pooler: a
 /// process that only serves requests holds none of them for long.
 const DIRECT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the master records exactly the framework migrations this build knows, read
+/// in one statement without a lock or a transaction.
+///
+/// Anything else is `false` and left to the migrator: a missing table (a new master; on
+/// PostgreSQL the failed read shows once in the server's log), a missing migration, one
+/// this build does not know (the migrator reports it), or a read that failed for another
+/// reason (the migrator's own statements then report it). A migration is recorded only
+/// once it is applied (in the same transaction on PostgreSQL), so a master that records
+/// all of them has all of them.
+async fn registry_up_to_date(master: &DatabaseConnection) -> bool {
+    let backend = master.get_database_backend();
+    let read = format!("SELECT version FROM {FRAMEWORK_MIGRATIONS_TABLE}");
+    let Ok(rows) = master.query_all_raw(Statement::from_string(backend, read)).await else {
+        return false;
+    };
+    let applied: Result<BTreeSet<String>, _> = rows.iter().map(|row| row.try_get_by_index::<String>(0)).collect();
+    let known: BTreeSet<String> =
+        RegistryMigrator::migrations().iter().map(|migration| migration.name().to_owned()).collect();
+    applied.is_ok_and(|applied| applied == known)
+}
 
 /// The advisory lock key guarding the framework's master-database migrations
 /// (`'tenancy'` as ASCII bytes, so it is recognisable in `pg_locks`).

@@ -6,7 +6,7 @@ mod builder;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement};
+use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
 
 pub use self::builder::TenancyBuilder;
 use crate::cache::{CacheStore, GlobalCache, SharedCache};
@@ -749,17 +749,6 @@ impl Tenancy {
     /// The tenant login role prefix ([`crate::rls::tenant_role_prefix`]) and the name of
     /// the PostgreSQL master database, queried once and then cached.
     pub(crate) async fn master_identity(&self) -> Result<&(String, String)> {
-        self.shared
-            .master_identity
-            .get_or_try_init(|| async {
-                let prefix = crate::rls::tenant_role_prefix(&self.master).await?;
-                let row = self
-                    .master
-                    .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
-                    .await?;
-                let database = row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default();
-                Ok((prefix, database))
-            })
-            .await
+        self.shared.master_identity.get_or_try_init(|| crate::rls::tenant_role_prefix_and_database(&self.master)).await
     }
 }

@@ -450,6 +450,12 @@ impl Guard {
         Ok(())
     }
 
+    /// Releases the lock of an operation whose row [`Guard::finish_in`] removed in a
+    /// committed transaction: nothing is left to remove.
+    pub(crate) async fn finished(self) {
+        self.lock.release().await;
+    }
+
     /// Releases the lock, keeping the row: the operation stays unfinished, for a re-run
     /// (or `tenancydoctor --repair`) to finish.
     pub(crate) async fn abandon(self) {

@@ -296,8 +296,10 @@ async fn journaled<H: ProvisionHooks>(
     }
     let result = create_planned(tenancy, new, plan, hooks, &mut guard).await;
     match &result {
+        // Marking the tenant ready removed the operation's row in its own transaction.
+        Ok(_) => guard.finished().await,
         Err(Error::RollbackFailed { .. }) => guard.abandon().await,
-        _ => guard.finish(tenancy).await?,
+        Err(_) => guard.finish(tenancy).await?,
     }
     result
 }

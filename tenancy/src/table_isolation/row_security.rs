@@ -119,14 +119,20 @@ pub const TENANT_ROLE_PREFIX: &str = "tnt_";
 /// # Errors
 /// [`crate::Error::Database`] when the query fails.
 pub async fn tenant_role_prefix<C: ConnectionTrait>(db: &C) -> Result<String> {
+    Ok(tenant_role_prefix_and_database(db).await?.0)
+}
+
+/// [`tenant_role_prefix`] and the name of the database `db` is connected to, in one query.
+pub(crate) async fn tenant_role_prefix_and_database<C: ConnectionTrait>(db: &C) -> Result<(String, String)> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT $1 || left(md5(current_database()), 10) || '_'",
+            "SELECT $1 || left(md5(current_database()), 10) || '_', current_database()::text",
             [TENANT_ROLE_PREFIX.into()],
         ))
         .await?;
-    Ok(row.map(|row| row.try_get_by_index::<String>(0)).transpose()?.unwrap_or_default())
+    let Some(row) = row else { return Ok(Default::default()) };
+    Ok((row.try_get_by_index::<String>(0)?, row.try_get_by_index::<String>(1)?))
 }
 
 /// The SQL expression for the tenant a statement is bound to, in the policies and column
