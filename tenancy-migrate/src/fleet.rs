@@ -764,19 +764,7 @@ fn to_report(
 }
 
 /// An error and its causes on one line, for the ledger and per-tenant output.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use tenancy::error_chain;
 
 /// What a fleet run would do to one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

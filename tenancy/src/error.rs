@@ -842,3 +842,19 @@ impl From<std::convert::Infallible> for Error {
         match never {}
     }
 }
+
+/// An error and its causes on one line, joined with `: `, for logs and reports; a cause
+/// whose text the line already holds (wrappers often repeat their source's) is left out.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

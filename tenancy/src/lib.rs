@@ -386,7 +386,7 @@ pub use crate::connection::transaction::TenantTransaction;
 pub use crate::connection::url::{Backend, DEFAULT_MASTER_URL, DEFAULT_POSTGRES_PORT, master_url_from_env, redact_url};
 pub use crate::connection::{TenantBinding, TenantConnection};
 pub use crate::entry::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
-pub use crate::error::{BoxError, Error, MissingValue, Result};
+pub use crate::error::{BoxError, Error, MissingValue, Result, error_chain};
 pub use crate::models::{KeyColumn, Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};
 pub use crate::provisioning::{
     BoxFuture, Created, DatabaseLogin, NewDatabase, NewTenant, ProvisionHooks, ProvisionStep, Provisioned, ServerChoice,

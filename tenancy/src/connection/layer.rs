@@ -237,7 +237,7 @@ where
                     return Ok(response);
                 }
                 Err(err) => {
-                    tracing::error!(tenant = %id, error = %with_causes(&err), "cannot open the tenant's handle");
+                    tracing::error!(tenant = %id, error = %crate::error_chain(&err), "cannot open the tenant's handle");
                     return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
                 }
             };
@@ -245,7 +245,7 @@ where
                 Ok(()) => {}
                 Err(Error::ServerUnavailable { server, .. }) => return Ok(server_unavailable(&server)),
                 Err(err) => {
-                    tracing::error!(tenant = %id, error = %with_causes(&err), "cannot open the tenant's pool");
+                    tracing::error!(tenant = %id, error = %crate::error_chain(&err), "cannot open the tenant's pool");
                     return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
                 }
             }
@@ -277,23 +277,6 @@ fn plain<ResBody: From<&'static str>>(status: StatusCode, body: &'static str) ->
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
-}
-
-/// `err` and its causes, joined with `: `, for the operator's log (the client gets none
-/// of it).
-fn with_causes(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers often repeat their source's text.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
