@@ -243,10 +243,9 @@ fn read_under_load(addr: SocketAddr, tenants: &[String], workers: usize, request
 
 /// The users and databases of PgBouncer's clients (`SHOW CLIENTS` on its admin console,
 /// which speaks the simple protocol only and takes no unknown startup parameter).
-async fn bouncer_clients(bouncer: &PgBouncer) -> Vec<(String, String)> {
+async fn bouncer_clients(console_url: &str) -> Vec<(String, String)> {
     use sea_orm::sqlx::{Connection, Row};
-    let options: sea_orm::sqlx::postgres::PgConnectOptions =
-        bouncer.superuser_url("pgbouncer").parse().expect("the console's URL");
+    let options: sea_orm::sqlx::postgres::PgConnectOptions = console_url.parse().expect("the console's URL");
     let mut console = sea_orm::sqlx::PgConnection::connect_with(&options.extra_float_digits(None))
         .await
         .expect("PgBouncer's console");
@@ -295,9 +294,25 @@ async fn transaction_mode_serves_every_mode_and_binding_while_a_fleet_migration_
             tenants: Some(half.iter().map(|id| TenantId::new(id.clone()).expect("an id")).collect()),
             ..FleetOptions::default()
         };
+        // PgBouncer's clients, sampled while the readers run: the pools open change as
+        // the least recently used are evicted.
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (sampling, url) = (std::sync::Arc::clone(&sampling), bouncer.superuser_url("pgbouncer"));
+            tokio::spawn(async move {
+                let mut seen = std::collections::BTreeSet::new();
+                while sampling.load(Ordering::Relaxed) {
+                    seen.extend(bouncer_clients(&url).await);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                seen
+            })
+        };
         let report = migrate_all(&fleet.tenancy, &migrators, &options, &|_| {}).await.expect("the fleet run");
         assert!(report.succeeded(), "{report:?}");
         let seen = readers.await.expect("the readers");
+        sampling.store(false, Ordering::Relaxed);
+        let clients = sampler.await.expect("the sampler");
         assert!(
             seen.wrong.is_empty(),
             "{binding}: {} of {} answers wrong, first: {:?}\nserve's log: {}",
@@ -310,7 +325,6 @@ async fn transaction_mode_serves_every_mode_and_binding_while_a_fleet_migration_
         // The app's connections are PgBouncer's clients: the tenants' own roles (schema,
         // table) and users (database) with tenant pools, the master user with shared
         // transactions.
-        let clients = bouncer_clients(&bouncer).await;
         let users: std::collections::BTreeSet<&str> = clients.iter().map(|(user, _)| user.as_str()).collect();
         let databases: std::collections::BTreeSet<&str> = clients.iter().map(|(_, db)| db.as_str()).collect();
         if binding == "tenant-pools" {
@@ -347,7 +361,7 @@ async fn session_mode_serves_every_mode() {
         fleet.serve_log("session", "tenant-pools")
     );
     assert_eq!(seen.ok, 200);
-    let clients = bouncer_clients(&bouncer).await;
+    let clients = bouncer_clients(&bouncer.superuser_url("pgbouncer")).await;
     assert!(clients.iter().any(|(user, _)| user.starts_with("tnt_")), "{clients:?}");
     stop(serve, || fleet.serve_log("session", "tenant-pools"));
 }
