@@ -182,8 +182,9 @@
 //! the database itself enforces the isolation. [`TenantBinding::SharedTransactions`]
 //! binds them per transaction on the master pool instead (`set_config(..., true)`), for
 //! applications with more busy tenants than pools fit in the budget. Either way nothing
-//! bound to a tenant stays on a connection another tenant can get, so both are safe
-//! behind a transaction-mode pooler such as PgBouncer.
+//! bound to a tenant stays on a connection another tenant can get, so both work behind a
+//! transaction-mode pooler such as PgBouncer once [`TenancyBuilder::pooler`] says it is
+//! there (see [`pooler`]: sqlx's prepared statements need it).
 //! On a SQLite master, which has no row-level security, a table-isolated tenant's handle
 //! checks every statement (parsed with `sqlparser`) against an allowlist: `SELECT`,
 //! `INSERT`, `UPDATE` and `DELETE` on the `#[tenant_scoped]` tables, rewritten to reach

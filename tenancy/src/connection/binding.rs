@@ -12,7 +12,9 @@ use crate::Tenancy;
 /// their data; set with [`TenancyBuilder::tenant_binding`](crate::TenancyBuilder::tenant_binding).
 ///
 /// Either way no session state outlives a transaction on a connection another tenant
-/// could use, so both are safe behind a transaction-mode pooler such as PgBouncer. They
+/// could use, so both work behind a transaction-mode pooler such as PgBouncer, once
+/// tenancy is told it is there ([`TenancyBuilder::pooler`](crate::TenancyBuilder::pooler),
+/// see [`crate::pooler`]). They
 /// differ in what they hold against *hostile* SQL, that is, SQL run through a handle that
 /// tries to undo the binding (`RESET ROLE`, `set_config(...)`, `DO` blocks, names
 /// qualified with another tenant's schema):

@@ -104,7 +104,8 @@ pub(crate) enum Route {
 ///   stamped through the column default, and a filter that forgets the tenant still
 ///   sees nothing else. The settings are transaction-scoped (with `search_path` set to
 ///   `public, pg_temp`), and the session is reset before the commit, so nothing stays on
-///   the pooled connection (safe behind PgBouncer in transaction mode); the role switch
+///   the pooled connection (behind PgBouncer in transaction mode too, see
+///   [`crate::pooler`]); the role switch
 ///   subjects even a superuser or `BYPASSRLS` master connection to the policies.
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way.
 ///   Streaming straight from the handle is refused with a [`DbErr::Custom`]: sea-orm's
@@ -123,7 +124,7 @@ pub(crate) enum Route {
 ///   table-isolated tenants keep their shared tables), and the temporary schema last, so
 ///   a temporary table never shadows the tenant's. The setting is transaction-scoped and
 ///   the session is reset before the commit, so nothing stays on the pooled connection
-///   (safe behind PgBouncer in transaction mode).
+///   (behind PgBouncer in transaction mode too, see [`crate::pooler`]).
 ///   [`begin`](TransactionTrait::begin) returns a transaction bound the same way, and
 ///   streaming works as for table isolation: inside `handle.begin()`, not on the handle.
 ///   The binding guards sea-orm code, not hostile raw SQL: a schema-qualified name or a

@@ -13,7 +13,7 @@
 //! statements at all.
 //!
 //! So behind a transaction-mode pooler every statement tenancy sends with values runs in
-//! a transaction that starts with `DEALLOCATE ALL` ([`begin`]): one server connection
+//! a transaction that starts with `DEALLOCATE ALL`: one server connection
 //! from `Parse` to `COMMIT`, and no name a previous client left on it. The pools prepare
 //! nothing for reuse (their statement cache is off): a name is used once, inside the
 //! transaction that prepared it. Statements without values go through the simple
