@@ -2,9 +2,7 @@
 //! ([`TenantBinding::SharedTransactions`], or a tenant without a login role): the
 //! settings that bind a transaction, and the session reset before it commits.
 
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionOptions, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionOptions};
 
 use crate::Tenancy;
 
@@ -142,11 +140,7 @@ pub(crate) async fn begin_bound(
             )
         }
     };
-    let pool = tenancy.traffic_pool();
-    let txn = match tenancy.pooler() {
-        super::pooler::Pooler::Transaction => super::pooler::begin(pool, options).await?,
-        _ => pool.begin_with_options(options).await?,
-    };
+    let txn = super::pooler::begin(tenancy.traffic_pool(), options, tenancy.pooler()).await?;
     txn.execute_raw(bind).await?;
     Ok(txn)
 }

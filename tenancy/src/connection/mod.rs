@@ -404,7 +404,7 @@ async fn run_on_pool<Q: Call>(call: Q, pool: &sea_orm::DatabaseConnection, poole
     if pooler != Pooler::Transaction || !call.prepared() {
         return call.run(pool).await;
     }
-    let txn = pooler::begin(pool, TransactionOptions::default()).await?;
+    let txn = pooler::begin(pool, TransactionOptions::default(), pooler).await?;
     // A failure drops the transaction, which rolls it back.
     let output = call.run(&txn).await?;
     txn.commit().await?;
@@ -536,11 +536,7 @@ impl TransactionTrait for TenantConnection {
             }
             Route::OwnPool { .. } => {
                 let lease = self.lease().await?;
-                let begun = match self.behind_transaction_pooler() {
-                    true => pooler::begin(lease.connection(), options).await,
-                    false => lease.connection().begin_with_options(options).await,
-                };
-                let txn = match begun {
+                let txn = match pooler::begin(lease.connection(), options, tenancy.pooler()).await {
                     Ok(txn) => txn,
                     Err(err) => return Err(self.failed(&lease, err).await),
                 };

@@ -103,15 +103,18 @@ impl std::str::FromStr for Pooler {
 /// behind. Sent by the simple protocol: one round trip, no prepared statement of its own.
 const DEALLOCATE_ALL: &str = "DEALLOCATE ALL";
 
-/// A transaction on `pool` safe behind a transaction-mode pooler: begun with `options`
-/// (an isolation level is set before anything else runs), then `DEALLOCATE ALL`, so the
-/// names sqlx gives its statements in it meet none left by another client.
+/// A transaction on `pool` begun with `options`. Behind a transaction-mode pooler it is
+/// safe there: the isolation level is set before anything else runs, then `DEALLOCATE
+/// ALL`, so the names sqlx gives its statements in it meet none left by another client.
 pub(crate) async fn begin(
     pool: &DatabaseConnection,
     options: TransactionOptions,
+    pooler: Pooler,
 ) -> Result<DatabaseTransaction, DbErr> {
     let txn = pool.begin_with_options(options).await?;
-    txn.execute_unprepared(DEALLOCATE_ALL).await?;
+    if pooler == Pooler::Transaction {
+        txn.execute_unprepared(DEALLOCATE_ALL).await?;
+    }
     Ok(txn)
 }
 
@@ -127,7 +130,7 @@ impl<'a> MasterAccess<'a> {
     /// Access to `pool`, in a transaction when `pooler` is [`Pooler::Transaction`].
     pub(crate) async fn open(pool: &'a DatabaseConnection, pooler: Pooler) -> Result<MasterAccess<'a>, DbErr> {
         Ok(match pooler {
-            Pooler::Transaction => MasterAccess::Transaction(begin(pool, TransactionOptions::default()).await?),
+            Pooler::Transaction => MasterAccess::Transaction(begin(pool, TransactionOptions::default(), pooler).await?),
             Pooler::None | Pooler::Session => MasterAccess::Pool(pool),
         })
     }
