@@ -106,7 +106,10 @@ async fn fleet_commands_end_to_end() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["migrated"], 2);
     assert_eq!(report["succeeded"], true);
-    let ids: Vec<&str> = report["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
+    // Listed as they finish.
+    let mut ids: Vec<&str> =
+        report["tenants"].as_array().unwrap().iter().map(|t| t["tenant"].as_str().unwrap()).collect();
+    ids.sort_unstable();
     assert_eq!(ids, ["f2", "f3"]);
     let last = tenancy.ledger().last_run().await.unwrap().unwrap();
     assert_eq!(report["run_id"], last.id);

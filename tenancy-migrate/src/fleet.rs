@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::{DbErr, RuntimeErr};
-use tenancy::ledger::{OutcomeRecord, TenantOutcome};
+use futures_util::StreamExt;
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
+use tenancy::ledger::{OutcomeRecord, RunDraft, TenantOutcome};
 use tenancy::servers::{MASTER_SERVER, ServerMap, TenantServer};
-use tenancy::{Isolation, Tenancy, Tenant, TenantId, TenantStatus};
+use tenancy::{Isolation, Placement, ShardDatabase, Tenancy, Tenant, TenantId, TenantStatus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::migrator::{DynMigrator, Migrators, migrate_master, migrate_one, pending_read_only};
+use crate::migrator::{
+    DynMigrator, Known, Migrators, applied_in_schemas, migrate_master, migrate_one, pending_read_only,
+};
 use crate::{Error, MigrationOutcome, Result};
 
 /// Which tenants a fleet run or plan takes, and how.
@@ -161,15 +164,20 @@ pub struct TenantReport {
     pub duration: Duration,
 }
 
-/// The result of [`migrate_all`].
+/// The result of [`migrate_all`]: counts, and the tenants that need attention. A run
+/// keeps no report of a tenant that migrated, was up to date or was skipped (each was
+/// passed to the run's events), so a run over ten thousand tenants holds no more than
+/// one over ten; [`migrate_all_listed`] gathers them all for callers that want them.
 #[derive(Debug, Clone, Default)]
 pub struct FleetReport {
     /// The ledger run id.
     pub run_id: i64,
     /// The shared (master) migrations applied first.
     pub shared: Vec<String>,
-    /// One report per selected tenant, ordered by tenant id.
-    pub tenants: Vec<TenantReport>,
+    /// The outcomes per server, servers in label order.
+    pub servers: BTreeMap<ServerLabel, OutcomeCounts>,
+    /// The tenants that failed or were not attempted, ordered by tenant id.
+    pub unfinished: Vec<TenantReport>,
     /// The tenants of the canary stage, if the run had one.
     pub canary: Vec<TenantId>,
     /// Whether a canary tenant failed, so the run stopped after the canary stage.
@@ -206,24 +214,40 @@ impl OutcomeCounts {
     }
 }
 
+impl OutcomeCounts {
+    /// How many ended with `outcome`.
+    pub fn of(&self, outcome: TenantOutcome) -> usize {
+        match outcome {
+            TenantOutcome::Migrated => self.migrated,
+            TenantOutcome::UpToDate => self.up_to_date,
+            TenantOutcome::Failed => self.failed,
+            TenantOutcome::Skipped => self.skipped,
+            TenantOutcome::NotAttempted => self.not_attempted,
+        }
+    }
+}
+
 impl FleetReport {
     /// How many tenants ended with `outcome`.
     pub fn count(&self, outcome: TenantOutcome) -> usize {
-        self.tenants.iter().filter(|t| t.outcome == outcome).count()
+        self.servers.values().map(|counts| counts.of(outcome)).sum()
     }
 
     /// Whether no tenant failed or was left unattempted.
     pub fn succeeded(&self) -> bool {
-        self.tenants.iter().all(|t| !t.outcome.is_unfinished())
+        self.unfinished.is_empty()
     }
 
     /// The outcomes per server, servers in label order.
     pub fn by_server(&self) -> BTreeMap<ServerLabel, OutcomeCounts> {
-        let mut servers: BTreeMap<ServerLabel, OutcomeCounts> = BTreeMap::new();
-        for tenant in &self.tenants {
-            servers.entry(tenant.server.clone()).or_default().add(tenant.outcome);
+        self.servers.clone()
+    }
+
+    fn record(&mut self, report: &TenantReport) {
+        self.servers.entry(report.server.clone()).or_default().add(report.outcome);
+        if report.outcome.is_unfinished() {
+            self.unfinished.push(report.clone());
         }
-        servers
     }
 }
 
@@ -248,46 +272,54 @@ pub enum FleetEvent<'a> {
     CanaryFailed(&'a [TenantId]),
 }
 
-/// The tenants of a run, validated before anything is written.
-struct Selection {
-    tenants: Vec<Tenant>,
-    canary: HashSet<TenantId>,
+/// Tenants read from the registry at a time.
+const PAGE: u64 = 500;
+
+/// Which registered tenants a run takes: `options` with the ids and resume set made into
+/// lookups. Every pass over the registry asks it, so no pass holds the selection.
+struct Filter<'a> {
+    options: &'a FleetOptions,
     servers: ServerMap,
+    wanted: Option<HashSet<&'a str>>,
+    /// With `--resume`: the tenants the last run did not finish.
+    unfinished: Option<HashSet<String>>,
 }
 
-/// Selects the tenants of a run: the registry, filtered by `options`. Every id and
-/// server named in `options` is checked here, before the run writes anything.
-async fn select(tenancy: &Tenancy, options: &FleetOptions) -> Result<Selection> {
-    let mut tenants = tenancy.tenants().await?;
-    tenants.sort_by(|a, b| a.id().cmp(b.id()));
-    // The servers of every registered tenant (and the master), before any filter.
-    let servers = tenancy.server_map().await?;
-    let mut known_servers: BTreeSet<ServerLabel> = tenants.iter().map(|t| server_label(&servers, t)).collect();
-    known_servers.extend(servers.servers().iter().map(|server| ServerLabel(server.name.to_string())));
-    known_servers.insert(ServerLabel(MASTER_SERVER.to_owned()));
-    if let Some(wanted) = &options.tenants {
-        let known: HashSet<&str> = tenants.iter().map(|t| t.id().as_str()).collect();
-        if let Some(missing) = wanted.iter().find(|id| !known.contains(id.as_str())) {
-            return Err(tenancy::Error::TenantNotFound { id: missing.to_string() }.into());
-        }
-        let wanted: HashSet<&str> = wanted.iter().map(TenantId::as_str).collect();
-        tenants.retain(|t| wanted.contains(t.id().as_str()));
+impl Filter<'_> {
+    fn selects(&self, tenant: &Tenant, label: &ServerLabel) -> bool {
+        self.wanted.as_ref().is_none_or(|wanted| wanted.contains(tenant.id().as_str()))
+            && self.options.server.as_ref().is_none_or(|server| server == label)
+            && self.options.isolation.is_none_or(|isolation| tenant.isolation() == isolation)
+            && self.unfinished.as_ref().is_none_or(|unfinished| unfinished.contains(tenant.id().as_str()))
     }
-    if let Some(server) = &options.server {
-        if !known_servers.contains(server) {
-            return Err(Error::UnknownServer {
-                server: server.to_string(),
-                known: known_servers.into_iter().map(|label| label.0).collect(),
-            });
-        }
-        tenants.retain(|t| &server_label(&servers, t) == server);
-    }
-    if let Some(isolation) = options.isolation {
-        tenants.retain(|t| t.isolation() == isolation);
-    }
-    if options.resume {
+}
+
+/// What the first pass over the registry found: everything decided before a tenant is
+/// touched.
+struct Survey {
+    /// Selected tenants.
+    total: usize,
+    /// Selected tenants to migrate (not skipped) per server: what the jobs are shared by.
+    per_server: BTreeMap<ServerLabel, usize>,
+    /// The canary stage's tenants, ordered by id.
+    canary: Vec<TenantId>,
+    /// Whether table tenants are to be migrated (one migration of the shared tables), and
+    /// whether that happens in the canary stage (one of them is a canary).
+    tables: Option<Stage>,
+}
+
+/// The two stages of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Canary,
+    Rest,
+}
+
+/// The filter of a run (or plan) after checking every id and server named in `options`.
+async fn filter<'a>(tenancy: &Tenancy, options: &'a FleetOptions) -> Result<Filter<'a>> {
+    let unfinished = if options.resume {
         let last = tenancy.ledger().last_run().await?.ok_or(Error::NothingToResume)?;
-        let unfinished: HashSet<String> = tenancy
+        let unfinished = tenancy
             .ledger()
             .entries(last.id)
             .await?
@@ -295,32 +327,103 @@ async fn select(tenancy: &Tenancy, options: &FleetOptions) -> Result<Selection> 
             .filter(|entry| entry.outcome.is_unfinished())
             .map(|entry| entry.tenant_id)
             .collect();
-        tenants.retain(|t| unfinished.contains(t.id().as_str()));
+        Some(unfinished)
+    } else {
+        None
+    };
+    Ok(Filter {
+        options,
+        servers: tenancy.server_map().await?,
+        wanted: options.tenants.as_ref().map(|ids| ids.iter().map(TenantId::as_str).collect()),
+        unfinished,
+    })
+}
+
+/// The first pass: checks what `options` name (every id and server exists, every named
+/// canary is selected), counts the selection per server, picks the canary stage, and
+/// adds each selected tenant to `draft` (when opening a run). Holds no tenant.
+async fn survey(tenancy: &Tenancy, filter: &Filter<'_>, draft: Option<&RunDraft>) -> Result<Survey> {
+    let options = filter.options;
+    let mut known_servers: BTreeSet<ServerLabel> =
+        filter.servers.servers().iter().map(|server| ServerLabel(server.name.to_string())).collect();
+    known_servers.insert(ServerLabel(MASTER_SERVER.to_owned()));
+    let mut missing: BTreeSet<&str> = filter.wanted.iter().flatten().copied().collect();
+    let mut named_canaries: HashSet<&TenantId> = options.canary_tenants.iter().flatten().collect();
+    let mut survey = Survey { total: 0, per_server: BTreeMap::new(), canary: Vec::new(), tables: None };
+    // Each server's first `canary` tenants by id (pages come in id order).
+    let mut canary_candidates: BTreeMap<ServerLabel, Vec<TenantId>> = BTreeMap::new();
+    let mut any_table = false;
+    let mut after: Option<TenantId> = None;
+    loop {
+        let page = tenancy.tenants_after(after.as_ref(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id().clone());
+        let mut selected = Vec::new();
+        for tenant in &page {
+            let label = server_label(&filter.servers, tenant);
+            missing.remove(tenant.id().as_str());
+            if !filter.selects(tenant, &label) {
+                known_servers.insert(label);
+                continue;
+            }
+            survey.total += 1;
+            selected.push(tenant.id().clone());
+            named_canaries.remove(tenant.id());
+            if skip_reason(tenant, options).is_none() {
+                if tenant.isolation() == Isolation::Table {
+                    any_table = true;
+                } else if options.canary > 0 && options.canary_tenants.is_none() {
+                    let candidates = canary_candidates.entry(label.clone()).or_default();
+                    if candidates.len() < options.canary {
+                        candidates.push(tenant.id().clone());
+                    }
+                }
+                *survey.per_server.entry(label.clone()).or_default() += 1;
+            }
+            known_servers.insert(label);
+        }
+        if let Some(draft) = draft {
+            draft.select(&selected).await?;
+        }
     }
-    let canary = match (&options.canary_tenants, options.canary) {
-        (Some(named), _) => {
-            let selected: HashSet<&TenantId> = tenants.iter().map(Tenant::id).collect();
-            let unknown: Vec<String> =
-                named.iter().filter(|id| !selected.contains(id)).map(TenantId::to_string).collect();
-            if !unknown.is_empty() {
+    if let Some(missing) = options.tenants.iter().flatten().find(|id| missing.contains(id.as_str())) {
+        return Err(tenancy::Error::TenantNotFound { id: missing.to_string() }.into());
+    }
+    if let Some(server) = &options.server
+        && !known_servers.contains(server)
+    {
+        return Err(Error::UnknownServer {
+            server: server.to_string(),
+            known: known_servers.into_iter().map(|label| label.0).collect(),
+        });
+    }
+    survey.canary = match &options.canary_tenants {
+        Some(named) => {
+            if !named_canaries.is_empty() {
+                let unknown = named.iter().filter(|id| named_canaries.contains(id)).map(TenantId::to_string).collect();
                 return Err(Error::UnknownCanaryTenants { unknown });
             }
-            named.iter().cloned().collect()
+            named.clone()
         }
-        (None, 0) => HashSet::new(),
-        (None, n) => {
-            // Table tenants share one migration of the shared tables, never a canary of
-            // their own; tenants that will be skipped cannot show anything either.
-            let mut by_server: BTreeMap<ServerLabel, Vec<TenantId>> = BTreeMap::new();
-            for tenant in
-                tenants.iter().filter(|t| t.isolation() != Isolation::Table && skip_reason(t, options).is_none())
-            {
-                by_server.entry(server_label(&servers, tenant)).or_default().push(tenant.id().clone());
-            }
-            canary_pick(&by_server, n).into_iter().collect()
-        }
+        // Table tenants share one migration of the shared tables, never a canary of
+        // their own; tenants that will be skipped cannot show anything either.
+        None => canary_pick(&canary_candidates, options.canary),
     };
-    Ok(Selection { tenants, canary, servers })
+    survey.canary.sort();
+    survey.canary.dedup();
+    if any_table {
+        // A named canary that is a table tenant takes the shared tables' migration (and so
+        // every table tenant) into the canary stage.
+        let mut table_canary = false;
+        for id in &survey.canary {
+            if tenancy.find_tenant(id.clone()).await?.is_some_and(|t| t.isolation() == Isolation::Table) {
+                table_canary = true;
+                break;
+            }
+        }
+        survey.tables = Some(if table_canary { Stage::Canary } else { Stage::Rest });
+    }
+    Ok(survey)
 }
 
 /// Why a selected tenant is reported without being migrated, if it is.
@@ -354,6 +457,11 @@ fn skip_reason(tenant: &Tenant, options: &FleetOptions) -> Option<String> {
 /// run that dies half-way, or left a server's tenants behind, can be resumed with
 /// [`FleetOptions::resume`].
 ///
+/// The registry is read a page at a time, twice (once to check the options and open the
+/// run, once to migrate), and schema tenants' applied migrations are read a batch at a
+/// time: a run holds a page of tenants, not the fleet, and a tenant with nothing pending
+/// costs a share of one query.
+///
 /// # Errors
 /// [`Error::SharedMigration`] when the master's shared migrations fail,
 /// [`Error::NothingToResume`], [`Error::UnknownServer`], [`Error::UnknownCanaryTenants`],
@@ -365,44 +473,27 @@ pub async fn migrate_all(
     options: &FleetOptions,
     on_event: &(dyn Fn(FleetEvent<'_>) + Send + Sync),
 ) -> Result<FleetReport> {
-    let Selection { tenants, canary, servers } = select(tenancy, options).await?;
+    let filter = filter(tenancy, options).await?;
+    let draft = tenancy.ledger().draft_run().await?;
+    // An error here drops the draft: nothing of the run is written.
+    let survey = survey(tenancy, &filter, Some(&draft)).await?;
     let jobs = if options.jobs == 0 { default_jobs(tenancy) } else { options.jobs };
-    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id().clone()).collect();
-    let labelled: Vec<(Tenant, ServerLabel)> = tenants
-        .into_iter()
-        .map(|tenant| {
-            let label = server_label(&servers, &tenant);
-            (tenant, label)
-        })
-        .collect();
-    let mut per_server: BTreeMap<ServerLabel, usize> = BTreeMap::new();
-    for (tenant, label) in &labelled {
-        if skip_reason(tenant, options).is_none() {
-            *per_server.entry(label.clone()).or_default() += 1;
-        }
-    }
-    let shares = server_shares(&per_server, jobs, options.jobs_per_server);
-    let mut canary_ids: Vec<TenantId> = canary.iter().cloned().collect();
-    canary_ids.sort();
-    let run_id = tenancy
-        .ledger()
-        .start_run(
-            &ids,
-            serde_json::json!({
-                "jobs": jobs,
-                "jobs_per_server": shares,
-                "continue_on_error": options.continue_on_error,
-                "resume": options.resume,
-                "tenants": options.tenants.as_ref().map(|t| t.iter().map(TenantId::to_string).collect::<Vec<_>>()),
-                "isolation": options.isolation.map(Isolation::as_str),
-                "server": options.server,
-                "canary": canary_ids,
-            }),
-        )
+    let shares = server_shares(&survey.per_server, jobs, options.jobs_per_server);
+    let run_id = draft
+        .open(serde_json::json!({
+            "jobs": jobs,
+            "jobs_per_server": shares,
+            "continue_on_error": options.continue_on_error,
+            "resume": options.resume,
+            "tenants": options.tenants.as_ref().map(|t| t.iter().map(TenantId::to_string).collect::<Vec<_>>()),
+            "isolation": options.isolation.map(Isolation::as_str),
+            "server": options.server,
+            "canary": survey.canary,
+        }))
         .await?;
-    on_event(FleetEvent::Started { run_id, total: labelled.len() });
+    on_event(FleetEvent::Started { run_id, total: survey.total });
 
-    let mut report = FleetReport { run_id, canary: canary_ids, ..FleetReport::default() };
+    let mut report = FleetReport { run_id, canary: survey.canary.clone(), ..FleetReport::default() };
     if let Some(shared) = &migrators.shared {
         match migrate_master(tenancy, shared.as_ref()).await {
             Ok(MigrationOutcome::Applied(names)) => {
@@ -417,41 +508,13 @@ pub async fn migrate_all(
         }
     }
 
-    let mut ledger = LedgerBuffer { run_id, pending: Vec::new(), last_flush: Instant::now(), done: Vec::new() };
-    // Not-ready and cache tenants are reported, never migrated.
-    let (mut canary_stage, mut rest) = (Stage::default(), Stage::default());
-    for (tenant, server) in labelled {
-        if let Some(reason) = skip_reason(&tenant, options) {
-            let tenant_report = TenantReport {
-                tenant: tenant.id().clone(),
-                isolation: tenant.isolation(),
-                server,
-                outcome: TenantOutcome::Skipped,
-                migrations: Vec::new(),
-                detail: Some(reason),
-                duration: Duration::ZERO,
-            };
-            ledger.push(tenancy, tenant_report, on_event).await?;
-            continue;
-        }
-        let stage = if canary.contains(tenant.id()) { &mut canary_stage } else { &mut rest };
-        match tenant.isolation() {
-            Isolation::Table => stage.tables.push((tenant, server)),
-            _ => stage.tenants.push((tenant, server)),
-        }
-    }
-    // All table tenants share the master's tables: one migration for all of them, in the
-    // canary stage when one of them is a canary.
-    if !canary_stage.tables.is_empty() {
-        canary_stage.tables.append(&mut rest.tables);
-    }
-    let in_canary: HashSet<TenantId> =
-        canary_stage.tenants.iter().chain(&canary_stage.tables).map(|(t, _)| t.id().clone()).collect();
-
-    let run = Run {
+    let mut run = Run {
         tenancy: tenancy.clone(),
         migrator: Arc::clone(&migrators.tenant),
+        filter,
+        canary: survey.canary.iter().cloned().collect(),
         jobs: Arc::new(Semaphore::new(jobs)),
+        jobs_total: jobs,
         servers: shares
             .iter()
             .map(|(label, share)| {
@@ -462,42 +525,62 @@ pub async fn migrate_all(
             .collect(),
         stop: Arc::new(AtomicBool::new(false)),
         continue_on_error: options.continue_on_error,
+        tables: survey.tables.map(|stage| (stage, None)),
+        ledger: LedgerBuffer { run_id, pending: Vec::new(), last_flush: Instant::now(), report },
+        unreachable: Vec::new(),
     };
-    let mut unreachable = Vec::new();
     // Without a canary stage, it is empty and everything is in the rest.
-    run.stage(canary_stage, &mut ledger, &mut unreachable, on_event).await?;
-    let failed: Vec<TenantId> = ledger
-        .done
+    let why_not = "not started: an earlier tenant failed".to_owned();
+    run.stage(Stage::Canary, &why_not, on_event).await?;
+    let failed: Vec<TenantId> = run
+        .ledger
+        .report
+        .unfinished
         .iter()
-        .filter(|t| in_canary.contains(&t.tenant) && t.outcome.is_unfinished())
+        .filter(|t| run.canary.contains(&t.tenant) || (t.isolation == Isolation::Table && run.tables_in(Stage::Canary)))
         .map(|t| t.tenant.clone())
         .collect();
     if failed.is_empty() {
-        run.stage(rest, &mut ledger, &mut unreachable, on_event).await?;
+        run.stage(Stage::Rest, &why_not, on_event).await?;
     } else {
         on_event(FleetEvent::CanaryFailed(&failed));
-        report.canary_failed = true;
+        run.ledger.report.canary_failed = true;
         let names: Vec<String> = failed.iter().map(TenantId::to_string).collect();
         let why = format!("not started: the canary stage failed ({})", names.join(", "));
-        for (tenant, server) in rest.tables.into_iter().chain(rest.tenants) {
-            ledger.push(tenancy, not_attempted(&tenant, server, why.clone()), on_event).await?;
-        }
+        run.stop.store(true, Ordering::SeqCst);
+        run.stage(Stage::Rest, &why, on_event).await?;
     }
-    ledger.flush(tenancy).await?;
-    let mut done = ledger.done;
-    done.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    report.tenants = done;
-    report.unreachable = unreachable;
+    run.ledger.flush(tenancy).await?;
+    let mut report = run.ledger.report;
+    report.unfinished.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    report.unreachable = run.unreachable;
     tenancy.ledger().finish_run(run_id, report.succeeded()).await?;
     Ok(report)
 }
 
-/// The tenants one stage of a run migrates: table tenants (one shared migration) and
-/// the others (each on its own).
-#[derive(Default)]
-struct Stage {
-    tables: Vec<(Tenant, ServerLabel)>,
-    tenants: Vec<(Tenant, ServerLabel)>,
+/// [`migrate_all`], also returning the report of every tenant, ordered by id, gathered
+/// from the run's events: for callers that want each outcome and whose fleet is small
+/// enough to hold them (a run itself keeps only counts and the unfinished tenants).
+///
+/// # Errors
+/// As [`migrate_all`].
+pub async fn migrate_all_listed(
+    tenancy: &Tenancy,
+    migrators: &Migrators,
+    options: &FleetOptions,
+    on_event: &(dyn Fn(FleetEvent<'_>) + Send + Sync),
+) -> Result<(FleetReport, Vec<TenantReport>)> {
+    let listed = std::sync::Mutex::new(Vec::new());
+    let report = migrate_all(tenancy, migrators, options, &|event| {
+        if let FleetEvent::TenantDone(tenant) = &event {
+            listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((*tenant).clone());
+        }
+        on_event(event);
+    })
+    .await?;
+    let mut listed = listed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    listed.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok((report, listed))
 }
 
 /// One server's limit and state in a run.
@@ -508,46 +591,137 @@ struct ServerSlot {
     down: Arc<AtomicBool>,
 }
 
-/// What the stages of a run share.
-struct Run {
+/// Where the tenants of a stage come from: the canary tenants by id, or the registry a
+/// page at a time.
+enum Feed {
+    Listed(Vec<TenantId>),
+    Pages { after: Option<TenantId>, done: bool },
+}
+
+impl Feed {
+    fn exhausted(&self) -> bool {
+        match self {
+            Feed::Listed(ids) => ids.is_empty(),
+            Feed::Pages { done, .. } => *done,
+        }
+    }
+
+    async fn next(&mut self, tenancy: &Tenancy) -> Result<Vec<Tenant>> {
+        match self {
+            Feed::Listed(ids) => {
+                let mut tenants = Vec::new();
+                for id in std::mem::take(ids) {
+                    // Deleted since the survey: nothing to migrate.
+                    if let Some(tenant) = tenancy.find_tenant(id).await? {
+                        tenants.push(tenant);
+                    }
+                }
+                Ok(tenants)
+            }
+            Feed::Pages { after, done } => {
+                let page = tenancy.tenants_after(after.as_ref(), PAGE).await?;
+                match page.last() {
+                    Some(last) => *after = Some(last.id().clone()),
+                    None => *done = true,
+                }
+                Ok(page)
+            }
+        }
+    }
+}
+
+/// A run's state over its stages.
+struct Run<'a> {
     tenancy: Tenancy,
     migrator: Arc<dyn DynMigrator>,
+    filter: Filter<'a>,
+    canary: HashSet<TenantId>,
     /// The run's global limit.
     jobs: Arc<Semaphore>,
+    /// The number of its permits.
+    jobs_total: usize,
     servers: BTreeMap<ServerLabel, ServerSlot>,
     /// Set by a failing tenant (without `continue_on_error`): no new tenant starts.
     stop: Arc<AtomicBool>,
     continue_on_error: bool,
+    /// The stage of the shared tables' migration, and once run, its report (the template
+    /// of every table tenant's).
+    tables: Option<(Stage, Option<TenantReport>)>,
+    ledger: LedgerBuffer,
+    unreachable: Vec<ServerLabel>,
 }
 
-impl Run {
-    /// Migrates one stage's tenants: the table tenants' shared migration first, then the
-    /// others, servers in parallel, each server's tenants in id order.
+impl Run<'_> {
+    /// Tenants read per query by [`Run::read_applied`]. PostgreSQL plans a `UNION ALL`
+    /// of a few hundred tables in more than linear time; 64 costs about what the tables'
+    /// first opening in the session costs anyway.
+    const READ_BATCH: usize = 64;
+    /// Fewer tenants waiting than this, and the next page is read.
+    const QUEUE_LOW: usize = 256;
+
+    fn tables_in(&self, stage: Stage) -> bool {
+        self.tables.as_ref().is_some_and(|(at, _)| *at == stage)
+    }
+
+    /// Migrates one stage's tenants: the table tenants' shared migration first (in its
+    /// stage), then the others, servers in parallel, each server's tenants in id order.
+    /// Once the run is stopped, what is left is reported not attempted, for `why_not`.
     async fn stage(
-        &self,
+        &mut self,
         stage: Stage,
-        ledger: &mut LedgerBuffer,
-        unreachable: &mut Vec<ServerLabel>,
+        why_not: &str,
         on_event: &(dyn Fn(FleetEvent<'_>) + Send + Sync),
     ) -> Result<()> {
-        let tenancy = &self.tenancy;
-        if let Some((first, _)) = stage.tables.first() {
-            let started = Instant::now();
-            let result = migrate_one(tenancy, first, self.migrator.as_ref(), false).await;
-            if result.is_err() && !self.continue_on_error {
-                self.stop.store(true, Ordering::SeqCst);
-            }
-            for (tenant, server) in &stage.tables {
-                ledger.push(tenancy, to_report(tenant, server.clone(), &result, started.elapsed()), on_event).await?;
-            }
+        let tenancy = self.tenancy.clone();
+        if self.tables_in(stage) && !self.stop.load(Ordering::SeqCst) {
+            self.migrate_tables().await?;
         }
-
-        let mut queues: BTreeMap<ServerLabel, VecDeque<Tenant>> = BTreeMap::new();
-        for (tenant, server) in stage.tenants {
-            queues.entry(server).or_default().push_back(tenant);
-        }
+        let mut feed = match stage {
+            Stage::Canary => Feed::Listed(self.canary.iter().cloned().collect()),
+            Stage::Rest => Feed::Pages { after: None, done: false },
+        };
+        let mut queues: BTreeMap<ServerLabel, VecDeque<(Tenant, Known)>> = BTreeMap::new();
+        let mut queued = 0;
         let mut running: JoinSet<TenantReport> = JoinSet::new();
         loop {
+            while queued < Self::QUEUE_LOW && !feed.exhausted() {
+                let page = feed.next(&tenancy).await?;
+                let mut candidates = Vec::new();
+                for tenant in page {
+                    let server = server_label(&self.filter.servers, &tenant);
+                    if !self.filter.selects(&tenant, &server)
+                        || (stage == Stage::Rest && self.canary.contains(tenant.id()))
+                    {
+                        continue;
+                    }
+                    if let Some(report) = self.settled(&tenant, &server, why_not) {
+                        self.ledger.push(&tenancy, report, on_event).await?;
+                    } else {
+                        candidates.push((tenant, server));
+                    }
+                }
+                let known = self.read_applied(&candidates).await;
+                for ((tenant, server), known) in candidates.into_iter().zip(known) {
+                    match known {
+                        Some(known) => {
+                            queues.entry(server).or_default().push_back((tenant, known));
+                            queued += 1;
+                        }
+                        None => {
+                            let report = TenantReport {
+                                tenant: tenant.id().clone(),
+                                isolation: tenant.isolation(),
+                                server,
+                                outcome: TenantOutcome::UpToDate,
+                                migrations: Vec::new(),
+                                detail: None,
+                                duration: Duration::ZERO,
+                            };
+                            self.ledger.push(&tenancy, report, on_event).await?;
+                        }
+                    }
+                }
+            }
             // Start tenants, one per server in turn, while the run and the server have
             // permits free and the run has not been stopped.
             let mut started = true;
@@ -563,7 +737,8 @@ impl Run {
                     // and the run have a permit free, and otherwise waits in its queue.
                     let Ok(job) = Arc::clone(&self.jobs).try_acquire_owned() else { break };
                     let Ok(on_server) = Arc::clone(&slot.permits).try_acquire_owned() else { continue };
-                    let Some(tenant) = queue.pop_front() else { continue };
+                    let Some((tenant, known)) = queue.pop_front() else { continue };
+                    queued -= 1;
                     let (tenancy, migrator, stop, down, server, continue_on_error) = (
                         tenancy.clone(),
                         Arc::clone(&self.migrator),
@@ -574,7 +749,7 @@ impl Run {
                     );
                     running.spawn(async move {
                         let started = Instant::now();
-                        let result = migrate_one(&tenancy, &tenant, migrator.as_ref(), false).await;
+                        let result = migrate_one(&tenancy, &tenant, migrator.as_ref(), known).await;
                         let outage = result.as_ref().err().is_some_and(server_unreachable);
                         if outage {
                             down.store(true, Ordering::SeqCst);
@@ -594,38 +769,195 @@ impl Run {
                     started = true;
                 }
             }
-            match running.join_next().await {
-                Some(joined) => {
-                    // A migration's panic is caught and reported as the tenant's failure; a
-                    // panic anywhere else in the task is a bug of this crate: let it surface.
-                    let tenant_report = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
-                    let server = tenant_report.server.clone();
-                    ledger.push(tenancy, tenant_report, on_event).await?;
-                    // The server is gone: its queued tenants are not attempted, now.
-                    if self.servers.get(&server).is_some_and(|slot| slot.down.load(Ordering::SeqCst))
-                        && !unreachable.contains(&server)
-                    {
-                        on_event(FleetEvent::ServerUnreachable(&server));
-                        unreachable.push(server.clone());
-                        let why = format!("server {server} unreachable");
-                        for tenant in queues.get_mut(&server).map(std::mem::take).unwrap_or_default() {
-                            ledger.push(tenancy, not_attempted(&tenant, server.clone(), why.clone()), on_event).await?;
-                        }
-                    }
+            let Some(joined) = running.join_next().await else {
+                // Nothing runs: the stage is over once nothing waits either (or nothing
+                // can start any more).
+                if (queued == 0 && feed.exhausted()) || self.stop.load(Ordering::SeqCst) {
+                    break;
                 }
-                None => break,
+                if queued > 0 && queues.iter().all(|(server, queue)| queue.is_empty() || self.is_down(server)) {
+                    break;
+                }
+                continue;
+            };
+            // A migration's panic is caught and reported as the tenant's failure; a panic
+            // anywhere else in the task is a bug of this crate: let it surface.
+            let tenant_report = joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+            let server = tenant_report.server.clone();
+            self.ledger.push(&tenancy, tenant_report, on_event).await?;
+            // The server is gone: its queued tenants are not attempted, now.
+            if self.is_down(&server) && !self.unreachable.contains(&server) {
+                on_event(FleetEvent::ServerUnreachable(&server));
+                self.unreachable.push(server.clone());
+                let why = format!("server {server} unreachable");
+                for (tenant, _) in queues.get_mut(&server).map(std::mem::take).unwrap_or_default() {
+                    queued -= 1;
+                    self.ledger.push(&tenancy, not_attempted(&tenant, server.clone(), why.clone()), on_event).await?;
+                }
             }
         }
         // Whatever was never started stays `not_attempted` in the ledger.
         for (server, queue) in queues {
-            for tenant in queue {
-                let why = "not started: an earlier tenant failed".to_owned();
-                ledger.push(tenancy, not_attempted(&tenant, server.clone(), why), on_event).await?;
+            for (tenant, _) in queue {
+                let why = self.why_not_started(&server, why_not);
+                self.ledger.push(&tenancy, not_attempted(&tenant, server.clone(), why), on_event).await?;
+            }
+        }
+        while !feed.exhausted() {
+            for tenant in feed.next(&tenancy).await? {
+                let server = server_label(&self.filter.servers, &tenant);
+                if !self.filter.selects(&tenant, &server) || (stage == Stage::Rest && self.canary.contains(tenant.id()))
+                {
+                    continue;
+                }
+                let report = match self.settled(&tenant, &server, why_not) {
+                    Some(report) => report,
+                    None => not_attempted(&tenant, server.clone(), self.why_not_started(&server, why_not)),
+                };
+                self.ledger.push(&tenancy, report, on_event).await?;
             }
         }
         Ok(())
     }
+
+    fn is_down(&self, server: &ServerLabel) -> bool {
+        self.servers.get(server).is_some_and(|slot| slot.down.load(Ordering::SeqCst))
+    }
+
+    fn why_not_started(&self, server: &ServerLabel, why_not: &str) -> String {
+        if self.is_down(server) { format!("server {server} unreachable") } else { why_not.to_owned() }
+    }
+
+    /// The report of a tenant this stage does not start: skipped, a table tenant (the
+    /// shared tables' migration's outcome), or not attempted once the run stopped or its
+    /// server is down. `None` for a tenant to migrate.
+    fn settled(&self, tenant: &Tenant, server: &ServerLabel, why_not: &str) -> Option<TenantReport> {
+        if let Some(reason) = skip_reason(tenant, self.filter.options) {
+            return Some(TenantReport {
+                tenant: tenant.id().clone(),
+                isolation: tenant.isolation(),
+                server: server.clone(),
+                outcome: TenantOutcome::Skipped,
+                migrations: Vec::new(),
+                detail: Some(reason),
+                duration: Duration::ZERO,
+            });
+        }
+        if tenant.isolation() == Isolation::Table {
+            return Some(match &self.tables {
+                Some((_, Some(template))) => TenantReport {
+                    tenant: tenant.id().clone(),
+                    isolation: tenant.isolation(),
+                    server: server.clone(),
+                    ..template.clone()
+                },
+                _ => not_attempted(tenant, server.clone(), why_not.to_owned()),
+            });
+        }
+        if self.stop.load(Ordering::SeqCst) || self.is_down(server) {
+            return Some(not_attempted(tenant, server.clone(), self.why_not_started(server, why_not)));
+        }
+        None
+    }
+
+    /// The one migration of the shared tables for every table tenant, run on the first
+    /// of them.
+    async fn migrate_tables(&mut self) -> Result<()> {
+        let mut first = None;
+        let mut after: Option<TenantId> = None;
+        'pages: loop {
+            let page = self.tenancy.tenants_after(after.as_ref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id().clone());
+            for tenant in page {
+                let server = server_label(&self.filter.servers, &tenant);
+                if tenant.isolation() == Isolation::Table
+                    && self.filter.selects(&tenant, &server)
+                    && skip_reason(&tenant, self.filter.options).is_none()
+                {
+                    first = Some((tenant, server));
+                    break 'pages;
+                }
+            }
+        }
+        let Some((first, server)) = first else { return Ok(()) };
+        let started = Instant::now();
+        let result = migrate_one(&self.tenancy, &first, self.migrator.as_ref(), Known::Nothing).await;
+        if result.is_err() && !self.continue_on_error {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        if let Some((_, template)) = &mut self.tables {
+            *template = Some(to_report(&first, server, &result, started.elapsed()));
+        }
+        Ok(())
+    }
+
+    /// What is known of each tenant's migrations before it starts: `None` for a tenant
+    /// found up to date (it is not started at all), [`Known::Behind`] for one with a
+    /// pending migration, [`Known::Nothing`] for one that could not be read here (it reads
+    /// its own when it starts).
+    ///
+    /// Schema tenants are read in batches, one query per [`Run::READ_BATCH`] tenants of
+    /// one database (the master's, or a shard's); database tenants each need a connection
+    /// of their own and read when they start.
+    async fn read_applied(&self, tenants: &[(Tenant, ServerLabel)]) -> Vec<Option<Known>> {
+        let mut known = vec![Some(Known::Nothing); tenants.len()];
+        // The master's schemas, then each shard database's (a handful: a list will do).
+        let mut by_database: Vec<SchemasOf<'_>> = vec![(None, Vec::new())];
+        for (index, (tenant, _)) in tenants.iter().enumerate() {
+            if let Placement::Schema { schema, shard, .. } = tenant.placement() {
+                let entry = (index, schema.as_str());
+                match by_database.iter_mut().find(|(database, _)| *database == shard.as_ref()) {
+                    Some((_, schemas)) => schemas.push(entry),
+                    None => by_database.push((shard.as_ref(), vec![entry])),
+                }
+            }
+        }
+        let table = self.migrator.table_name();
+        let names = self.migrator.names();
+        // Owned, so the reads' futures borrow nothing (a run's future must be `Send` for
+        // any lifetime a caller gives it).
+        let mut batches: Vec<(DatabaseConnection, Vec<(usize, String)>)> = Vec::new();
+        for (shard, schemas) in &by_database {
+            let db = match shard {
+                None => self.tenancy.master().clone(),
+                Some(shard) => match self.tenancy.shard_admin_pool(shard).await {
+                    Ok(pool) => pool,
+                    // Each of its tenants finds out for itself, and reports it.
+                    Err(_) => continue,
+                },
+            };
+            batches.extend(schemas.chunks(Self::READ_BATCH).map(|batch| {
+                (db.clone(), batch.iter().map(|(index, schema)| (*index, (*schema).to_owned())).collect())
+            }));
+        }
+        // As many reads at once as the run has jobs: a read costs the server little more
+        // than opening each table once per session, which sessions do side by side.
+        let reads = futures_util::stream::iter(batches)
+            .map(|(db, batch)| {
+                let table = table.clone();
+                async move {
+                    let schemas: Vec<&str> = batch.iter().map(|(_, schema)| schema.as_str()).collect();
+                    let applied = applied_in_schemas(&db, &schemas, &table).await;
+                    (batch, applied)
+                }
+            })
+            .buffer_unordered(self.jobs_total.max(1));
+        futures_util::pin_mut!(reads);
+        while let Some((batch, applied)) = reads.next().await {
+            let Some(applied) = applied else { continue };
+            for ((index, _), applied) in batch.iter().zip(applied) {
+                let behind = names.iter().any(|name| !applied.contains(name));
+                known[*index] = behind.then_some(Known::Behind);
+            }
+        }
+        known
+    }
 }
+
+/// The schema tenants of one database (`None`: the master's), as their index in a batch
+/// of tenants and their schema.
+type SchemasOf<'a> = (Option<&'a ShardDatabase>, Vec<(usize, &'a str)>);
 
 fn not_attempted(tenant: &Tenant, server: ServerLabel, why: String) -> TenantReport {
     TenantReport {
@@ -697,11 +1029,13 @@ struct LedgerBuffer {
     run_id: i64,
     pending: Vec<OutcomeRecord>,
     last_flush: Instant,
-    done: Vec<TenantReport>,
+    /// The run's report so far: counts, and the unfinished tenants.
+    report: FleetReport,
 }
 
 impl LedgerBuffer {
-    const BATCH: usize = 64;
+    /// A batch is one multi-row insert: tenants found up to date arrive by the hundred.
+    const BATCH: usize = 500;
     const MAX_DELAY: Duration = Duration::from_millis(250);
 
     async fn push(
@@ -719,7 +1053,7 @@ impl LedgerBuffer {
             duration_ms: i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX),
             server: Some(report.server.to_string()),
         });
-        self.done.push(report);
+        self.report.record(&report);
         // Failures are written at once: they are what an operator looks for first.
         if self.pending.len() >= Self::BATCH
             || self.last_flush.elapsed() >= Self::MAX_DELAY
@@ -796,28 +1130,47 @@ pub struct TenantPlan {
 /// [`Error::Tenancy`] for registry failures; a tenant whose storage cannot be read gets
 /// its error in [`TenantPlan::error`] instead.
 pub async fn plan(tenancy: &Tenancy, migrators: &Migrators, options: &FleetOptions) -> Result<Vec<TenantPlan>> {
-    let Selection { tenants, servers, .. } = select(tenancy, options).await?;
+    let filter = filter(tenancy, options).await?;
+    survey(tenancy, &filter, None).await?;
     let total = migrators.tenant.names().len();
-    let mut plans = Vec::with_capacity(tenants.len());
-    for tenant in tenants {
-        let (pending, error) = match pending_read_only(tenancy, &tenant, migrators.tenant.as_ref()).await {
-            Ok(pending) => (pending, None),
-            Err(err) => (Vec::new(), Some(error_chain(&err))),
-        };
-        let applied = if tenant.isolation() == Isolation::Cache || error.is_some() { 0 } else { total - pending.len() };
-        plans.push(TenantPlan {
-            location: tenancy.describe_location(&tenant),
-            server: server_label(&servers, &tenant),
-            status: tenant.status().to_string(),
-            name: tenant.name().to_owned(),
-            isolation: tenant.isolation(),
-            tenant: tenant.id().clone(),
-            applied,
-            pending,
-            error,
-        });
+    let mut plans = Vec::new();
+    let mut after: Option<TenantId> = None;
+    loop {
+        let page = tenancy.tenants_after(after.as_ref(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id().clone());
+        for tenant in page {
+            if filter.selects(&tenant, &server_label(&filter.servers, &tenant)) {
+                plans.push(plan_one(tenancy, migrators, &filter, tenant, total).await);
+            }
+        }
     }
     Ok(plans)
+}
+
+async fn plan_one(
+    tenancy: &Tenancy,
+    migrators: &Migrators,
+    filter: &Filter<'_>,
+    tenant: Tenant,
+    total: usize,
+) -> TenantPlan {
+    let (pending, error) = match pending_read_only(tenancy, &tenant, migrators.tenant.as_ref()).await {
+        Ok(pending) => (pending, None),
+        Err(err) => (Vec::new(), Some(error_chain(&err))),
+    };
+    let applied = if tenant.isolation() == Isolation::Cache || error.is_some() { 0 } else { total - pending.len() };
+    TenantPlan {
+        location: tenancy.describe_location(&tenant),
+        server: server_label(&filter.servers, &tenant),
+        status: tenant.status().to_string(),
+        name: tenant.name().to_owned(),
+        isolation: tenant.isolation(),
+        tenant: tenant.id().clone(),
+        applied,
+        pending,
+        error,
+    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub async fn migrate_tenant<M>(tenancy: &Tenancy, tenant: &Tenant, migrator: &M)
 where
     M: MigratorTraitSelf + 'static,
 {
-    migrator::migrate_one(tenancy, tenant, migrator, false).await
+    migrator::migrate_one(tenancy, tenant, migrator, migrator::Known::Nothing).await
 }
 
 /// [`ProvisionHooks`] that migrate a new tenant with the application's tenant migrator.
@@ -159,7 +159,7 @@ impl ProvisionHooks for MigrateOnCreate<'_> {
             // A tenant being created has nothing applied yet: skip the fast-path probe.
             match within {
                 Some(txn) => migrator::migrate_within(txn, tenant, self.migrator).await?,
-                None => migrator::migrate_one(tenancy, tenant, self.migrator, true).await?,
+                None => migrator::migrate_one(tenancy, tenant, self.migrator, migrator::Known::Fresh).await?,
             };
             Ok(())
         })

@@ -103,13 +103,27 @@ enum Target<'a> {
     Shard(DatabaseConnection, &'a str),
 }
 
-/// Applies the pending migrations of `migrator` to one tenant. `fresh` skips the
-/// read-only fast path for a tenant known to have nothing applied yet (a new one).
+/// What is known of a tenant's bookkeeping table before its migration transaction
+/// starts: what decides the statements sent before the migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// Nothing: its applied versions are read first (one query, outside a transaction),
+    /// and nothing more is sent when none is pending.
+    Nothing,
+    /// A fleet run's batched read ([`applied_in_schemas`]) just found the table and a
+    /// pending migration: the transaction starts at once, without looking for the table.
+    Behind,
+    /// The tenant is being created: it has no bookkeeping table yet.
+    Fresh,
+}
+
+/// Applies the pending migrations of `migrator` to one tenant, given what is `known` of
+/// its bookkeeping.
 pub(crate) async fn migrate_one(
     tenancy: &Tenancy,
     tenant: &Tenant,
     migrator: &dyn DynMigrator,
-    fresh: bool,
+    known: Known,
 ) -> Result<MigrationOutcome> {
     let (target, lock) = match tenant.placement() {
         Placement::Table { .. } => (Target::Master { db: tenancy.master(), schema: None }, SHARED_TABLES_LOCK),
@@ -133,7 +147,7 @@ pub(crate) async fn migrate_one(
     // them in the same transaction (PostgreSQL; on SQLite it checks the foreign keys), so
     // a migration and its securing commit together or not at all.
     let secure = tenant.isolation() == Isolation::Table;
-    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, fresh, secure).await.map_err(|f| f.of(tenant));
+    let result = run_migrations(Conn::Pool(db), schema, lock, migrator, known, secure).await.map_err(|f| f.of(tenant));
     if let Target::Own(conn, _) = target {
         let _ = conn.close().await;
     }
@@ -170,7 +184,7 @@ pub(crate) const SHARED_MASTER_TARGET: &str = "(master: shared tables)";
 /// Applies the shared migrator to the master database's own tables.
 pub(crate) async fn migrate_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> Result<MigrationOutcome> {
     // Scoped tables may come from the shared migrator too: secured in its transaction.
-    run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, false, true)
+    run_migrations(Conn::Pool(tenancy.master()), None, SHARED_MASTER_LOCK, migrator, Known::Nothing, true)
         .await
         .map_err(|failure| failure.into_error(SHARED_MASTER_TARGET.to_owned()))
 }
@@ -223,13 +237,13 @@ pub(crate) async fn migrate_within(
     tenant: &Tenant,
     migrator: &dyn DynMigrator,
 ) -> Result<MigrationOutcome> {
-    run_migrations(Conn::Within(txn), tenant.placement().schema(), tenant.id().as_str(), migrator, true, false)
+    run_migrations(Conn::Within(txn), tenant.placement().schema(), tenant.id().as_str(), migrator, Known::Fresh, false)
         .await
         .map_err(|f| f.of(tenant))
 }
 
-/// The fast path reads the applied versions with one query and returns when nothing is
-/// pending. Otherwise one transaction takes the tenant's advisory lock (so two runs never
+/// Unless `known` says otherwise, the fast path reads the applied versions with one query
+/// and returns when nothing is pending. Otherwise one transaction takes the tenant's advisory lock (so two runs never
 /// migrate one tenant at once: the second waits, then finds nothing pending), scopes
 /// `search_path` to the tenant's schema for that transaction only (safe behind a
 /// transaction-mode pooler), and applies every pending migration or none.
@@ -248,22 +262,35 @@ pub(crate) async fn migrate_within(
 /// A migration that panics fails like one that returns an error: the panic is caught
 /// and the transaction rolled back (dropped uncommitted), so a command reports it and
 /// provisioning undoes what it created, instead of the process dying half-way.
+///
+/// A migrated tenant costs, on PostgreSQL: `BEGIN`, the lock (with `search_path`), the
+/// applied versions, the migrations' own statements, one `INSERT` of their bookkeeping,
+/// `COMMIT`; plus the fast path's read when nothing is `known`, and a look for the
+/// bookkeeping table when that read failed. Every statement but the fast path's has the
+/// same text for every tenant, so each is prepared once per connection.
 async fn run_migrations(
     conn: Conn<'_>,
     schema: Option<&str>,
     lock: &str,
     migrator: &dyn DynMigrator,
-    fresh: bool,
+    known: Known,
     secure: bool,
 ) -> Result<MigrationOutcome, Failure> {
     let table = migrator.table_name();
-    let names = migrator.names();
-    if !fresh
+    // Whether the bookkeeping table is known to exist (`None`: look for it).
+    let mut table_exists = match known {
+        Known::Nothing => None,
+        Known::Behind => Some(true),
+        Known::Fresh => Some(false),
+    };
+    if known == Known::Nothing
         && let Conn::Pool(db) = conn
         && let Some(applied) = applied_versions(db, schema, &table).await
-        && names.iter().all(|name| applied.contains(name))
     {
-        return Ok(MigrationOutcome::UpToDate);
+        if migrator.names().iter().all(|name| applied.contains(name)) {
+            return Ok(MigrationOutcome::UpToDate);
+        }
+        table_exists = Some(true);
     }
     let bookkeeping = |source| Failure::Db(None, source);
     let mut previous_search_path = None;
@@ -304,9 +331,10 @@ async fn run_migrations(
                 .await
                 .map_err(bookkeeping)?;
             }
-            if fresh {
-                // A tenant being created has no bookkeeping table yet: no need to look.
-                false
+            if let Some(exists) = table_exists {
+                // Seen by a read before the transaction (tables are not dropped under a
+                // run), or a tenant being created, which has none yet: no need to look.
+                exists
             } else {
                 // A statement of its own: its snapshot is taken after the lock was granted, so
                 // it sees what a run that held the lock before us committed.
@@ -483,4 +511,41 @@ pub(crate) async fn applied_read_only(
 /// The migrations applied to the master's shared tables by the shared `migrator`.
 pub(crate) async fn applied_to_master(tenancy: &Tenancy, migrator: &dyn DynMigrator) -> HashSet<String> {
     applied_versions(tenancy.master(), None, &migrator.table_name()).await.unwrap_or_default()
+}
+
+/// The applied versions of the bookkeeping table `table` in each of `schemas`, all on the
+/// PostgreSQL database of `db`, read with one query: what lets a fleet run find thousands
+/// of tenants up to date with a query per batch instead of one per tenant. `None` when
+/// it cannot be read so (not PostgreSQL, a schema without the table): the caller then
+/// reads each tenant on its own.
+///
+/// The query is a `UNION ALL` whose text differs from batch to batch, so it is sent in the
+/// simple protocol: prepared, it would cost a round trip and a slot of the connection's
+/// statement cache for nothing.
+pub(crate) async fn applied_in_schemas(
+    db: &DatabaseConnection,
+    schemas: &[&str],
+    table: &str,
+) -> Option<Vec<HashSet<String>>> {
+    if db.get_database_backend() != DbBackend::Postgres || schemas.is_empty() {
+        return None;
+    }
+    let table = quote_ident(table);
+    let sql = schemas
+        .iter()
+        .enumerate()
+        .map(|(i, schema)| format!("SELECT {i}, version FROM {}.{table}", quote_ident(schema)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .ok()?;
+    let mut applied = vec![HashSet::new(); schemas.len()];
+    for row in rows {
+        use sea_orm::sqlx::Row;
+        let (index, version): (i32, String) = (row.try_get(0).ok()?, row.try_get(1).ok()?);
+        applied.get_mut(usize::try_from(index).ok()?)?.insert(version);
+    }
+    Some(applied)
 }

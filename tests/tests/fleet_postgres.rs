@@ -11,7 +11,7 @@ use sea_orm_migration::prelude::*;
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
-use tenancy_migrate::fleet::{FleetOptions, FleetReport, migrate_all, plan};
+use tenancy_migrate::fleet::{FleetOptions, FleetReport, TenantReport, migrate_all, migrate_all_listed, plan};
 use tenancy_test_support::{PgMaster, TempDir, column_strings, count, exists};
 
 struct Ctx {
@@ -48,12 +48,27 @@ impl Ctx {
     }
 }
 
-fn outcomes(report: &FleetReport) -> Vec<(String, TenantOutcome)> {
-    report.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
+/// A run's report and every tenant's, by id.
+struct Listed {
+    report: FleetReport,
+    tenants: Vec<TenantReport>,
 }
 
-async fn run(ctx: &Ctx, migrators: &Migrators, options: FleetOptions) -> FleetReport {
-    migrate_all(&ctx.tenancy, migrators, &options, &|_| {}).await.expect("fleet run")
+impl std::ops::Deref for Listed {
+    type Target = FleetReport;
+
+    fn deref(&self) -> &FleetReport {
+        &self.report
+    }
+}
+
+fn outcomes(listed: &Listed) -> Vec<(String, TenantOutcome)> {
+    listed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
+}
+
+async fn run(ctx: &Ctx, migrators: &Migrators, options: FleetOptions) -> Listed {
+    let (report, tenants) = migrate_all_listed(&ctx.tenancy, migrators, &options, &|_| {}).await.expect("fleet run");
+    Listed { report, tenants }
 }
 
 #[tokio::test]
@@ -218,13 +233,14 @@ async fn two_runs_at_once_never_migrate_a_tenant_twice() {
     let (a, b) = tokio::time::timeout(
         std::time::Duration::from_secs(120),
         futures_join(
-            migrate_all(&ctx.tenancy, &migrators, &options, &|_| {}),
-            migrate_all(&ctx.tenancy, &migrators, &options, &|_| {}),
+            migrate_all_listed(&ctx.tenancy, &migrators, &options, &|_| {}),
+            migrate_all_listed(&ctx.tenancy, &migrators, &options, &|_| {}),
         ),
     )
     .await
     .expect("no deadlock");
     let (a, b) = (a.unwrap(), b.unwrap());
+    let (a, b) = (Listed { report: a.0, tenants: a.1 }, Listed { report: b.0, tenants: b.1 });
     assert!(a.succeeded() && b.succeeded(), "{:?}\n{:?}", a.tenants, b.tenants);
     for id in &ids {
         let migrated = [&a, &b]
@@ -331,4 +347,91 @@ async fn selections_and_not_ready_tenants() {
     assert_eq!(err.to_string(), "Tenant 'nope' does not exist");
     assert!(exists(&ctx.master, "SELECT 1 FROM tenancy_tenants WHERE tenant_id = $1", "x3").await);
     let _ = column_strings(&ctx.master, "SELECT tenant_id FROM tenancy_tenants", vec![]).await;
+}
+
+#[derive(DeriveMigrationName)]
+struct m20261201_000001_add_project_archived_at;
+
+#[async_trait::async_trait]
+impl MigrationTrait for m20261201_000001_add_project_archived_at {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("projects")
+                    .add_column(ColumnDef::new("archived_at").timestamp_with_time_zone().null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The example app's migrations and one more.
+struct WithArchivedAt;
+
+impl MigratorTrait for WithArchivedAt {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = Migrator::migrations();
+        all.push(Box::new(m20261201_000001_add_project_archived_at));
+        all
+    }
+}
+
+/// A run reads the registry a page (500) at a time and schema tenants' applied migrations
+/// a batch at a time: over three pages, every tenant is selected, reported and in the
+/// ledger once, schema tenants on every page are migrated, and a batch with a schema
+/// that has no bookkeeping table yet falls back to reading each tenant.
+#[tokio::test]
+async fn a_run_over_several_pages_of_the_registry_takes_every_tenant_once() {
+    let Some(ctx) = ctx().await else { return };
+    // Cache tenants are registry rows alone: cheap filler for the pages, copied from one
+    // registered through the API.
+    ctx.tenant("c0000", Isolation::Cache).await;
+    ctx.master
+        .execute_unprepared(
+            "INSERT INTO tenancy_tenants (tenant_id, name, isolation_type, config, status, created_at, updated_at) \
+             SELECT 'c' || lpad(i::text, 4, '0'), name, isolation_type, config, status, created_at, updated_at \
+             FROM tenancy_tenants, generate_series(1, 1049) AS i WHERE tenant_id = 'c0000'",
+        )
+        .await
+        .expect("copy the cache tenant");
+    // Page 1, page 2 (between c0600 and c0601), page 3.
+    let schemas = ["a_first", "c0600b", "z_last"];
+    for id in schemas {
+        ctx.tenant(id, Isolation::Schema).await;
+    }
+    let total = 1050 + schemas.len();
+    let expect = |listed: &Listed, outcome: TenantOutcome| {
+        let mut got: Vec<String> =
+            listed.tenants.iter().filter(|t| t.outcome == outcome).map(|t| t.tenant.to_string()).collect();
+        got.sort();
+        got
+    };
+
+    // Nothing applied: no bookkeeping table, so the batched read fails and each reads its own.
+    let first = run(&ctx, &Migrators::new(Migrator), FleetOptions { jobs: 2, ..FleetOptions::default() }).await;
+    assert!(first.succeeded(), "{:?}", first.unfinished);
+    assert_eq!(first.tenants.len(), total, "each tenant reported once");
+    assert_eq!(expect(&first, TenantOutcome::Migrated), schemas);
+    assert_eq!(first.count(TenantOutcome::Skipped), 1050);
+    let ledger = ctx.tenancy.ledger().entries(first.run_id).await.unwrap();
+    assert_eq!(ledger.len(), total, "every tenant selected in the ledger");
+    assert!(ledger.iter().all(|e| e.outcome != TenantOutcome::NotAttempted));
+
+    // One new migration: the batched read finds all three behind.
+    let second = run(&ctx, &Migrators::new(WithArchivedAt), FleetOptions { jobs: 2, ..FleetOptions::default() }).await;
+    assert_eq!(expect(&second, TenantOutcome::Migrated), schemas);
+    assert_eq!(second.tenants.len(), total);
+    for schema in schemas {
+        let sql = format!(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = 'projects' AND column_name = 'archived_at'"
+        );
+        assert_eq!(count(&ctx.master, &sql, vec![]).await, 1, "{schema} migrated");
+    }
+    // Nothing pending: all three found up to date by the batched read.
+    let third = run(&ctx, &Migrators::new(WithArchivedAt), FleetOptions::default()).await;
+    assert_eq!(expect(&third, TenantOutcome::UpToDate), schemas);
+    assert!(third.succeeded());
+    assert_eq!(third.count(TenantOutcome::Skipped) + third.count(TenantOutcome::UpToDate), total);
+    assert_eq!(ctx.tenancy.ledger().entries(third.run_id).await.unwrap().len(), total);
 }

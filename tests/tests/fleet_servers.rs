@@ -18,7 +18,7 @@ use tenancy::ledger::TenantOutcome;
 use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
-use tenancy_migrate::fleet::{FleetOptions, FleetReport, ServerLabel, migrate_all};
+use tenancy_migrate::fleet::{FleetOptions, FleetReport, ServerLabel, TenantReport, migrate_all, migrate_all_listed};
 use tenancy_test_support::{PgMaster, PgServer, TempDir, count, unique_name};
 
 /// The main test server's port (the master's).
@@ -113,16 +113,31 @@ impl World {
     }
 }
 
-fn outcomes(report: &FleetReport) -> Vec<(String, TenantOutcome)> {
-    report.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
+/// A run's report and every tenant's, by id.
+struct Listed {
+    report: FleetReport,
+    tenants: Vec<TenantReport>,
+}
+
+impl std::ops::Deref for Listed {
+    type Target = FleetReport;
+
+    fn deref(&self) -> &FleetReport {
+        &self.report
+    }
+}
+
+fn outcomes(listed: &Listed) -> Vec<(String, TenantOutcome)> {
+    listed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
 }
 
 fn ids(ids: &[&str]) -> Vec<TenantId> {
     ids.iter().map(|id| id.parse().expect("an id")).collect()
 }
 
-async fn run(world: &World, migrators: &Migrators, options: FleetOptions) -> FleetReport {
-    migrate_all(&world.tenancy, migrators, &options, &|_| {}).await.expect("fleet run")
+async fn run(world: &World, migrators: &Migrators, options: FleetOptions) -> Listed {
+    let (report, tenants) = migrate_all_listed(&world.tenancy, migrators, &options, &|_| {}).await.expect("fleet run");
+    Listed { report, tenants }
 }
 
 /// Waits (at most two minutes: a hang guard, not a measurement) until `ready` holds.
@@ -289,7 +304,7 @@ async fn a_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_them()
         let (tenancy, migrators) = (world.tenancy.clone(), Migrators::new(Migrator));
         tokio::spawn(async move {
             let options = FleetOptions { jobs: 3, ..FleetOptions::default() };
-            migrate_all(&tenancy, &migrators, &options, &|_| {}).await
+            migrate_all_listed(&tenancy, &migrators, &options, &|_| {}).await
         })
     };
     let waiting = |port: u16| async move {
@@ -325,7 +340,8 @@ async fn a_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_them()
     .await;
     // The outage is recorded; only now may c2 go on.
     c2_lock.close().await.unwrap();
-    let report = fleet.await.unwrap().expect("the run ends");
+    let (report, tenants) = fleet.await.unwrap().expect("the run ends");
+    let report = Listed { report, tenants };
 
     assert_eq!(
         outcomes(&report),

@@ -3,7 +3,7 @@
 
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy};
-use tenancy_migrate::fleet::{FleetOptions, migrate_all, plan};
+use tenancy_migrate::fleet::{FleetOptions, migrate_all, migrate_all_listed, plan};
 use tenancy_test_support::{TempDir, column_strings};
 
 #[tokio::test]
@@ -22,8 +22,8 @@ async fn sqlite_fleet_migrates_each_mode_once() {
     let pending: Vec<(String, usize)> = plans.iter().map(|p| (p.tenant.to_string(), p.pending.len())).collect();
     assert_eq!(pending, [("cached".into(), 0), ("filed".into(), 3), ("tabled".into(), 3)]);
 
-    let first = migrate_all(&tenancy, &migrators, &FleetOptions::default(), &|_| {}).await.unwrap();
-    let got: Vec<_> = first.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
+    let (_, first) = migrate_all_listed(&tenancy, &migrators, &FleetOptions::default(), &|_| {}).await.unwrap();
+    let got: Vec<_> = first.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
     assert_eq!(
         got,
         [

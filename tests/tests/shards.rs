@@ -12,7 +12,7 @@ use tenancy::servers::{NewServer, ServerName, ServerState};
 use tenancy::{BoxError, Error, Isolation, NewTenant, ProvisionHooks, ProvisionStep, Tenancy, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_migrate::Migrators;
-use tenancy_migrate::fleet::{FleetOptions, migrate_all};
+use tenancy_migrate::fleet::{FleetOptions, migrate_all, migrate_all_listed};
 use tenancy_test_support::{PgMaster, PgServer, TempDir, count, exists, unique_name};
 
 struct Ctx {
@@ -542,7 +542,7 @@ async fn a_shard_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_
         let tenancy = ctx.tenancy.clone();
         tokio::spawn(async move {
             let options = FleetOptions { jobs: 2, jobs_per_server: 1, ..FleetOptions::default() };
-            migrate_all(&tenancy, &Migrators::new(Migrator), &options, &|_| {}).await
+            migrate_all_listed(&tenancy, &Migrators::new(Migrator), &options, &|_| {}).await
         })
     };
     let master = ctx.pg.connect().await;
@@ -560,9 +560,8 @@ async fn a_shard_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_
     assert!(ready, "the master's tenant migrated and the first shard tenant waiting for its lock");
 
     tokio::task::block_in_place(|| ctx.server.stop());
-    let report = fleet.await.expect("the run's task").expect("the run ends");
-    let outcomes: Vec<(String, TenantOutcome)> =
-        report.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
+    let (report, tenants) = fleet.await.expect("the run's task").expect("the run ends");
+    let outcomes: Vec<(String, TenantOutcome)> = tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
     let expect = |id: &TenantId, outcome| (id.to_string(), outcome);
     let mut expected = vec![
         expect(&on_master, TenantOutcome::Migrated),
@@ -574,14 +573,14 @@ async fn a_shard_server_down_mid_run_stops_only_its_tenants_and_resume_finishes_
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got, expected, "{report:?}");
     assert_eq!(report.unreachable.iter().map(|l| l.as_str().to_owned()).collect::<Vec<_>>(), ["shard2"]);
-    let detail = report.tenants.iter().find(|t| t.tenant == second).and_then(|t| t.detail.clone());
+    let detail = tenants.iter().find(|t| t.tenant == second).and_then(|t| t.detail.clone());
     assert_eq!(detail.as_deref(), Some("server shard2 unreachable"));
 
     tokio::task::block_in_place(|| ctx.server.start_again());
     let options = FleetOptions { resume: true, ..FleetOptions::default() };
-    let resumed = migrate_all(&ctx.tenancy, &Migrators::new(Migrator), &options, &|_| {}).await.expect("resume");
-    let mut got: Vec<(String, TenantOutcome)> =
-        resumed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
+    let (resumed, tenants) =
+        migrate_all_listed(&ctx.tenancy, &Migrators::new(Migrator), &options, &|_| {}).await.expect("resume");
+    let mut got: Vec<(String, TenantOutcome)> = tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vec![expect(&first, TenantOutcome::Migrated), expect(&second, TenantOutcome::Migrated)];
     expected.sort_by(|a, b| a.0.cmp(&b.0));

@@ -154,10 +154,18 @@ async fn run(args: MigrateAllArgs, migrators: Migrators) -> Result<Exit> {
     }
 
     let progress = Progress::new(args.json);
-    let report = fleet::migrate_all(&tenancy, &migrators, &options, &|event| progress.event(event)).await?;
+    let report = fleet::migrate_all(&tenancy, &migrators, &options, &|event| progress.event(event)).await;
     progress.finish();
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => {
+            // The tenants listed so far, and the error: the JSON stays whole.
+            progress.close_json(&serde_json::json!({ "succeeded": false, "error": err.to_string() }));
+            return Err(err);
+        }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default());
+        progress.close_json(&report_json(&report));
     } else {
         let total = OutcomeCounts {
             migrated: report.count(TenantOutcome::Migrated),
@@ -196,24 +204,9 @@ fn counts(counts: &OutcomeCounts) -> String {
     )
 }
 
+/// The fields of the JSON report that follow its tenants.
 fn report_json(report: &FleetReport) -> serde_json::Value {
-    let tenants: Vec<_> = report
-        .tenants
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "tenant": t.tenant,
-                "isolation": t.isolation,
-                "server": t.server,
-                "outcome": t.outcome.as_str(),
-                "migrations": t.migrations,
-                "detail": t.detail,
-                "duration_ms": u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX),
-            })
-        })
-        .collect();
     serde_json::json!({
-        "run_id": report.run_id,
         "shared": report.shared,
         "summary": {
             "migrated": report.count(TenantOutcome::Migrated),
@@ -232,14 +225,38 @@ fn report_json(report: &FleetReport) -> serde_json::Value {
             .collect::<serde_json::Map<_, _>>(),
         "canary": { "tenants": report.canary, "failed": report.canary_failed },
         "succeeded": report.succeeded(),
-        "tenants": tenants,
     })
 }
 
-/// A progress bar on a terminal; one line per tenant otherwise (unless `--json`).
+/// One tenant in the JSON report.
+fn tenant_json(t: &TenantReport) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": t.tenant,
+        "isolation": t.isolation,
+        "server": t.server,
+        "outcome": t.outcome.as_str(),
+        "migrations": t.migrations,
+        "detail": t.detail,
+        "duration_ms": u64::try_from(t.duration.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// A progress bar on a terminal; one line per tenant otherwise (unless `--json`). With
+/// `--json`, the report is written as the run goes, each tenant when it is done (in the
+/// order they finish), so the command holds no list of ten thousand tenants: `run_id`
+/// and `tenants` first, the summary when the run ends ([`Progress::close_json`]).
 struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
+    /// With `--json`: whether the object is open (`Some`), and whether a tenant was
+    /// written into it (a comma before the next).
+    json: Option<std::sync::Mutex<JsonState>>,
+}
+
+#[derive(Default)]
+struct JsonState {
+    open: bool,
+    tenants: usize,
 }
 
 impl Progress {
@@ -253,14 +270,35 @@ impl Progress {
             );
             bar
         });
-        Self { lines: !terminal && !json, bar }
+        Self { lines: !terminal && !json, bar, json: json.then(Default::default) }
+    }
+
+    fn json_state(&self) -> Option<std::sync::MutexGuard<'_, JsonState>> {
+        self.json.as_ref().map(|state| state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Ends the JSON report, if the run started one, with `rest`'s fields (an object). A
+    /// run that could not start writes none: its error goes to stderr.
+    fn close_json(&self, rest: &serde_json::Value) {
+        let Some(mut state) = self.json_state() else { return };
+        if !state.open {
+            return;
+        }
+        let fields = serde_json::to_string_pretty(rest).unwrap_or_else(|_| "{}".to_owned());
+        let fields = fields.trim().trim_start_matches('{').trim_end_matches('}').trim_end();
+        println!("\n  ],{fields}\n}}");
+        state.open = false;
     }
 
     fn event(&self, event: FleetEvent<'_>) {
         match event {
-            FleetEvent::Started { total, .. } => {
+            FleetEvent::Started { total, run_id } => {
                 if let Some(bar) = &self.bar {
                     bar.set_length(total as u64);
+                }
+                if let Some(mut state) = self.json_state() {
+                    print!("{{\n  \"run_id\": {run_id},\n  \"tenants\": [");
+                    state.open = true;
                 }
             }
             FleetEvent::SharedApplied(names) => {
@@ -274,6 +312,11 @@ impl Progress {
                 self.line(format!("✗ canary failed ({}): no other tenant starts", ids.join(", ")));
             }
             FleetEvent::TenantDone(report) => {
+                if let Some(mut state) = self.json_state() {
+                    let comma = if state.tenants == 0 { "" } else { "," };
+                    print!("{comma}\n    {}", tenant_json(report));
+                    state.tenants += 1;
+                }
                 let line = describe(report);
                 if let Some(bar) = &self.bar {
                     if report.outcome == TenantOutcome::Failed {

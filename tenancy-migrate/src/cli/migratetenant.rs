@@ -6,7 +6,7 @@ use clap::Parser;
 use tenancy::{TenantId, TenantStatus};
 
 use super::Exit;
-use crate::migrator::{Migrators, migrate_one};
+use crate::migrator::{Known, Migrators, migrate_one};
 use crate::{Error, MigrationOutcome, Result};
 
 /// Migrate one tenant: apply the application's pending migrations to its database, schema
@@ -60,7 +60,7 @@ async fn run(args: MigrateTenantArgs, migrators: Migrators) -> Result<()> {
         return Err(Error::NotReady { tenant: id.to_string(), status: tenant.status().to_string() });
     }
     println!("Migrating tenant '{id}' ({}, {})...", tenant.isolation(), tenancy.describe_location(&tenant));
-    match migrate_one(&tenancy, &tenant, migrators.tenant.as_ref(), false).await? {
+    match migrate_one(&tenancy, &tenant, migrators.tenant.as_ref(), Known::Nothing).await? {
         MigrationOutcome::Applied(names) => {
             println!("✓ Applied {} migration(s): {}", names.len(), names.join(", "));
         }

@@ -6,7 +6,7 @@ mod builder;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 pub use self::builder::TenancyBuilder;
 use crate::cache::{CacheStore, GlobalCache, SharedCache};
@@ -160,6 +160,27 @@ impl Tenancy {
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
         entity::Entity::find()
             .order_by_asc(entity::Column::TenantId)
+            .all(&self.master)
+            .await?
+            .into_iter()
+            .map(Tenant::from_row)
+            .collect()
+    }
+
+    /// The next `limit` registered tenants after `after` (from the first when `None`),
+    /// ordered by id: the registry a page at a time, for work over every tenant that
+    /// should not hold them all (a fleet run over ten thousand tenants). Pass the last id
+    /// of a page to get the next; an empty page is the end.
+    ///
+    /// # Errors
+    /// As [`Tenancy::tenants`].
+    pub async fn tenants_after(&self, after: Option<&TenantId>, limit: u64) -> Result<Vec<Tenant>> {
+        let mut page = entity::Entity::find();
+        if let Some(after) = after {
+            page = page.filter(entity::Column::TenantId.gt(after.as_str()));
+        }
+        page.order_by_asc(entity::Column::TenantId)
+            .limit(limit)
             .all(&self.master)
             .await?
             .into_iter()

@@ -6,7 +6,10 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
 
 #[cfg(doc)]
 use crate::Tenancy;
@@ -190,21 +193,24 @@ impl<'a> Ledger<'a> {
         Ledger { master }
     }
 
-    /// Opens a run in the ledger and returns its id. The selected tenants are kept with
-    /// the run: until an outcome is recorded for one, it reads as `not_attempted` (also
-    /// after a crash). `options` is free-form JSON describing the run (jobs, filters).
+    /// Starts opening a run: its row and, a page at a time through [`RunDraft::select`],
+    /// its selected tenants, all in one transaction that [`RunDraft::open`] commits. Until
+    /// an outcome is recorded for a selected tenant, it reads as `not_attempted` (also
+    /// after a crash); a draft dropped without being opened leaves nothing behind.
     ///
     /// # Errors
     /// [`crate::Error::Database`].
-    pub async fn start_run(&self, tenants: &[TenantId], options: serde_json::Value) -> Result<i64> {
+    pub async fn draft_run(&self) -> Result<RunDraft> {
+        let txn = self.master.begin().await?;
         let run = runs::ActiveModel {
             started_at: Set(Utc::now()),
             finished_at: Set(None),
             status: Set(RunStatus::Running),
-            options: Set(serde_json::json!({ "selected": tenants, "options": options })),
+            options: Set(serde_json::json!({})),
             ..Default::default()
         };
-        Ok(runs::Entity::insert(run).exec(self.master).await?.last_insert_id)
+        let run_id = runs::Entity::insert(run).exec(&txn).await?.last_insert_id;
+        Ok(RunDraft { txn, run_id })
     }
 
     /// Records what a run did to one tenant.
@@ -287,6 +293,8 @@ impl<'a> Ledger<'a> {
     /// # Errors
     /// [`crate::Error::Database`], also for an outcome this version does not know.
     pub async fn entries(&self, run_id: i64) -> Result<Vec<LedgerEntry>> {
+        // Runs opened before the selection was kept as `not_attempted` lines list it in
+        // their options.
         let selected: Vec<String> = match runs::Entity::find_by_id(run_id).one(self.master).await? {
             Some(run) => serde_json::from_value(run.options["selected"].clone()).unwrap_or_default(),
             None => return Ok(Vec::new()),
@@ -330,6 +338,59 @@ impl<'a> Ledger<'a> {
         ledger.extend(recorded.into_values());
         ledger.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         Ok(ledger)
+    }
+}
+
+/// A run being opened ([`Ledger::draft_run`]): an open transaction of the master.
+#[derive(Debug)]
+pub struct RunDraft {
+    txn: DatabaseTransaction,
+    run_id: i64,
+}
+
+impl RunDraft {
+    /// The id the run will have.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// Adds `tenants` to the run's selection, as `not_attempted` (one multi-row insert per
+    /// 500).
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`].
+    pub async fn select(&self, tenants: &[TenantId]) -> Result<()> {
+        let now = Utc::now();
+        for chunk in tenants.chunks(500) {
+            let rows = chunk.iter().map(|tenant| entries::ActiveModel {
+                run_id: Set(self.run_id),
+                tenant_id: Set(tenant.to_string()),
+                outcome: Set(TenantOutcome::NotAttempted),
+                migrations: Set(serde_json::json!([])),
+                detail: Set(None),
+                duration_ms: Set(0),
+                updated_at: Set(now),
+                renamed_from: Set(None),
+                server: Set(None),
+            });
+            entries::Entity::insert_many(rows).exec_without_returning(&self.txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the run with its selection; `options` is free-form JSON describing it (jobs,
+    /// filters). Returns the run's id.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`].
+    pub async fn open(self, options: serde_json::Value) -> Result<i64> {
+        runs::Entity::update_many()
+            .col_expr(runs::Column::Options, Expr::value(serde_json::json!({ "options": options })))
+            .filter(runs::Column::Id.eq(self.run_id))
+            .exec(&self.txn)
+            .await?;
+        self.txn.commit().await?;
+        Ok(self.run_id)
     }
 }
 
