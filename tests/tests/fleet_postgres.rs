@@ -11,8 +11,10 @@ use sea_orm_migration::prelude::*;
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
-use tenancy_migrate::fleet::{FleetOptions, FleetReport, TenantReport, migrate_all, migrate_all_listed, plan};
+use tenancy_migrate::fleet::{FleetOptions, migrate_all, migrate_all_listed, plan};
 use tenancy_test_support::{PgMaster, TempDir, column_strings, count, exists};
+
+use crate::common::{Listed, outcomes};
 
 struct Ctx {
     pg: PgMaster,
@@ -46,24 +48,6 @@ impl Ctx {
         .await
             == 1
     }
-}
-
-/// A run's report and every tenant's, by id.
-struct Listed {
-    report: FleetReport,
-    tenants: Vec<TenantReport>,
-}
-
-impl std::ops::Deref for Listed {
-    type Target = FleetReport;
-
-    fn deref(&self) -> &FleetReport {
-        &self.report
-    }
-}
-
-fn outcomes(listed: &Listed) -> Vec<(String, TenantOutcome)> {
-    listed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
 }
 
 async fn run(ctx: &Ctx, migrators: &Migrators, options: FleetOptions) -> Listed {

@@ -18,8 +18,10 @@ use tenancy::ledger::TenantOutcome;
 use tenancy::secrets::Password;
 use tenancy::{Isolation, NewDatabase, NewTenant, Tenancy, TenantId};
 use tenancy_migrate::Migrators;
-use tenancy_migrate::fleet::{FleetOptions, FleetReport, ServerLabel, TenantReport, migrate_all, migrate_all_listed};
+use tenancy_migrate::fleet::{FleetOptions, ServerLabel, migrate_all, migrate_all_listed};
 use tenancy_test_support::{PgMaster, PgServer, TempDir, count, unique_name};
+
+use crate::common::{Listed, outcomes};
 
 /// The main test server's port (the master's).
 const MAIN_PORT: u16 = 5432;
@@ -111,24 +113,6 @@ impl World {
         .expect("take the tenant's migration lock");
         db
     }
-}
-
-/// A run's report and every tenant's, by id.
-struct Listed {
-    report: FleetReport,
-    tenants: Vec<TenantReport>,
-}
-
-impl std::ops::Deref for Listed {
-    type Target = FleetReport;
-
-    fn deref(&self) -> &FleetReport {
-        &self.report
-    }
-}
-
-fn outcomes(listed: &Listed) -> Vec<(String, TenantOutcome)> {
-    listed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
 }
 
 fn ids(ids: &[&str]) -> Vec<TenantId> {

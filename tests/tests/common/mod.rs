@@ -71,3 +71,22 @@ pub(crate) async fn until_registry_follows(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A fleet run's report and every tenant's, by id (`fleet::migrate_all_listed`).
+pub(crate) struct Listed {
+    pub(crate) report: tenancy_migrate::fleet::FleetReport,
+    pub(crate) tenants: Vec<tenancy_migrate::fleet::TenantReport>,
+}
+
+impl std::ops::Deref for Listed {
+    type Target = tenancy_migrate::fleet::FleetReport;
+
+    fn deref(&self) -> &Self::Target {
+        &self.report
+    }
+}
+
+/// Each tenant's outcome, by id.
+pub(crate) fn outcomes(listed: &Listed) -> Vec<(String, tenancy::ledger::TenantOutcome)> {
+    listed.tenants.iter().map(|t| (t.tenant.to_string(), t.outcome)).collect()
+}
