@@ -26,8 +26,11 @@
 //! the server is probed with a plain TCP connection (no session, so no permit is held
 //! while a dead server times out), and a server found unreachable is remembered for
 //! [`DOWN_MEMO`], during which its tenants' openers fail at once with
-//! [`Error::ServerUnavailable`] instead of each waiting for the probe again. Nothing is
-//! reserved for a failed open and no lock is held across a connect.
+//! [`Error::ServerUnavailable`] instead of each waiting for the probe again. A server that
+//! took a connection within the last [`UP_MEMO`] is not probed: PostgreSQL forks a backend
+//! for every TCP connection, the probe's included, so with many tenants taking turns in
+//! the budget a probe per open would double the server's forks. Nothing is reserved for
+//! a failed open and no lock is held across a connect.
 //!
 //! Pools are keyed by tenant id and opened from the registry record the handle was made
 //! with. The live registry ([`crate::registry::live`]) closes the pool of a tenant that is
@@ -41,7 +44,7 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::url::{connect_pool, postgres_address, probe};
+use super::url::{MAX_CONNECTION_LIFETIME, connect_pool, postgres_address, probe};
 use crate::{Error, Result, TenantId};
 
 /// The default global budget of connections all tenant database pools may hold together.
@@ -69,6 +72,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a server found unreachable is taken to be down without probing it again: its
 /// tenants' requests fail at once meanwhile, then the next opener probes it afresh.
 pub(crate) const DOWN_MEMO: Duration = Duration::from_secs(1);
+
+/// How long a server that took a connection (or answered a probe) counts as up without
+/// probing it again before the next pool is opened on it. A server that went down within
+/// it costs its next opener a failed connect (reported within a second or so by
+/// `connect_explained`'s own probe) rather than a probe.
+const UP_MEMO: Duration = Duration::from_secs(1);
 
 /// The sizing of the tenant pool cache, as set on [`crate::TenancyBuilder`].
 #[derive(Clone, Copy, Debug)]
@@ -171,6 +180,8 @@ struct State {
     servers: HashMap<ServerKey, Arc<Budget>>,
     /// Servers found unreachable, when and why (see [`DOWN_MEMO`]).
     down: HashMap<ServerKey, (Instant, DbErr)>,
+    /// When each server last took a connection or answered a probe (see [`UP_MEMO`]).
+    up: HashMap<ServerKey, Instant>,
     /// One gate per tenant whose pool is being opened, so concurrent first uses of a
     /// tenant open one pool, not one each.
     opening: HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>,
@@ -316,7 +327,8 @@ impl TenantPools {
         let url = url()?;
         let address = postgres_address(&url);
         let server = ServerKey::of(address.as_deref());
-        if let Some(address) = &address {
+        let recently_up = self.lock().up.get(&server).is_some_and(|at| at.elapsed() < UP_MEMO);
+        if let Some(address) = address.as_ref().filter(|_| !recently_up) {
             self.check_reachable(id, &server, address).await?;
         }
         let server_budget = self.server_budget(&server);
@@ -325,12 +337,19 @@ impl TenantPools {
             &url,
             self.settings.per_pool,
             Some(self.settings.idle_timeout),
+            MAX_CONNECTION_LIFETIME,
             true,
             self.settings.pooler,
         )
         .await
         {
-            Ok(pool) => pool,
+            Ok(pool) => {
+                let mut state = self.lock();
+                state.down.remove(&server);
+                state.up.insert(server.clone(), Instant::now());
+                drop(state);
+                pool
+            }
             Err(err) => {
                 // The server may have gone between the probe and the connect: say so, and
                 // remember it, rather than report a driver error. The permits go back as
@@ -379,18 +398,24 @@ impl TenantPools {
             address: address.to_owned(),
             source: Box::new(source),
         };
-        let memo = self.lock().down.get(server).filter(|(at, _)| at.elapsed() < DOWN_MEMO).map(|(_, err)| err.clone());
-        if let Some(err) = memo {
-            return Err(unavailable(err));
+        {
+            let state = self.lock();
+            if let Some((_, err)) = state.down.get(server).filter(|(at, _)| at.elapsed() < DOWN_MEMO) {
+                return Err(unavailable(err.clone()));
+            }
         }
         match probe(address, PROBE_TIMEOUT).await {
             Ok(()) => {
-                self.lock().down.remove(server);
+                let mut state = self.lock();
+                state.down.remove(server);
+                state.up.insert(server.clone(), Instant::now());
                 Ok(())
             }
             Err(err) => {
                 tracing::warn!(server = %address, error = %err, "a tenant server cannot be reached");
-                self.lock().down.insert(server.clone(), (Instant::now(), err.clone()));
+                let mut state = self.lock();
+                state.up.remove(server);
+                state.down.insert(server.clone(), (Instant::now(), err.clone()));
                 Err(unavailable(err))
             }
         }

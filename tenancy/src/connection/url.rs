@@ -281,7 +281,15 @@ impl AdminUrl {
 }
 
 /// How long a pooled connection lives before it is replaced (see [`connect_pool`]).
-const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub(crate) const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How long a connection of a pool that serves every tenant (the master pool under
+/// [`crate::TenantBinding::SharedTransactions`]) lives: a PostgreSQL backend keeps the
+/// catalog entries of every schema and table it has touched and never frees them, so one
+/// that serves a thousand tenants at random grows by about 100 KiB per schema it meets
+/// (measured by the soak, `docs/soak.md`). Replaced every minute, it holds what one
+/// minute's traffic touched; the cost is one new connection per pool slot a minute.
+pub(crate) const SHARED_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens a connection pool with the framework's defaults: no statement logging (a
 /// statement may carry a secret), a short connect timeout so an unreachable server is
@@ -307,14 +315,15 @@ pub(crate) async fn connect_admin_pool(
 }
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
-/// `idle_timeout` if given, and preparing unnamed (uncached) statements only unless
-/// `named_statements`. Behind a `pooler` the connections send no startup parameter a
+/// `idle_timeout` if given, replacing each after `max_lifetime`, and preparing unnamed
+/// (uncached) statements only unless `named_statements`. Behind a `pooler` the connections send no startup parameter a
 /// pooler may refuse, and behind a transaction-mode one nothing is prepared for reuse
 /// (see [`super::pooler`]).
 pub(crate) async fn connect_pool(
     url: &str,
     max_connections: u32,
     idle_timeout: Option<std::time::Duration>,
+    max_lifetime: std::time::Duration,
     named_statements: bool,
     pooler: Pooler,
 ) -> Result<DatabaseConnection> {
@@ -322,7 +331,7 @@ pub(crate) async fn connect_pool(
     connect_with(
         url,
         None,
-        PoolShape { max_connections, idle_timeout, named_statements, pooler, ..PoolShape::default() },
+        PoolShape { max_connections, idle_timeout, max_lifetime, named_statements, pooler, ..PoolShape::default() },
     )
     .await
 }
@@ -334,9 +343,10 @@ struct PoolShape {
     idle_timeout: Option<std::time::Duration>,
     /// Whether sqlx caches prepared statements per connection.
     named_statements: bool,
-    /// Whether connections are replaced after [`MAX_CONNECTION_LIFETIME`] and closed when
-    /// idle.
+    /// Whether connections are replaced after `max_lifetime` and closed when idle.
     maintained: bool,
+    /// How long a connection of a maintained pool lives.
+    max_lifetime: std::time::Duration,
     /// Whether every connection is pinged before it is handed out.
     ping_always: bool,
     /// What stands between the pool and PostgreSQL.
@@ -350,6 +360,7 @@ impl Default for PoolShape {
             idle_timeout: None,
             named_statements: true,
             maintained: true,
+            max_lifetime: MAX_CONNECTION_LIFETIME,
             ping_always: false,
             pooler: Pooler::None,
         }
@@ -357,7 +368,7 @@ impl Default for PoolShape {
 }
 
 /// Opens a pool shaped by `shape`. `maintained` pools replace their connections after
-/// [`MAX_CONNECTION_LIFETIME`]. The one-connection pools of [`connect`] live for one task
+/// `max_lifetime`. The one-connection pools of [`connect`] live for one task
 /// and are closed by it: they get no lifetime and no idle timeout, and so no maintenance
 /// task (sqlx's can spin once such a pool is closed with a connection idle).
 async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) -> Result<DatabaseConnection> {
@@ -392,7 +403,7 @@ async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) ->
         // A PostgreSQL backend keeps the catalog entries of every schema it has touched
         // (about 110 KiB per schema tenant) and never frees them: replacing shared
         // connections after a while bounds that growth across thousands of tenants.
-        .max_lifetime(shape.maintained.then_some(MAX_CONNECTION_LIFETIME));
+        .max_lifetime(shape.maintained.then_some(shape.max_lifetime));
     if !shape.maintained {
         options.idle_timeout(None::<std::time::Duration>);
     }

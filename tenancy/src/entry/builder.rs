@@ -13,7 +13,7 @@ use crate::cache::CacheConfig;
 use crate::connection::TenantBinding;
 use crate::connection::pooler::{DIRECT_URL_ENV, Pooler, PoolerRoute};
 use crate::connection::pools::{PoolSettings, TenantPools};
-use crate::connection::url::{AdminUrl, MasterUrl, connect_pool};
+use crate::connection::url::{AdminUrl, MAX_CONNECTION_LIFETIME, MasterUrl, SHARED_CONNECTION_LIFETIME, connect_pool};
 use crate::registry::FRAMEWORK_MIGRATIONS_TABLE;
 use crate::{RegistryMigrator, Result};
 
@@ -234,12 +234,18 @@ impl TenancyBuilder {
         // pooler carries the tenants' traffic (see `pooled`).
         let idle = route.as_ref().map(|_| DIRECT_POOL_IDLE_TIMEOUT);
         let master_pooler = if route.is_some() { Pooler::None } else { pooler };
-        let master = connect_pool(url.as_str(), self.max_connections, idle, named_statements, master_pooler).await?;
+        // Under shared transactions every tenant's statements run on these connections.
+        let lifetime = match self.binding {
+            TenantBinding::SharedTransactions => SHARED_CONNECTION_LIFETIME,
+            TenantBinding::TenantPools => MAX_CONNECTION_LIFETIME,
+        };
+        let master =
+            connect_pool(url.as_str(), self.max_connections, idle, lifetime, named_statements, master_pooler).await?;
         migrate_registry(&master).await?;
         let pooled = match &route {
-            Some(_) => {
-                Some(connect_pool(app_url.as_str(), self.max_connections, None, named_statements, pooler).await?)
-            }
+            Some(_) => Some(
+                connect_pool(app_url.as_str(), self.max_connections, None, lifetime, named_statements, pooler).await?,
+            ),
             None => None,
         };
         let admin_url =
