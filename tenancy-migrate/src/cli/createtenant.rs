@@ -189,6 +189,9 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
     let tenancy = args.master.connect().await?;
+    // Creating a tenant uses three master connections at once (the provisioning
+    // transaction, the journal's writes, a read beside them).
+    super::warm_master_pool(&tenancy, 3);
     let template = match &args.from {
         Some(template) => Some(tenancy.get_tenant(template).await?.isolation()),
         None => None,

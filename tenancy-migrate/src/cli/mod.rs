@@ -275,6 +275,25 @@ async fn typed_answer(message: &'static str) -> Result<String, Error> {
     Ok(typed.trim().to_owned())
 }
 
+/// Opens up to `connections` connections of the master pool at once, in the background.
+///
+/// A command process starts with one master connection and sqlx opens the others one at
+/// a time, on the way, when a statement finds none idle (a connection handed back goes
+/// to the pool from a task of its own, so the next statement rarely finds it): each is a
+/// few milliseconds on the command's critical path. Opened together at the start, they
+/// overlap with the first reads instead. Nothing on SQLite, whose pool is one file.
+fn warm_master_pool(tenancy: &tenancy::Tenancy, connections: usize) {
+    if tenancy.backend() != tenancy::Backend::Postgres {
+        return;
+    }
+    let pool = tenancy.master().get_postgres_connection_pool().clone();
+    tokio::spawn(async move {
+        // Held until all are open, so each acquire opens a connection of its own; then
+        // handed back to the pool. A failure is the next statement's to report.
+        let _held = futures_util::future::join_all((0..connections).map(|_| pool.acquire())).await;
+    });
+}
+
 /// Waits for a blocking task (a prompt, the shell's line editor). A panic in it is a bug,
 /// not an answer: it goes on unwinding here.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
