@@ -24,6 +24,9 @@
 
 #![allow(missing_docs, clippy::print_stdout, reason = "a benchmark binary")]
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -41,8 +44,7 @@ use sea_orm_migration::MigratorTrait;
 use tenancy::{Isolation, NewTenant, Tenancy, TenantBinding, TenantId};
 use tenancy_migrate::MigrateOnCreate;
 use tenancy_test_support::{PgMaster, TempDir, unique_name, with_database};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// Projects per tenant (and in the plain database).
@@ -67,52 +69,23 @@ struct Target {
     tenant: Option<String>,
 }
 
-/// A keep-alive HTTP/1.1 connection that sends one fixed `GET /projects` again and again.
+/// A keep-alive connection that sends one fixed `GET /projects` again and again.
 struct Client {
-    stream: BufReader<TcpStream>,
+    http: http::Client,
     request: Vec<u8>,
-    line: String,
-    body: Vec<u8>,
 }
 
 impl Client {
     async fn connect(target: &Target) -> Client {
-        let stream = TcpStream::connect(target.addr).await.expect("connect to the server");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        let mut request = String::from("GET /projects HTTP/1.1\r\nHost: localhost\r\n");
-        if let Some(tenant) = &target.tenant {
-            request.push_str(&format!("x-tenant: {tenant}\r\n"));
-        }
-        request.push_str("\r\n");
-        Client { stream: BufReader::new(stream), request: request.into_bytes(), line: String::new(), body: Vec::new() }
+        let http = http::Client::connect(target.addr).await.expect("connect to the server");
+        Client { http, request: http::request("GET", "/projects", target.tenant.as_deref(), None) }
     }
 
     /// Sends the request and reads the whole response; returns its body.
     async fn get(&mut self) -> &[u8] {
-        self.stream.get_mut().write_all(&self.request).await.expect("send the request");
-        let mut status = None;
-        let mut length = None;
-        loop {
-            self.line.clear();
-            let read = self.stream.read_line(&mut self.line).await.expect("read the response head");
-            assert!(read > 0, "the server closed the connection");
-            let line = self.line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if status.is_none() {
-                status = line.split(' ').nth(1).map(str::to_owned);
-            } else if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-        let length = length.expect("a content-length (the handler answers JSON)");
-        self.body.resize(length, 0);
-        self.stream.read_exact(&mut self.body).await.expect("read the response body");
-        assert_eq!(status.as_deref(), Some("200"), "{}", String::from_utf8_lossy(&self.body));
-        &self.body
+        let (status, body) = self.http.send(&self.request).await.expect("a response");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
+        body
     }
 }
 

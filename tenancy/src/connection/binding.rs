@@ -34,7 +34,13 @@ pub enum TenantBinding {
     /// Each tenant has a pool of its own, logged in as the tenant's login role
     /// ([`crate::TenantLogin`], made by `create_tenant`): the role's defaults and
     /// privileges bind every connection of the pool to the tenant for its whole life,
-    /// so a statement costs what it costs on plain sea-orm. Pools share the budget of
+    /// so a statement costs what it costs on plain sea-orm. A tenant whose pool is not
+    /// open pays a new connection (PostgreSQL forks a backend for it): with many more
+    /// tenants busy at once than the budget holds pools for, nearly every request does,
+    /// and the server spends its time forking (the soak of `docs/soak.md`: 1,000 tenants
+    /// at random over a budget of 20 served about a quarter of the requests per second
+    /// that `SharedTransactions` served). Size the budget for the tenants busy at once, or
+    /// choose `SharedTransactions` for such traffic. Pools share the budget of
     /// [`TenancyBuilder::tenant_connection_budget`](crate::TenancyBuilder::tenant_connection_budget)
     /// with database-isolated tenants and are cached least recently used first; a
     /// pooler keys its pools by user, so it keeps tenants apart too.
@@ -82,7 +88,10 @@ pub enum TenantBinding {
     /// session reset, COMMIT) and two per transaction (the binding and the reset); the
     /// reset costs about what a `SELECT 1` round trip costs (measured with pgbench on a
     /// local server: 65 to 95 µs each, the server's own work negligible).
-    /// Statements are not cached (prepared unnamed) on the master pool.
+    /// Statements are not cached (prepared unnamed) on the master pool, and its
+    /// connections are replaced every minute: a PostgreSQL backend keeps the catalog
+    /// entries of every tenant schema it has served and never frees them, so one serving
+    /// a thousand tenants would otherwise grow by tens of MiB (`docs/soak.md`).
     SharedTransactions,
 }
 
