@@ -178,13 +178,19 @@ struct State {
     pools: HashMap<TenantId, Slot>,
     /// Each server's budget, made on its first pool.
     servers: HashMap<ServerKey, Arc<Budget>>,
-    /// Servers found unreachable, when and why (see [`DOWN_MEMO`]).
-    down: HashMap<ServerKey, (Instant, DbErr)>,
-    /// When each server last took a connection or answered a probe (see [`UP_MEMO`]).
-    up: HashMap<ServerKey, Instant>,
+    /// What was last seen of each server, and when (see [`DOWN_MEMO`] and [`UP_MEMO`]).
+    seen: HashMap<ServerKey, Seen>,
     /// One gate per tenant whose pool is being opened, so concurrent first uses of a
     /// tenant open one pool, not one each.
     opening: HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// What was last seen of a server.
+enum Seen {
+    /// It took a connection or answered a probe at this instant.
+    Up(Instant),
+    /// It could not be reached at this instant, for this reason.
+    Down(Instant, DbErr),
 }
 
 struct Slot {
@@ -327,7 +333,7 @@ impl TenantPools {
         let url = url()?;
         let address = postgres_address(&url);
         let server = ServerKey::of(address.as_deref());
-        let recently_up = self.lock().up.get(&server).is_some_and(|at| at.elapsed() < UP_MEMO);
+        let recently_up = matches!(self.lock().seen.get(&server), Some(Seen::Up(at)) if at.elapsed() < UP_MEMO);
         if let Some(address) = address.as_ref().filter(|_| !recently_up) {
             self.check_reachable(id, &server, address).await?;
         }
@@ -344,10 +350,7 @@ impl TenantPools {
         .await
         {
             Ok(pool) => {
-                let mut state = self.lock();
-                state.down.remove(&server);
-                state.up.insert(server.clone(), Instant::now());
-                drop(state);
+                self.lock().seen.insert(server.clone(), Seen::Up(Instant::now()));
                 pool
             }
             Err(err) => {
@@ -398,24 +401,21 @@ impl TenantPools {
             address: address.to_owned(),
             source: Box::new(source),
         };
-        {
-            let state = self.lock();
-            if let Some((_, err)) = state.down.get(server).filter(|(at, _)| at.elapsed() < DOWN_MEMO) {
-                return Err(unavailable(err.clone()));
-            }
+        let memo = match self.lock().seen.get(server) {
+            Some(Seen::Down(at, err)) if at.elapsed() < DOWN_MEMO => Some(err.clone()),
+            _ => None,
+        };
+        if let Some(err) = memo {
+            return Err(unavailable(err));
         }
         match probe(address, PROBE_TIMEOUT).await {
             Ok(()) => {
-                let mut state = self.lock();
-                state.down.remove(server);
-                state.up.insert(server.clone(), Instant::now());
+                self.lock().seen.insert(server.clone(), Seen::Up(Instant::now()));
                 Ok(())
             }
             Err(err) => {
                 tracing::warn!(server = %address, error = %err, "a tenant server cannot be reached");
-                let mut state = self.lock();
-                state.up.remove(server);
-                state.down.insert(server.clone(), (Instant::now(), err.clone()));
+                self.lock().seen.insert(server.clone(), Seen::Down(Instant::now(), err.clone()));
                 Err(unavailable(err))
             }
         }

@@ -286,7 +286,7 @@ pub(crate) const MAX_CONNECTION_LIFETIME: std::time::Duration = std::time::Durat
 /// How long a connection of a pool that serves every tenant (the master pool under
 /// [`crate::TenantBinding::SharedTransactions`]) lives: a PostgreSQL backend keeps the
 /// catalog entries of every schema and table it has touched and never frees them, so one
-/// that serves a thousand tenants at random grows by about 100 KiB per schema it meets
+/// that serves many tenants at random grows by about 50 KiB per tenant it meets
 /// (measured by the soak, `docs/soak.md`). Replaced every minute, it holds what one
 /// minute's traffic touched; the cost is one new connection per pool slot a minute.
 pub(crate) const SHARED_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
@@ -316,9 +316,9 @@ pub(crate) async fn connect_admin_pool(
 
 /// [`connect`] with a pool of up to `max_connections`, closing connections idle for
 /// `idle_timeout` if given, replacing each after `max_lifetime`, and preparing unnamed
-/// (uncached) statements only unless `named_statements`. Behind a `pooler` the connections send no startup parameter a
-/// pooler may refuse, and behind a transaction-mode one nothing is prepared for reuse
-/// (see [`super::pooler`]).
+/// (uncached) statements only unless `named_statements`. Behind a `pooler` the
+/// connections send no startup parameter a pooler may refuse, and behind a
+/// transaction-mode one nothing is prepared for reuse (see [`super::pooler`]).
 pub(crate) async fn connect_pool(
     url: &str,
     max_connections: u32,
