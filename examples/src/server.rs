@@ -49,8 +49,8 @@ use crate::entities::{comment, dashboard_stats, plan, project, task};
 
 /// Serve the project tracker's HTTP API for every tenant of the master database.
 ///
-/// The tenant comes from the X-Tenant header, or else from the subdomain of the Host
-/// header under --base-domain. Stops on Ctrl-C (or SIGTERM) after the requests in flight.
+/// The tenant comes from the X-Tenant header, or else from the Host header: a tenant's
+/// custom domain (adddomain), or else its subdomain under --base-domain. Stops on Ctrl-C (or SIGTERM) after the requests in flight.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "serve",
@@ -211,10 +211,12 @@ async fn shutdown_signal() {
 }
 
 /// Where the app finds a request's tenant: the `X-Tenant` header if present, otherwise
-/// the subdomain of `Host` under `base_domain`.
+/// the `Host`: a tenant's custom domain, or else its subdomain under `base_domain` (a
+/// host that is one tenant's domain and another's subdomain gets `421`).
 pub fn resolver(base_domain: &str) -> TenantResolver {
     TenantResolver::FirstOf(vec![
         TenantResolver::header("x-tenant"),
+        TenantResolver::Domain,
         TenantResolver::Subdomain { base_domain: base_domain.to_owned() },
     ])
 }

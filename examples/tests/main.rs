@@ -11,6 +11,7 @@ mod clone_cli;
 mod createtenant_cli;
 mod createtenant_pty;
 mod doctor_cli;
+mod domains_cli;
 mod fleet_cli;
 mod fleet_pty;
 mod fleet_servers_cli;

@@ -67,6 +67,8 @@ fn each_command_reference_names_the_exit_codes_of_its_help() {
         ("showservers", env!("CARGO_BIN_EXE_showservers")),
         ("drainserver", env!("CARGO_BIN_EXE_drainserver")),
         ("undrainserver", env!("CARGO_BIN_EXE_undrainserver")),
+        ("adddomain", env!("CARGO_BIN_EXE_adddomain")),
+        ("removedomain", env!("CARGO_BIN_EXE_removedomain")),
     ];
     for (command, binary) in binaries {
         let entry = reference

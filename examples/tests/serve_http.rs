@@ -74,6 +74,7 @@ impl Server {
         stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
         let host = match tenant {
             Via::Host(id) | Via::Both { host: id, .. } => format!("{id}.{BASE}:{}", self.addr.port()),
+            Via::Domain(domain) => format!("{domain}:{}", self.addr.port()),
             _ => format!("127.0.0.1:{}", self.addr.port()),
         };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
@@ -139,6 +140,8 @@ enum Via<'a> {
     Host(&'a str),
     /// Both, naming different tenants: the header wins.
     Both { header: &'a str, host: &'a str },
+    /// `Host: <domain>:<port>`: a custom domain.
+    Domain(&'a str),
 }
 
 /// The `key` field of each object of a JSON array.
@@ -646,5 +649,85 @@ async fn postgres_serve_follows_suspend_resume_and_delete_from_other_processes()
     for id in steady_tenants {
         assert_eq!(server.get("/tenant", Via::Header(id)).0, 200);
     }
+    server.stop();
+}
+
+/// Custom domains added and removed by other processes (`adddomain`, `removedomain`,
+/// `deletetenant`) while `serve` runs: followed within a second through the live
+/// registry, each domain serving its own tenant's rows in every relational mode, a domain
+/// that is one tenant's and another's subdomain refused with 421, unknown hosts 404.
+#[tokio::test]
+async fn postgres_serve_follows_custom_domains_from_other_processes() {
+    let Some(pg) = PgMaster::create().await else { return };
+    let dir = TempDir::new();
+    let tenancy =
+        Tenancy::builder(pg.url.clone()).secret_key_file(dir.path().join("secret.key")).connect().await.unwrap();
+    let migrator = MigrateOnCreate::new(&example_app::Migrator);
+    for (id, isolation) in
+        [("dom_schema", Isolation::Schema), ("dom_table", Isolation::Table), ("dom_db", Isolation::Database)]
+    {
+        let database = (isolation == Isolation::Database).then(|| pg.new_database("pw"));
+        let new = NewTenant::new(id, id, isolation).unwrap().database(database).migrate(true);
+        tenancy.create_tenant(new, &migrator).await.unwrap();
+    }
+    let env = [("DATABASE_URL", pg.url.as_str())];
+    let server = Server::start(&dir, &env);
+    for id in ["dom_schema", "dom_table", "dom_db"] {
+        let (code, _) = server.post("/projects", Via::Header(id), json!({ "name": format!("{id} project") }));
+        assert_eq!(code, 201, "{id}");
+    }
+    // Polls until `host` answers `/tenant` with `want` (a status, and the tenant for 200).
+    let follows = |host: &str, want: (u16, Option<&str>)| {
+        let started = std::time::Instant::now();
+        loop {
+            let (code, body) = server.get("/tenant", Via::Domain(host));
+            let id = body["id"].as_str().map(str::to_owned);
+            if (code, id.as_deref()) == want {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "{host}: {code} {body}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    for (id, domain) in
+        [("dom_schema", "Shop.Schema.TEST"), ("dom_table", "table.example.org"), ("dom_db", "bücher.test")]
+    {
+        run(env!("CARGO_BIN_EXE_adddomain"), &dir, &env, &[id, domain]);
+    }
+    follows("shop.schema.test", (200, Some("dom_schema")));
+    follows("table.example.org", (200, Some("dom_table")));
+    follows("xn--bcher-kva.test", (200, Some("dom_db")));
+    for (id, domain) in
+        [("dom_schema", "shop.schema.test"), ("dom_table", "table.example.org"), ("dom_db", "xn--bcher-kva.test")]
+    {
+        let (code, list) = server.get("/projects", Via::Domain(domain));
+        assert_eq!((code, names(&list)), (200, vec![format!("{id} project")]), "{domain}: {list}");
+        let (code, created) = server.post("/projects", Via::Domain(domain), json!({ "name": "by domain" }));
+        assert_eq!((code, created["tenant_id"].as_str()), (201, Some(id)), "{created}");
+        let (code, list) = server.get("/projects", Via::Header(id));
+        assert_eq!((code, names(&list)), (200, vec![format!("{id} project"), "by domain".to_owned()]));
+    }
+    let (code, _) = server.get("/projects", Via::Domain("nobody.example.org"));
+    assert_eq!(code, 404);
+
+    // dom_table's subdomain under the base domain, claimed as dom_schema's domain.
+    run(env!("CARGO_BIN_EXE_adddomain"), &dir, &env, &["dom_schema", &format!("dom_table.{BASE}")]);
+    follows(&format!("dom_table.{BASE}"), (421, None));
+
+    run(env!("CARGO_BIN_EXE_removedomain"), &dir, &env, &["shop.schema.test"]);
+    follows("shop.schema.test", (404, None));
+    let out = run(env!("CARGO_BIN_EXE_deletetenant"), &dir, &env, &["dom_db", "--yes"]);
+    assert!(out.status.success());
+    follows("xn--bcher-kva.test", (404, None));
+    let master = pg.connect().await;
+    let left = rows(&master, "SELECT domain, tenant_id FROM tenancy_domains ORDER BY domain").await;
+    assert_eq!(
+        left,
+        [
+            (format!("dom_table.{BASE}"), "dom_schema".to_owned()),
+            ("table.example.org".to_owned(), "dom_table".to_owned())
+        ]
+    );
     server.stop();
 }

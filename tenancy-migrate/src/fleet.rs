@@ -16,6 +16,7 @@ use tenancy::servers::{MASTER_SERVER, ServerMap, TenantServer};
 use tenancy::{Isolation, Placement, ShardDatabase, Tenancy, Tenant, TenantId, TenantStatus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::migrator::{
     DynMigrator, Known, Migrators, applied_in_schemas, migrate_master, migrate_one, pending_read_only,
@@ -747,25 +748,35 @@ impl Run<'_> {
                         server.clone(),
                         self.continue_on_error,
                     );
-                    running.spawn(async move {
-                        let started = Instant::now();
-                        let result = migrate_one(&tenancy, &tenant, migrator.as_ref(), known).await;
-                        let outage = result.as_ref().err().is_some_and(server_unreachable);
-                        if outage {
-                            down.store(true, Ordering::SeqCst);
-                        } else if result.is_err() && !continue_on_error && !down.load(Ordering::SeqCst) {
-                            // A tenant failing because its server went away is the outage's,
-                            // not a migration failure: it does not stop the other servers.
-                            stop.store(true, Ordering::SeqCst);
+                    // The step's span: the tenant, its isolation and server (never a secret).
+                    let span = tracing::info_span!(
+                        "fleet_step",
+                        tenant = %tenant.id(),
+                        isolation = %tenant.isolation(),
+                        server = %server,
+                    );
+                    running.spawn(
+                        async move {
+                            let started = Instant::now();
+                            let result = migrate_one(&tenancy, &tenant, migrator.as_ref(), known).await;
+                            let outage = result.as_ref().err().is_some_and(server_unreachable);
+                            if outage {
+                                down.store(true, Ordering::SeqCst);
+                            } else if result.is_err() && !continue_on_error && !down.load(Ordering::SeqCst) {
+                                // A tenant failing because its server went away is the outage's,
+                                // not a migration failure: it does not stop the other servers.
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                            drop((on_server, job));
+                            let mut report = to_report(&tenant, server.clone(), &result, started.elapsed());
+                            if outage {
+                                report.detail =
+                                    Some(format!("server {server} unreachable: {}", report.detail.unwrap_or_default()));
+                            }
+                            report
                         }
-                        drop((on_server, job));
-                        let mut report = to_report(&tenant, server.clone(), &result, started.elapsed());
-                        if outage {
-                            report.detail =
-                                Some(format!("server {server} unreachable: {}", report.detail.unwrap_or_default()));
-                        }
-                        report
-                    });
+                        .instrument(span),
+                    );
                     started = true;
                 }
             }

@@ -107,6 +107,31 @@ pub enum Error {
         id: String,
     },
 
+    /// A domain name is not one a customer's site can have.
+    #[error("Invalid domain '{given}': {reason}. Give a host name such as shop.example.com")]
+    InvalidDomain {
+        /// The rejected input, printed with control characters escaped.
+        given: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The domain leads to another tenant already: a domain has one owner.
+    #[error("Domain '{domain}' already belongs to tenant '{owner}'; remove it there first")]
+    DomainTaken {
+        /// The domain, normalised.
+        domain: String,
+        /// The tenant that has it.
+        owner: String,
+    },
+
+    /// No tenant has this domain.
+    #[error("No tenant has the domain '{domain}'")]
+    DomainNotFound {
+        /// The domain, normalised.
+        domain: String,
+    },
+
     /// A database server could not be reached or refused the credentials.
     #[error("Cannot connect to database server")]
     CannotConnect {

@@ -219,6 +219,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Custom domains
+//!
+//! A tenant can have domains of its own ([`domains`]): [`Tenancy::add_domain`] records one
+//! (normalised by [`Domain`], one owner each), and the tower layer's
+//! [`TenantResolver::Domain`] serves requests for it as that tenant, from the live
+//! registry, without a query per request.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tower")]
+//! # async fn demo(tenancy: tenancy::Tenancy) -> tenancy::Result<()> {
+//! use tenancy::{TenantLayer, TenantResolver};
+//!
+//! tenancy.add_domain("acme", &"shop.acme.com".parse()?, true).await?;
+//! let layer = TenantLayer::new(
+//!     tenancy,
+//!     TenantResolver::FirstOf(vec![
+//!         TenantResolver::Domain,
+//!         TenantResolver::Subdomain { base_domain: "example.com".to_owned() },
+//!     ]),
+//! );
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Cache isolation
 //!
 //! Every tenant, whatever its mode, has a namespace in a shared cache, and a tenant in
@@ -351,6 +375,7 @@ pub mod cache;
 mod connection;
 pub mod deletion;
 pub mod doctor;
+pub mod domains;
 mod entry;
 mod error;
 mod models;
@@ -386,6 +411,7 @@ pub use crate::connection::pools::{
 pub use crate::connection::transaction::TenantTransaction;
 pub use crate::connection::url::{Backend, DEFAULT_MASTER_URL, DEFAULT_POSTGRES_PORT, master_url_from_env, redact_url};
 pub use crate::connection::{TenantBinding, TenantConnection};
+pub use crate::domains::{Domain, DomainAdded, TenantDomain};
 pub use crate::entry::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRET_KEY_FILE, Tenancy, TenancyBuilder};
 pub use crate::error::{BoxError, Error, MissingValue, Result, error_chain};
 pub use crate::models::{KeyColumn, Scope, ScopedModel, SharedModel, TenantScoped, scoped_models, shared_models};

@@ -365,3 +365,69 @@ async fn a_live_registry_serves_requests_without_reading_the_registry() {
         }
     }
 }
+
+/// Custom domains beside subdomains, in both orders: a tenant's domain is served as that
+/// tenant (case, port and trailing dot of the `Host` aside, international names by their
+/// punycode), a host that is one tenant's domain and another tenant's subdomain gets 421
+/// in either order, and without a live registry each request reads the domains table, so
+/// an addition or removal applies at once.
+#[tokio::test]
+async fn custom_domains_and_subdomains_never_disagree_silently() {
+    let dir = TempDir::new();
+    let tenancy = dir.sqlite_builder().connect().await.expect("connect");
+    for (id, project) in [("acme", "acme's"), ("globex", "globex's"), ("beta", "beta's")] {
+        let new = NewTenant::new(id, id, Isolation::Table).expect("a valid new tenant").migrate(true);
+        tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
+        let db = tenancy.tenant(id).await.expect("handle");
+        project::ActiveModel {
+            tenant_id: Set(id.to_owned()),
+            name: Set(project.to_owned()),
+            created_at: Set(ChronoUtc::now()),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .expect("insert project");
+    }
+    for name in ["shop.acme.test", "bücher.test", "beta.example.test", "www.example.test"] {
+        tenancy.add_domain("acme", &name.parse().expect("domain"), false).await.expect("add domain");
+    }
+    let subdomain = || TenantResolver::Subdomain { base_domain: "example.test".to_owned() };
+    let domain_first = serve(
+        TenantLayer::new(tenancy.clone(), TenantResolver::FirstOf(vec![TenantResolver::Domain, subdomain()])),
+        false,
+    )
+    .await;
+    let subdomain_first = serve(
+        TenantLayer::new(tenancy.clone(), TenantResolver::FirstOf(vec![subdomain(), TenantResolver::Domain])),
+        false,
+    )
+    .await;
+    for addr in [domain_first, subdomain_first] {
+        for host in ["shop.acme.test", "SHOP.Acme.test.:8080", "xn--bcher-kva.test"] {
+            assert_eq!(get_with(addr, "/projects", &[("Host", host)]).await, (200, "acme's".to_owned()), "{host}");
+        }
+        assert_eq!(get_with(addr, "/current", &[("Host", "globex.example.test")]).await, (200, "globex's".to_owned()));
+        // acme's domain, beta's subdomain: neither.
+        assert_eq!(
+            get_with(addr, "/projects", &[("Host", "beta.example.test")]).await,
+            (421, "this host names two tenants\n".to_owned())
+        );
+        for host in ["nobody.test", "127.0.0.1:80", "example.test"] {
+            assert_eq!(get_with(addr, "/projects", &[("Host", host)]).await.0, 404, "{host}");
+        }
+    }
+    // `www` is no tenant: the domain decides when it comes first; the subdomain (no such
+    // tenant) when it does.
+    assert_eq!(get_with(domain_first, "/projects", &[("Host", "www.example.test")]).await, (200, "acme's".to_owned()));
+    assert_eq!(get_with(subdomain_first, "/projects", &[("Host", "www.example.test")]).await.0, 404);
+
+    // Without a live registry every request reads the table: changes apply at once.
+    let unlive = dir.sqlite_builder().live_registry(false).connect().await.expect("connect");
+    let addr = serve(TenantLayer::new(unlive.clone(), TenantResolver::Domain), false).await;
+    assert_eq!(get_with(addr, "/projects", &[("Host", "shop.globex.test")]).await.0, 404);
+    unlive.add_domain("globex", &"shop.globex.test".parse().expect("domain"), false).await.expect("add");
+    assert_eq!(get_with(addr, "/projects", &[("Host", "shop.globex.test")]).await, (200, "globex's".to_owned()));
+    unlive.remove_domain(&"shop.globex.test".parse().expect("domain")).await.expect("remove");
+    assert_eq!(get_with(addr, "/projects", &[("Host", "shop.globex.test")]).await.0, 404);
+}

@@ -39,8 +39,10 @@ async fn connecting_creates_the_registry_by_migration() {
     // Connecting again applies nothing new and keeps the rows.
     let again = master(&dir).await;
     // The registry table, the fleet ledger, the suspension columns, the operations journal,
-    // the change triggers, the leftovers of moves, the ledger's renamed ids.
-    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 9);
+    // the change triggers, the leftovers of moves, the ledger's renamed ids, the servers,
+    // the ledger's servers, the custom domains.
+    assert_eq!(count(again.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 10);
+    assert!(table_names(again.master()).await.contains(&"tenancy_domains".to_owned()));
 }
 
 #[tokio::test]
@@ -283,7 +285,7 @@ async fn a_registry_migration_cut_short_is_finished_by_the_next_connect() {
     )
     .await;
     assert_eq!(columns, ["suspended_at", "suspended_reason"]);
-    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 9);
+    assert_eq!(count(tenancy.master(), "SELECT COUNT(*) FROM tenancy_migrations", vec![]).await, 10);
     tenancy.create_tenant(new_tenant("after", Isolation::Cache), &()).await.expect("the registry works");
     tenancy.suspend_tenant("after", None).await.expect("suspend after the finished migration");
 }

@@ -53,7 +53,7 @@ exit_codes! {
         "a database server cannot be reached or refused the credentials (or they may not create databases and \
          roles)";
     SecretKey = 5, "secret key unreadable", "the secret key cannot be read or created";
-    NotFound = 6, "no such tenant", "no such tenant, or no server of that name";
+    NotFound = 6, "no such tenant", "no such tenant, no server of that name, or no tenant has the domain";
     Busy = 7, "tenant busy",
         "another lifecycle operation holds the tenant: still running, or interrupted (the message names the \
          command that finishes it)";
@@ -110,20 +110,22 @@ impl Exit {
                 | T::ServersNeedPostgres
                 | T::InvalidPooler { .. }
                 | T::PoolerNeedsDirectUrl
-                | T::ServerNotPlaceable { .. } => Exit::InvalidInput,
+                | T::ServerNotPlaceable { .. }
+                | T::InvalidDomain { .. } => Exit::InvalidInput,
                 T::TenantExists { .. }
                 | T::DatabaseExists { .. }
                 | T::DatabaseFileExists { .. }
                 | T::RoleExists { .. }
                 | T::SchemaExists { .. }
                 | T::LoginRoleExists { .. }
-                | T::ServerExists { .. } => Exit::AlreadyExists,
+                | T::ServerExists { .. }
+                | T::DomainTaken { .. } => Exit::AlreadyExists,
                 T::CannotConnect { .. }
                 | T::ServerUnavailable { .. }
                 | T::ServerUnreachable { .. }
                 | T::ServerAdminLacksPrivileges { .. } => Exit::CannotConnect,
                 T::SecretKey { .. } | T::Decrypt { .. } => Exit::SecretKey,
-                T::TenantNotFound { .. } | T::UnknownServer { .. } => Exit::NotFound,
+                T::TenantNotFound { .. } | T::UnknownServer { .. } | T::DomainNotFound { .. } => Exit::NotFound,
                 T::OperationInProgress { .. } | T::StaleOperation { .. } | T::TenantMoving { .. } => Exit::Busy,
                 err if refused(err) => Exit::Refused,
                 _ => Exit::Failed,

@@ -46,6 +46,7 @@ mod addserver;
 mod createtenant;
 mod createtenantsuperuser;
 mod deletetenant;
+mod domains;
 mod drainserver;
 mod exit;
 mod migratealltenants;
@@ -70,6 +71,9 @@ pub use createtenantsuperuser::{
     CreateTenantSuperuserArgs, SUPERUSER_PASSWORD_ENV, createtenantsuperuser, createtenantsuperuser_with_store,
 };
 pub use deletetenant::{DeleteTenantArgs, deletetenant, deletetenant_with_args};
+pub use domains::{
+    AddDomainArgs, RemoveDomainArgs, adddomain, adddomain_with_args, removedomain, removedomain_with_args,
+};
 pub use drainserver::{
     DrainServerArgs, UndrainServerArgs, drainserver, drainserver_with_args, undrainserver, undrainserver_with_args,
 };
@@ -220,6 +224,8 @@ fn hint(err: &tenancy::Error) -> Option<&'static str> {
         T::PoolerNeedsDirectUrl => {
             "set TENANCY_DIRECT_URL (--direct-url) to the server's own address, not the pooler's"
         }
+        T::DomainTaken { .. } => "`removedomain DOMAIN` takes it from its tenant; `showtenants` lists who has which",
+        T::DomainNotFound { .. } => "`showtenants` lists the tenants' domains",
         T::InvalidPooler { .. } => "set TENANCY_POOLER to none, session or transaction, or unset it",
         T::SchemaNeedsPostgres { .. } => {
             "use database, table or cache isolation, or set DATABASE_URL (--database-url) to a postgres:// URL"

@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::collections::HashMap;
+
 use clap::Parser;
+use serde::Serialize;
+use tenancy::{TenantDomain, TenantId};
 
 use super::Exit;
 use crate::Result;
@@ -11,8 +15,8 @@ use crate::migrator::Migrators;
 
 /// List tenants: id, name, isolation, status, the server its storage is on (a registered
 /// server's name, `host:port` of an unregistered one; SQLite files and cache tenants
-/// count as the master's), where the data lives, applied and pending migration counts.
-/// Passwords never appear.
+/// count as the master's), where the data lives, applied and pending migration counts,
+/// custom domains (the primary one first, marked `*`). Passwords never appear.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "showtenants",
@@ -57,20 +61,50 @@ async fn run(args: ShowTenantsArgs, migrators: Migrators) -> Result<()> {
     if args.pending {
         plans.retain(|plan| !plan.pending.is_empty());
     }
+    let mut domains: HashMap<TenantId, Vec<TenantDomain>> = HashMap::new();
+    for domain in tenancy.domains(None).await? {
+        domains.entry(domain.tenant.clone()).or_default().push(domain);
+    }
+    let shown: Vec<Shown<'_>> = plans
+        .iter()
+        .map(|plan| Shown {
+            plan,
+            domains: domains
+                .get(&plan.tenant)
+                .map(|domains| {
+                    domains.iter().map(|d| ShownDomain { domain: d.domain.as_str(), primary: d.primary }).collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plans).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
     } else {
-        print!("{}", table(&plans));
+        print!("{}", table(&shown));
     }
     Ok(())
 }
 
+/// A tenant as listed: its plan and its custom domains (the primary one first).
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    plan: &'a TenantPlan,
+    domains: Vec<ShownDomain<'a>>,
+}
+
+#[derive(Serialize)]
+struct ShownDomain<'a> {
+    domain: &'a str,
+    primary: bool,
+}
+
 /// An aligned text table.
-fn table(plans: &[TenantPlan]) -> String {
-    let header = ["ID", "NAME", "ISOLATION", "STATUS", "SERVER", "LOCATION", "APPLIED", "PENDING"];
-    let rows: Vec<[String; 8]> = plans
+fn table(shown: &[Shown<'_>]) -> String {
+    let header = ["ID", "NAME", "ISOLATION", "STATUS", "SERVER", "LOCATION", "APPLIED", "PENDING", "DOMAINS"];
+    let rows: Vec<[String; 9]> = shown
         .iter()
-        .map(|p| {
+        .map(|Shown { plan: p, domains }| {
             [
                 p.tenant.to_string(),
                 p.name.clone(),
@@ -83,11 +117,16 @@ fn table(plans: &[TenantPlan]) -> String {
                     Some(error) => format!("? ({error})"),
                     None => p.pending.len().to_string(),
                 },
+                domains
+                    .iter()
+                    .map(|d| if d.primary { format!("{}*", d.domain) } else { d.domain.to_owned() })
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ]
         })
         .collect();
     let mut out = super::table::aligned(header, &rows);
-    if plans.is_empty() {
+    if shown.is_empty() {
         out.push_str("(no tenants)\n");
     }
     out

@@ -40,6 +40,9 @@ impl Check<'_> {
 pub(crate) trait Call: Clone + Send + Sync {
     type Output: Send;
 
+    /// What the call is, for its span: `execute`, `query_one`, `query_all`, `unprepared`.
+    const KIND: &'static str;
+
     /// The call as the tenant may make it.
     fn checked(self, check: Check<'_>) -> Result<Self, DbErr>;
 
@@ -75,6 +78,8 @@ pub(crate) enum Unprepared<'a> {
 }
 
 impl Call for Execute {
+    const KIND: &'static str = "execute";
+
     type Output = ExecResult;
 
     fn checked(self, check: Check<'_>) -> Result<Self, DbErr> {
@@ -87,6 +92,8 @@ impl Call for Execute {
 }
 
 impl Call for QueryOne {
+    const KIND: &'static str = "query_one";
+
     type Output = Option<QueryResult>;
 
     fn checked(self, check: Check<'_>) -> Result<Self, DbErr> {
@@ -99,6 +106,8 @@ impl Call for QueryOne {
 }
 
 impl Call for QueryAll {
+    const KIND: &'static str = "query_all";
+
     type Output = Vec<QueryResult>;
 
     fn checked(self, check: Check<'_>) -> Result<Self, DbErr> {
@@ -111,6 +120,8 @@ impl Call for QueryAll {
 }
 
 impl Call for Unprepared<'_> {
+    const KIND: &'static str = "unprepared";
+
     type Output = ExecResult;
 
     fn prepared(&self) -> bool {

@@ -16,6 +16,24 @@
 //! any other error gets a `500 Internal Server Error`, logged with `tracing` and not
 //! shown to the client.
 //!
+//! # Custom domains and subdomains
+//!
+//! [`TenantResolver::Domain`] looks the request's host up among the tenants' custom
+//! domains ([`crate::domains`], from the live registry: no query per request), and finds
+//! nothing for a host no tenant has, so the next resolver of a
+//! [`FirstOf`](TenantResolver::FirstOf) is asked. Put it before
+//! [`Subdomain`](TenantResolver::Subdomain): `FirstOf(vec![Domain, Subdomain { .. }])`
+//! serves customers' domains and the tenants' subdomains side by side.
+//!
+//! The two never disagree silently. When one of them decides a request and the other
+//! names a different tenant that exists for the same host (a tenant's custom domain
+//! `beta.example.com` while `beta` is another tenant under the base domain `example.com`),
+//! the request gets `421 Misdirected Request` and the conflict is logged with both tenant
+//! ids, whatever their order: it is served as neither tenant. A subdomain whose label is
+//! no tenant is no disagreement: with `Domain` first, `www.example.com` as a tenant's
+//! custom domain is served as that tenant when `www` is not a tenant (with `Subdomain`
+//! first it is read as the tenant `www`, which does not exist: `404`).
+//!
 //! A tenant with a pool of its own (database isolation, and schema or table tenants bound
 //! through their login roles) has it opened before the inner service runs, so an
 //! unreachable server is answered before the handler is. When the server goes away while
@@ -36,6 +54,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -67,6 +86,13 @@ pub enum TenantResolver {
     /// `axum::ServiceExt::into_make_service`) rather than calling `Router::layer`: axum
     /// routes a request before the layers of its routes run, so they cannot rewrite it.
     PathPrefix,
+    /// The request's host (the `Host` header, else the URI's; the port ignored) when it is
+    /// one of the tenants' custom domains ([`crate::domains`], added with
+    /// [`Tenancy::add_domain`] or `adddomain`): that domain's tenant. A host no tenant has
+    /// finds nothing, so in a [`FirstOf`](Self::FirstOf) the next resolver is asked. See
+    /// the [module docs](self#custom-domains-and-subdomains) for how it and
+    /// [`Subdomain`](Self::Subdomain) are kept from disagreeing.
+    Domain,
     /// Each resolver in turn: the first one that finds a tenant id in the request decides,
     /// as in `FirstOf(vec![TenantResolver::header("x-tenant"), TenantResolver::Subdomain { .. }])`
     /// (the header if the request has one, the subdomain otherwise). A later resolver is
@@ -91,15 +117,27 @@ impl TenantResolver {
         Self::Header(HeaderName::from_static(name))
     }
 
+    /// The resolvers a request is asked in order: a [`FirstOf`](Self::FirstOf) flattened
+    /// (nested ones are asked depth first, which is the same order).
+    fn flatten(&self, into: &mut Vec<TenantResolver>) {
+        match self {
+            Self::FirstOf(resolvers) => resolvers.iter().for_each(|resolver| resolver.flatten(into)),
+            other => into.push(other.clone()),
+        }
+    }
+
+    /// Whether this resolver reads the request's host.
+    fn reads_host(&self) -> bool {
+        matches!(self, Self::Subdomain { .. } | Self::Domain)
+    }
+
     /// The tenant id the request names, and for [`TenantResolver::PathPrefix`] the URI
-    /// without it; `None` when the request names none.
+    /// without it; `None` when the request names none. [`TenantResolver::Domain`] needs the
+    /// domains and is resolved by [`Resolvers::resolve`].
     fn resolve(&self, request: &Request<impl Sized>) -> Option<(String, Option<Uri>)> {
         match self {
             Self::Subdomain { base_domain } => {
-                let host = match request.headers().get(HOST) {
-                    Some(value) => value.to_str().ok()?,
-                    None => request.uri().host()?,
-                };
+                let host = host(request)?;
                 let host = host.rsplit_once(':').map_or(host, |(name, _port)| name).to_ascii_lowercase();
                 let base = base_domain.trim_matches('.').to_ascii_lowercase();
                 let label = host.strip_suffix(&base)?.strip_suffix('.')?;
@@ -124,8 +162,135 @@ impl TenantResolver {
                 parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
                 Some((id.to_owned(), Some(Uri::from_parts(parts).ok()?)))
             }
+            Self::Domain => None,
             Self::FirstOf(resolvers) => resolvers.iter().find_map(|resolver| resolver.resolve(request)),
         }
+    }
+}
+
+/// The request's host: the `Host` header, else the URI's (HTTP/2's `:authority`).
+fn host(request: &Request<impl Sized>) -> Option<&str> {
+    match request.headers().get(HOST) {
+        Some(value) => value.to_str().ok(),
+        None => request.uri().host(),
+    }
+}
+
+/// A [`TenantResolver`] ready to ask: flattened, and knowing whether it needs the
+/// domains (the common resolvers then stay one synchronous pass).
+#[derive(Debug)]
+struct Resolvers {
+    resolver: TenantResolver,
+    /// The leaves in order, when one of them is [`TenantResolver::Domain`].
+    with_domains: Option<Vec<TenantResolver>>,
+}
+
+/// What the request names.
+enum Named {
+    /// No tenant.
+    Nobody,
+    /// A tenant id, and the URI without it ([`TenantResolver::PathPrefix`]).
+    Tenant(String, Option<Uri>),
+    /// Two tenants, by its domain and by its subdomain: served as neither.
+    Conflict { host: String, by_domain: TenantId, by_subdomain: String },
+}
+
+/// What one resolver found, taken from the request before any await (a request body
+/// need not be `Sync`, so the request is not held across one).
+enum Found {
+    Id(Option<(String, Option<Uri>)>),
+    Host(Option<crate::Domain>),
+}
+
+impl Resolvers {
+    fn new(resolver: TenantResolver) -> Resolvers {
+        let mut leaves = Vec::new();
+        resolver.flatten(&mut leaves);
+        let with_domains = leaves.contains(&TenantResolver::Domain).then_some(leaves);
+        Resolvers { resolver, with_domains }
+    }
+
+    /// What `request` names. Without a [`TenantResolver::Domain`] this is synchronous
+    /// (the returned future is ready at once).
+    fn resolve(
+        &self,
+        request: &Request<impl Sized>,
+        tenancy: &Tenancy,
+    ) -> impl Future<Output = crate::Result<Named>> + Send + 'static {
+        let found: Option<Vec<(bool, Found)>> = self.with_domains.as_ref().map(|leaves| {
+            leaves
+                .iter()
+                .map(|leaf| {
+                    let found = match leaf {
+                        TenantResolver::Domain => Found::Host(host(request).and_then(crate::Domain::from_host)),
+                        other => Found::Id(other.resolve(request)),
+                    };
+                    (leaf.reads_host(), found)
+                })
+                .collect()
+        });
+        let plain = match found {
+            Some(_) => None,
+            None => Some(self.resolver.resolve(request)),
+        };
+        let host = host(request).map(str::to_owned);
+        let tenancy = tenancy.clone();
+        async move {
+            let Some(found) = found else {
+                return Ok(match plain.flatten() {
+                    Some((id, uri)) => Named::Tenant(id, uri),
+                    None => Named::Nobody,
+                });
+            };
+            // Every host-based answer, for the disagreement check.
+            let mut by_domain = None;
+            let mut by_subdomain = None;
+            let mut winner: Option<(String, Option<Uri>)> = None;
+            for (reads_host, leaf) in found {
+                let answer = match leaf {
+                    Found::Host(Some(domain)) => {
+                        let owner = tenancy.domain_owner(&domain).await?;
+                        if let Some(owner) = &owner {
+                            by_domain.get_or_insert_with(|| owner.clone());
+                        }
+                        owner.map(|owner| (owner.to_string(), None))
+                    }
+                    Found::Host(None) => None,
+                    Found::Id(answer) => {
+                        if reads_host && let Some((id, _)) = &answer {
+                            by_subdomain.get_or_insert_with(|| id.clone());
+                        }
+                        answer
+                    }
+                };
+                if winner.is_none() {
+                    winner = answer;
+                }
+            }
+            let Some((id, uri)) = winner else { return Ok(Named::Nobody) };
+            if let (Some(by_domain), Some(by_subdomain)) = (by_domain, by_subdomain)
+                && by_domain.as_str() != by_subdomain
+                && (id == by_subdomain || id == by_domain.as_str())
+                && subdomain_tenant_exists(&tenancy, &by_subdomain).await?
+            {
+                let host = host.unwrap_or_default();
+                return Ok(Named::Conflict { host, by_domain, by_subdomain });
+            }
+            Ok(Named::Tenant(id, uri))
+        }
+    }
+}
+
+/// Whether the id a subdomain names is a tenant (in any state): a label that is no
+/// tenant does not disagree with a domain.
+async fn subdomain_tenant_exists(tenancy: &Tenancy, id: &str) -> crate::Result<bool> {
+    let Ok(id) = TenantId::new(id.to_owned()) else { return Ok(false) };
+    match tenancy.tenant(&id).await {
+        Err(Error::TenantNotFound { .. }) => Ok(false),
+        Ok(_) | Err(Error::TenantNotReady { .. } | Error::TenantSuspended { .. } | Error::TenantMoving { .. }) => {
+            Ok(true)
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -134,7 +299,7 @@ impl TenantResolver {
 #[derive(Debug, Clone)]
 pub struct TenantLayer {
     tenancy: Tenancy,
-    resolver: TenantResolver,
+    resolvers: Arc<Resolvers>,
     retry_after: Duration,
 }
 
@@ -147,7 +312,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(300);
 impl TenantLayer {
     /// A layer that finds tenants in `tenancy` by `resolver`.
     pub fn new(tenancy: Tenancy, resolver: TenantResolver) -> Self {
-        Self { tenancy, resolver, retry_after: DEFAULT_RETRY_AFTER }
+        Self { tenancy, resolvers: Arc::new(Resolvers::new(resolver)), retry_after: DEFAULT_RETRY_AFTER }
     }
 
     /// The `Retry-After` of a suspended tenant's `503` (whole seconds; default
@@ -165,7 +330,7 @@ impl<S> Layer<S> for TenantLayer {
         TenantService {
             inner,
             tenancy: self.tenancy.clone(),
-            resolver: self.resolver.clone(),
+            resolvers: Arc::clone(&self.resolvers),
             retry_after: self.retry_after,
         }
     }
@@ -177,13 +342,16 @@ impl<S> Layer<S> for TenantLayer {
 pub struct TenantService<S> {
     inner: S,
     tenancy: Tenancy,
-    resolver: TenantResolver,
+    resolvers: Arc<Resolvers>,
     retry_after: Duration,
 }
 
 impl<S> fmt::Debug for TenantService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantService").field("tenancy", &self.tenancy).field("resolver", &self.resolver).finish()
+        f.debug_struct("TenantService")
+            .field("tenancy", &self.tenancy)
+            .field("resolver", &self.resolvers.resolver)
+            .finish()
     }
 }
 
@@ -211,11 +379,25 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let tenancy = self.tenancy.clone();
-        let resolved = self.resolver.resolve(&request);
+        let resolved = self.resolvers.resolve(&request, &tenancy);
         let retry_after = self.retry_after.as_secs();
         Box::pin(async move {
-            let Some((id, uri)) = resolved else {
-                return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));
+            let (id, uri) = match resolved.await {
+                Ok(Named::Tenant(id, uri)) => (id, uri),
+                Ok(Named::Nobody) => return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n")),
+                Ok(Named::Conflict { host, by_domain, by_subdomain }) => {
+                    tracing::error!(
+                        host = %host.escape_debug(),
+                        domain_tenant = %by_domain,
+                        subdomain_tenant = %by_subdomain,
+                        "the host is one tenant's custom domain and names another tenant as a subdomain; serving neither"
+                    );
+                    return Ok(plain(StatusCode::MISDIRECTED_REQUEST, "this host names two tenants\n"));
+                }
+                Err(err) => {
+                    tracing::error!(error = %crate::error_chain(&err), "cannot read the custom domains");
+                    return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"));
+                }
             };
             let Ok(id) = TenantId::new(id) else {
                 return Ok(plain(StatusCode::NOT_FOUND, "tenant not found\n"));

@@ -20,6 +20,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use sea_orm::{
     AccessMode, ConnectionTrait, DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, QueryStream, Statement,
     StreamTrait, TransactionError, TransactionOptions, TransactionTrait,
@@ -346,6 +348,17 @@ impl TenantConnection {
 
     /// Runs one call the way the route says.
     async fn dispatch<Q: Call>(&self, call: Q) -> Result<Q::Output, DbErr> {
+        self.dispatch_in_span(call).instrument(self.statement_span(Q::KIND)).await
+    }
+
+    /// The span a statement of this tenant runs in (`tenant_statement`, at debug level):
+    /// the tenant, its isolation and the kind of call; never the statement's values, nor its
+    /// text (an unprepared statement carries its values in it).
+    pub(crate) fn statement_span(&self, kind: &'static str) -> tracing::Span {
+        tracing::debug_span!("tenant_statement", tenant = %self.id(), isolation = %self.isolation(), kind)
+    }
+
+    async fn dispatch_in_span<Q: Call>(&self, call: Q) -> Result<Q::Output, DbErr> {
         match &self.inner.route {
             Route::Bound(binding) => {
                 let txn = begin_bound(&self.inner.tenancy, self.id().as_str(), binding, Default::default()).await?;
@@ -373,6 +386,29 @@ impl TenantConnection {
                     }
                     other => other,
                 }
+            }
+            Route::NoStorage => Err(self.no_storage()),
+        }
+    }
+
+    /// [`TransactionTrait::begin_with_options`], inside its span.
+    async fn begin_in_span(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
+        let tenancy = &self.inner.tenancy;
+        match &self.inner.route {
+            Route::Bound(binding) => {
+                let txn = begin_bound(tenancy, self.id().as_str(), binding, options).await?;
+                Ok(TenantTransaction::bound(txn, self.clone()))
+            }
+            Route::SqliteRewrite => {
+                Ok(TenantTransaction::new(tenancy.master().begin_with_options(options).await?, self.clone()))
+            }
+            Route::OwnPool { .. } => {
+                let lease = self.lease().await?;
+                let txn = match pooler::begin(lease.connection(), options, tenancy.pooler()).await {
+                    Ok(txn) => txn,
+                    Err(err) => return Err(self.failed(&lease, err).await),
+                };
+                Ok(TenantTransaction::new(txn, self.clone()))
             }
             Route::NoStorage => Err(self.no_storage()),
         }
@@ -478,31 +514,35 @@ impl StreamTrait for TenantConnection {
         &'a self,
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
-        Box::pin(async move {
-            match &self.inner.route {
-                Route::Bound(_) => Err(DbErr::Custom(format!(
-                    "tenant '{}' uses {} isolation: stream inside a transaction of its handle \
+        let span = self.statement_span("stream");
+        Box::pin(
+            async move {
+                match &self.inner.route {
+                    Route::Bound(_) => Err(DbErr::Custom(format!(
+                        "tenant '{}' uses {} isolation: stream inside a transaction of its handle \
                      (`handle.begin()`), which is bound to the tenant",
-                    self.id(),
-                    self.isolation()
-                ))),
-                Route::SqliteRewrite => self.inner.tenancy.master().stream_raw(self.check().statement(stmt)?).await,
-                Route::OwnPool { .. } if self.behind_transaction_pooler() => Err(DbErr::Custom(format!(
-                    "tenant '{}': behind a transaction-mode pooler a stream must run inside a transaction of its \
+                        self.id(),
+                        self.isolation()
+                    ))),
+                    Route::SqliteRewrite => self.inner.tenancy.master().stream_raw(self.check().statement(stmt)?).await,
+                    Route::OwnPool { .. } if self.behind_transaction_pooler() => Err(DbErr::Custom(format!(
+                        "tenant '{}': behind a transaction-mode pooler a stream must run inside a transaction of its \
                      handle (`handle.begin()`), which keeps one server connection for it",
-                    self.id()
-                ))),
-                Route::OwnPool { .. } => {
-                    let stmt = self.check().statement(stmt)?;
-                    let lease = self.lease().await?;
-                    match lease.connection().stream_raw(stmt).await {
-                        Err(err) => Err(self.failed(&lease, err).await),
-                        ok => ok,
+                        self.id()
+                    ))),
+                    Route::OwnPool { .. } => {
+                        let stmt = self.check().statement(stmt)?;
+                        let lease = self.lease().await?;
+                        match lease.connection().stream_raw(stmt).await {
+                            Err(err) => Err(self.failed(&lease, err).await),
+                            ok => ok,
+                        }
                     }
+                    Route::NoStorage => Err(self.no_storage()),
                 }
-                Route::NoStorage => Err(self.no_storage()),
             }
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -525,25 +565,7 @@ impl TransactionTrait for TenantConnection {
     }
 
     async fn begin_with_options(&self, options: TransactionOptions) -> Result<TenantTransaction, DbErr> {
-        let tenancy = &self.inner.tenancy;
-        match &self.inner.route {
-            Route::Bound(binding) => {
-                let txn = begin_bound(tenancy, self.id().as_str(), binding, options).await?;
-                Ok(TenantTransaction::bound(txn, self.clone()))
-            }
-            Route::SqliteRewrite => {
-                Ok(TenantTransaction::new(tenancy.master().begin_with_options(options).await?, self.clone()))
-            }
-            Route::OwnPool { .. } => {
-                let lease = self.lease().await?;
-                let txn = match pooler::begin(lease.connection(), options, tenancy.pooler()).await {
-                    Ok(txn) => txn,
-                    Err(err) => return Err(self.failed(&lease, err).await),
-                };
-                Ok(TenantTransaction::new(txn, self.clone()))
-            }
-            Route::NoStorage => Err(self.no_storage()),
-        }
+        self.begin_in_span(options).instrument(self.statement_span("begin")).await
     }
 
     async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>

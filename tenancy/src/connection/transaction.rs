@@ -9,6 +9,8 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use tracing::Instrument;
+
 use super::call::{Call, Execute, QueryAll, QueryOne, Unprepared};
 use crate::TenantConnection;
 
@@ -86,9 +88,14 @@ impl TenantTransaction {
     /// Runs one call in the transaction, checked as the handle checks it; a stale cached
     /// plan makes the handle's pool reopen for the next transaction.
     async fn run<Q: Call>(&self, call: Q) -> Result<Q::Output, DbErr> {
-        call.checked(self.handle.check())?.run(&self.txn).await.inspect_err(|err| {
-            self.handle.stale_plan(err);
-        })
+        let span = self.handle.statement_span(Q::KIND);
+        async {
+            call.checked(self.handle.check())?.run(&self.txn).await.inspect_err(|err| {
+                self.handle.stale_plan(err);
+            })
+        }
+        .instrument(span)
+        .await
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
 
 use super::pooler::Pooler;
 use crate::{Error, Result};
@@ -374,12 +375,20 @@ impl Default for PoolShape {
 async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) -> Result<DatabaseConnection> {
     use sea_orm::ConnectOptions;
 
-    let mut options = ConnectOptions::new(url.to_owned());
+    // The password goes to sqlx beside the URL, not in it: sea-orm records its connect
+    // options (the URL among them) in a trace-level span, which would show it to any
+    // subscriber that takes trace spans.
+    let (url_without_password, password) = split_password(url);
+    let mut options = ConnectOptions::new(url_without_password);
     let behind_pooler = shape.pooler != Pooler::None;
     let named_statements = shape.named_statements;
-    if !named_statements || behind_pooler {
+    if !named_statements || behind_pooler || password.is_some() {
         options.map_sqlx_postgres_opts(move |pg| {
             let pg = if named_statements { pg } else { pg.statement_cache_capacity(0) };
+            let pg = match &password {
+                Some(password) => pg.password(password.expose_secret()),
+                None => pg,
+            };
             // PgBouncer refuses startup parameters it does not know unless told to ignore
             // them; sqlx's `extra_float_digits` is one. PostgreSQL 12 and later print
             // floats exactly without it.
@@ -413,6 +422,21 @@ async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) ->
     }
     let cannot_connect = |source| Error::CannotConnect { target: redact_url(url), source };
     connect_explained(url, options).await.map_err(cannot_connect)
+}
+
+/// A PostgreSQL URL without its password, and the password (percent-decoded); any other
+/// URL, or one without a password, as it is.
+fn split_password(url: &str) -> (String, Option<secrecy::SecretString>) {
+    let Ok(mut parsed) = url::Url::parse(url) else { return (url.to_owned(), None) };
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return (url.to_owned(), None);
+    }
+    let Some(encoded) = parsed.password() else { return (url.to_owned(), None) };
+    let password = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy().into_owned();
+    if parsed.set_password(None).is_err() {
+        return (url.to_owned(), None);
+    }
+    (parsed.to_string(), Some(secrecy::SecretString::from(password)))
 }
 
 /// How long a PostgreSQL connection may take before [`connect_explained`] probes its
@@ -474,6 +498,16 @@ pub(crate) async fn probe(address: &str, timeout: std::time::Duration) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_decoded() {
+        let (url, password) = split_password("postgres://acme:p%40ss%2Fw@db.example:5433/acme_db?sslmode=disable");
+        assert_eq!(url, "postgres://acme@db.example:5433/acme_db?sslmode=disable");
+        assert_eq!(password.map(|p| p.expose_secret().to_owned()).as_deref(), Some("p@ss/w"));
+        assert_eq!(split_password("postgres://acme@db/x").0, "postgres://acme@db/x");
+        assert!(split_password("postgres://acme@db/x").1.is_none());
+        assert_eq!(split_password("sqlite://a:b@/x.db").0, "sqlite://a:b@/x.db");
+    }
 
     #[test]
     fn sqlite_paths() {

@@ -284,6 +284,7 @@ pub(crate) async fn delete(tenancy: &Tenancy, id: &TenantId, options: &DeleteOpt
             false => Err(Error::TenantNotFound { id: id.to_string() }),
         };
     };
+    crate::entry::record_isolation(tenant.isolation());
     // A `provisioning` row here has no operation of its own (this one holds the tenant):
     // a create of an earlier version died part-way. Its storage is removed like a ready
     // tenant's; every removal copes with objects that were never made.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tracing::Instrument;
 
 pub use self::builder::TenancyBuilder;
 use crate::cache::{CacheStore, GlobalCache, SharedCache};
@@ -269,7 +270,8 @@ impl Tenancy {
     /// created; [`Error::ProvisioningFailed`] after a failed step was undone;
     /// [`Error::RollbackFailed`] when undoing failed too.
     pub async fn create_tenant<H: ProvisionHooks>(&self, new: NewTenant, hooks: &H) -> Result<Provisioned> {
-        let provisioned = crate::provisioning::create(self, new, hooks).await?;
+        let span = operation_span("create", new.id(), Some(new.isolation()));
+        let provisioned = crate::provisioning::create(self, new, hooks).instrument(span).await?;
         self.registry_changed(&provisioned.tenant);
         Ok(provisioned)
     }
@@ -288,8 +290,15 @@ impl Tenancy {
         Error: From<I::Error>,
     {
         let id = id.try_into()?;
-        crate::operations::refuse_if_unfinished(self, &id).await?;
-        let tenant = crate::registry::suspend(&self.master, &id, reason).await?;
+        let span = operation_span("suspend", &id, None);
+        let tenant = async {
+            crate::operations::refuse_if_unfinished(self, &id).await?;
+            let tenant = crate::registry::suspend(&self.master, &id, reason).await?;
+            record_isolation(tenant.isolation());
+            Ok::<_, Error>(tenant)
+        }
+        .instrument(span)
+        .await?;
         self.reset_tenant_pool(&id);
         self.registry_changed(&tenant);
         Ok(tenant)
@@ -305,8 +314,15 @@ impl Tenancy {
         Error: From<I::Error>,
     {
         let id = id.try_into()?;
-        crate::operations::refuse_if_unfinished(self, &id).await?;
-        let tenant = crate::registry::resume(&self.master, &id).await?;
+        let span = operation_span("resume", &id, None);
+        let tenant = async {
+            crate::operations::refuse_if_unfinished(self, &id).await?;
+            let tenant = crate::registry::resume(&self.master, &id).await?;
+            record_isolation(tenant.isolation());
+            Ok::<_, Error>(tenant)
+        }
+        .instrument(span)
+        .await?;
         self.registry_changed(&tenant);
         Ok(tenant)
     }
@@ -340,7 +356,8 @@ impl Tenancy {
         I: TryInto<TenantId>,
         Error: From<I::Error>,
     {
-        crate::deletion::delete(self, &id.try_into()?, options).await
+        let id = id.try_into()?;
+        crate::deletion::delete(self, &id, options).instrument(operation_span("delete", &id, None)).await
     }
 
     /// What [`Tenancy::delete_tenant`] would remove, in order, changing nothing.
@@ -391,7 +408,10 @@ impl Tenancy {
         J: TryInto<TenantId>,
         Error: From<I::Error> + From<J::Error>,
     {
-        crate::renaming::rename(self, &from.try_into()?, &to.try_into()?, options).await
+        let (from, to) = (from.try_into()?, to.try_into()?);
+        let span = operation_span("rename", &from, None);
+        span.record("to", tracing::field::display(&to));
+        crate::renaming::rename(self, &from, &to, options).instrument(span).await
     }
 
     /// The steps [`Tenancy::rename_tenant`] would take, changing nothing.
@@ -434,7 +454,8 @@ impl Tenancy {
         Error: From<I::Error>,
         H: ProvisionHooks,
     {
-        crate::relocation::move_tenant(self, &id.try_into()?, options, hooks).await
+        let id = id.try_into()?;
+        crate::relocation::move_tenant(self, &id, options, hooks).instrument(operation_span("move", &id, None)).await
     }
 
     /// What [`Tenancy::move_tenant`] would copy (each table's rows and size) and leave
@@ -560,11 +581,17 @@ impl Tenancy {
         Error: From<I::Error>,
     {
         let id = id.try_into()?;
-        let tenant = match &self.shared.live {
-            Some(live) => live.tenant(&self.shared.registry, &self.shared.pools, &id).await?,
-            None => self.read_for_handle(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?,
-        };
-        TenantConnection::open(self.clone(), tenant)
+        let span = tracing::debug_span!("tenant_handle", tenant = %id, isolation = tracing::field::Empty);
+        async {
+            let tenant = match &self.shared.live {
+                Some(live) => live.tenant(&self.shared.registry, &self.shared.pools, &id).await?,
+                None => self.read_for_handle(&id).await?.ok_or_else(|| Error::TenantNotFound { id: id.to_string() })?,
+            };
+            record_isolation(tenant.isolation());
+            TenantConnection::open(self.clone(), tenant)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Where a tenant's data lives, for listings: never a password.
@@ -736,6 +763,32 @@ impl Tenancy {
         &self.shared.pools
     }
 
+    /// The owner of `domain` from the live registry; `NotLive` when there is none or it
+    /// is not live now (then the domains table answers).
+    pub(crate) fn live_domain_owner(
+        &self,
+        domain: &crate::Domain,
+    ) -> std::result::Result<Option<TenantId>, crate::registry::live::NotLive> {
+        let live = self.shared.live.as_ref().ok_or(crate::registry::live::NotLive)?;
+        live.domain_owner(&self.shared.registry, &self.shared.pools, domain)
+    }
+
+    /// How registry reads for serving requests reach the master (through the pooler, if
+    /// one is configured).
+    pub(crate) fn registry_reader(&self) -> &crate::registry::live::Master {
+        &self.shared.registry
+    }
+
+    /// Tells this process's live registry the domains of `id` changed (read back here), so
+    /// its own next lookup sees them at once. A failed read only delays that until the
+    /// notification.
+    pub(crate) async fn domains_changed(&self, id: &TenantId) {
+        let Some(live) = &self.shared.live else { return };
+        if let Ok(found) = crate::domains::read_all(&self.master, Some(&[id.as_str()])).await {
+            live.domains_changed(id, found);
+        }
+    }
+
     /// Tells this process's live registry about a registry change it committed, so its own
     /// next [`Tenancy::tenant`] sees it at once.
     pub(crate) fn registry_changed(&self, tenant: &Tenant) {
@@ -772,4 +825,27 @@ impl Tenancy {
     pub(crate) async fn master_identity(&self) -> Result<&(String, String)> {
         self.shared.master_identity.get_or_try_init(|| crate::rls::tenant_role_prefix_and_database(&self.master)).await
     }
+}
+
+/// The span of a lifecycle operation (`tenant_operation`, at info level): what it does and
+/// to which tenant, and its isolation as soon as it is known (see [`record_isolation`]);
+/// never a secret.
+fn operation_span(op: &'static str, id: &TenantId, isolation: Option<crate::Isolation>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "tenant_operation",
+        op,
+        tenant = %id,
+        isolation = tracing::field::Empty,
+        to = tracing::field::Empty,
+    );
+    if let Some(isolation) = isolation {
+        span.record("isolation", tracing::field::display(isolation));
+    }
+    span
+}
+
+/// Records the tenant's isolation in the current span, when it is a `tenant_operation` or
+/// `tenant_handle` span that did not know it yet (other spans have no such field).
+pub(crate) fn record_isolation(isolation: crate::Isolation) {
+    tracing::Span::current().record("isolation", tracing::field::display(isolation));
 }

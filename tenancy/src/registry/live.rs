@@ -25,6 +25,12 @@
 //! interval; on PostgreSQL a silently dead listener connection adds at most
 //! `HEARTBEAT + HEARTBEAT_TIMEOUT` before lookups fall back to reads.
 //!
+//! Custom domains ([`crate::domains`]) are held beside the tenants: a domain change is
+//! announced as a change of its tenant, and re-reading a tenant re-reads its domains. While
+//! live, a domain the snapshot does not have leads nowhere (no query): a domain added by
+//! another process is seen once its notification is processed (milliseconds; on SQLite,
+//! one poll interval), one added by this process at once.
+//!
 //! A tenant that leaves the set of servable tenants (suspended, deleted, back to
 //! provisioning) or whose row changed has its pool in this process closed.
 //!
@@ -48,6 +54,7 @@ use tokio::sync::{Semaphore, watch};
 use super::{Tenant, TenantStatus, entity};
 use crate::connection::pooler::{MasterAccess, Pooler};
 use crate::connection::pools::TenantPools;
+use crate::domains::{self, Domain};
 use crate::{Error, Result, TenantId};
 
 /// The PostgreSQL notification channel registry changes are announced on (**contract**):
@@ -133,6 +140,8 @@ impl Known {
 #[derive(Default)]
 struct Snapshot {
     known: HashMap<TenantId, Known>,
+    /// Every custom domain and its tenant.
+    domains: HashMap<Domain, TenantId>,
     absent: usize,
     /// Bumped by every change the feed applies: a lookup's read of an unknown id is kept
     /// only if nothing changed while it ran, so it cannot overwrite a newer state.
@@ -140,6 +149,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Replaces what is known of the domains of `tenants` with `found`.
+    fn set_domains(&mut self, tenants: &HashSet<TenantId>, found: Vec<(Domain, TenantId)>) {
+        self.domains.retain(|_, owner| !tenants.contains(owner));
+        self.domains.extend(found);
+    }
+
     /// Sets what is known of `id`; returns whether its pool in this process must be
     /// closed: it is not servable now, or its row changed.
     fn set(&mut self, id: TenantId, known: Known) -> bool {
@@ -245,6 +260,30 @@ impl LiveRegistry {
         known.into_result(id)
     }
 
+    /// The tenant `domain` leads to, from the snapshot; [`NotLive`] when the snapshot is
+    /// not live (starting the feed on first use): the caller reads the domains table.
+    pub(crate) fn domain_owner(
+        &self,
+        master: &Master,
+        pools: &Arc<TenantPools>,
+        domain: &Domain,
+    ) -> std::result::Result<Option<TenantId>, NotLive> {
+        self.start(master, pools);
+        if !self.is_live() {
+            return Err(NotLive);
+        }
+        Ok(self.shared.read().domains.get(domain).cloned())
+    }
+
+    /// Records the domains of `tenant` this process just committed and read back.
+    pub(crate) fn domains_changed(&self, tenant: &TenantId, found: Vec<(Domain, TenantId)>) {
+        if self.is_live() {
+            let mut snapshot = self.shared.write();
+            snapshot.changes += 1;
+            snapshot.set_domains(&HashSet::from([tenant.clone()]), found);
+        }
+    }
+
     /// Records a change this process just committed (and read back), so that its own next
     /// lookup sees it without waiting for the notification, which follows anyway.
     pub(crate) fn changed(&self, tenant: &Tenant, pools: &TenantPools) {
@@ -267,6 +306,8 @@ impl LiveRegistry {
             let mut snapshot = self.shared.write();
             snapshot.changes += 1;
             snapshot.set(id.clone(), Known::Absent);
+            // Its domains went with the row (the foreign key cascades).
+            snapshot.domains.retain(|_, owner| owner != id);
         }
         pools.evict(id);
     }
@@ -290,6 +331,10 @@ impl LiveRegistry {
         runtime.spawn(feed.run());
     }
 }
+
+/// The live registry cannot answer from memory now (or there is none): read the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotLive;
 
 /// How the live registry reaches the master database.
 #[derive(Clone)]
@@ -461,11 +506,13 @@ impl Feed {
     async fn reload(&self) -> Result<()> {
         let access = MasterAccess::open(&self.master.pool, self.master.pooler).await?;
         let rows = entity::Entity::find().all(&access).await?;
+        let domains = domains::read_all(&access, None).await?;
         access.finish().await?;
         let known: HashMap<TenantId, Known> = rows.into_iter().filter_map(Known::from_row).collect();
         let close: Vec<TenantId> = {
             let mut snapshot = self.shared.write();
             let previous = std::mem::replace(&mut snapshot.known, known);
+            snapshot.domains = domains.into_iter().collect();
             snapshot.absent = 0;
             snapshot.changes += 1;
             self.shared.live.store(true, Ordering::Release);
@@ -506,12 +553,15 @@ impl Feed {
             .filter(entity::Column::TenantId.is_in(ids.iter().map(TenantId::as_str)))
             .all(&access)
             .await?;
+        let named: Vec<&str> = ids.iter().map(TenantId::as_str).collect();
+        let domains = domains::read_all(&access, Some(&named)).await?;
         access.finish().await?;
         let mut found: HashMap<TenantId, Known> = rows.into_iter().filter_map(Known::from_row).collect();
         let mut close = Vec::new();
         {
             let mut snapshot = self.shared.write();
             snapshot.changes += 1;
+            snapshot.set_domains(&ids, domains);
             for id in ids {
                 let now = found.remove(&id).unwrap_or(Known::Absent);
                 if snapshot.set(id.clone(), now) {

@@ -1,5 +1,5 @@
 //! The framework's own migrations of the master database: the registry table, the fleet
-//! migration ledger, the operations journal, and the triggers that announce registry changes to the live registry
+//! migration ledger, the operations journal, the custom domains, and the triggers that announce registry changes to the live registry
 //! ([`super::live`]).
 
 use sea_orm::DbBackend;
@@ -33,6 +33,7 @@ impl MigratorTrait for RegistryMigrator {
             Box::new(AddLedgerRenamedFrom),
             Box::new(CreateServers),
             Box::new(AddLedgerServer),
+            Box::new(CreateDomains),
         ]
     }
 
@@ -451,5 +452,92 @@ impl MigrationTrait for AddLedgerServer {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         use super::ledger::{LEDGER_TABLE, entries::Column};
         manager.alter_table(Table::alter().table(LEDGER_TABLE).drop_column(Column::Server).to_owned()).await
+    }
+}
+
+/// Custom domains ([`crate::domains`]): the table, one primary domain per tenant, the
+/// foreign key that removes (and renames) them with their tenant, and the triggers that
+/// announce their changes to the live registry as changes of their tenant.
+struct CreateDomains;
+
+impl MigrationName for CreateDomains {
+    fn name(&self) -> &str {
+        "m20261230_000011_create_tenancy_domains"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths, reason = "async_trait cannot take the early-bound lifetime of `SchemaManager<'_>`")]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDomains {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use crate::domains::DOMAINS_TABLE;
+        let db = manager.get_connection();
+        // Plain SQL: sea-query writes no partial index for SQLite, and the foreign key's
+        // cascades are the point.
+        let mut statements = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {DOMAINS_TABLE} (\
+                 domain VARCHAR(253) NOT NULL PRIMARY KEY, \
+                 tenant_id VARCHAR(255) NOT NULL REFERENCES {REGISTRY_TABLE} (tenant_id) ON DELETE CASCADE ON UPDATE CASCADE, \
+                 is_primary BOOLEAN NOT NULL DEFAULT FALSE, \
+                 created_at {timestamp} NOT NULL)",
+                timestamp = match manager.get_database_backend() {
+                    DbBackend::Postgres => "TIMESTAMPTZ",
+                    // What sea-query declares for a time zone aware timestamp on SQLite.
+                    _ => "timestamp_with_timezone_text",
+                }
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {DOMAINS_TABLE}_tenant ON {DOMAINS_TABLE} (tenant_id)"),
+            format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {DOMAINS_TABLE}_one_primary ON {DOMAINS_TABLE} (tenant_id) \
+                 WHERE is_primary"
+            ),
+        ];
+        match manager.get_database_backend() {
+            DbBackend::Postgres => statements.extend([
+                // language=PostgreSQL
+                format!(
+                    "CREATE OR REPLACE FUNCTION tenancy_domains_announce() RETURNS trigger LANGUAGE plpgsql AS $announce$
+                     BEGIN
+                       IF TG_OP = 'DELETE' THEN
+                         PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
+                       ELSE
+                         PERFORM pg_notify('{REGISTRY_CHANNEL}', NEW.tenant_id);
+                         IF TG_OP = 'UPDATE' AND OLD.tenant_id <> NEW.tenant_id THEN
+                           PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
+                         END IF;
+                       END IF;
+                       RETURN NULL;
+                     END $announce$"
+                ),
+                format!("DROP TRIGGER IF EXISTS tenancy_domains_announce ON {DOMAINS_TABLE}"),
+                format!(
+                    "CREATE TRIGGER tenancy_domains_announce AFTER INSERT OR UPDATE OR DELETE ON {DOMAINS_TABLE} \
+                     FOR EACH ROW EXECUTE FUNCTION tenancy_domains_announce()"
+                ),
+            ]),
+            _ => {
+                for event in ["insert", "update", "delete"] {
+                    statements.push(format!(
+                        "CREATE TRIGGER IF NOT EXISTS tenancy_domains_changed_{event} AFTER {} ON {DOMAINS_TABLE} \
+                         BEGIN UPDATE {REGISTRY_CHANGES_TABLE} SET generation = generation + 1 WHERE id = 1; END",
+                        event.to_uppercase()
+                    ));
+                }
+            }
+        }
+        for statement in statements {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(&format!("DROP TABLE IF EXISTS {}", crate::domains::DOMAINS_TABLE)).await?;
+        if manager.get_database_backend() == DbBackend::Postgres {
+            db.execute_unprepared("DROP FUNCTION IF EXISTS tenancy_domains_announce()").await?;
+        }
+        Ok(())
     }
 }

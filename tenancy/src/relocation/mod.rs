@@ -548,6 +548,7 @@ pub(crate) async fn move_tenant(
     hooks: &dyn ProvisionHooks,
 ) -> Result<Moved> {
     let tenant = tenancy.get_tenant(id).await?;
+    crate::entry::record_isolation(tenant.isolation());
     let to = &options.to.pinned(tenancy, &tenant).await?;
     let new = target_of(&tenant, to)?;
     let params = serde_json::json!({ "to": new.journal_params(), "drop_source": options.drop_source });

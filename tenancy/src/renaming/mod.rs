@@ -450,6 +450,7 @@ async fn run_steps(
 /// free.
 async fn checked(tenancy: &Tenancy, from: &TenantId, to: &TenantId) -> Result<Tenant> {
     let tenant = tenancy.find_tenant(from).await?.ok_or_else(|| Error::TenantNotFound { id: from.to_string() })?;
+    crate::entry::record_isolation(tenant.isolation());
     if tenancy.find_tenant(to).await?.is_some() {
         return Err(Error::TenantExists { id: to.to_string() });
     }
@@ -686,6 +687,8 @@ async fn switch_registry(
     if let Some(renamed) = tenancy.find_tenant(to).await? {
         tenancy.registry_changed(&renamed);
     }
+    // The domains followed the id (the foreign key cascades).
+    tenancy.domains_changed(to).await;
     Ok(())
 }
 
@@ -694,8 +697,10 @@ async fn switch_registry(
 /// to its tenant's id, see [`crate::secrets`]).
 fn renamed_placement(tenancy: &Tenancy, tenant: &Tenant, to: &TenantId, steps: &[RenameStep]) -> Result<Placement> {
     let from = tenant.id().as_str();
-    let (key, _) = tenancy.secret_key()?;
+    // The key only when there is a password: a tenant without one (cache, SQLite file) is
+    // renamed without a key file.
     let reencrypt = |secret: &crate::secrets::EncryptedSecret| -> Result<crate::secrets::EncryptedSecret> {
+        let (key, _) = tenancy.secret_key()?;
         Ok(key.encrypt(&key.decrypt(secret, from)?, to.as_str()))
     };
     let login = |login: &Option<TenantLogin>| -> Result<Option<TenantLogin>> {
