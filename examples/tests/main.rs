@@ -14,6 +14,7 @@ mod doctor_cli;
 mod fleet_cli;
 mod fleet_pty;
 mod fleet_servers_cli;
+mod fleet_sql;
 mod lifecycle;
 mod migrations;
 mod move_cli;
