@@ -38,6 +38,14 @@
 //! differently spelled call passes it. `DO` blocks are allowed on purpose (loops and
 //! data fixes are what an operator's shell is for); what they can reach is what the
 //! tenant's role can reach.
+//!
+//! # Fleet SQL
+//!
+//! `-c SQL` with `--tenants a,b`, `--all` or `--isolation MODE` instead of a tenant id
+//! runs the statement on each of those tenants, through each one's handle and behind the
+//! same guard, read-only unless `--write` (see the `fleet` submodule). A single tenant's
+//! `-c` keeps committing, as the prompt does: `--write`, `--json` and `--jobs` are fleet
+//! flags, and clap refuses them (and every other wrong combination) with exit code 2.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
