@@ -35,12 +35,8 @@ impl Fleet {
         shell(&self.dir, &self.pg.url, args)
     }
 
-    /// The tenant's project names, through its handle (its own rows, whatever the mode).
     async fn names(&self, tenant: &TenantId) -> Vec<String> {
-        let handle = self.tenancy.tenant(tenant).await.unwrap();
-        let sql = "SELECT name FROM projects ORDER BY name";
-        let rows = handle.query_all_raw(Statement::from_string(handle.get_database_backend(), sql)).await.unwrap();
-        rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect()
+        project_names(&self.tenancy, tenant).await
     }
 
     /// Every running tenant's project names.
@@ -51,6 +47,14 @@ impl Fleet {
         }
         all
     }
+}
+
+/// The tenant's project names, through its handle (its own rows, whatever the mode).
+async fn project_names(tenancy: &Tenancy, tenant: &TenantId) -> Vec<String> {
+    let handle = tenancy.tenant(tenant).await.unwrap();
+    let sql = "SELECT name FROM projects ORDER BY name";
+    let rows = handle.query_all_raw(Statement::from_string(handle.get_database_backend(), sql)).await.unwrap();
+    rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect()
 }
 
 async fn fleet() -> Option<Fleet> {
@@ -321,19 +325,14 @@ fn wrong_combinations_are_usage_errors() {
 async fn sqlite_master_read_only_and_write() {
     let dir = TempDir::new();
     let url = dir.sqlite_master_url();
-    let tenancy = Tenancy::builder(url.clone()).secret_key_file(dir.path().join("key")).connect().await.unwrap();
+    let tenancy = dir.sqlite_builder().connect().await.unwrap();
     let ta = create(&tenancy, "ta", Isolation::Table, None).await;
     let tb = create(&tenancy, "tb", Isolation::Table, None).await;
     let db = create(&tenancy, "db", Isolation::Database, Some(tenancy::NewDatabase::create("db_file"))).await;
     for (tenant, names) in [(&ta, &["a"][..]), (&tb, &["a", "b"][..]), (&db, &["a", "b", "c"][..])] {
         add_named_projects(&tenancy, tenant, names).await;
     }
-    let names = async |tenant: &TenantId| {
-        let handle = tenancy.tenant(tenant).await.unwrap();
-        let sql = "SELECT name FROM projects ORDER BY name";
-        let rows = handle.query_all_raw(Statement::from_string(handle.get_database_backend(), sql)).await.unwrap();
-        rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect::<Vec<String>>()
-    };
+    let names = async |tenant: &TenantId| project_names(&tenancy, tenant).await;
 
     let out = shell(&dir, &url, &["--all", "--json", "-c", "SELECT count(*) AS n FROM projects"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

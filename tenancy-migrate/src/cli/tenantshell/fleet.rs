@@ -52,7 +52,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use sea_orm::{AccessMode, ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use tenancy::{Isolation, Tenancy, Tenant, TenantId, TenantStatus, TenantTransaction};
 
@@ -254,14 +254,7 @@ struct Progress {
 
 impl Progress {
     fn new(json: bool, total: usize) -> Self {
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed_precise} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| crate::cli::tenant_bar(total as u64));
         Self { bar }
     }
 
