@@ -749,6 +749,25 @@ mod tests {
     }
 
     #[test]
+    fn cells_in_json_keep_their_types() {
+        use serde_json::json;
+        assert_eq!(Cell::Null.to_json(), json!(null));
+        assert_eq!(Cell::Integer(7).to_json(), json!(7));
+        assert_eq!(Cell::Float(0.5).to_json(), json!(0.5));
+        assert_eq!(Cell::Float(f64::NAN).to_json(), json!("NaN"));
+        assert_eq!(Cell::Text("7".to_owned()).to_json(), json!("7"));
+        assert_eq!(Cell::Json(json!({"a": [1]})).to_json(), json!({"a": [1]}));
+        // A numeric is a number when a JSON number holds it exactly, else its digits.
+        assert_eq!(Cell::Numeric("2.50".to_owned()).to_json(), json!(2.5));
+        assert_eq!(Cell::Numeric("-12".to_owned()).to_json(), json!(-12));
+        for exact in ["123456789012345678901234567890", "0.10000000000000000001", "NaN"] {
+            assert_eq!(Cell::Numeric(exact.to_owned()).to_json(), json!(exact));
+        }
+        assert_eq!(Cell::Numeric("2.50".to_owned()).to_string(), "2.50");
+        assert_eq!(Cell::Json(json!("s")).to_string(), "\"s\"");
+    }
+
+    #[test]
     fn numerics_decode_from_binary() {
         // 12345.678 → ndigits 3, weight 1, sign +, dscale 3, digits [1, 2345, 6780]
         let bytes: Vec<u8> = [3_u16, 1, 0, 3, 1, 2345, 6780].iter().flat_map(|w| w.to_be_bytes()).collect();
