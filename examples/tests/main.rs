@@ -15,6 +15,7 @@ mod domains_cli;
 mod fleet_cli;
 mod fleet_pty;
 mod fleet_servers_cli;
+mod fleet_sql;
 mod lifecycle;
 mod migrations;
 mod move_cli;

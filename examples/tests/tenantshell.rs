@@ -18,7 +18,7 @@ use example_app::entities::project;
 
 const TIMEOUT_MS: u64 = 30_000;
 
-fn shell(dir: &TempDir, url: &str, args: &[&str]) -> Output {
+pub(crate) fn shell(dir: &TempDir, url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenantshell"))
         .current_dir(dir.path())
         .args(args)
@@ -30,11 +30,16 @@ fn shell(dir: &TempDir, url: &str, args: &[&str]) -> Output {
         .expect("run tenantshell")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Option<NewDatabase>) -> TenantId {
+pub(crate) async fn create(
+    tenancy: &Tenancy,
+    id: &str,
+    isolation: Isolation,
+    database: Option<NewDatabase>,
+) -> TenantId {
     let id: TenantId = id.parse().unwrap();
     let hooks = tenancy_migrate::MigrateOnCreate::new(&example_app::Migrator);
     let new = NewTenant::new(id.clone(), format!("Tenant {id}"), isolation)
@@ -45,11 +50,16 @@ async fn create(tenancy: &Tenancy, id: &str, isolation: Isolation, database: Opt
     id
 }
 
-/// Two projects, `<tenant>-one` and `<tenant>-two`, inserted through the tenant's handle
-/// (the tenant column left to the handle's mode: stamped by the default in table mode).
+/// Two projects, `<tenant>-one` and `<tenant>-two` (see [`add_named_projects`]).
 async fn add_projects(tenancy: &Tenancy, tenant: &TenantId) {
+    add_named_projects(tenancy, tenant, &["one", "two"]).await;
+}
+
+/// Projects named `<tenant>-<name>`, inserted through the tenant's handle (the tenant
+/// column left to the handle's mode: stamped by the default in table mode).
+pub(crate) async fn add_named_projects(tenancy: &Tenancy, tenant: &TenantId, names: &[&str]) {
     let handle = tenancy.tenant(tenant).await.unwrap();
-    for name in ["one", "two"] {
+    for name in names {
         project::ActiveModel {
             tenant_id: if handle.isolation() == Isolation::Table { NotSet } else { Set(tenant.to_string()) },
             name: Set(format!("{tenant}-{name}")),
@@ -435,8 +445,16 @@ fn help_documents_every_flag_and_the_exit_codes() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for needle in [
-        "<TENANT_ID>",
+        "[TENANT_ID]",
+        "<TENANT_ID|--tenants <IDS>|--all|--isolation <TYPE>>",
         "-c, --command <SQL>",
+        "--tenants <IDS>",
+        "--all",
+        "--isolation <TYPE>",
+        "-j, --jobs <N>",
+        "--write",
+        "--json",
+        "Fleet SQL",
         "--history-file <PATH>",
         "--no-history",
         "--database-url",

@@ -110,6 +110,15 @@ pub enum Error {
         unknown: Vec<String>,
     },
 
+    /// Tenants named for a fleet statement (`tenantshell --tenants`) that do not exist.
+    #[cfg(feature = "cli")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+    #[error("No such tenant(s): {}; nothing was run", unknown.join(", "))]
+    UnknownTenants {
+        /// The ids that are not registered.
+        unknown: Vec<String>,
+    },
+
     /// `--resume` was asked for, but no run was ever recorded.
     #[error("Nothing to resume: no fleet migration run is recorded yet")]
     NothingToResume,

@@ -42,7 +42,8 @@ macro_rules! exit_codes {
 exit_codes! {
     Success = 0, "success", "success";
     Failed = 1, "failed",
-        "the work failed; what the run created was removed again (`tenantshell -c`: the statement failed)";
+        "the work failed; what the run created was removed again (`tenantshell -c`: the statement failed, for at least \
+         one tenant)";
     InvalidInput = 2, "invalid input",
         "invalid input (flag, id, isolation, name, port, username, email, weak password, a cache tenant where \
          tables are needed, a server name or weight), or a missing value with no terminal to ask on";
@@ -145,7 +146,7 @@ impl Exit {
             | Error::NoRelationalStorage { .. } => Exit::InvalidInput,
             Error::UsernameTaken { .. } => Exit::AlreadyExists,
             Error::NotAtMigratorVersion { .. } => Exit::Refused,
-            Error::NoTenants => Exit::NotFound,
+            Error::NoTenants | Error::UnknownTenants { .. } => Exit::NotFound,
             Error::Migration { .. }
             | Error::MigrationPanicked { .. }
             | Error::Prompt { .. }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use tenancy::ledger::TenantOutcome;
 use tenancy::{Isolation, TenantId};
 
@@ -262,14 +262,7 @@ struct JsonState {
 impl Progress {
     fn new(json: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed_precise} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
+        let bar = terminal.then(|| super::tenant_bar(0));
         Self { lines: !terminal && !json, bar, json: json.then(Default::default) }
     }
 

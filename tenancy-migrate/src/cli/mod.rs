@@ -300,6 +300,17 @@ fn warm_master_pool(tenancy: &tenancy::Tenancy, connections: usize) {
     });
 }
 
+/// The progress bar of a command that works through tenants (`migratealltenants`, fleet
+/// SQL), on stderr: `total` tenants, the current one as its message.
+fn tenant_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Waits for a blocking task (a prompt, the shell's line editor). A panic in it is a bug,
 /// not an answer: it goes on unwinding here.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {

@@ -38,11 +38,19 @@
 //! differently spelled call passes it. `DO` blocks are allowed on purpose (loops and
 //! data fixes are what an operator's shell is for); what they can reach is what the
 //! tenant's role can reach.
+//!
+//! # Fleet SQL
+//!
+//! `-c SQL` with `--tenants a,b`, `--all` or `--isolation MODE` instead of a tenant id
+//! runs the statement on each of those tenants, through each one's handle and behind the
+//! same guard, read-only unless `--write` (see the `fleet` submodule). A single tenant's
+//! `-c` keeps committing, as the prompt does: `--write`, `--json` and `--jobs` are fleet
+//! flags, and clap refuses them (and every other wrong combination) with exit code 2.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use rustyline::error::ReadlineError;
 use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, RuntimeErr, Statement};
@@ -51,6 +59,8 @@ use tenancy::{Isolation, TenantConnection, TenantId};
 use super::Exit;
 use crate::migrator::Migrators;
 use crate::{Error, Result};
+
+mod fleet;
 
 /// Environment variable naming the history file (`--history-file`).
 pub const HISTORY_ENV: &str = "TENANCY_SHELL_HISTORY";
@@ -61,7 +71,8 @@ pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
 
 /// An interactive SQL prompt bound to one tenant: its database, its schema, or its rows
 /// of the shared tables (row-level security), through the same handle the application
-/// uses.
+/// uses; or, with -c and --tenants, --all or --isolation, one statement run on many
+/// tenants.
 ///
 /// End a statement with ';' (a line without one continues on the next). One statement at
 /// a time, each committed on its own; transaction control (BEGIN, COMMIT, ...) and
@@ -70,36 +81,89 @@ pub const DEFAULT_HISTORY_FILE: &str = ".tenancy_shell_history";
 /// to the tenant is the tenant's own login role, not this refusal. Commands:
 /// \dt lists the tenant's tables, \? shows help, \q (or Ctrl-D) quits; Ctrl-C discards
 /// the line being typed. A failing statement prints its error and the shell goes on.
+///
+/// Fleet SQL: `-c SQL --tenants a,b` (or --all, or --isolation MODE) runs the statement
+/// on each tenant through its own handle, --jobs at a time, and prints each tenant's
+/// result (or --json). Read-only unless --write: on PostgreSQL in a READ ONLY
+/// transaction, rolled back; on SQLite in a transaction that is always rolled back, a
+/// statement that changed rows counting as failed. With --write each tenant's statement
+/// commits in its own transaction. --all and --isolation take the ready tenants and list
+/// the others (suspended, cache tenants, tenants mid-operation) as skipped.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tenantshell",
+    group(ArgGroup::new("target").required(true).args(["tenant_id", "tenants", "all", "isolation"])),
+    group(ArgGroup::new("fleet").args(["tenants", "all", "isolation"])),
     after_help = Exit::after_help(
         "Isolation:\n  \
         Statements run as the tenant's own login role (schema and table tenants) or in the tenant's\n  \
         own database: the database keeps them to the tenant, DO blocks and functions included.\n  \
         The refusals above only prevent surprises on pooled connections; they are no security boundary.\n\n\
+        Fleet SQL, for example:\n  \
+        tenantshell --all -c 'SELECT count(*) FROM projects'\n  \
+        tenantshell --tenants acme,globex --write -c \"UPDATE projects SET archived = true\"\n  \
+        tenantshell --isolation schema --json -c 'SELECT max(created_at) FROM projects'\n\n\
         Environment:\n  \
         DATABASE_URL               master database (default: sqlite://tenancy.db?mode=rwc)\n  \
         TENANCY_SHELL_HISTORY      history file (default: ~/.tenancy_shell_history)\n  \
         TENANCY_SECRET_KEY(_FILE)  key that decrypts a database tenant's stored password",
         &[
             (Exit::Success, Some("done")),
-            (Exit::Failed, Some("the -c statement failed")),
-            (Exit::InvalidInput, Some("invalid input (tenant id, cache tenant)")),
+            (Exit::Failed, Some("the -c statement failed (fleet SQL: for at least one tenant)")),
+            (Exit::InvalidInput, Some("invalid input (flags, tenant id, cache tenant)")),
             (Exit::CannotConnect, Some("cannot connect")),
             (Exit::SecretKey, None),
-            (Exit::NotFound, None),
+            (Exit::NotFound, Some("no such tenant (fleet SQL: one named with --tenants; nothing ran)")),
         ],
     )
 )]
 pub struct TenantShellArgs {
     /// The tenant whose data the shell works on
-    pub tenant_id: TenantId,
+    pub tenant_id: Option<TenantId>,
 
     /// Run this one statement (or backslash command), print its result and exit: 0 on
     /// success, 1 if it failed
     #[arg(short = 'c', long = "command", value_name = "SQL")]
     pub command: Option<String>,
+
+    /// Run -c on these tenants (comma-separated ids)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "IDS",
+        value_parser = super::value::listed_tenant_id,
+        requires = "command",
+        help_heading = "Fleet SQL"
+    )]
+    pub tenants: Option<Vec<TenantId>>,
+
+    /// Run -c on every ready tenant with relational storage
+    #[arg(long, requires = "command", help_heading = "Fleet SQL")]
+    pub all: bool,
+
+    /// Run -c on every ready tenant of this isolation type: database, schema or table
+    #[arg(long, value_name = "TYPE", requires = "command", help_heading = "Fleet SQL")]
+    pub isolation: Option<Isolation>,
+
+    /// Tenants the statement runs on at once, at least 1
+    #[arg(
+        long,
+        short = 'j',
+        value_name = "N",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..),
+        requires = "fleet",
+        help_heading = "Fleet SQL"
+    )]
+    pub jobs: u32,
+
+    /// Commit what the statement changes, one transaction per tenant (default: read-only)
+    #[arg(long, requires = "fleet", help_heading = "Fleet SQL")]
+    pub write: bool,
+
+    /// Print the results as one JSON document on stdout
+    #[arg(long, requires = "fleet", help_heading = "Fleet SQL")]
+    pub json: bool,
 
     /// Where the history of typed lines is kept
     #[arg(long, value_name = "PATH", env = HISTORY_ENV)]
@@ -135,14 +199,25 @@ pub async fn tenantshell(migrators: Migrators) -> ExitCode {
 pub async fn tenantshell_with_args(args: TenantShellArgs, migrators: Migrators) -> ExitCode {
     // Held, not used: the value is what links the application's models (see above).
     let _linked = migrators;
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match fleet::Selection::of(&args) {
+        Some(selection) => fleet::run(&args, selection).await,
+        None => run(args).await.map(|()| Exit::Success),
+    };
+    match result {
+        Ok(exit) => exit.into(),
         Err(err) => super::report_error(&err),
     }
 }
 
+/// One tenant: `-c` or the interactive prompt.
 async fn run(args: TenantShellArgs) -> Result<()> {
-    let id = args.tenant_id.clone();
+    // clap requires a tenant id when no fleet flag is given.
+    let Some(id) = args.tenant_id.clone() else {
+        return Err(Error::MissingInput {
+            what: "tenant id".to_owned(),
+            how: "give it as the first argument".to_owned(),
+        });
+    };
     let tenancy = args.master.connect().await?;
     let db = tenancy.tenant(&id).await?;
     // A wrong secret key or an unreachable server is reported as such, with its exit code.
@@ -240,7 +315,7 @@ fn report(result: std::result::Result<String, String>) {
 /// Runs one statement or backslash command through the tenant's handle; returns what to
 /// print, or the error message.
 async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<String, String> {
-    let sql = input.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let sql = trimmed(input);
     match sql {
         // `\q` quits the interactive loop before it gets here; in `-c` there is nothing to quit.
         "" | "\\q" => return Ok(String::new()),
@@ -252,6 +327,71 @@ async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<Stri
         }
         _ => {}
     }
+    Ok(match statement(db, sql).await.map_err(|e| e.message)? {
+        Output::Rows(rows) => format_rows(&rows),
+        Output::Affected(n) => affected(n),
+    })
+}
+
+/// `input` without surrounding blanks and trailing semicolons.
+fn trimmed(input: &str) -> &str {
+    input.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+}
+
+/// What a statement gave.
+enum Output {
+    /// The rows of a query (or of a statement with `RETURNING`).
+    Rows(Vec<QueryResult>),
+    /// How many rows a statement without rows to show changed.
+    Affected(u64),
+}
+
+/// `OK, n rows affected`, psql's wording.
+fn affected(n: u64) -> String {
+    format!("OK, {n} row{} affected\n", if n == 1 { "" } else { "s" })
+}
+
+/// Why a statement did not run: the guard's refusal or the database's error.
+struct Failure {
+    /// The message to show (the database's own, where there is one).
+    message: String,
+    /// PostgreSQL refused a write in a read-only transaction (SQLSTATE 25006).
+    read_only: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, read_only: false }
+    }
+}
+
+impl From<&DbErr> for Failure {
+    fn from(err: &DbErr) -> Self {
+        Failure { message: message(err), read_only: sqlstate(err).as_deref() == Some("25006") }
+    }
+}
+
+/// Runs one SQL statement on `db` (the tenant's handle, or a transaction of it) after the
+/// guard ([`guard`]).
+async fn statement<C: ConnectionTrait>(db: &C, sql: &str) -> std::result::Result<Output, Failure> {
+    let first = guard(sql)?;
+    let backend = db.get_database_backend();
+    if returns_rows(&first, sql) {
+        let rows =
+            db.query_all_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| Failure::from(&e))?;
+        Ok(Output::Rows(rows))
+    } else {
+        // Prepared, like queries: PostgreSQL then runs exactly one statement, so the guard
+        // cannot be sidestepped by a `RESET ROLE` after a semicolon.
+        let result =
+            db.execute_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| Failure::from(&e))?;
+        Ok(Output::Affected(result.rows_affected()))
+    }
+}
+
+/// Refuses what would not do what it seems to (see the module docs): transaction control
+/// and session settings. Returns the statement's first keyword, upper-cased.
+fn guard(sql: &str) -> std::result::Result<String, String> {
     let first = first_keyword(sql);
     match first.as_str() {
         "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" => {
@@ -265,17 +405,7 @@ async fn execute(db: &TenantConnection, input: &str) -> std::result::Result<Stri
     if calls_set_config(sql) {
         return Err(format!("set_config() {SESSION_SETTING_REFUSED}"));
     }
-    let backend = db.get_database_backend();
-    if returns_rows(&first, sql) {
-        let rows = db.query_all_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
-        Ok(format_rows(&rows))
-    } else {
-        // Prepared, like queries: PostgreSQL then runs exactly one statement, so the guard
-        // above cannot be sidestepped by a `RESET ROLE` after a semicolon.
-        let result = db.execute_raw(Statement::from_string(backend, sql.to_owned())).await.map_err(|e| message(&e))?;
-        let n = result.rows_affected();
-        Ok(format!("OK, {n} row{} affected\n", if n == 1 { "" } else { "s" }))
-    }
+    Ok(first)
 }
 
 const HELP: &str = "\
@@ -375,15 +505,25 @@ fn declared_tables() -> std::result::Result<String, String> {
     Ok(format_table(&["table".to_owned(), "access".to_owned()], &rows))
 }
 
+/// The database's error inside `err`, if it is one.
+fn database_error(err: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => {
+            sqlx.as_database_error()
+        }
+        _ => None,
+    }
+}
+
 /// The database's own message where there is one (`relation "x" does not exist`), without
 /// sea-orm's wrapping.
 fn message(err: &DbErr) -> String {
-    if let DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) = err
-        && let Some(db) = sqlx.as_database_error()
-    {
-        return db.message().to_owned();
-    }
-    err.to_string()
+    database_error(err).map_or_else(|| err.to_string(), |db| db.message().to_owned())
+}
+
+/// The database's SQLSTATE code for `err`, if it has one.
+fn sqlstate(err: &DbErr) -> Option<String> {
+    database_error(err)?.code().map(|code| code.into_owned())
 }
 
 /// Rows as an aligned table, psql style, followed by the row count.
@@ -392,7 +532,8 @@ fn format_rows(rows: &[QueryResult]) -> String {
         return "(0 rows)\n".to_owned();
     };
     let header = first.column_names();
-    let cells: Vec<Vec<String>> = rows.iter().map(|row| (0..header.len()).map(|i| cell(row, i)).collect()).collect();
+    let cells: Vec<Vec<String>> =
+        rows.iter().map(|row| (0..header.len()).map(|i| cell(row, i).to_string()).collect()).collect();
     format_table(&header, &cells)
 }
 
@@ -418,52 +559,116 @@ fn format_table(header: &[String], cells: &[Vec<String>]) -> String {
     out
 }
 
-/// One value as text: the first Rust type the driver decodes the column as, tried from
-/// the most specific; `NULL` for null; `<type>` for a type with no decoder here (cast it
-/// to text in the query to see it).
-fn cell(row: &QueryResult, i: usize) -> String {
+/// One value of a result row, as far as the driver decodes it.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    /// PostgreSQL `numeric`, in its exact decimal form.
+    Numeric(String),
+    /// A `json` / `jsonb` value.
+    Json(serde_json::Value),
+    /// Text, and every other value as text (dates, times, bytes, uuids, enums, ...).
+    Text(String),
+}
+
+impl std::fmt::Display for Cell {
+    /// As the tables show it: `NULL` for null, JSON in its JSON text, the rest as is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Null => f.write_str("NULL"),
+            Cell::Integer(v) => write!(f, "{v}"),
+            Cell::Float(v) => write!(f, "{v}"),
+            Cell::Bool(v) => write!(f, "{v}"),
+            Cell::Json(v) => write!(f, "{v}"),
+            Cell::Numeric(v) | Cell::Text(v) => f.write_str(v),
+        }
+    }
+}
+
+impl Cell {
+    /// The value in JSON: numbers as numbers (a `numeric` when a JSON number holds it
+    /// exactly, else its decimal text; a float that is not finite as text), null as
+    /// null, JSON as itself, everything else as a string.
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Integer(v) => Value::from(*v),
+            Cell::Float(v) => {
+                serde_json::Number::from_f64(*v).map_or_else(|| Value::String(v.to_string()), Value::Number)
+            }
+            Cell::Bool(v) => Value::Bool(*v),
+            Cell::Json(v) => v.clone(),
+            Cell::Numeric(v) => exact_number(v).unwrap_or_else(|| Value::String(v.clone())),
+            Cell::Text(v) => Value::String(v.clone()),
+        }
+    }
+}
+
+/// A decimal's text as a JSON number, when one holds it exactly: an integer that fits
+/// 64 bits, or a fraction whose `f64` prints back to the same digits.
+fn exact_number(decimal: &str) -> Option<serde_json::Value> {
+    match decimal.split_once('.') {
+        None => decimal.parse::<i64>().ok().map(serde_json::Value::from),
+        Some((_, fraction)) => {
+            let float: f64 = decimal.parse().ok()?;
+            (format!("{float:.*}", fraction.len()) == decimal).then(|| serde_json::Value::from(float))
+        }
+    }
+}
+
+/// One value: the first Rust type the driver decodes the column as, tried from the most
+/// specific; `<type>` text for a type with no decoder here (cast it to text in the query
+/// to see it).
+fn cell(row: &QueryResult, i: usize) -> Cell {
     macro_rules! try_as {
-        ($ty:ty, $show:expr) => {
+        ($ty:ty, $cell:expr) => {
             if let Ok(value) = row.try_get_by_index::<Option<$ty>>(i) {
-                return value.map_or_else(|| "NULL".to_owned(), $show);
+                return value.map_or(Cell::Null, $cell);
             }
         };
     }
-    try_as!(i64, |v| v.to_string());
-    try_as!(i32, |v| v.to_string());
-    try_as!(i16, |v| v.to_string());
-    try_as!(f64, |v| v.to_string());
-    try_as!(f32, |v| v.to_string());
-    try_as!(String, |v| v);
-    try_as!(bool, |v| v.to_string());
-    try_as!(chrono::DateTime<chrono::Utc>, |v| v.to_rfc3339());
-    try_as!(chrono::NaiveDateTime, |v| v.to_string());
-    try_as!(chrono::NaiveDate, |v| v.to_string());
-    try_as!(chrono::NaiveTime, |v| v.to_string());
-    try_as!(serde_json::Value, |v| v.to_string());
-    try_as!(Vec<u8>, |v| format!("\\x{}", v.iter().map(|b| format!("{b:02x}")).collect::<String>()));
-    postgres_fallback(row, i).unwrap_or_else(|| "<?>".to_owned())
+    try_as!(i64, Cell::Integer);
+    try_as!(i32, |v| Cell::Integer(v.into()));
+    try_as!(i16, |v| Cell::Integer(v.into()));
+    try_as!(f64, Cell::Float);
+    try_as!(f32, |v| Cell::Float(v.into()));
+    try_as!(String, Cell::Text);
+    try_as!(bool, Cell::Bool);
+    try_as!(chrono::DateTime<chrono::Utc>, |v| Cell::Text(v.to_rfc3339()));
+    try_as!(chrono::NaiveDateTime, |v| Cell::Text(v.to_string()));
+    try_as!(chrono::NaiveDate, |v| Cell::Text(v.to_string()));
+    try_as!(chrono::NaiveTime, |v| Cell::Text(v.to_string()));
+    try_as!(serde_json::Value, Cell::Json);
+    try_as!(Vec<u8>, |v| Cell::Text(format!("\\x{}", v.iter().map(|b| format!("{b:02x}")).collect::<String>())));
+    postgres_fallback(row, i).unwrap_or_else(|| Cell::Text("<?>".to_owned()))
 }
 
 /// PostgreSQL values without a Rust decoder above: `numeric` and `uuid` decoded from
 /// their binary form, other text-like types (enums, `citext`, ...) shown as their UTF-8
 /// bytes, anything else as `<type>`.
-fn postgres_fallback(row: &QueryResult, i: usize) -> Option<String> {
+fn postgres_fallback(row: &QueryResult, i: usize) -> Option<Cell> {
     let value = row.try_as_pg_row()?.try_get_raw(i).ok()?;
     if value.is_null() {
-        return Some("NULL".to_owned());
+        return Some(Cell::Null);
     }
     let type_name = value.type_info().name().to_owned();
     let bytes = value.as_bytes().ok()?;
     let decoded = match type_name.as_str() {
-        "NUMERIC" => numeric(bytes),
+        "NUMERIC" => numeric(bytes).map(Cell::Numeric),
         "UUID" if bytes.len() == 16 => {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+            Some(Cell::Text(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])))
         }
-        _ => std::str::from_utf8(bytes).ok().filter(|s| !s.chars().any(char::is_control)).map(str::to_owned),
+        _ => std::str::from_utf8(bytes)
+            .ok()
+            .filter(|s| !s.chars().any(char::is_control))
+            .map(|s| Cell::Text(s.to_owned())),
     };
-    Some(decoded.unwrap_or_else(|| format!("<{}>", type_name.to_lowercase())))
+    Some(decoded.unwrap_or_else(|| Cell::Text(format!("<{}>", type_name.to_lowercase()))))
 }
 
 /// PostgreSQL's binary `numeric`: digit count, weight, sign, display scale (each 16 bits,
@@ -541,6 +746,25 @@ mod tests {
         {
             assert!(!calls_set_config(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn cells_in_json_keep_their_types() {
+        use serde_json::json;
+        assert_eq!(Cell::Null.to_json(), json!(null));
+        assert_eq!(Cell::Integer(7).to_json(), json!(7));
+        assert_eq!(Cell::Float(0.5).to_json(), json!(0.5));
+        assert_eq!(Cell::Float(f64::NAN).to_json(), json!("NaN"));
+        assert_eq!(Cell::Text("7".to_owned()).to_json(), json!("7"));
+        assert_eq!(Cell::Json(json!({"a": [1]})).to_json(), json!({"a": [1]}));
+        // A numeric is a number when a JSON number holds it exactly, else its digits.
+        assert_eq!(Cell::Numeric("2.50".to_owned()).to_json(), json!(2.5));
+        assert_eq!(Cell::Numeric("-12".to_owned()).to_json(), json!(-12));
+        for exact in ["123456789012345678901234567890", "0.10000000000000000001", "NaN"] {
+            assert_eq!(Cell::Numeric(exact.to_owned()).to_json(), json!(exact));
+        }
+        assert_eq!(Cell::Numeric("2.50".to_owned()).to_string(), "2.50");
+        assert_eq!(Cell::Json(json!("s")).to_string(), "\"s\"");
     }
 
     #[test]
