@@ -353,6 +353,7 @@ pub mod deletion;
 pub mod doctor;
 mod entry;
 mod error;
+pub mod jobs;
 mod models;
 pub mod operations;
 pub mod prelude;
