@@ -47,7 +47,7 @@
 //!
 //! - **apalis** is the most used and is actively maintained (1.0 released in 2026), and
 //!   it is built on tower: a job is a `tower::Service` call, middleware is a
-//!   `tower::Layer`, exactly the shape of [`TenantLayer`](crate::TenantLayer) for HTTP.
+//!   `tower::Layer`, exactly the shape of `TenantLayer` for HTTP.
 //!   Its backends (PostgreSQL, Redis, SQLite, in-memory, cron) are separate crates over
 //!   one core, so one layer covers them all, and its core already has the error types
 //!   a refusal maps to (abort versus retry after a delay). `apalis-core` without its
