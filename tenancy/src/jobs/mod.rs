@@ -25,9 +25,8 @@
 //!   it [`Disposition::Discard`]; anything else (suspended, being moved, still being
 //!   created or renamed, its server unreachable, the registry unreadable) is
 //!   [`Disposition::RetryLater`], so no job is lost to a passing condition.
-//! - With the `apalis` feature, [`TenantJobLayer`](apalis::TenantJobLayer) does this for
-//!   the workers of [apalis](https://docs.rs/apalis) (see [`apalis`](mod@apalis) for why
-//!   apalis).
+//! - With the `apalis` feature, `apalis::TenantJobLayer` does this for the workers of
+//!   [apalis](https://docs.rs/apalis) (the `apalis` module says why apalis).
 //!
 //! ```no_run
 //! # async fn demo(tenancy: tenancy::Tenancy) -> Result<(), Box<dyn std::error::Error>> {
@@ -40,12 +39,10 @@
 //!
 //! // While serving acme's request: the envelope takes the tenant from the scope.
 //! let acme = tenancy.tenant("acme").await?;
-//! let json = tenancy::scope(acme, async {
-//!     serde_json::to_string(&TenantJob::in_current_scope(SendInvoice { invoice: 7 })?)
-//! })
-//! .await;
+//! let queued = tenancy::scope(acme, async { TenantJob::in_current_scope(SendInvoice { invoice: 7 }) }).await?;
+//! let json = serde_json::to_string(&queued)?;
 //! // ... the JSON crosses the queue; on the worker:
-//! let job: TenantJob<SendInvoice> = serde_json::from_str(&json?)?;
+//! let job: TenantJob<SendInvoice> = serde_json::from_str(&json)?;
 //! match tenancy
 //!     .run_job(job, |job| async move {
 //!         let db = tenancy::current()?; // acme's handle, and only acme's
