@@ -186,8 +186,16 @@ async fn interleaved_jobs_on_one_worker_task_see_only_their_tenant() {
     // `spawn_job` from inside another tenant's scope: the job runs for its envelope's
     // tenant, resolved in the new task, not for the spawner's.
     let job = TenantJob::new(schema.id().clone(), ProjectJob { seq: 0, add: None });
-    let spawned = tenancy::scope(table_a.clone(), async { ctx.tenancy.spawn_job(job, project_job) });
-    let seen = spawned.await.await.expect("spawned task").expect("not refused");
+    let seen = tenancy::scope(table_a.clone(), async {
+        let spawned = ctx.tenancy.spawn_job(job, project_job);
+        let seen = spawned.await;
+        // The spawner keeps its own tenant.
+        assert_eq!(tenancy::current().expect("the spawner's scope").id(), table_a.id());
+        seen
+    })
+    .await
+    .expect("spawned task")
+    .expect("not refused");
     assert_eq!(seen.tenant, schema.id().as_str());
     assert_eq!(seen.names, project_names(&schema).await);
     assert!(matches!(tenancy::current(), Err(Error::NoTenantInScope)));
