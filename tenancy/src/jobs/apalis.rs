@@ -45,15 +45,15 @@
 //!
 //! Of the Rust job crates that were candidates (apalis, fang, underway, rusty-sidekiq):
 //!
-//! - **apalis** is the most used and is actively maintained (1.0 released in 2026), and
-//!   it is built on tower: a job is a `tower::Service` call, middleware is a
-//!   `tower::Layer`, exactly the shape of `TenantLayer` for HTTP.
-//!   Its backends (PostgreSQL, Redis, SQLite, in-memory, cron) are separate crates over
-//!   one core, so one layer covers them all, and its core already has the error types
-//!   a refusal maps to (abort versus retry after a delay). `apalis-core` without its
-//!   default features adds three crates to this workspace (itself, `pin-project` and
-//!   its macro crate; its `futures-*`, `rand`, `thiserror` and tower trait crates were
-//!   here already), built in about six seconds on two cores.
+//! - **apalis** is the most widely used of them, maintained, and at 1.0 (a stable API).
+//!   It is built on tower: a job is a `tower::Service` call and middleware a
+//!   `tower::Layer`, exactly the shape of `TenantLayer` for HTTP. Its backends
+//!   (PostgreSQL, Redis, SQLite, in-memory, cron) are separate crates over one core, so
+//!   one layer covers them all, and its core already has the error types a refusal maps
+//!   to (abort versus retry after a delay). `apalis-core` without its default features
+//!   adds three crates to this workspace (itself, `pin-project` and its macro crate; its
+//!   `futures-*`, `rand`, `thiserror` and tower trait crates were here already), built
+//!   in about six seconds on two cores.
 //! - **fang** brings diesel (and its migrations) or its own sqlx queue and a
 //!   `typetag`-based task trait; it has no middleware hook to wrap a task's future.
 //! - **underway** is PostgreSQL-only, pre-1.0 (0.2), and its jobs are durable step
