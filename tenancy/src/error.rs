@@ -602,6 +602,22 @@ pub enum Error {
     )]
     NoTenantInScope,
 
+    /// A tenant job ([`crate::jobs::TenantJob`]) was not run: its tenant could not be
+    /// served when the job came to run (`source` says why). Nothing of the job ran, and it
+    /// never runs under another tenant or none; `disposition` tells the queue whether to
+    /// try it again later or to discard it.
+    #[error("Job for tenant '{tenant}' not run: {disposition}")]
+    JobRefused {
+        /// The envelope's tenant id.
+        tenant: String,
+        /// Retry later, or discard.
+        disposition: crate::jobs::Disposition,
+        /// Why the tenant could not be served ([`Error::TenantNotFound`],
+        /// [`Error::TenantSuspended`], [`Error::TenantMoving`], ...).
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The cache configuration is not usable (for example a cache URL that does not
     /// parse, or a scheme this build does not support).
     #[error("Invalid cache URL '{url}': {reason}")]

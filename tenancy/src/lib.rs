@@ -243,6 +243,37 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Background jobs
+//!
+//! A job queued while serving a tenant carries the tenant with it: a [`jobs::TenantJob`]
+//! is the tenant id and the job, serialized with serde (`{"tenant":"acme","job":...}`),
+//! made from the tenant in scope or for a named one. [`Tenancy::run_job`] (or
+//! [`Tenancy::spawn_job`], on a new tokio task) resolves the tenant when the job runs and
+//! runs it inside the tenant's [`scope`], which ends with the job, so the next job on the
+//! same worker never sees it. A tenant that cannot be served refuses the job before it
+//! starts ([`Error::JobRefused`]), with a [`jobs::Disposition`] for the queue: discard
+//! it when the tenant is gone, retry it later otherwise. The `apalis` feature adds the
+//! same as a layer for [apalis](https://docs.rs/apalis) workers (`jobs::apalis`).
+//!
+//! ```no_run
+//! # async fn demo(tenancy: tenancy::Tenancy) -> Result<(), Box<dyn std::error::Error>> {
+//! use tenancy::jobs::TenantJob;
+//!
+//! let acme = tenancy.tenant("acme").await?;
+//! let queued = tenancy::scope(acme, async { TenantJob::in_current_scope("weekly-report".to_owned()) }).await?;
+//! let json = serde_json::to_string(&queued)?; // onto any queue, and back on a worker:
+//! let job: TenantJob<String> = serde_json::from_str(&json)?;
+//! let report = tenancy
+//!     .run_job(job, |name| async move {
+//!         let db = tenancy::current()?; // acme's handle
+//!         # let _ = db;
+//!         Ok::<_, tenancy::Error>(format!("{name} of acme"))
+//!     })
+//!     .await??;
+//! # let _ = report;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Cache isolation
 //!
 //! Every tenant, whatever its mode, has a namespace in a shared cache, and a tenant in
@@ -378,6 +409,7 @@ pub mod doctor;
 pub mod domains;
 mod entry;
 mod error;
+pub mod jobs;
 mod models;
 pub mod operations;
 pub mod prelude;

@@ -28,6 +28,7 @@ mod fleet_servers;
 mod fleet_sqlite;
 mod handle_database;
 mod handle_schema;
+mod jobs;
 mod layer;
 mod live_registry;
 mod nonsuperuser_master;

@@ -273,8 +273,8 @@ impl TenantConnection {
 
     /// Opens the tenant's own pool if it is not open yet (a cached pool costs a lookup),
     /// so that an unreachable server shows as [`Error::ServerUnavailable`] before a
-    /// request's handler runs. Tenants without a pool of their own: `Ok`, nothing done.
-    #[cfg(feature = "tower")]
+    /// request's handler (or a job) runs. Tenants without a pool of their own: `Ok`,
+    /// nothing done.
     pub(crate) async fn open_pool(&self) -> Result<()> {
         match &self.inner.route {
             Route::OwnPool { .. } => self.open_lease().await.map(drop),
