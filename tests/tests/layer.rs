@@ -89,10 +89,15 @@ async fn database_tenant(pg: &PgMaster, tenancy: &Tenancy, id: &TenantId, projec
         .database(pg.new_database("pw"))
         .migrate(true);
     tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create tenant");
+    insert_project(tenancy, id.as_str(), project).await;
+}
+
+/// Gives tenant `id` a project named `name`, through its handle.
+async fn insert_project(tenancy: &Tenancy, id: &str, name: &str) {
     let db = tenancy.tenant(id).await.expect("handle");
     project::ActiveModel {
-        tenant_id: Set(id.to_string()),
-        name: Set(project.to_owned()),
+        tenant_id: Set(id.to_owned()),
+        name: Set(name.to_owned()),
         created_at: Set(ChronoUtc::now()),
         ..Default::default()
     }
@@ -378,16 +383,7 @@ async fn custom_domains_and_subdomains_never_disagree_silently() {
     for (id, project) in [("acme", "acme's"), ("globex", "globex's"), ("beta", "beta's")] {
         let new = NewTenant::new(id, id, Isolation::Table).expect("a valid new tenant").migrate(true);
         tenancy.create_tenant(new, &MigrateOnCreate::new(&Migrator)).await.expect("create");
-        let db = tenancy.tenant(id).await.expect("handle");
-        project::ActiveModel {
-            tenant_id: Set(id.to_owned()),
-            name: Set(project.to_owned()),
-            created_at: Set(ChronoUtc::now()),
-            ..Default::default()
-        }
-        .insert(&db)
-        .await
-        .expect("insert project");
+        insert_project(&tenancy, id, project).await;
     }
     for name in ["shop.acme.test", "bücher.test", "beta.example.test", "www.example.test"] {
         tenancy.add_domain("acme", &name.parse().expect("domain"), false).await.expect("add domain");

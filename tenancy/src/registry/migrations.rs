@@ -494,26 +494,18 @@ impl MigrationTrait for CreateDomains {
             ),
         ];
         match manager.get_database_backend() {
+            // The registry's own announcement: it names the row's `tenant_id`, which a
+            // domain's row has too (and, truncated, asks for a full re-read).
             DbBackend::Postgres => statements.extend([
-                // language=PostgreSQL
-                format!(
-                    "CREATE OR REPLACE FUNCTION tenancy_domains_announce() RETURNS trigger LANGUAGE plpgsql AS $announce$
-                     BEGIN
-                       IF TG_OP = 'DELETE' THEN
-                         PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
-                       ELSE
-                         PERFORM pg_notify('{REGISTRY_CHANNEL}', NEW.tenant_id);
-                         IF TG_OP = 'UPDATE' AND OLD.tenant_id <> NEW.tenant_id THEN
-                           PERFORM pg_notify('{REGISTRY_CHANNEL}', OLD.tenant_id);
-                         END IF;
-                       END IF;
-                       RETURN NULL;
-                     END $announce$"
-                ),
                 format!("DROP TRIGGER IF EXISTS tenancy_domains_announce ON {DOMAINS_TABLE}"),
                 format!(
                     "CREATE TRIGGER tenancy_domains_announce AFTER INSERT OR UPDATE OR DELETE ON {DOMAINS_TABLE} \
-                     FOR EACH ROW EXECUTE FUNCTION tenancy_domains_announce()"
+                     FOR EACH ROW EXECUTE FUNCTION tenancy_registry_announce()"
+                ),
+                format!("DROP TRIGGER IF EXISTS tenancy_domains_announce_truncate ON {DOMAINS_TABLE}"),
+                format!(
+                    "CREATE TRIGGER tenancy_domains_announce_truncate AFTER TRUNCATE ON {DOMAINS_TABLE} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION tenancy_registry_announce()"
                 ),
             ]),
             _ => {
@@ -534,10 +526,8 @@ impl MigrationTrait for CreateDomains {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
+        // The triggers go with the table.
         db.execute_unprepared(&format!("DROP TABLE IF EXISTS {}", crate::domains::DOMAINS_TABLE)).await?;
-        if manager.get_database_backend() == DbBackend::Postgres {
-            db.execute_unprepared("DROP FUNCTION IF EXISTS tenancy_domains_announce()").await?;
-        }
         Ok(())
     }
 }
