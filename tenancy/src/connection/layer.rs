@@ -217,31 +217,29 @@ impl Resolvers {
         request: &Request<impl Sized>,
         tenancy: &Tenancy,
     ) -> impl Future<Output = crate::Result<Named>> + Send + 'static {
-        let found: Option<Vec<(bool, Found)>> = self.with_domains.as_ref().map(|leaves| {
-            leaves
-                .iter()
-                .map(|leaf| {
-                    let found = match leaf {
-                        TenantResolver::Domain => Found::Host(host(request).and_then(crate::Domain::from_host)),
-                        other => Found::Id(other.resolve(request)),
-                    };
-                    (leaf.reads_host(), found)
-                })
-                .collect()
-        });
-        let plain = match found {
-            Some(_) => None,
-            None => Some(self.resolver.resolve(request)),
+        use futures_util::future::Either;
+
+        let Some(leaves) = &self.with_domains else {
+            // The common resolvers: answered here, nothing kept for later.
+            let named = match self.resolver.resolve(request) {
+                Some((id, uri)) => Named::Tenant(id, uri),
+                None => Named::Nobody,
+            };
+            return Either::Left(std::future::ready(Ok(named)));
         };
+        let found: Vec<(bool, Found)> = leaves
+            .iter()
+            .map(|leaf| {
+                let found = match leaf {
+                    TenantResolver::Domain => Found::Host(host(request).and_then(crate::Domain::from_host)),
+                    other => Found::Id(other.resolve(request)),
+                };
+                (leaf.reads_host(), found)
+            })
+            .collect();
         let host = host(request).map(str::to_owned);
         let tenancy = tenancy.clone();
-        async move {
-            let Some(found) = found else {
-                return Ok(match plain.flatten() {
-                    Some((id, uri)) => Named::Tenant(id, uri),
-                    None => Named::Nobody,
-                });
-            };
+        Either::Right(async move {
             // Every host-based answer, for the disagreement check.
             let mut by_domain = None;
             let mut by_subdomain = None;
@@ -277,7 +275,7 @@ impl Resolvers {
                 return Ok(Named::Conflict { host, by_domain, by_subdomain });
             }
             Ok(Named::Tenant(id, uri))
-        }
+        })
     }
 }
 
