@@ -223,7 +223,7 @@
 //!
 //! A tenant can have domains of its own ([`domains`]): [`Tenancy::add_domain`] records one
 //! (normalised by [`Domain`], one owner each), and the tower layer's
-//! [`TenantResolver::Domain`] serves requests for it as that tenant, from the live
+//! `TenantResolver::Domain` (feature `tower`) serves requests for it as that tenant, from the live
 //! registry, without a query per request.
 //!
 //! ```no_run

@@ -1,6 +1,6 @@
 //! Custom domains: the domains customers bring (`shop.acme.com`), recorded in the master
 //! database's `tenancy_domains` table and resolved to their tenant by
-//! [`TenantResolver::Domain`](crate::TenantResolver::Domain).
+//! `TenantResolver::Domain` (feature `tower`).
 //!
 //! - **One owner per domain.** The domain is the table's primary key: claiming a domain
 //!   another tenant has is [`Error::DomainTaken`], naming the owner. Adding a domain the
