@@ -108,11 +108,13 @@ async fn a_worker_that_lost_its_lock_stops_and_another_finishes() {
         .expect("join")
         .expect("the delete reached its first removal");
 
-    // End every idle-in-transaction session of the master: the lock's.
+    // End the session holding the operation's lock (its pool opens a new one, which holds
+    // no lock).
     pg.admin
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction'",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = 'tenancy operation lock'",
             [pg.name.as_str().into()],
         ))
         .await

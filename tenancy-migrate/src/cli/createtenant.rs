@@ -179,6 +179,10 @@ pub async fn createtenant_with_args(args: CreateTenantArgs, migrators: Migrators
     }
 }
 
+/// The master pool's connections of one creation: the provisioning transaction and a
+/// read beside it.
+const CREATE_CONNECTIONS: u32 = 2;
+
 /// Everything `createtenant` asks, after flags and prompts.
 struct Answers {
     new: NewTenant,
@@ -188,10 +192,14 @@ async fn run(args: CreateTenantArgs, migrators: Migrators) -> Result<()> {
     let backend = Backend::of_url(args.master.url())?;
     let password_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Password::new);
     // Connect first: an unreachable master is reported before any question is asked.
-    let tenancy = args.master.connect().await?;
-    // Creating a tenant uses three master connections at once (the provisioning
-    // transaction, the journal's writes, a read beside them).
-    super::warm_master_pool(&tenancy, 3);
+    // Creating a tenant uses two pooled master connections at once (the provisioning
+    // transaction and a read beside it), and the operation's lock one of its own. All
+    // three open together now instead of one by one on the way; the pool's cap keeps
+    // sqlx from opening more whenever a released connection is still on its way back
+    // (see `warm_master_pool`).
+    let tenancy = args.master.builder().max_connections(CREATE_CONNECTIONS).connect().await?;
+    tenancy.open_operation_connection();
+    super::warm_master_pool(&tenancy, CREATE_CONNECTIONS as usize);
     let template = match &args.from {
         Some(template) => Some(tenancy.get_tenant(template).await?.isolation()),
         None => None,

@@ -299,6 +299,18 @@ pub(crate) async fn connect(url: &str, search_path: Option<&str>) -> Result<Data
     connect_with(url, search_path, PoolShape { max_connections: 1, maintained: false, ..PoolShape::default() }).await
 }
 
+/// [`connect`] naming its session `application_name` (sent in the startup packet, no
+/// extra round trip): the connection that holds an operation's lock.
+pub(crate) async fn connect_lock(url: &str, application_name: &'static str) -> Result<DatabaseConnection> {
+    let shape = PoolShape {
+        max_connections: 1,
+        maintained: false,
+        application_name: Some(application_name),
+        ..PoolShape::default()
+    };
+    connect_with(url, None, shape).await
+}
+
 /// A pool of up to `max_connections` admin connections to `url`, closed after `idle`,
 /// each pinged before it is handed out: a pool kept across a server's restart gives out
 /// live connections only.
@@ -352,6 +364,8 @@ struct PoolShape {
     ping_always: bool,
     /// What stands between the pool and PostgreSQL.
     pooler: Pooler,
+    /// The sessions' `application_name`, if not sqlx's default.
+    application_name: Option<&'static str>,
 }
 
 impl Default for PoolShape {
@@ -364,6 +378,7 @@ impl Default for PoolShape {
             max_lifetime: MAX_CONNECTION_LIFETIME,
             ping_always: false,
             pooler: Pooler::None,
+            application_name: None,
         }
     }
 }
@@ -382,9 +397,14 @@ async fn connect_with(url: &str, search_path: Option<&str>, shape: PoolShape) ->
     let mut options = ConnectOptions::new(url_without_password);
     let behind_pooler = shape.pooler != Pooler::None;
     let named_statements = shape.named_statements;
-    if !named_statements || behind_pooler || password.is_some() {
+    let application_name = shape.application_name;
+    if !named_statements || behind_pooler || password.is_some() || application_name.is_some() {
         options.map_sqlx_postgres_opts(move |pg| {
             let pg = if named_statements { pg } else { pg.statement_cache_capacity(0) };
+            let pg = match application_name {
+                Some(name) => pg.application_name(name),
+                None => pg,
+            };
             let pg = match &password {
                 Some(password) => pg.password(password.expose_secret()),
                 None => pg,

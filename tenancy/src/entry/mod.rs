@@ -76,6 +76,9 @@ struct Shared {
     /// Admin pools of the shard databases ([`Tenancy::shard_admin_pool`]), opened on first
     /// use.
     shard_pools: tokio::sync::Mutex<std::collections::HashMap<crate::ShardDatabase, DatabaseConnection>>,
+    /// The connection the next lifecycle operation holds its lock on, being opened
+    /// ([`Tenancy::open_operation_connection`]).
+    spare_operation_connection: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<DatabaseConnection>>>>,
 }
 
 /// What [`TenancyBuilder::connect`] gathered.
@@ -130,6 +133,7 @@ impl Tenancy {
                 master_identity: tokio::sync::OnceCell::new(),
                 cache: parts.cache,
                 shard_pools: tokio::sync::Mutex::default(),
+                spare_operation_connection: std::sync::Mutex::default(),
             }),
         }
     }
@@ -733,6 +737,34 @@ impl Tenancy {
     pub fn generated_key_file(&self) -> Option<&Path> {
         match self.shared.secret_key.get() {
             Some((_, KeySource::Generated(path))) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Starts opening, in the background, the connection the next lifecycle operation of
+    /// this instance (create, delete, move, rename) holds its lock and writes its journal
+    /// on; nothing on SQLite, whose operations hold a lease instead. For a process about
+    /// to run one operation, such as a command: the connect then overlaps its first reads
+    /// instead of waiting in front of the operation. Without it each operation opens that
+    /// connection when it starts; an unused one is closed with the last clone of this
+    /// instance.
+    pub fn open_operation_connection(&self) {
+        if self.backend() != Backend::Postgres {
+            return;
+        }
+        let url = self.shared.url.as_str().to_owned();
+        let opening = tokio::spawn(async move { crate::operations::connect_lock(&url).await });
+        if let Ok(mut spare) = self.shared.spare_operation_connection.lock() {
+            *spare = Some(opening);
+        }
+    }
+
+    /// The connection [`Tenancy::open_operation_connection`] opened, if any and not taken.
+    pub(crate) async fn take_operation_connection(&self) -> Option<DatabaseConnection> {
+        let opening = self.shared.spare_operation_connection.lock().ok()?.take()?;
+        match opening.await {
+            Ok(Ok(connection)) => Some(connection),
+            // A failure to connect is reported by the operation's own attempt.
             _ => None,
         }
     }

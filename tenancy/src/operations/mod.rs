@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use self::entity::OPERATIONS_TABLE;
 pub(crate) use self::entity::{Column as OperationColumn, Entity as OperationEntity};
 use self::worker::WorkerLock;
-pub(crate) use self::worker::this_worker;
+pub(crate) use self::worker::{connect as connect_lock, this_worker};
 use crate::{Error, Result, Tenancy, TenantId};
 
 /// What a lifecycle operation does.
@@ -146,7 +146,7 @@ impl Operation {
             kind: self.kind,
             started: self.started_at,
             worker: self.worker.clone(),
-            step: self.step.clone().unwrap_or_else(|| "starting".to_owned()),
+            step: self.step.clone().unwrap_or_else(|| STARTING.to_owned()),
             arguments: self.arguments(),
         }
     }
@@ -276,6 +276,9 @@ pub(crate) async fn refuse_if_unfinished(tenancy: &Tenancy, id: &TenantId) -> Re
     }
 }
 
+/// The step an operation is at before it records one.
+const STARTING: &str = "starting";
+
 /// A started (or taken over) operation, held by this process until [`Guard::finish`].
 pub(crate) struct Guard {
     tenant: TenantId,
@@ -333,7 +336,7 @@ pub(crate) async fn begin(
     };
     let inserted = OperationEntity::insert(row)
         .on_conflict(OnConflict::column(OperationColumn::TenantId).do_nothing().to_owned())
-        .exec_without_returning(tenancy.master())
+        .exec_without_returning(lock.journal(tenancy))
         .await?;
     if inserted == 1 {
         let mut guard = Guard { tenant: id.clone(), undo: Vec::new(), lock };
@@ -341,7 +344,7 @@ pub(crate) async fn begin(
         return Ok(Begun { guard, resumed: None });
     }
     // A row exists and this process holds the lock: the row's worker is gone.
-    let Some(existing) = OperationEntity::find_by_id(id.as_str()).one(tenancy.master()).await? else {
+    let Some(existing) = OperationEntity::find_by_id(id.as_str()).one(lock.journal(tenancy)).await? else {
         // Finished between the insert and the read: start afresh.
         drop(lock);
         return Box::pin(begin(tenancy, kind, id, params)).await;
@@ -363,18 +366,37 @@ pub(crate) async fn begin(
 }
 
 impl Guard {
-    /// Records that the step named `step` starts, after checking this worker still holds
-    /// the operation (a lock connection that died means another worker may take over).
+    /// Records that the step named `step` starts, if this worker still holds the
+    /// operation (a lock connection that died means another worker may take over).
     pub(crate) async fn step(&self, tenancy: &Tenancy, step: &str) -> Result<()> {
-        if !self.lock.still_held(tenancy, &self.tenant).await {
-            return Err(Error::OperationLost { tenant: self.tenant.to_string(), step: step.to_owned() });
-        }
-        OperationEntity::update_many()
+        let write = OperationEntity::update_many()
             .col_expr(OperationColumn::Step, Expr::value(step))
             .filter(OperationColumn::TenantId.eq(self.tenant.as_str()))
-            .exec(tenancy.master())
-            .await?;
-        Ok(())
+            .filter(self.lock.held(&self.tenant))
+            .exec(self.lock.journal(tenancy))
+            .await;
+        self.written(tenancy, write, step).await
+    }
+
+    /// What a journal write of this operation's row came to: `Ok` when it changed the
+    /// row; [`Error::OperationLost`] when it changed nothing (the row is no longer this
+    /// worker's) or failed on a connection that no longer holds the lock (cut, or
+    /// reopened by its pool); the write's own error otherwise.
+    async fn written(
+        &self,
+        tenancy: &Tenancy,
+        write: Result<sea_orm::UpdateResult, sea_orm::DbErr>,
+        next: &str,
+    ) -> Result<()> {
+        let lost = || Error::OperationLost { tenant: self.tenant.to_string(), step: next.to_owned() };
+        match write {
+            Ok(written) if written.rows_affected > 0 => Ok(()),
+            Ok(_) => Err(lost()),
+            Err(err) => match self.lock.still_held(tenancy, &self.tenant).await {
+                true => Err(err.into()),
+                false => Err(lost()),
+            },
+        }
     }
 
     /// Records, before it is made, something a step is about to create.
@@ -405,12 +427,13 @@ impl Guard {
             tenant: self.tenant.to_string(),
             reason: format!("cannot encode the operation's undo entries: {err}"),
         })?;
-        OperationEntity::update_many()
+        let write = OperationEntity::update_many()
             .col_expr(OperationColumn::Undo, Expr::value(undo))
             .filter(OperationColumn::TenantId.eq(self.tenant.as_str()))
-            .exec(tenancy.master())
-            .await?;
-        Ok(())
+            .filter(self.lock.held(&self.tenant))
+            .exec(self.lock.journal(tenancy))
+            .await;
+        self.written(tenancy, write, "recording what it creates").await
     }
 
     /// Sets the step and replaces the undo entries inside `db` (a transaction of the change
@@ -445,7 +468,7 @@ impl Guard {
     /// Removes the operation's row and releases the lock: the operation is over, done or
     /// fully undone.
     pub(crate) async fn finish(self, tenancy: &Tenancy) -> Result<()> {
-        self.finish_in(tenancy.master()).await?;
+        self.finish_in(self.lock.journal(tenancy)).await?;
         self.lock.release().await;
         Ok(())
     }
